@@ -1,0 +1,1 @@
+"""Storage access: one class per table, the only code that names its keys."""

@@ -1,0 +1,1 @@
+"""One module per route: decorators plus one call into logic/."""

@@ -1,0 +1,62 @@
+"""$connect REQUEST authorizer: only a device with a fresh, signed token gets in."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
+    APIGatewayAuthorizerRequestEvent,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sotto import topology
+
+from ..aws import dynamodb_client
+from ..config import settings
+from ..dal.directory import DirectoryStore
+from ..logic.auth import Refusal, authorize
+
+logger = Logger()
+metrics = Metrics()
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = APIGatewayAuthorizerRequestEvent(event)
+    request_context = request.request_context
+    directory = DirectoryStore(dynamodb_client(), settings().table_name("DirectoryTable"))
+    try:
+        principal = authorize(
+            request.get_header_value(topology.WS_AUTHORIZER_IDENTITY_HEADER, case_sensitive=False),
+            directory.get_device,
+            audience=f"{request_context.api_id}/{request_context.stage}",
+            now=int(time.time()),
+        )
+    except Refusal as refusal:
+        logger.info("connect refused", status=refusal.status, reason=refusal.reason)
+        metrics.add_metric(name="ConnectRefused", unit=MetricUnit.Count, value=1)
+        if refusal.status == 401:
+            # API Gateway's contract: this exact message makes it answer 401.
+            raise Exception("Unauthorized") from None
+        return _policy("Deny", request.method_arn, "anonymous", {"reason": refusal.reason})
+    logger.info("connect allowed", device_id=principal.device_id)
+    return _policy("Allow", request.method_arn, principal.device_id, principal.context())
+
+
+def _policy(
+    effect: str, method_arn: str, principal_id: str, context: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "principalId": principal_id,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Action": "execute-api:Invoke", "Effect": effect, "Resource": method_arn}
+            ],
+        },
+        "context": context,
+    }

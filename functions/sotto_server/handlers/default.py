@@ -1,0 +1,33 @@
+"""$default: every frame no route claims gets an error frame, never silence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ..events import MessageEvent
+from ..logic.frames import ErrorCode, error_frame
+from ..logic.requests import FrameError, load_object, request_id_of
+from ._socket import reply
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(event=event, model=MessageEvent)
+    body = None if request.is_base64_encoded else request.body
+    try:
+        frame = load_object(body if isinstance(body, str) else None)
+    except FrameError as exc:
+        answer = error_frame(exc.code, exc.message)
+    else:
+        action = frame.get("action")
+        described = f"unknown action {action!r}" if isinstance(action, str) else "missing action"
+        answer = error_frame(ErrorCode.UNKNOWN_ACTION, described[:120], request_id_of(frame))
+    logger.info("refused frame")
+    reply(request.request_context.connection_id, answer)
+    return {"statusCode": 200}

@@ -1,0 +1,38 @@
+"""ping: answer pong on the caller's socket, through @connections."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ..events import MessageEvent
+from ..logic.frames import encode, error_frame
+from ..logic.requests import FrameError, PingRequest, parse_frame
+from ._socket import reply
+
+logger = Logger()
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = parse(event=event, model=MessageEvent)
+    body = request.body if isinstance(request.body, str) else None
+    try:
+        ping = parse_frame(PingRequest, body)
+    except FrameError as exc:
+        answer = error_frame(exc.code, exc.message, exc.request_id)
+    else:
+        answer = encode(
+            {
+                "action": "pong",
+                "id": ping.id,
+                "payload": ping.payload,
+                "server_time": int(time.time() * 1000),
+            }
+        )
+    reply(request.request_context.connection_id, answer)
+    return {"statusCode": 200}

@@ -1,0 +1,1 @@
+"""Domain rules, free of AWS: handlers feed them parsed input and stores."""

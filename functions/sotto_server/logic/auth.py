@@ -1,0 +1,72 @@
+"""Who may open a socket: the decision behind the $connect authorizer.
+
+Pure apart from the device lookup it is given. Refusals carry the HTTP status
+API Gateway answers on the upgrade: 401 when no usable token was presented,
+403 when a token was presented but is not good enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+from sotto.protocol import connect_token
+from sotto.protocol.errors import TokenError
+
+from ..dal.directory import DeviceRecord
+
+__all__ = ["Principal", "Refusal", "authorize"]
+
+_SCHEME = "Sotto-Device "
+
+
+@dataclass(frozen=True)
+class Principal:
+    """What the authorizer vouches for; travels in every later event's context."""
+
+    device_id: str
+    user_id: str
+    network_id: str
+
+    def context(self) -> dict[str, str]:
+        return {"device_id": self.device_id, "user_id": self.user_id, "network_id": self.network_id}
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def authorize(
+    authorization: str | None,
+    lookup_device: Callable[[str], DeviceRecord | None],
+    *,
+    audience: str,
+    now: int,
+) -> Principal:
+    """Return the device's principal, or raise Refusal with status and reason."""
+    if not authorization or not authorization.startswith(_SCHEME):
+        raise Refusal(401, "missing_token")
+    token = authorization[len(_SCHEME) :].strip()
+    try:
+        device_id = connect_token.peek_device_id(token)
+    except TokenError as exc:
+        raise Refusal(401, exc.code) from None
+    device = lookup_device(device_id)
+    if device is None:
+        raise Refusal(403, "unknown_device")
+    if device.status != "active":
+        raise Refusal(403, "revoked_device")
+    public_key = load_der_public_key(device.signing_key)
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise Refusal(403, "bad_device_key")
+    try:
+        connect_token.verify(token, public_key, audience=audience, now=now)
+    except TokenError as exc:
+        raise Refusal(403, exc.code) from None
+    return Principal(device.device_id, device.user_id, device.network_id)

@@ -1,0 +1,243 @@
+"""The AWS side of the local stack: a moto server provisioned from topology.
+
+Tables, buckets and keys are created from the same declarations the CDK stack
+uses (``sotto.topology``), with the same keys, indexes, TTL, streams,
+encryption and bucket settings, so handlers meet the same resources here as
+in the cloud.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from sotto import topology
+
+from .events import REGION
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeDefinitionTypeDef,
+        GlobalSecondaryIndexTypeDef,
+        KeySchemaElementTypeDef,
+    )
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["LOCAL_CREDENTIALS", "LocalResources", "MotoServer", "provision", "table_shape"]
+
+# moto accepts any credentials; these make boto3 sign requests as it would in AWS.
+LOCAL_CREDENTIALS = {
+    "aws_access_key_id": "AKIALOCALSOTTO000000",
+    "aws_secret_access_key": "local-secret-not-a-real-key",
+    "region_name": REGION,
+}
+# Archive objects stay immutable for this long unless the policy says more.
+DEFAULT_ARCHIVE_RETENTION_DAYS = 365
+
+
+class MotoServer:
+    """moto's threaded server on 127.0.0.1, on a port the OS chooses."""
+
+    def __init__(self, port: int = 0) -> None:
+        # moto is heavy to import; only the local stack needs it.
+        from moto.server import ThreadedMotoServer
+
+        # werkzeug would print a line for every AWS request the handlers make.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.endpoint = ""
+
+    def start(self) -> str:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        return self.endpoint
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    """Physical names, keyed by logical id, and the environment handlers need."""
+
+    tables: dict[str, str]
+    buckets: dict[str, str]
+    keys: dict[str, str]
+
+    def environment(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for spec in topology.TABLES:
+            env[spec.env_var] = self.tables[spec.logical_id]
+        for bucket in topology.BUCKETS:
+            env[bucket.env_var] = self.buckets[bucket.logical_id]
+        for key in topology.KEYS:
+            env[key.env_var] = self.keys[key.logical_id]
+        return env
+
+
+def _clients(endpoint: str) -> tuple[DynamoDBClient, S3Client, KMSClient]:
+    session = boto3.session.Session(
+        aws_access_key_id=LOCAL_CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["aws_secret_access_key"],
+        region_name=LOCAL_CREDENTIALS["region_name"],
+    )
+    return (
+        session.client("dynamodb", endpoint_url=endpoint),
+        session.client("s3", endpoint_url=endpoint),
+        session.client("kms", endpoint_url=endpoint),
+    )
+
+
+def provision(endpoint: str, stage: str = "local") -> LocalResources:
+    dynamodb, s3, kms = _clients(endpoint)
+    keys = {spec.logical_id: _create_key(kms, spec, stage) for spec in topology.KEYS}
+    tables = {
+        spec.logical_id: _create_table(dynamodb, spec, stage, keys["DataKey"])
+        for spec in topology.TABLES
+    }
+    buckets = {
+        spec.logical_id: _create_bucket(
+            s3, spec, stage, keys["ArchiveKey" if spec.object_lock else "DataKey"]
+        )
+        for spec in topology.BUCKETS
+    }
+    return LocalResources(tables=tables, buckets=buckets, keys=keys)
+
+
+def _create_key(kms: KMSClient, spec: topology.KeySpec, stage: str) -> str:
+    key = kms.create_key(Description=spec.purpose)["KeyMetadata"]
+    kms.enable_key_rotation(KeyId=key["KeyId"])
+    kms.create_alias(AliasName=f"alias/{spec.alias}-{stage}", TargetKeyId=key["KeyId"])
+    return key["Arn"]
+
+
+def _create_table(
+    dynamodb: DynamoDBClient, spec: topology.TableSpec, stage: str, key_arn: str
+) -> str:
+    name = f"sotto-{stage}-{spec.logical_id}"
+    args: dict[str, Any] = {
+        "TableName": name,
+        "KeySchema": _key_schema(spec.partition_key, spec.sort_key),
+        "AttributeDefinitions": [
+            {"AttributeName": attr, "AttributeType": kind}
+            for attr, kind in sorted(spec.attributes.items())
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+        "SSESpecification": {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
+    }
+    if spec.indexes:
+        indexes: list[GlobalSecondaryIndexTypeDef] = [
+            {
+                "IndexName": index.name,
+                "KeySchema": _key_schema(index.partition_key, index.sort_key),
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for index in spec.indexes
+        ]
+        args["GlobalSecondaryIndexes"] = indexes
+    if spec.stream:
+        args["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": spec.stream}
+    dynamodb.create_table(**args)
+    if spec.ttl_attribute:
+        dynamodb.update_time_to_live(
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+        )
+    dynamodb.update_continuous_backups(
+        TableName=name,
+        PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+    )
+    return name
+
+
+def _key_schema(partition_key: str, sort_key: str | None) -> list[KeySchemaElementTypeDef]:
+    schema: list[KeySchemaElementTypeDef] = [{"AttributeName": partition_key, "KeyType": "HASH"}]
+    if sort_key:
+        schema.append({"AttributeName": sort_key, "KeyType": "RANGE"})
+    return schema
+
+
+def _create_bucket(s3: S3Client, spec: topology.BucketSpec, stage: str, key_arn: str) -> str:
+    name = f"sotto-{stage}-{spec.logical_id.lower()}"
+    s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=spec.object_lock)
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {
+                        "SSEAlgorithm": "aws:kms",
+                        "KMSMasterKeyID": key_arn,
+                    },
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=name,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    if not spec.object_lock:
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=name,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "abort-incomplete-uploads-and-old-versions",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": ""},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+                    }
+                ]
+            },
+        )
+    else:
+        s3.put_object_lock_configuration(
+            Bucket=name,
+            ObjectLockConfiguration={
+                "ObjectLockEnabled": "Enabled",
+                "Rule": {
+                    "DefaultRetention": {
+                        "Mode": "COMPLIANCE",
+                        "Days": DEFAULT_ARCHIVE_RETENTION_DAYS,
+                    }
+                },
+            },
+        )
+    return name
+
+
+def table_shape(description: dict[str, Any], ttl_attribute: str | None) -> dict[str, Any]:
+    """The parts of a table that must match between local and deployed.
+
+    ``description`` is DynamoDB's DescribeTable ``Table``; the result is plain
+    data comparable with the same shape read from a CloudFormation template.
+    """
+    definitions: list[AttributeDefinitionTypeDef] = description["AttributeDefinitions"]
+    stream = description.get("StreamSpecification") or {}
+    return {
+        "keys": {k["KeyType"]: k["AttributeName"] for k in description["KeySchema"]},
+        "attributes": {a["AttributeName"]: a["AttributeType"] for a in definitions},
+        "indexes": {
+            index["IndexName"]: {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+            for index in description.get("GlobalSecondaryIndexes", [])
+        },
+        "ttl": ttl_attribute,
+        "stream": stream.get("StreamViewType") if stream.get("StreamEnabled") else None,
+        "billing": description.get("BillingModeSummary", {}).get("BillingMode"),
+    }

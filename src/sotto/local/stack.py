@@ -1,0 +1,150 @@
+"""``sotto local up``: the whole backend on one machine.
+
+Starts moto (DynamoDB, S3, KMS) provisioned from ``sotto.topology``, the
+@connections/HTTP API server and the WebSocket gateway, points the handlers at
+them through the same environment variables Lambda gives them, and writes the
+endpoints to ``DATA_DIR/endpoints.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .aws import LOCAL_CREDENTIALS, LocalResources, MotoServer, provision
+from .gateway import GatewayLimits, WebSocketGateway
+from .http_server import LocalHttpServer
+from .lambdas import LocalFunctions
+
+__all__ = ["API_ID", "STAGE", "Endpoints", "LocalStack", "run"]
+
+API_ID = "sottolocal"
+STAGE = "local"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    websocket: str
+    http: str
+    aws: str
+    connections: str
+    region: str
+    stage: str
+    api_id: str
+    resources: dict[str, dict[str, str]]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+class LocalStack:
+    def __init__(
+        self, data_dir: Path, *, port: int = 0, limits: GatewayLimits | None = None
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.limits = limits
+        self._moto: MotoServer | None = None
+        self._http: LocalHttpServer | None = None
+        self._gateway: WebSocketGateway | None = None
+
+    async def start(self) -> Endpoints:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._moto = MotoServer()
+        aws_endpoint = self._moto.start()
+        resources = provision(aws_endpoint, STAGE)
+
+        functions = LocalFunctions(STAGE)
+        self._gateway = WebSocketGateway(
+            functions, api_id=API_ID, stage=STAGE, limits=self.limits, port=self.port
+        )
+        self._http = LocalHttpServer(
+            self._gateway, functions, asyncio.get_running_loop(), api_id=API_ID, stage=STAGE
+        )
+        _point_handlers_at(aws_endpoint, self._http.connections_url, resources)
+        self._http.start()
+        websocket = await self._gateway.start()
+
+        endpoints = Endpoints(
+            websocket=websocket,
+            http=self._http.url,
+            aws=aws_endpoint,
+            connections=self._http.connections_url,
+            region=LOCAL_CREDENTIALS["region_name"],
+            stage=STAGE,
+            api_id=API_ID,
+            resources={
+                "tables": resources.tables,
+                "buckets": resources.buckets,
+                "keys": resources.keys,
+            },
+        )
+        path = self.data_dir / "endpoints.json"
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(endpoints.to_json())
+        temporary.replace(path)  # readers never see a half-written file
+        return endpoints
+
+    async def stop(self) -> None:
+        if self._gateway is not None:
+            await self._gateway.stop()
+        if self._http is not None:
+            await asyncio.to_thread(self._http.stop)
+        if self._moto is not None:
+            await asyncio.to_thread(self._moto.stop)
+        (self.data_dir / "endpoints.json").unlink(missing_ok=True)
+
+
+def _point_handlers_at(aws: str, connections: str, resources: LocalResources) -> None:
+    """Give this process the environment Lambda gives each function."""
+    env: dict[str, Any] = {
+        "AWS_ENDPOINT_URL": aws,
+        "AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI": connections,
+        "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": LOCAL_CREDENTIALS["region_name"],
+        "AWS_REGION": LOCAL_CREDENTIALS["region_name"],
+        "SOTTO_STAGE": STAGE,
+        "POWERTOOLS_SERVICE_NAME": "sotto",
+        "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
+        **resources.environment(),
+    }
+    os.environ.update({name: str(value) for name, value in env.items()})
+    # Credentials from a profile or session token would override the above.
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+
+
+def run(data_dir: Path, port: int = 0, limits: GatewayLimits | None = None) -> int:
+    """Run until Ctrl-C or SIGTERM; print the endpoints and what to do next."""
+
+    async def main() -> None:
+        stack = LocalStack(data_dir, port=port, limits=limits)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        endpoints = await stack.start()
+        print(
+            "Sotto local stack is up\n"
+            f"  websocket  {endpoints.websocket}\n"
+            f"  http api   {endpoints.http}\n"
+            f"  aws (moto) {endpoints.aws}\n"
+            f"  endpoints  {data_dir / 'endpoints.json'}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        try:
+            await stopping.wait()
+        finally:
+            print("stopping...", file=sys.stderr, flush=True)
+            await stack.stop()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,269 @@
+"""The one definition of Sotto's server-side resources.
+
+Both the CDK stack (``infra/``) and the local stack (``sotto.local``) build
+their tables, buckets, keys, functions and routes from these declarations, so
+what runs on a laptop is what deploys. A test compares the synthesized
+CloudFormation template with the resources the local stack provisions.
+
+This module is plain data: it imports nothing from AWS or the CDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "BUCKETS",
+    "FUNCTIONS",
+    "HTTP_ROUTES",
+    "KEYS",
+    "TABLES",
+    "WS_AUTHORIZER",
+    "WS_AUTHORIZER_IDENTITY_HEADER",
+    "WS_ROUTES",
+    "WS_ROUTE_SELECTION_FIELD",
+    "BucketSpec",
+    "FunctionSpec",
+    "HttpRouteSpec",
+    "IndexSpec",
+    "KeySpec",
+    "TableSpec",
+    "WsRouteSpec",
+    "function",
+    "table",
+]
+
+AttrType = Literal["S", "N", "B"]
+StreamView = Literal["NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY"]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A global secondary index (projection ALL)."""
+
+    name: str
+    partition_key: str
+    sort_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A DynamoDB table: on-demand, encrypted with the data key, PITR on."""
+
+    logical_id: str
+    # Environment variable through which handlers learn the physical name.
+    env_var: str
+    partition_key: str
+    sort_key: str | None = None
+    # Every key attribute, including the indexes', with its scalar type.
+    attributes: dict[str, AttrType] = field(default_factory=dict)
+    indexes: tuple[IndexSpec, ...] = ()
+    ttl_attribute: str | None = None
+    stream: StreamView | None = None
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    logical_id: str
+    env_var: str
+    object_lock: bool
+    purpose: str = ""
+    # Logical id of the KEYS entry that encrypts the bucket (SSE-KMS).
+    kms_key: str = "DataKey"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    logical_id: str
+    alias: str
+    env_var: str
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A Lambda function: ``handler`` is ``module.attribute`` under ``functions/``."""
+
+    name: str
+    handler: str
+    # Logical ids of the tables the function may read, and may read and write.
+    tables_read: tuple[str, ...] = ()
+    tables_write: tuple[str, ...] = ()
+    # Whether the function posts to / deletes WebSocket connections. Such a
+    # function also deletes the record of a connection found gone (410).
+    manages_connections: bool = False
+    purpose: str = ""
+    # Lambda sizing. Memory also buys CPU, which the signature checks on
+    # every $connect need; API Gateway gives up on an integration after 29 s.
+    memory_mb: int = 512
+    timeout_seconds: int = 10
+
+    @property
+    def module(self) -> str:
+        return self.handler.rsplit(".", 1)[0]
+
+    @property
+    def attribute(self) -> str:
+        return self.handler.rsplit(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class WsRouteSpec:
+    route_key: str
+    function: str
+
+
+@dataclass(frozen=True)
+class HttpRouteSpec:
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"]
+    path: str
+    function: str
+    # Admin routes are authorized by IAM (SigV4); the others are public and
+    # authenticate in the handler (enrollment codes, signed requests).
+    iam: bool
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec(
+        logical_id="ConnectionsTable",
+        env_var="SOTTO_CONNECTIONS_TABLE",
+        partition_key="connection_id",
+        attributes={"connection_id": "S", "device_id": "S"},
+        indexes=(IndexSpec("by_device", "device_id", "connection_id"),),
+        # $disconnect is best-effort, so every record also expires on its own
+        # shortly after API Gateway's two-hour connection limit.
+        ttl_attribute="expires_at",
+        purpose="Open WebSocket connections and the device each one carries.",
+    ),
+    TableSpec(
+        logical_id="DirectoryTable",
+        env_var="SOTTO_DIRECTORY_TABLE",
+        partition_key="pk",
+        sort_key="sk",
+        attributes={"pk": "S", "sk": "S"},
+        ttl_attribute="expires_at",
+        purpose="Networks, users, devices, their certified public keys and prekeys.",
+    ),
+    TableSpec(
+        logical_id="MessagesTable",
+        env_var="SOTTO_MESSAGES_TABLE",
+        partition_key="pk",
+        sort_key="sk",
+        attributes={"pk": "S", "sk": "S"},
+        ttl_attribute="expires_at",
+        # The retention archiver consumes new ciphertext from the stream.
+        stream="NEW_IMAGE",
+        purpose="Ciphertext envelopes and per-device mailboxes, ordered per conversation.",
+    ),
+)
+
+BUCKETS: tuple[BucketSpec, ...] = (
+    BucketSpec(
+        logical_id="AttachmentsBucket",
+        env_var="SOTTO_ATTACHMENTS_BUCKET",
+        object_lock=False,
+        purpose="Client-encrypted attachment chunks, uploaded through presigned URLs.",
+    ),
+    BucketSpec(
+        logical_id="ArchiveBucket",
+        env_var="SOTTO_ARCHIVE_BUCKET",
+        object_lock=True,
+        purpose="WORM retention archive with hash-chained manifests.",
+        kms_key="ArchiveKey",
+    ),
+)
+
+KEYS: tuple[KeySpec, ...] = (
+    KeySpec(
+        logical_id="DataKey",
+        alias="sotto/data",
+        env_var="SOTTO_DATA_KEY_ID",
+        purpose="Encrypts the tables, their streams and the attachments bucket at rest.",
+    ),
+    KeySpec(
+        logical_id="ArchiveKey",
+        alias="sotto/archive",
+        env_var="SOTTO_ARCHIVE_KEY_ID",
+        purpose="Encrypts the archive and wraps the retention identity; compliance role only.",
+    ),
+)
+
+FUNCTIONS: tuple[FunctionSpec, ...] = (
+    FunctionSpec(
+        name="authorizer",
+        handler="sotto_server.handlers.authorizer.handler",
+        tables_read=("DirectoryTable",),
+        purpose="$connect REQUEST authorizer: verifies the device-signed connect token.",
+    ),
+    FunctionSpec(
+        name="connect",
+        handler="sotto_server.handlers.connect.handler",
+        tables_write=("ConnectionsTable",),
+        purpose="Records the connection with the device the authorizer vouched for.",
+    ),
+    FunctionSpec(
+        name="disconnect",
+        handler="sotto_server.handlers.disconnect.handler",
+        tables_write=("ConnectionsTable",),
+        purpose="Removes the connection record.",
+    ),
+    FunctionSpec(
+        name="default",
+        handler="sotto_server.handlers.default.handler",
+        tables_write=("ConnectionsTable",),
+        manages_connections=True,
+        purpose="Answers unknown actions and malformed frames with an error frame.",
+    ),
+    FunctionSpec(
+        name="ping",
+        handler="sotto_server.handlers.ping.handler",
+        tables_write=("ConnectionsTable",),
+        manages_connections=True,
+        purpose="Answers ping with pong through @connections.",
+    ),
+    FunctionSpec(
+        name="info",
+        handler="sotto_server.handlers.info.handler",
+        purpose="Public HTTP: protocol version and suites this deployment speaks.",
+    ),
+    FunctionSpec(
+        name="admin",
+        handler="sotto_server.handlers.admin.handler",
+        tables_read=("DirectoryTable",),
+        purpose="IAM-authorized HTTP admin API.",
+    ),
+)
+
+WS_ROUTES: tuple[WsRouteSpec, ...] = (
+    WsRouteSpec("$connect", "connect"),
+    WsRouteSpec("$disconnect", "disconnect"),
+    WsRouteSpec("$default", "default"),
+    WsRouteSpec("ping", "ping"),
+)
+
+# The $connect authorizer, and where it finds the token.
+WS_AUTHORIZER = "authorizer"
+WS_AUTHORIZER_IDENTITY_HEADER = "Authorization"
+# API Gateway selects the route from this JSON field of each text frame.
+WS_ROUTE_SELECTION_FIELD = "action"
+
+HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
+    HttpRouteSpec("GET", "/v1/info", "info", iam=False),
+    HttpRouteSpec("GET", "/v1/admin/devices/{device_id}", "admin", iam=True),
+)
+
+
+def table(logical_id: str) -> TableSpec:
+    for spec in TABLES:
+        if spec.logical_id == logical_id:
+            return spec
+    raise KeyError(logical_id)
+
+
+def function(name: str) -> FunctionSpec:
+    for spec in FUNCTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
