@@ -35,11 +35,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
+# STAGE=prod picks the stage (cdk.json holds the other context defaults).
 synth: $(STAMP) node_modules/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet
+	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk synth --quiet $(if $(STAGE),-c stage=$(STAGE))
 
 deploy: $(STAMP) node_modules/.installed
-	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk deploy
+	PATH="$(CURDIR)/$(BIN):$$PATH" npx cdk deploy $(if $(STAGE),-c stage=$(STAGE))
+
+layer: $(STAMP)
+	$(BIN)/python -m infra.packaging
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

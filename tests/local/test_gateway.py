@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from .stack import SeededDevice, Stack, seed_device
+from tests.support.stack import SeededDevice, Stack, seed_device
 
 
 def open_socket(stack: Stack, device: SeededDevice, **kwargs) -> ClientConnection:
@@ -21,8 +22,10 @@ def open_socket(stack: Stack, device: SeededDevice, **kwargs) -> ClientConnectio
     )
 
 
-def receive_json(ws: ClientConnection) -> dict:
-    return json.loads(ws.recv(timeout=10))
+def receive_json(ws: ClientConnection) -> dict[str, Any]:
+    answer = json.loads(ws.recv(timeout=10))
+    assert isinstance(answer, dict)
+    return answer
 
 
 def connection_ids(stack: Stack, device: SeededDevice) -> list[str]:
@@ -138,7 +141,7 @@ def test_closed_socket_removes_its_connection_record(stack, device):
 
 
 def test_connections_api_get_post_delete_on_live_socket(stack, device):
-    client = stack_connections_client(stack)
+    client = stack.connections_client()
     with open_socket(stack, device) as ws:
         ws.send(json.dumps({"action": "ping"}))
         receive_json(ws)
@@ -155,23 +158,13 @@ def test_connections_api_get_post_delete_on_live_socket(stack, device):
 
 
 def test_connections_api_answers_gone_for_closed_connection(stack):
-    client = stack_connections_client(stack)
+    client = stack.connections_client()
     with pytest.raises(client.exceptions.GoneException):
         client.post_to_connection(ConnectionId="AAAAAAAAAAAAAAA=", Data=b"{}")
     with pytest.raises(client.exceptions.GoneException):
         client.get_connection(ConnectionId="AAAAAAAAAAAAAAA=")
     with pytest.raises(client.exceptions.GoneException):
         client.delete_connection(ConnectionId="AAAAAAAAAAAAAAA=")
-
-
-def stack_connections_client(stack: Stack):
-    import boto3
-
-    from .stack import CREDENTIALS
-
-    return boto3.client(
-        "apigatewaymanagementapi", endpoint_url=stack.endpoints["connections"], **CREDENTIALS
-    )
 
 
 # -- the authorizer on $connect -------------------------------------------------

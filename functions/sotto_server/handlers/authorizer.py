@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
     APIGatewayAuthorizerRequestEvent,
+    APIGatewayAuthorizerResponseWebSocket,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -42,21 +43,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if refusal.status == 401:
             # API Gateway's contract: this exact message makes it answer 401.
             raise Exception("Unauthorized") from None
-        return _policy("Deny", request.method_arn, "anonymous", {"reason": refusal.reason})
+        policy = APIGatewayAuthorizerResponseWebSocket.from_route_arn(
+            request.method_arn, "anonymous", {"reason": refusal.reason}
+        )
+        policy.deny_all_routes()
+        return policy.asdict()
     logger.info("connect allowed", device_id=principal.device_id)
-    return _policy("Allow", request.method_arn, principal.device_id, principal.context())
-
-
-def _policy(
-    effect: str, method_arn: str, principal_id: str, context: dict[str, str]
-) -> dict[str, Any]:
-    return {
-        "principalId": principal_id,
-        "policyDocument": {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Action": "execute-api:Invoke", "Effect": effect, "Resource": method_arn}
-            ],
-        },
-        "context": context,
-    }
+    metrics.add_metric(name="ConnectAllowed", unit=MetricUnit.Count, value=1)
+    policy = APIGatewayAuthorizerResponseWebSocket.from_route_arn(
+        request.method_arn, principal.device_id, principal.context()
+    )
+    policy.allow_route("$connect")
+    return policy.asdict()

@@ -36,8 +36,10 @@ LOCAL_CREDENTIALS = {
     "aws_secret_access_key": "local-secret-not-a-real-key",
     "region_name": REGION,
 }
-# Archive objects stay immutable for this long unless the policy says more.
-DEFAULT_ARCHIVE_RETENTION_DAYS = 365
+# The bucket policy defaults of cdk.json's context, which a test holds equal.
+ARCHIVE_RETENTION_DAYS = 2557
+NONCURRENT_VERSION_DAYS = 30
+ABORT_INCOMPLETE_UPLOAD_DAYS = 7
 
 
 class MotoServer:
@@ -102,19 +104,15 @@ def provision(endpoint: str, stage: str = "local") -> LocalResources:
         spec.logical_id: _create_table(dynamodb, spec, stage, keys["DataKey"])
         for spec in topology.TABLES
     }
-    buckets = {
-        spec.logical_id: _create_bucket(
-            s3, spec, stage, keys["ArchiveKey" if spec.object_lock else "DataKey"]
-        )
-        for spec in topology.BUCKETS
-    }
+    buckets = {spec.logical_id: _create_bucket(s3, spec, stage, keys) for spec in topology.BUCKETS}
     return LocalResources(tables=tables, buckets=buckets, keys=keys)
 
 
 def _create_key(kms: KMSClient, spec: topology.KeySpec, stage: str) -> str:
     key = kms.create_key(Description=spec.purpose)["KeyMetadata"]
     kms.enable_key_rotation(KeyId=key["KeyId"])
-    kms.create_alias(AliasName=f"alias/{spec.alias}-{stage}", TargetKeyId=key["KeyId"])
+    # Aliases are unique per account and region, so each stage gets its own (as in infra/).
+    kms.create_alias(AliasName=f"alias/{spec.alias}/{stage}", TargetKeyId=key["KeyId"])
     return key["Arn"]
 
 
@@ -164,9 +162,12 @@ def _key_schema(partition_key: str, sort_key: str | None) -> list[KeySchemaEleme
     return schema
 
 
-def _create_bucket(s3: S3Client, spec: topology.BucketSpec, stage: str, key_arn: str) -> str:
+def _create_bucket(
+    s3: S3Client, spec: topology.BucketSpec, stage: str, keys: dict[str, str]
+) -> str:
     name = f"sotto-{stage}-{spec.logical_id.lower()}"
     s3.create_bucket(Bucket=name, ObjectLockEnabledForBucket=spec.object_lock)
+    key_arn = keys[spec.kms_key]
     s3.put_bucket_encryption(
         Bucket=name,
         ServerSideEncryptionConfiguration={
@@ -200,8 +201,10 @@ def _create_bucket(s3: S3Client, spec: topology.BucketSpec, stage: str, key_arn:
                         "ID": "abort-incomplete-uploads-and-old-versions",
                         "Status": "Enabled",
                         "Filter": {"Prefix": ""},
-                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-                        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+                        "AbortIncompleteMultipartUpload": {
+                            "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
+                        },
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
                     }
                 ]
             },
@@ -214,7 +217,7 @@ def _create_bucket(s3: S3Client, spec: topology.BucketSpec, stage: str, key_arn:
                 "Rule": {
                     "DefaultRetention": {
                         "Mode": "COMPLIANCE",
-                        "Days": DEFAULT_ARCHIVE_RETENTION_DAYS,
+                        "Days": ARCHIVE_RETENTION_DAYS,
                     }
                 },
             },

@@ -1,14 +1,17 @@
+"""Session fixtures shared by every suite: one local stack for the whole run."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
 
-from .stack import Stack, SeededDevice, running_stack, seed_device
+from tests.support.stack import SeededDevice, Stack, running_stack, seed_device
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """``sotto local up`` in a subprocess, talked to over real sockets."""
     with running_stack(tmp_path_factory.mktemp("local-stack")) as running:
         yield running
 

@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sotto.protocol import connect_token
 
+from sotto.protocol import connect_token
 from sotto_server.dal.directory import DeviceRecord, DirectoryStore
 
 CREDENTIALS = {
@@ -44,13 +44,27 @@ class Stack:
         return f"{self.endpoints['api_id']}/{self.endpoints['stage']}"
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, endpoint_url=self.endpoints["aws"], **CREDENTIALS)
+        return aws_client(service, str(self.endpoints["aws"]))
+
+    def connections_client(self) -> Any:
+        """A boto3 @connections client, as handlers build it."""
+        return aws_client("apigatewaymanagementapi", str(self.endpoints["connections"]))
 
     def table(self, logical_id: str) -> str:
         return str(self.endpoints["resources"]["tables"][logical_id])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def aws_client(service: Any, endpoint: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+        region_name=CREDENTIALS["region_name"],
+    )
 
 
 @contextmanager

@@ -1,0 +1,51 @@
+"""Small helpers shared by the constructs."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_logs as logs
+
+from infra.settings import Settings
+
+__all__ = ["construct_name", "data_removal_policy", "log_retention"]
+
+
+def construct_name(name: str) -> str:
+    """``"default"`` -> ``"Default"``, ``"$connect"`` -> ``"Connect"``: names as construct ids."""
+    words = name.strip("$").replace("-", "_").split("_")
+    return "".join(word[:1].upper() + word[1:] for word in words)
+
+
+def data_removal_policy(settings: Settings) -> RemovalPolicy:
+    """Keep tables and logs of prod stages when the stack goes; drop those of dev stages."""
+    return RemovalPolicy.RETAIN if settings.is_prod else RemovalPolicy.DESTROY
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    return _RETENTION[days]
+
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    2192: logs.RetentionDays.SIX_YEARS,
+    2557: logs.RetentionDays.SEVEN_YEARS,
+    2922: logs.RetentionDays.EIGHT_YEARS,
+    3288: logs.RetentionDays.NINE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}

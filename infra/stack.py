@@ -1,0 +1,72 @@
+"""The Sotto stack: composes keys, tables, buckets, functions and both APIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.buckets import Buckets
+from infra.functions import Functions
+from infra.http_api import HttpApi
+from infra.keys import Keys
+from infra.settings import Settings
+from infra.tables import Tables
+from infra.websocket import WebSocket
+from sotto import topology
+
+__all__ = ["SottoStack"]
+
+
+class SottoStack(Stack):
+    """One deployable stage of Sotto."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, **kwargs: Any
+    ) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"Sotto end-to-end encrypted messaging ({settings.stage})",
+            termination_protection=settings.is_prod,
+            **kwargs,
+        )
+        self.settings = settings
+        self.keys = Keys(self, "Keys", settings=settings)
+        data_key = self.keys["DataKey"]
+        self.tables = Tables(self, "Tables", settings=settings, key=data_key)
+        self.buckets = Buckets(self, "Buckets", settings=settings, keys=self.keys.by_id)
+        self.websocket = WebSocket(self, "WebSocket", settings=settings)
+        self.functions = Functions(
+            self,
+            "Functions",
+            settings=settings,
+            tables=self.tables.by_id,
+            data_key=data_key,
+            connections=self.websocket.connections,
+        )
+        self.websocket.add_routes(self.functions.by_name)
+        self.http_api = HttpApi(self, "Http", settings=settings, functions=self.functions.by_name)
+        self._build_outputs()
+
+    def _build_outputs(self) -> None:
+        stage = self.websocket.stage
+        CfnOutput(self, "WebSocketUrl", value=stage.url, description="Clients connect here")
+        CfnOutput(
+            self,
+            "ConnectionsUrl",
+            value=f"{stage.callback_url}/@connections",
+            description="@connections management API (SigV4) of the WebSocket stage",
+        )
+        CfnOutput(
+            self, "HttpApiUrl", value=self.http_api.url, description="Enrollment and admin API"
+        )
+        for spec in topology.BUCKETS:
+            CfnOutput(
+                self, f"{spec.logical_id}Name", value=self.buckets[spec.logical_id].bucket_name
+            )
+        for table in topology.TABLES:
+            CfnOutput(
+                self, f"{table.logical_id}Name", value=self.tables[table.logical_id].table_name
+            )

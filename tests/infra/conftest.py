@@ -1,0 +1,80 @@
+"""Synthesize the app once per session; every template test shares it.
+
+The app is built exactly as ``app.py`` builds it (cdk.json context, cdk-nag
+on), so the template under test is the one that deploys. Synthesis fails on
+any unacknowledged cdk-nag finding before a single test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from aws_cdk import Stack
+from aws_cdk.assertions import Template
+from constructs import IConstruct
+
+from infra.app import build_app
+from infra.stack import SottoStack
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    stack: SottoStack
+    outdir: Path
+    template_path: Path
+    template_dict: dict[str, Any]
+    template: Template
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        resources: dict[str, dict[str, Any]] = self.template_dict["Resources"]
+        return resources
+
+    def of_type(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: r for k, r in self.resources.items() if r["Type"] == resource_type}
+
+    def logical_id(self, construct: IConstruct) -> str:
+        """Logical id of an L2's CloudFormation resource (or of an L1)."""
+        cfn = construct.node.default_child or construct
+        stack = Stack.of(construct)
+        logical_id = stack.resolve(stack.get_logical_id(cfn))  # type: ignore[arg-type]
+        assert isinstance(logical_id, str)
+        return logical_id
+
+    def validation_report(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads((self.outdir / "validation-report.json").read_text())
+        return report
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app, stack = build_app(outdir=str(outdir))
+    assembly = app.synth()
+    artifact = assembly.get_stack_by_name(stack.stack_name)
+    template_dict: dict[str, Any] = artifact.template
+    return Synthesized(
+        stack=stack,
+        outdir=outdir,
+        template_path=Path(artifact.template_full_path),
+        template_dict=template_dict,
+        template=Template.from_json(template_dict),
+    )
+
+
+@pytest.fixture(scope="session")
+def template(synth: Synthesized) -> Template:
+    return synth.template
+
+
+@pytest.fixture(scope="session")
+def template_dict(synth: Synthesized) -> dict[str, Any]:
+    return synth.template_dict

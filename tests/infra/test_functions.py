@@ -1,0 +1,232 @@
+"""Functions: runtime, layers, environment, and one least-privilege role each."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from infra import packaging
+from infra.functions import POWERTOOLS_LAYER_ACCOUNT
+from sotto import topology
+
+from .conftest import Synthesized
+
+pytestmark = pytest.mark.synth
+
+FUNCTION_IDS = [spec.name for spec in topology.FUNCTIONS]
+
+
+def _function(synth: Synthesized, spec: topology.FunctionSpec) -> dict[str, Any]:
+    props: dict[str, Any] = synth.resources[synth.logical_id(synth.stack.functions[spec.name])][
+        "Properties"
+    ]
+    return props
+
+
+def _role(synth: Synthesized, spec: topology.FunctionSpec) -> dict[str, Any]:
+    role_id = _function(synth, spec)["Role"]["Fn::GetAtt"][0]
+    role: dict[str, Any] = synth.resources[role_id]
+    return role
+
+
+def _statements(synth: Synthesized, spec: topology.FunctionSpec) -> list[dict[str, Any]]:
+    (policy,) = _role(synth, spec)["Properties"]["Policies"]
+    statements: list[dict[str, Any]] = policy["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _resources(statement: dict[str, Any]) -> list[Any]:
+    resources = statement["Resource"]
+    return resources if isinstance(resources, list) else [resources]
+
+
+def _table_ids(synth: Synthesized, logical_ids: tuple[str, ...]) -> set[str]:
+    return {synth.logical_id(synth.stack.tables[t]) for t in logical_ids}
+
+
+def _granted_tables(statement: dict[str, Any]) -> set[str]:
+    found = set()
+    for resource in _resources(statement):
+        text = json.dumps(resource)
+        found |= {part for part in text.split('"') if part.startswith("Tables")}
+    return found
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_runs_handler_on_arm64_newest_python(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    props = _function(synth, spec)
+    assert props["Handler"] == spec.handler
+    assert props["Runtime"] == f"python{packaging.PYTHON_VERSION}"
+    assert props["Architectures"] == ["arm64"]
+    assert props["MemorySize"] == spec.memory_mb
+    assert props["Timeout"] == spec.timeout_seconds
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_uses_powertools_layer_for_its_region_and_the_dependency_layer(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    (dependency_layer,) = synth.of_type("AWS::Lambda::LayerVersion")
+    layers = _function(synth, spec)["Layers"]
+    assert {"Ref": dependency_layer} in layers
+    python = f"python{packaging.PYTHON_VERSION.replace('.', '')}"
+    version = synth.stack.settings.powertools_layer_version
+    assert {
+        "Fn::Join": [
+            "",
+            [
+                "arn:aws:lambda:",
+                {"Ref": "AWS::Region"},
+                f":{POWERTOOLS_LAYER_ACCOUNT}:layer:AWSLambdaPowertoolsPythonV3-{python}-arm64:"
+                f"{version}",
+            ],
+        ]
+    } in layers
+
+
+def test_dependency_layer_targets_the_function_runtime_and_arm64(synth: Synthesized) -> None:
+    (layer,) = synth.of_type("AWS::Lambda::LayerVersion").values()
+    assert layer["Properties"]["CompatibleRuntimes"] == [f"python{packaging.PYTHON_VERSION}"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_environment_names_its_tables_and_nothing_else(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    env = _function(synth, spec)["Environment"]["Variables"]
+    expected: dict[str, Any] = {
+        "POWERTOOLS_SERVICE_NAME": "sotto",
+        "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
+        "SOTTO_STAGE": synth.stack.settings.stage,
+    }
+    for table in {*spec.tables_read, *spec.tables_write}:
+        expected[topology.table(table).env_var] = {
+            "Ref": synth.logical_id(synth.stack.tables[table])
+        }
+    if spec.manages_connections:
+        ws_api = synth.logical_id(synth.stack.websocket.api)
+        expected["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = {
+            "Fn::Join": [
+                "",
+                [
+                    "https://",
+                    {"Ref": ws_api},
+                    ".execute-api.",
+                    {"Ref": "AWS::Region"},
+                    ".",
+                    {"Ref": "AWS::URLSuffix"},
+                    f"/{synth.stack.settings.stage}",
+                ],
+            ]
+        }
+    assert env == expected
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_logs_to_its_own_retained_log_group(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    log_group_id = _function(synth, spec)["LoggingConfig"]["LogGroup"]["Ref"]
+    log_group = synth.resources[log_group_id]
+    assert log_group["Properties"]["RetentionInDays"] == synth.stack.settings.log_retention_days
+    (logs,) = [s for s in _statements(synth, spec) if s["Sid"] == "WriteOwnLogs"]
+    assert _resources(logs) == [{"Fn::GetAtt": [log_group_id, "Arn"]}]
+
+
+# --- least privilege ---------------------------------------------------------------
+
+
+def test_every_function_has_a_role_of_its_own(synth: Synthesized) -> None:
+    roles = [_function(synth, spec)["Role"]["Fn::GetAtt"][0] for spec in topology.FUNCTIONS]
+    assert len(set(roles)) == len(roles)
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_role_has_only_inline_actions_without_wildcards(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    role = _role(synth, spec)["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": "sts:AssumeRole",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+        }
+    ]
+    assert "ManagedPolicyArns" not in role
+    for statement in _statements(synth, spec):
+        assert statement["Effect"] == "Allow"
+        assert all("*" not in action for action in _actions(statement)), statement
+        assert "*" not in _resources(statement), statement
+    # No separate AWS::IAM::Policy attaches more to the role.
+    role_id = _function(synth, spec)["Role"]["Fn::GetAtt"][0]
+    assert role_id not in json.dumps(synth.of_type("AWS::IAM::Policy"))
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_reaches_exactly_its_tables_read_vs_write(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    statements = {s["Sid"]: s for s in _statements(synth, spec)}
+    writable = _table_ids(synth, spec.tables_write)
+    read_only = _table_ids(synth, spec.tables_read) - writable
+    write_actions = {
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    }
+    granted: set[str] = set()
+    for statement in statements.values():
+        actions = set(_actions(statement))
+        if not any(a.startswith("dynamodb:") for a in actions):
+            continue
+        assert "dynamodb:Scan" not in actions
+        tables = _granted_tables(statement)
+        granted |= tables
+        if actions & write_actions:
+            assert tables <= writable, statement
+        else:
+            assert tables <= read_only | writable, statement
+    assert granted == read_only | writable
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_uses_data_key_only_if_it_touches_tables(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    kms = [s for s in _statements(synth, spec) if any(a.startswith("kms:") for a in _actions(s))]
+    if not (spec.tables_read or spec.tables_write):
+        assert kms == []
+        return
+    (statement,) = kms
+    data_key = synth.logical_id(synth.stack.keys["DataKey"])
+    assert _resources(statement) == [{"Fn::GetAtt": [data_key, "Arn"]}]
+    encrypt = {"kms:Encrypt", "kms:GenerateDataKey"} & set(_actions(statement))
+    assert bool(encrypt) == bool(spec.tables_write)
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_only_connection_managers_may_manage_connections_of_this_stage(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    manage = [s for s in _statements(synth, spec) if "execute-api:ManageConnections" in _actions(s)]
+    if not spec.manages_connections:
+        assert manage == []
+        return
+    (statement,) = manage
+    assert _actions(statement) == ["execute-api:ManageConnections"]
+    (resource,) = _resources(statement)
+    parts = resource["Fn::Join"][1]
+    assert {"Ref": synth.logical_id(synth.stack.websocket.api)} in parts
+    assert parts[-1] == f"/{synth.stack.settings.stage}/*/@connections/*"

@@ -1,0 +1,65 @@
+"""The code asset and the dependency layer are built without Docker, deterministically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from aws_cdk import aws_lambda as lambda_
+
+from infra import packaging
+from infra.functions import RUNTIME
+from sotto import topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_runtime_and_layer_build_agree_on_python_version() -> None:
+    assert RUNTIME.name == f"python{packaging.PYTHON_VERSION}"
+    assert RUNTIME.family == lambda_.RuntimeFamily.PYTHON
+
+
+def test_lambda_asset_holds_handlers_and_only_the_runtime_part_of_sotto(tmp_path: Path) -> None:
+    asset = packaging.stage_lambda_code(tmp_path)
+    files = _files(asset.path)
+    assert "sotto/__init__.py" in files
+    assert "sotto/topology.py" in files
+    assert "sotto/protocol/__init__.py" in files
+    assert not any(f.startswith(("sotto/local/", "sotto/cli")) for f in files)
+    assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
+    # Every handler module present in the source tree is in the asset.
+    for spec in topology.FUNCTIONS:
+        module = spec.module.replace(".", "/") + ".py"
+        if (ROOT / "functions" / module).exists():
+            assert module in files
+
+
+def test_lambda_asset_is_staged_once_per_content(tmp_path: Path) -> None:
+    first = packaging.stage_lambda_code(tmp_path)
+    (first.path / "sotto" / "topology.py").touch()  # mtimes do not matter
+    second = packaging.stage_lambda_code(tmp_path)
+    assert second == first
+    assert len(list((tmp_path / "lambda").iterdir())) == 1
+
+
+def test_layer_requirements_pin_cryptography() -> None:
+    lines = packaging.LAYER_REQUIREMENTS.read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert "cryptography" in pins
+    assert int(pins["cryptography"].split(".")[0]) >= 47
+
+
+@pytest.mark.synth
+def test_dependency_layer_holds_aarch64_cryptography(synth: object) -> None:
+    # The session synth built (or reused) the layer; building again is a cache hit.
+    layer = packaging.build_dependency_layer()
+    python = layer.path / "python"
+    (rust,) = (python / "cryptography" / "hazmat" / "bindings").glob("_rust*.so")
+    header = rust.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF"
+    assert int.from_bytes(header[18:20], "little") == 0xB7  # EM_AARCH64
+    assert not (python / "bin").exists()
