@@ -27,7 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .errors import TokenError
 
-__all__ = ["MAX_SKEW_SECONDS", "MAX_TOKEN_LENGTH", "ConnectClaims", "issue", "peek_device_id", "verify"]
+__all__ = [
+    "MAX_SKEW_SECONDS",
+    "MAX_TOKEN_LENGTH",
+    "ConnectClaims",
+    "issue",
+    "peek_device_id",
+    "verify",
+]
 
 VERSION = 1
 DOMAIN = b"sotto-connect-v1\x00"
@@ -120,7 +127,10 @@ def issue(
     if not isinstance(signing_key.curve, ec.SECP384R1):
         raise TokenError("bad_token", "device signing keys are P-384")
     claims = ConnectClaims(device_id, now, nonce.hex(), audience).serialize()
-    signature = signing_key.sign(DOMAIN + claims, ec.ECDSA(hashes.SHA384()))
+    # Deterministic (RFC 6979): no per-token RNG dependence, and vectors are exact.
+    signature = signing_key.sign(
+        DOMAIN + claims, ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
+    )
     return f"{_b64e(claims)}.{_b64e(signature)}"
 
 

@@ -1,23 +1,93 @@
 """Every error the protocol library raises.
 
-Class tree::
+Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.md)::
 
-    ProtocolError            root: catch this to catch everything below
-    └── TokenError           a connect token is malformed, forged, stale or misaddressed
+    ProtocolError                    [protocol_error] root: catch this to catch everything
+    ├── TokenError                   [bad_token, ...] connect token malformed/forged/stale
+    ├── MalformedMessage             [malformed] bytes do not parse as the claimed type
+    │   ├── UnsupportedVersion       [unsupported_version] version byte is not 1
+    │   └── SuiteDowngrade           [suite_downgrade] suite id is not the one required
+    ├── CertificateError
+    │   ├── BadCertificate           [bad_certificate] a certificate signature fails
+    │   ├── CertificateExpired       [certificate_expired] outside its validity window
+    │   └── DeviceRevoked            [device_revoked] the device's identity revoked it
+    ├── SenderMismatch               [sender_mismatch] claimed sender != certificate
+    ├── BadSignature                 [bad_signature] the device signature does not verify
+    ├── HeaderTampered               [header_tampered] a signed header field was altered
+    ├── CiphertextTampered           [ciphertext_tampered] ciphertext != signed digest
+    ├── DecryptionFailed             [decryption_failed] AEAD/HPKE open failed (opaque)
+    ├── WrongRecipient               [wrong_recipient] addressed to another device
+    ├── WrongConversation            [wrong_conversation] for another conversation
+    ├── ReplayedMessage              [replayed_message] message id already accepted
+    ├── MessageExpired               [message_expired] past its expiry
+    ├── RatchetError
+    │   ├── UnknownChain             [unknown_chain] no chain key for this chain id
+    │   ├── TooManySkipped           [too_many_skipped] jump beyond the skipped-key window
+    │   ├── MessageKeyUnavailable    [message_key_unavailable] key used or evicted
+    │   └── RotationRequired         [rotation_required] chain too old/used/stale members
+    ├── AttachmentError
+    │   ├── AttachmentTampered       [attachment_tampered] a chunk fails to decrypt
+    │   ├── AttachmentTruncated      [attachment_truncated] stream ends early
+    │   └── AttachmentOutOfOrder     [attachment_out_of_order] chunk index unexpected
+    ├── IdentityChanged              [identity_changed] a known user's identity key changed
+    ├── PrekeyError                  [prekey_unavailable] prekey unknown or already used
+    ├── LimitExceeded                [limit_exceeded] a size or count limit (local misuse)
+    └── KeystoreError
+        ├── WrongPassphrase          [wrong_passphrase]
+        └── CorruptKeystore          [corrupt_keystore]
 
-Each error carries a machine ``code`` (stable, documented in docs/protocol.md)
-that servers put in error frames; ``str()`` gives a sentence for people.
+``fault`` says whose fault it is, like h11: ``"remote"`` for bytes that came from
+the network, ``"local"`` for misuse by the caller. Decryption failures are
+deliberately one opaque class; the *verification* layer around them names the
+rule that broke.
 """
 
 from __future__ import annotations
 
-__all__ = ["ProtocolError", "TokenError"]
+from typing import ClassVar
+
+__all__ = [
+    "AttachmentError",
+    "AttachmentOutOfOrder",
+    "AttachmentTampered",
+    "AttachmentTruncated",
+    "BadCertificate",
+    "BadSignature",
+    "CertificateError",
+    "CertificateExpired",
+    "CiphertextTampered",
+    "CorruptKeystore",
+    "DecryptionFailed",
+    "DeviceRevoked",
+    "HeaderTampered",
+    "IdentityChanged",
+    "KeystoreError",
+    "LimitExceeded",
+    "MalformedMessage",
+    "MessageExpired",
+    "MessageKeyUnavailable",
+    "PrekeyError",
+    "ProtocolError",
+    "RatchetError",
+    "ReplayedMessage",
+    "RotationRequired",
+    "SenderMismatch",
+    "SuiteDowngrade",
+    "TokenError",
+    "TooManySkipped",
+    "UnknownChain",
+    "UnsupportedVersion",
+    "WrongConversation",
+    "WrongPassphrase",
+    "WrongRecipient",
+]
 
 
 class ProtocolError(Exception):
     """Root of the protocol library's errors."""
 
-    code = "protocol_error"
+    code: str = "protocol_error"
+    fault: ClassVar[str] = "remote"
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
@@ -35,3 +105,158 @@ class TokenError(ProtocolError):
     def __init__(self, code: str, detail: str = "") -> None:
         super().__init__(detail)
         self.code = code
+
+
+class MalformedMessage(ProtocolError):
+    code = "malformed"
+
+
+class UnsupportedVersion(MalformedMessage):
+    code = "unsupported_version"
+
+
+class SuiteDowngrade(MalformedMessage):
+    """The suite id is not the one this receiver requires; never negotiated down."""
+
+    code = "suite_downgrade"
+
+
+class CertificateError(ProtocolError):
+    code = "certificate_error"
+
+
+class BadCertificate(CertificateError):
+    code = "bad_certificate"
+
+
+class CertificateExpired(CertificateError):
+    code = "certificate_expired"
+
+
+class DeviceRevoked(CertificateError):
+    code = "device_revoked"
+
+
+class SenderMismatch(ProtocolError):
+    code = "sender_mismatch"
+
+
+class BadSignature(ProtocolError):
+    code = "bad_signature"
+
+
+class HeaderTampered(ProtocolError):
+    code = "header_tampered"
+
+
+class CiphertextTampered(ProtocolError):
+    code = "ciphertext_tampered"
+
+
+class DecryptionFailed(ProtocolError):
+    """Opaque on purpose: says nothing about which AEAD/HPKE check failed."""
+
+    code = "decryption_failed"
+
+
+class WrongRecipient(ProtocolError):
+    code = "wrong_recipient"
+
+
+class WrongConversation(ProtocolError):
+    code = "wrong_conversation"
+
+
+class ReplayedMessage(ProtocolError):
+    code = "replayed_message"
+
+
+class MessageExpired(ProtocolError):
+    code = "message_expired"
+
+
+class RatchetError(ProtocolError):
+    code = "ratchet_error"
+
+
+class UnknownChain(RatchetError):
+    code = "unknown_chain"
+
+
+class TooManySkipped(RatchetError):
+    code = "too_many_skipped"
+
+
+class MessageKeyUnavailable(RatchetError):
+    code = "message_key_unavailable"
+
+
+class RotationRequired(RatchetError):
+    """The sending chain must be replaced before another message is sent."""
+
+    code = "rotation_required"
+    fault: ClassVar[str] = "local"
+
+
+class AttachmentError(ProtocolError):
+    code = "attachment_error"
+
+
+class AttachmentTampered(AttachmentError):
+    code = "attachment_tampered"
+
+
+class AttachmentTruncated(AttachmentError):
+    code = "attachment_truncated"
+
+
+class AttachmentOutOfOrder(AttachmentError):
+    code = "attachment_out_of_order"
+
+
+class IdentityChanged(ProtocolError):
+    """A user's identity key differs from the one on record; never accepted silently."""
+
+    code = "identity_changed"
+
+    def __init__(self, user_id: str, old_fingerprint: bytes, new_fingerprint: bytes) -> None:
+        super().__init__(f"identity key of {user_id!r} changed; verify the new safety number")
+        self.user_id = user_id
+        self.old_fingerprint = old_fingerprint
+        self.new_fingerprint = new_fingerprint
+
+
+class PrekeyError(ProtocolError):
+    code = "prekey_unavailable"
+
+
+class LimitExceeded(ProtocolError):
+    """A size or count limit; carries the limit and the offending value."""
+
+    code = "limit_exceeded"
+    fault: ClassVar[str] = "local"
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size}, limit {limit}")
+        self.what = what
+        self.size = size
+        self.limit = limit
+
+
+class KeystoreError(ProtocolError):
+    code = "keystore_error"
+    fault: ClassVar[str] = "local"
+
+
+class WrongPassphrase(KeystoreError):
+    code = "wrong_passphrase"
+
+    def __init__(self, detail: str = "wrong passphrase") -> None:
+        super().__init__(detail)
+
+
+class CorruptKeystore(KeystoreError):
+    code = "corrupt_keystore"
+
+    def __init__(self, detail: str = "keystore is corrupt or not a Sotto keystore") -> None:
+        super().__init__(detail)

@@ -1,0 +1,200 @@
+"""Protocol costs (issue 3 point 10): messages, room fan-out, key distribution, attachments.
+
+Targets: client CPU per room message flat in room size and < 5 ms; attachment
+encryption >= 60% of ``openssl speed -evp aes-256-gcm``; peak RSS < 100 MB
+while encrypting a 2 GB stream.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from cryptography.hazmat.backends.openssl.backend import backend
+
+from sotto.protocol.attachments import DEFAULT_CHUNK_SIZE, Encryptor
+from sotto.protocol.certificates import DeviceCertificate
+from sotto.protocol.content import Text
+from sotto.protocol.device import DeviceSecrets
+from sotto.protocol.distribution import seal_key_distribution
+from sotto.protocol.envelope import open_envelope, seal_envelope
+from sotto.protocol.keys import IdentityKeyPair
+from sotto.protocol.ratchet import (
+    MAX_MESSAGES_PER_CHAIN,
+    ReceiverChain,
+    SenderChain,
+    membership_digest,
+)
+from sotto.protocol.replay import ReplayGuard
+
+NOW = 1_760_000_000_000
+ROOM = 1000
+ATTACHMENT_MB = int(os.environ.get("SOTTO_BENCH_ATTACHMENT_MB", "256"))
+RSS_STREAM_GB = float(os.environ.get("SOTTO_BENCH_RSS_GB", "2"))
+RSS_PROBE = """
+import resource, sys
+from sotto.protocol.attachments import Encryptor
+total = int(sys.argv[1]); block = bytes(1 << 20)
+enc = Encryptor(bytes(32)); done = 0; out = 0
+while done < total:
+    out += len(enc.update(block)); done += len(block)
+out += len(enc.finalize())
+# ru_maxrss can carry the parent's peak across fork+exec on Linux; VmHWM is this
+# process's own high-water mark, so prefer it when /proc is there.
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1])
+except OSError:
+    pass
+print(peak, out)
+"""
+
+
+def _timeit(fn: Callable[[], object], repeat: int) -> float:
+    """Median milliseconds per call over ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _device(
+    user: str, identity: IdentityKeyPair | None = None
+) -> tuple[IdentityKeyPair, DeviceSecrets]:
+    identity = identity or IdentityKeyPair.generate()
+    return identity, DeviceSecrets.create(identity, user, "d", now=NOW - 1000)
+
+
+def _message_costs(
+    members: list[tuple[str, str]], alice: DeviceSecrets, alice_id: IdentityKeyPair
+) -> tuple[float, float, int]:
+    digest = membership_digest(members)  # once per membership change, not per message
+    chain = SenderChain.create(digest, now=NOW)
+    receiver = ReceiverChain.from_payload(chain.payload(), "alice", "d")
+    sent: list[bytes] = []
+
+    def seal() -> None:
+        sent.append(
+            seal_envelope(alice, chain, digest, Text("x" * 100), conversation_id="room", now=NOW)
+        )
+
+    seal_ms = _timeit(seal, 200)
+    replay = ReplayGuard()
+    queue = iter(sent)
+    cert: DeviceCertificate = alice.certificate
+
+    def open_one() -> None:
+        open_envelope(
+            next(queue),
+            conversation_id="room",
+            sender_certificate=cert,
+            sender_identity=alice_id.public,
+            chains={receiver.chain_id: receiver},
+            replay=replay,
+            now=NOW,
+        )
+
+    open_ms = _timeit(open_one, 200)
+    return seal_ms, open_ms, len(sent[0])
+
+
+def _openssl_gcm_mb_s() -> tuple[float, str]:
+    try:
+        out = subprocess.run(
+            ["openssl", "speed", "-seconds", "2", "-bytes", str(16384), "-evp", "aes-256-gcm"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        return float("nan"), f"openssl unavailable: {exc}"
+    line = next(line for line in out.splitlines() if line.lower().startswith("aes-256-gcm"))
+    kbytes = float(re.findall(r"([\d.]+)k", line)[-1])
+    return kbytes * 1000 / 1e6, line.strip()
+
+
+def _attachment_mb_s() -> float:
+    block = bytes(DEFAULT_CHUNK_SIZE)
+    enc = Encryptor(bytes(32))
+    start = time.perf_counter()
+    for _ in range(ATTACHMENT_MB):
+        enc.update(block)
+    enc.finalize()
+    return ATTACHMENT_MB * DEFAULT_CHUNK_SIZE / (time.perf_counter() - start) / 1e6
+
+
+def _peak_rss_mb(total: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(total)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[0]) / 1024  # ru_maxrss is KiB on Linux
+
+
+def main() -> None:
+    # First, while this process is still small (see RSS_PROBE).
+    rss = _peak_rss_mb(int(RSS_STREAM_GB * (1 << 30)))
+    alice_id, alice = _device("alice")
+    rows: list[tuple[str, str, str]] = []
+
+    # 1:1 and 1000-device room: the envelope path does not touch the member list's keys.
+    pair = [("alice", "d"), ("bob", "d")]
+    room = [("alice", "d")] + [(f"u{i}", "d") for i in range(ROOM - 1)]
+    for label, members in (("1:1", pair), (f"room {ROOM} devices", room)):
+        seal_ms, open_ms, size = _message_costs(members, alice, alice_id)
+        rows.append((f"sign+seal message, {label}", f"{seal_ms:.3f} ms", f"{size} B on the wire"))
+        rows.append(
+            (f"verify+open message, {label}", f"{open_ms:.3f} ms", "incl. ML-DSA+ECDSA cert check")
+        )
+
+    # Distributing one chain key to 1000 member devices (HPKE ML-KEM-1024+P-384 each).
+    recipients = [_device(f"r{i}") for i in range(ROOM)]
+    chain = SenderChain.create(room, now=NOW, max_messages=MAX_MESSAGES_PER_CHAIN)
+    start = time.perf_counter()
+    total = 0
+    for identity, device in recipients:
+        total += len(
+            seal_key_distribution(
+                alice, chain, conversation_id="room",
+                recipient_certificate=device.certificate, recipient_identity=identity.public,
+                recipient_prekey=device.current_signed_prekey(), now=NOW,
+            )
+        )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    rows.append(
+        (
+            f"distribute chain key to {ROOM} devices",
+            f"{elapsed * 1000:.0f} ms",
+            f"{total / 1e6:.2f} MB total, {total // ROOM} B each",
+        )
+    )
+
+    openssl_mb_s, openssl_line = _openssl_gcm_mb_s()
+    ours = _attachment_mb_s()
+    ratio = ours / openssl_mb_s * 100 if openssl_mb_s == openssl_mb_s else float("nan")
+    rows.append(
+        ("openssl speed -evp aes-256-gcm (16 KiB)", f"{openssl_mb_s:.0f} MB/s", openssl_line[:60])
+    )
+    rows.append(("cryptography's OpenSSL", backend.openssl_version_text()[:12], "not the CLI's"))
+    rows.append(
+        (
+            f"attachment encrypt ({ATTACHMENT_MB} MiB, 1 MiB chunks)",
+            f"{ours:.0f} MB/s",
+            f"{ratio:.0f}% of openssl (target >= 60%)",
+        )
+    )
+    rows.append(
+        (f"peak RSS encrypting {RSS_STREAM_GB:g} GiB stream", f"{rss:.1f} MB", "target < 100 MB")
+    )
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'result':>12}  note")
+    print("-" * (width + 40))
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>12}  {note}")

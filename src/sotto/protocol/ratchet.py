@@ -1,0 +1,248 @@
+"""Sender chains ("sender keys"): one symmetric ratchet per sending device per conversation.
+
+Step (docs/protocol.md §6)::
+
+    material_i   = HMAC-SHA384(CK_i, 0x01)      48 bytes
+    message key  = material_i[0:32]             AES-256-GCM key, used once
+    nonce        = material_i[32:44]
+    CK_{i+1}     = HMAC-SHA384(CK_i, 0x02)[0:32]
+
+A chain key is replaced by its successor as soon as it is used, and message
+keys are dropped after one use, so a device compromised later cannot decrypt
+earlier messages (forward secrecy within the chain; Python cannot zeroize
+memory, so "deleted" means every reference is dropped). A receiver may jump
+ahead at most ``MAX_SKIP`` messages and keeps at most ``MAX_SKIPPED_KEYS``
+skipped keys (oldest evicted). A sender must start a new chain when the
+membership changes, after ``MAX_MESSAGES_PER_CHAIN`` messages or after
+``MAX_CHAIN_AGE_MS``: ``next_key`` refuses otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import MalformedMessage, MessageKeyUnavailable, RotationRequired, TooManySkipped
+from .keys import Random, system_random
+from .wire import ID_LENGTH, Reader, Writer, check_random_id, domain
+
+__all__ = [
+    "CHAIN_KEY_LENGTH",
+    "CHAIN_PAYLOAD_LENGTH",
+    "MAX_CHAIN_AGE_MS",
+    "MAX_MESSAGES_PER_CHAIN",
+    "MAX_SKIP",
+    "MAX_SKIPPED_KEYS",
+    "ChainKeyPayload",
+    "Members",
+    "MessageKey",
+    "ReceiverChain",
+    "SenderChain",
+    "membership_digest",
+]
+
+CHAIN_KEY_LENGTH = 32
+MAX_MESSAGES_PER_CHAIN = 1000
+MAX_CHAIN_AGE_MS = 24 * 3600 * 1000
+MAX_SKIP = 256
+MAX_SKIPPED_KEYS = 512
+CHAIN_PAYLOAD_LENGTH = ID_LENGTH + 4 + CHAIN_KEY_LENGTH + 8
+
+
+@dataclass(frozen=True, repr=False)
+class MessageKey:
+    chain_id: bytes
+    iteration: int
+    key: bytes
+    nonce: bytes
+
+    def __repr__(self) -> str:
+        return f"MessageKey(iteration={self.iteration}, <secret>)"
+
+
+def _step(chain_key: bytes) -> tuple[bytes, bytes, bytes]:
+    material = hmac.digest(chain_key, b"\x01", hashlib.sha384)
+    next_key = hmac.digest(chain_key, b"\x02", hashlib.sha384)[:CHAIN_KEY_LENGTH]
+    return material[:32], material[32:44], next_key
+
+
+Members = Iterable[tuple[str, str]] | bytes
+
+
+def membership_digest(members: Members) -> bytes:
+    """Order-independent digest of the ``(user_id, device_id)`` set a chain was made for.
+
+    Callers may pass this digest instead of the set itself (computed once per
+    membership change) so the per-message cost does not grow with the room.
+    """
+    if isinstance(members, bytes):
+        if len(members) != 32:
+            raise MalformedMessage("a membership digest is 32 bytes")
+        return members
+    w = Writer().raw(domain("membership"))
+    for user_id, device_id in sorted(set(members)):
+        w.text8(user_id).text8(device_id)
+    return hashlib.sha384(bytes(w)).digest()[:32]
+
+
+@dataclass(frozen=True, repr=False)
+class ChainKeyPayload:
+    """What a key distribution carries inside HPKE: a chain at a given iteration."""
+
+    chain_id: bytes
+    iteration: int
+    chain_key: bytes
+    created_at: int
+
+    def __post_init__(self) -> None:
+        check_random_id(self.chain_id, "chain id")
+        if len(self.chain_key) != CHAIN_KEY_LENGTH:
+            raise MalformedMessage("chain key must be 32 bytes")
+        if not 0 <= self.iteration < MAX_MESSAGES_PER_CHAIN:
+            raise MalformedMessage("chain iteration out of range")
+        if not 0 <= self.created_at < 2**64:
+            raise MalformedMessage("created_at is u64 milliseconds")
+
+    def serialize(self) -> bytes:
+        w = Writer().raw(self.chain_id).u32(self.iteration).raw(self.chain_key)
+        return bytes(w.u64(self.created_at))
+
+    @classmethod
+    def parse(cls, data: bytes) -> ChainKeyPayload:
+        r = Reader(data, "chain key payload")
+        payload = cls(r.take(ID_LENGTH), r.u32(), r.take(CHAIN_KEY_LENGTH), r.u64())
+        r.done()
+        return payload
+
+    def __repr__(self) -> str:
+        return f"ChainKeyPayload(iteration={self.iteration}, <secret>)"
+
+
+@dataclass(repr=False)
+class SenderChain:
+    """The sending side; mutable, owned by one device for one conversation."""
+
+    chain_id: bytes
+    chain_key: bytes
+    iteration: int
+    created_at: int
+    members: bytes  # membership_digest at creation
+    max_messages: int = MAX_MESSAGES_PER_CHAIN
+    max_age_ms: int = MAX_CHAIN_AGE_MS
+
+    @classmethod
+    def create(
+        cls,
+        members: Members,
+        *,
+        now: int,
+        rng: Random = system_random,
+        max_messages: int = MAX_MESSAGES_PER_CHAIN,
+        max_age_ms: int = MAX_CHAIN_AGE_MS,
+    ) -> SenderChain:
+        if not 0 < max_messages <= MAX_MESSAGES_PER_CHAIN or not 0 < max_age_ms <= MAX_CHAIN_AGE_MS:
+            raise MalformedMessage("rotation limits may only be tightened")
+        return cls(
+            chain_id=rng(ID_LENGTH),
+            chain_key=rng(CHAIN_KEY_LENGTH),
+            iteration=0,
+            created_at=now,
+            members=membership_digest(members),
+            max_messages=max_messages,
+            max_age_ms=max_age_ms,
+        )
+
+    def payload(self) -> ChainKeyPayload:
+        """The current state, for distributing to a member device."""
+        return ChainKeyPayload(self.chain_id, self.iteration, self.chain_key, self.created_at)
+
+    def rotation_reason(self, members: Members, *, now: int) -> str | None:
+        if membership_digest(members) != self.members:
+            return "membership or devices changed"
+        if self.iteration >= self.max_messages:
+            return f"{self.max_messages} messages sent on this chain"
+        if now - self.created_at >= self.max_age_ms:
+            return "chain is older than its maximum age"
+        return None
+
+    def next_key(self, members: Members, *, now: int) -> MessageKey:
+        """The key for the next message; the chain key it came from is gone afterwards."""
+        reason = self.rotation_reason(members, now=now)
+        if reason is not None:
+            raise RotationRequired(reason)
+        key, nonce, self.chain_key = _step(self.chain_key)
+        message_key = MessageKey(self.chain_id, self.iteration, key, nonce)
+        self.iteration += 1
+        return message_key
+
+    def __repr__(self) -> str:
+        return f"SenderChain(iteration={self.iteration}, <secret>)"
+
+
+@dataclass(repr=False)
+class ReceiverChain:
+    """The receiving side of one sender device's chain, with a bounded skipped-key store."""
+
+    sender_user_id: str
+    sender_device_id: str
+    chain_id: bytes
+    chain_key: bytes
+    next_iteration: int
+    created_at: int
+    skipped: OrderedDict[int, tuple[bytes, bytes]] = field(default_factory=OrderedDict)
+
+    @classmethod
+    def from_payload(
+        cls, payload: ChainKeyPayload, sender_user_id: str, sender_device_id: str
+    ) -> ReceiverChain:
+        return cls(
+            sender_user_id,
+            sender_device_id,
+            payload.chain_id,
+            payload.chain_key,
+            payload.iteration,
+            payload.created_at,
+        )
+
+    def _derive(self, iteration: int) -> tuple[bytes, bytes, bytes, list[tuple[int, bytes, bytes]]]:
+        if iteration >= MAX_MESSAGES_PER_CHAIN:
+            raise MessageKeyUnavailable(f"iteration {iteration} is beyond any chain's limit")
+        if iteration - self.next_iteration > MAX_SKIP:
+            raise TooManySkipped(
+                f"jump from {self.next_iteration} to {iteration} exceeds {MAX_SKIP}"
+            )
+        chain_key, passed = self.chain_key, []
+        for i in range(self.next_iteration, iteration):
+            key, nonce, chain_key = _step(chain_key)
+            passed.append((i, key, nonce))
+        key, nonce, chain_key = _step(chain_key)
+        return key, nonce, chain_key, passed
+
+    def peek(self, iteration: int) -> MessageKey:
+        """The key for ``iteration`` without changing any state (nothing is deleted)."""
+        if iteration < self.next_iteration:
+            if iteration not in self.skipped:
+                raise MessageKeyUnavailable(f"key {iteration} already used or evicted")
+            key, nonce = self.skipped[iteration]
+            return MessageKey(self.chain_id, iteration, key, nonce)
+        key, nonce, _, _ = self._derive(iteration)
+        return MessageKey(self.chain_id, iteration, key, nonce)
+
+    def commit(self, iteration: int) -> None:
+        """Mark ``iteration`` used: delete its key; remember the ones skipped over."""
+        if iteration < self.next_iteration:
+            if self.skipped.pop(iteration, None) is None:
+                raise MessageKeyUnavailable(f"key {iteration} already used or evicted")
+            return
+        _, _, self.chain_key, passed = self._derive(iteration)
+        for i, key, nonce in passed:
+            self.skipped[i] = (key, nonce)
+        while len(self.skipped) > MAX_SKIPPED_KEYS:
+            self.skipped.popitem(last=False)
+        self.next_iteration = iteration + 1
+
+    def __repr__(self) -> str:
+        return f"ReceiverChain(next_iteration={self.next_iteration}, <secret>)"
