@@ -56,6 +56,9 @@ class ConnectionsEndpoint:
 
     url: str
     manage_arn: str
+    # Where clients connect, and the audience ("API_ID/STAGE") their tokens name.
+    websocket_url: str
+    audience: str
 
 
 class Functions(Construct):
@@ -144,6 +147,9 @@ class Functions(Construct):
             "POWERTOOLS_SERVICE_NAME": "sotto",
             "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
             "SOTTO_STAGE": self._settings.stage,
+            "SOTTO_WEBSOCKET_URL": self._connections.websocket_url,
+            "SOTTO_WS_AUDIENCE": self._connections.audience,
+            "SOTTO_RATE_LIMIT_SCALE": str(self._settings.rate_limit_scale),
         }
         for logical_id in _tables_of(spec):
             env[topology.table(logical_id).env_var] = self._tables[logical_id].table_name

@@ -58,6 +58,8 @@ class Settings:
     ws_throttle_burst: int = 200
     http_throttle_rate: float = 50.0
     http_throttle_burst: int = 100
+    # Multiplies every per-device/network/IP rate limit of docs/api.md.
+    rate_limit_scale: float = 1.0
     # Version of the public AWSLambdaPowertoolsPythonV3 layer.
     powertools_layer_version: int = 38
     # API Gateway writes WebSocket logs through one role per account and
@@ -104,7 +106,7 @@ class Settings:
         ):
             if getattr(self, key) < 1:
                 raise SettingsError(key, getattr(self, key), "a positive integer")
-        for key in ("ws_throttle_rate", "http_throttle_rate"):
+        for key in ("ws_throttle_rate", "http_throttle_rate", "rate_limit_scale"):
             if getattr(self, key) <= 0:
                 raise SettingsError(key, getattr(self, key), "a positive number")
 
@@ -168,6 +170,7 @@ _PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "ws_throttle_burst": _int,
     "http_throttle_rate": _float,
     "http_throttle_burst": _int,
+    "rate_limit_scale": _float,
     "powertools_layer_version": _int,
     "apigw_cloudwatch_role": _bool,
 }

@@ -63,7 +63,12 @@ class WebSocket(Construct):
             resource_name=f"{self.stage.stage_name}/*/@connections/*",
             arn_format=ArnFormat.SLASH_RESOURCE_NAME,
         )
-        return ConnectionsEndpoint(url=self.stage.callback_url, manage_arn=manage_arn)
+        return ConnectionsEndpoint(
+            url=self.stage.callback_url,
+            manage_arn=manage_arn,
+            websocket_url=self.stage.url,
+            audience=f"{self.api.api_id}/{self.stage.stage_name}",
+        )
 
     def add_routes(self, functions: Mapping[str, lambda_.IFunction]) -> None:
         authorizer = authorizers.WebSocketLambdaAuthorizer(

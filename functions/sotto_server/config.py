@@ -15,6 +15,10 @@ __all__ = ["Settings", "settings"]
 class Settings:
     stage: str
     tables: dict[str, str]
+    rate_limit_scale: float = 1.0
+    # Where clients connect, and the audience their connect tokens name.
+    websocket_url: str = ""
+    audience: str = ""
 
     def table_name(self, logical_id: str) -> str:
         try:
@@ -31,4 +35,13 @@ def settings() -> Settings:
         for spec in topology.TABLES
         if os.environ.get(spec.env_var)
     }
-    return Settings(stage=os.environ.get("SOTTO_STAGE", "dev"), tables=tables)
+    scale = float(os.environ.get("SOTTO_RATE_LIMIT_SCALE", "1") or "1")
+    if not 0 < scale <= 10_000:
+        raise RuntimeError("SOTTO_RATE_LIMIT_SCALE must be in (0, 10000]")
+    return Settings(
+        stage=os.environ.get("SOTTO_STAGE", "dev"),
+        tables=tables,
+        rate_limit_scale=scale,
+        websocket_url=os.environ.get("SOTTO_WEBSOCKET_URL", ""),
+        audience=os.environ.get("SOTTO_WS_AUDIENCE", ""),
+    )

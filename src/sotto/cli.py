@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "parse_duration"]
 
 
 def _default_data_dir() -> Path:
@@ -45,11 +47,105 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close sockets open this long, as API Gateway does after 2 hours",
     )
+    up.add_argument(
+        "--rate-limit-scale",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply every rate limit (test suites enroll hundreds of devices from one IP)",
+    )
+    _add_client_commands(commands)
     return parser
 
 
+def _profile_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("SOTTO_PROFILE") or "default",
+        help="profile name under SOTTO_HOME (default: $SOTTO_PROFILE or 'default')",
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _add_client_commands(commands: Any) -> None:
+    enroll = commands.add_parser("enroll", help="enroll this device with an invite code")
+    enroll.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
+    enroll.add_argument("--code", required=True, help="the invite code from your administrator")
+    _profile_option(enroll)
+
+    link = commands.add_parser("link", help="link this new device to your existing account")
+    link.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
+    link.add_argument("--code", required=True, help="the code shown by 'sotto device add'")
+    link.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    _profile_option(link)
+
+    device = commands.add_parser("device", help="manage this user's devices")
+    device_commands = device.add_subparsers(dest="device_command", required=True)
+    add = device_commands.add_parser("add", help="approve a new device (on an existing one)")
+    add.add_argument("--yes", action="store_true", help="approve without asking")
+    add.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    _profile_option(add)
+
+    devices = commands.add_parser("devices", help="list and verify a user's devices")
+    devices.add_argument("user_id", nargs="?", help="user id (default: your own)")
+    _profile_option(devices)
+    _json_option(devices)
+
+    keys = commands.add_parser("keys", help="this device's prekeys on the server")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    status = keys_commands.add_parser("status", help="prekeys stored on the server")
+    _profile_option(status)
+    _json_option(status)
+    publish = keys_commands.add_parser("publish", help="replenish prekeys, rotate when due")
+    publish.add_argument("--rotate", action="store_true", help="rotate the signed prekey now")
+    _profile_option(publish)
+    _json_option(publish)
+
+    whoami = commands.add_parser("whoami", help="the user and device of a profile")
+    _profile_option(whoami)
+    _json_option(whoami)
+
+    admin = commands.add_parser("admin", help="administer a deployment (AWS credentials)")
+    admin.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
+    _json_option(admin)
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    network = admin_commands.add_parser("network", help="networks")
+    network_commands = network.add_subparsers(dest="network_command", required=True)
+    network_commands.add_parser("create", help="create a network").add_argument("name")
+    network_commands.add_parser("list", help="list networks")
+    invite = admin_commands.add_parser("invite", help="invite a user; prints the one-time code")
+    invite.add_argument("network_id")
+    invite.add_argument("handle")
+    invite.add_argument(
+        "--ttl", type=parse_duration, default=None, metavar="DURATION", help="e.g. 30m, 12h, 7d"
+    )
+    for name, metavar, text in (
+        ("users", "NETWORK_ID", "users of a network"),
+        ("user", "USER_ID", "a user and its devices"),
+        ("suspend", "USER_ID", "suspend a user; closes its devices' sockets"),
+        ("reinstate", "USER_ID", "reinstate a suspended user"),
+        ("device", "DEVICE_ID", "a device"),
+        ("revoke", "DEVICE_ID", "revoke a device; closes its sockets"),
+    ):
+        admin_commands.add_parser(name, help=text).add_argument("target", metavar=metavar)
+
+
+def parse_duration(text: str) -> int:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d`` -> seconds."""
+    match = re.fullmatch(r"(\d{1,9})([smhd]?)", text.strip())
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 12h, 7d)")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on usage errors, 0 for --help
+        return exc.code if isinstance(exc.code, int) else 2
     if args.command == "local" and args.local_command == "up":
         # Imported here: the local stack pulls in moto, which the client does not need.
         from sotto.local.gateway import GatewayLimits
@@ -61,11 +157,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.idle_timeout <= 0 or args.max_connection <= 0:
             print("sotto: timeouts must be positive", file=sys.stderr)
             return 2
+        if not 0 < args.rate_limit_scale <= 10_000:
+            print("sotto: --rate-limit-scale must be in (0, 10000]", file=sys.stderr)
+            return 2
         limits = GatewayLimits(
             idle_timeout_seconds=args.idle_timeout, max_connection_seconds=args.max_connection
         )
-        return run(args.data_dir or _default_data_dir(), args.port, limits)
-    return 2
+        return run(args.data_dir or _default_data_dir(), args.port, limits, args.rate_limit_scale)
+    # Imported here: `local up` must not pay for (or depend on) the client.
+    from sotto.client.commands import run_command
+
+    return run_command(args)
 
 
 if __name__ == "__main__":

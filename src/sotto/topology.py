@@ -18,6 +18,7 @@ __all__ = [
     "FUNCTIONS",
     "HTTP_ROUTES",
     "KEYS",
+    "KEY_ROUTES",
     "TABLES",
     "WS_AUTHORIZER",
     "WS_AUTHORIZER_IDENTITY_HEADER",
@@ -157,6 +158,16 @@ TABLES: tuple[TableSpec, ...] = (
         stream="NEW_IMAGE",
         purpose="Ciphertext envelopes and per-device mailboxes, ordered per conversation.",
     ),
+    TableSpec(
+        logical_id="GuardsTable",
+        env_var="SOTTO_GUARDS_TABLE",
+        partition_key="pk",
+        attributes={"pk": "S"},
+        # Every item is short-lived: a used nonce outlives its token's
+        # freshness window, a rate counter its window.
+        ttl_attribute="expires_at",
+        purpose="Used connect-token nonces and rate-limit counters.",
+    ),
 )
 
 BUCKETS: tuple[BucketSpec, ...] = (
@@ -195,6 +206,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="authorizer",
         handler="sotto_server.handlers.authorizer.handler",
         tables_read=("DirectoryTable",),
+        tables_write=("GuardsTable",),
         purpose="$connect REQUEST authorizer: verifies the device-signed connect token.",
     ),
     FunctionSpec(
@@ -224,16 +236,42 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         purpose="Answers ping with pong through @connections.",
     ),
     FunctionSpec(
+        name="keys",
+        handler="sotto_server.handlers.keys.handler",
+        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        manages_connections=True,
+        purpose="Key directory: publish prekeys, fetch key bundles, list devices, link devices.",
+    ),
+    FunctionSpec(
         name="info",
         handler="sotto_server.handlers.info.handler",
         purpose="Public HTTP: protocol version and suites this deployment speaks.",
     ),
     FunctionSpec(
+        name="enroll",
+        handler="sotto_server.handlers.enroll.handler",
+        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        manages_connections=True,
+        purpose="Public HTTP: enrollment with an invite code, and new-device link requests.",
+    ),
+    FunctionSpec(
         name="admin",
         handler="sotto_server.handlers.admin.handler",
-        tables_read=("DirectoryTable",),
-        purpose="IAM-authorized HTTP admin API.",
+        tables_write=("DirectoryTable", "ConnectionsTable"),
+        manages_connections=True,
+        purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
     ),
+)
+
+# WebSocket routes of the key directory; each frame names one in "action".
+KEY_ROUTES = (
+    "publish_prekeys",
+    "prekey_status",
+    "fetch_bundles",
+    "list_devices",
+    "link_create",
+    "link_pending",
+    "link_approve",
 )
 
 WS_ROUTES: tuple[WsRouteSpec, ...] = (
@@ -241,6 +279,7 @@ WS_ROUTES: tuple[WsRouteSpec, ...] = (
     WsRouteSpec("$disconnect", "disconnect"),
     WsRouteSpec("$default", "default"),
     WsRouteSpec("ping", "ping"),
+    *(WsRouteSpec(route, "keys") for route in KEY_ROUTES),
 )
 
 # The $connect authorizer, and where it finds the token.
@@ -251,7 +290,19 @@ WS_ROUTE_SELECTION_FIELD = "action"
 
 HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("GET", "/v1/info", "info", iam=False),
+    HttpRouteSpec("POST", "/v1/enroll/lookup", "enroll", iam=False),
+    HttpRouteSpec("POST", "/v1/enroll", "enroll", iam=False),
+    HttpRouteSpec("POST", "/v1/link/requests", "enroll", iam=False),
+    HttpRouteSpec("POST", "/v1/link/status", "enroll", iam=False),
+    HttpRouteSpec("POST", "/v1/admin/networks", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/invites", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/users", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/users/{user_id}", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/users/{user_id}/suspend", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/users/{user_id}/reinstate", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/devices/{device_id}", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/devices/{device_id}/revoke", "admin", iam=True),
 )
 
 

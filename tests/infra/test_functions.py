@@ -108,13 +108,18 @@ def test_function_environment_names_its_tables_and_nothing_else(
         "POWERTOOLS_SERVICE_NAME": "sotto",
         "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
         "SOTTO_STAGE": synth.stack.settings.stage,
+        "SOTTO_RATE_LIMIT_SCALE": str(synth.stack.settings.rate_limit_scale),
     }
+    ws_api = synth.logical_id(synth.stack.websocket.api)
+    stage = synth.stack.settings.stage
+    assert env.pop("SOTTO_WS_AUDIENCE") == {"Fn::Join": ["", [{"Ref": ws_api}, f"/{stage}"]]}
+    websocket_url = json.dumps(env.pop("SOTTO_WEBSOCKET_URL"))
+    assert websocket_url.startswith('{"Fn::Join": ["", ["wss://", {"Ref": "' + ws_api)
     for table in {*spec.tables_read, *spec.tables_write}:
         expected[topology.table(table).env_var] = {
             "Ref": synth.logical_id(synth.stack.tables[table])
         }
     if spec.manages_connections:
-        ws_api = synth.logical_id(synth.stack.websocket.api)
         expected["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = {
             "Fn::Join": [
                 "",

@@ -19,7 +19,7 @@ from sotto.protocol.distribution import seal_key_distribution
 from sotto.protocol.envelope import seal_envelope
 from sotto.protocol.keys import IdentityKeyPair, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, seal_keystore
-from sotto.protocol.ratchet import SenderChain, membership_digest
+from sotto.protocol.ratchet import ReceiverChain, SenderChain, membership_digest
 from sotto.protocol.safety import safety_number
 
 from .helpers import DAY, NOW, drbg, make_party
@@ -63,6 +63,31 @@ def ratchet() -> dict[str, object]:
             {"iteration": k.iteration, "key": k.key.hex(), "nonce": k.nonce.hex()} for k in steps
         ],
         "next_chain_key": chain.chain_key.hex(),
+    }
+
+
+def chain_state() -> dict[str, object]:
+    """Persisted chains: a sender after 3 messages, its receiver after 0 and 3 (1, 2 skipped)."""
+    members = [("alice", "phone"), ("bob", "phone")]
+    chain = SenderChain.create(members, now=NOW, rng=drbg("vectors/chain-state"), max_messages=500)
+    receiver = ReceiverChain.from_payload(chain.payload(), "alice", "phone")
+    keys = [chain.next_key(members, now=NOW) for _ in range(4)]
+    for iteration in (0, 3):
+        receiver.commit(iteration)
+    return {
+        "chain_id": chain.chain_id.hex(),
+        "sender_chain": chain.serialize().hex(),
+        "sender_iteration": chain.iteration,
+        "receiver_chain": receiver.serialize().hex(),
+        "receiver_next_iteration": receiver.next_iteration,
+        "skipped": [
+            {"iteration": k.iteration, "key": k.key.hex(), "nonce": k.nonce.hex()}
+            for k in keys[1:3]
+        ],
+        "used": [
+            {"iteration": k.iteration, "key": k.key.hex(), "nonce": k.nonce.hex()}
+            for k in (keys[0], keys[3])
+        ],
     }
 
 
@@ -222,6 +247,7 @@ def build() -> dict[str, dict[str, object]]:
     return {
         "keys": keys(),
         "ratchet": ratchet(),
+        "chain_state": chain_state(),
         "key_distribution": distribution,
         "envelope": envelopes,
         "attachment": attachment(),

@@ -1,24 +1,100 @@
-"""The directory table: networks, users and devices with their public keys.
+"""The directory table: networks, invites, users, devices, prekeys, device links.
 
-Single-table layout (every access pattern is in docs/architecture.md)::
+Single-table layout (access patterns in docs/architecture.md)::
 
-    pk = "DEVICE#<device_id>"  sk = "DEVICE"   a device and its signing key
+    pk                         sk                 item
+    NET#<network_id>           NETWORK            a network
+    NET#<network_id>           USER#<user_id>     membership (handle, status): list users
+    HANDLE#<network_id>#<h>    HANDLE             a handle's owner: unique per network
+    INVITE#<sha256(code)>      INVITE             an invite; the code itself is never stored
+    USER#<user_id>             USER               a user and their identity key
+    USER#<user_id>             DEVICE#<device_id> a user's device and its certificate: list devices
+    DEVICE#<device_id>         DEVICE             a device and its signing key (authorizer)
+    DEVICE#<device_id>         SPK                the device's current signed prekey
+    DEVICE#<device_id>         OTPK#<id:010d>     one unused one-time prekey
+    DEVICE#<device_id>         OTPKCOUNT          how many of those remain
+    LINK#<link_id>             LINK               a device-link request
+    LINKCODE#<sha256(code)>    LINKCODE           the link a code opens; the code only as a hash
+
+Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 """
 
 from __future__ import annotations
 
 import base64
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+    )
 
-__all__ = ["DeviceRecord", "DeviceStatus", "DirectoryStore"]
+__all__ = [
+    "Conflict",
+    "DeviceRecord",
+    "DeviceStatus",
+    "DirectoryStore",
+    "Invite",
+    "LinkRecord",
+    "Network",
+    "UserRecord",
+    "UserStatus",
+]
 
 DeviceStatus = Literal["active", "revoked"]
-_STATUSES: dict[str, DeviceStatus] = {"active": "active", "revoked": "revoked"}
+UserStatus = Literal["active", "suspended"]
+LinkState = Literal["open", "requested", "approved"]
+_DEVICE_STATUSES: dict[str, DeviceStatus] = {"active": "active", "revoked": "revoked"}
+_USER_STATUSES: dict[str, UserStatus] = {"active": "active", "suspended": "suspended"}
+_LINK_STATES: dict[str, LinkState] = {
+    "open": "open",
+    "requested": "requested",
+    "approved": "approved",
+}
+Item = dict[str, "AttributeValueTypeDef"]
+
+
+class Conflict(Exception):
+    """A conditional write lost: ``reason`` names which condition."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Network:
+    network_id: str
+    name: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Invite:
+    code_hash: str
+    network_id: str
+    user_id: str
+    handle: str
+    created_at: int
+    expires_at: int
+    used: bool
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    user_id: str
+    network_id: str
+    handle: str
+    status: UserStatus
+    identity_key: bytes
+    created_at: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +106,49 @@ class DeviceRecord:
     signing_key: bytes
     status: DeviceStatus
     created_at: int
+    # The identity-signed DeviceCertificate (wire bytes); empty for devices
+    # seeded without one.
+    certificate: bytes = b""
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    link_id: str
+    code_hash: str
+    network_id: str
+    user_id: str
+    created_by: str
+    created_at: int
+    expires_at: int
+    state: LinkState
+    device_id: str = ""
+    device_key: bytes = b""
+    certificate: bytes = b""
+
+
+def _b64(data: bytes) -> AttributeValueTypeDef:
+    return {"S": base64.b64encode(data).decode()}
+
+
+def _s(item: Item, name: str) -> str:
+    return item[name]["S"]
+
+
+def _n(item: Item, name: str) -> int:
+    return int(item[name]["N"])
+
+
+def _bytes(item: Item, name: str) -> bytes:
+    value = item.get(name)
+    return base64.b64decode(value["S"]) if value else b""
+
+
+def _num(value: int) -> AttributeValueTypeDef:
+    return {"N": str(value)}
+
+
+def _key(pk: str, sk: str) -> Item:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
 
 
 class DirectoryStore:
@@ -37,42 +156,576 @@ class DirectoryStore:
         self._client = client
         self._table = table_name
 
-    def get_device(self, device_id: str) -> DeviceRecord | None:
-        item = self._client.get_item(
-            TableName=self._table,
-            Key={"pk": {"S": f"DEVICE#{device_id}"}, "sk": {"S": "DEVICE"}},
-            ConsistentRead=True,
+    # -- reading -------------------------------------------------------------
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        return self._client.get_item(
+            TableName=self._table, Key=_key(pk, sk), ConsistentRead=True
         ).get("Item")
+
+    def _query(self, pk: str, prefix: str, *, limit: int | None = None) -> Iterator[Item]:
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        if limit is not None:
+            args["Limit"] = limit
+        while True:
+            page = self._client.query(**args)
+            yield from page.get("Items", [])
+            if limit is not None or "LastEvaluatedKey" not in page:
+                return
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get_network(self, network_id: str) -> Network | None:
+        item = self._get(f"NET#{network_id}", "NETWORK")
         if item is None:
             return None
-        status = _STATUSES.get(_s(item, "status"))
+        return Network(network_id, _s(item, "name"), _n(item, "created_at"))
+
+    def list_networks(self) -> list[Network]:
+        # Networks are few (one per organisation unit); an index would cost
+        # every write for a rare admin read, so this one admin listing scans.
+        items: list[Item] = []
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "sk = :sk",
+            "ExpressionAttributeValues": {":sk": {"S": "NETWORK"}},
+        }
+        while True:
+            page = self._client.scan(**args)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        networks = [
+            Network(_s(i, "pk").removeprefix("NET#"), _s(i, "name"), _n(i, "created_at"))
+            for i in items
+        ]
+        return sorted(networks, key=lambda n: (n.created_at, n.network_id))
+
+    def get_invite(self, code_hash: str) -> Invite | None:
+        item = self._get(f"INVITE#{code_hash}", "INVITE")
+        if item is None:
+            return None
+        return Invite(
+            code_hash=code_hash,
+            network_id=_s(item, "network_id"),
+            user_id=_s(item, "user_id"),
+            handle=_s(item, "handle"),
+            created_at=_n(item, "created_at"),
+            expires_at=_n(item, "expires_at_ms"),
+            used=item.get("used", {}).get("BOOL", False),
+        )
+
+    def get_user(self, user_id: str) -> UserRecord | None:
+        item = self._get(f"USER#{user_id}", "USER")
+        if item is None:
+            return None
+        status = _USER_STATUSES.get(_s(item, "status"))
+        if status is None:
+            raise ValueError(f"user {user_id} has an unknown status")
+        return UserRecord(
+            user_id=user_id,
+            network_id=_s(item, "network_id"),
+            handle=_s(item, "handle"),
+            status=status,
+            identity_key=_bytes(item, "identity_key"),
+            created_at=_n(item, "created_at"),
+        )
+
+    def list_users(self, network_id: str) -> list[tuple[str, str, UserStatus]]:
+        """(user_id, handle, status) of every member of a network."""
+        users = []
+        for item in self._query(f"NET#{network_id}", "USER#"):
+            status = _USER_STATUSES.get(_s(item, "status"), "suspended")
+            users.append((_s(item, "sk").removeprefix("USER#"), _s(item, "handle"), status))
+        return users
+
+    def get_device(self, device_id: str) -> DeviceRecord | None:
+        item = self._get(f"DEVICE#{device_id}", "DEVICE")
+        if item is None:
+            return None
+        status = _DEVICE_STATUSES.get(_s(item, "status"))
         if status is None:
             raise ValueError(f"device {device_id} has an unknown status")
         return DeviceRecord(
             device_id=device_id,
             user_id=_s(item, "user_id"),
             network_id=_s(item, "network_id"),
-            signing_key=base64.b64decode(_s(item, "signing_key")),
+            signing_key=_bytes(item, "signing_key"),
             status=status,
-            created_at=int(item["created_at"].get("N", "0")),
+            created_at=_n(item, "created_at"),
+            certificate=_bytes(item, "certificate"),
         )
 
-    def put_device(self, device: DeviceRecord) -> None:
-        """Write a device; refuses to overwrite one that exists."""
+    def list_devices(self, user_id: str) -> list[tuple[str, bytes, DeviceStatus]]:
+        """(device_id, certificate, status) of every device a user ever had."""
+        devices = []
+        for item in self._query(f"USER#{user_id}", "DEVICE#"):
+            status = _DEVICE_STATUSES.get(_s(item, "status"), "revoked")
+            device_id = _s(item, "sk").removeprefix("DEVICE#")
+            devices.append((device_id, _bytes(item, "certificate"), status))
+        return devices
+
+    def get_link(self, link_id: str) -> LinkRecord | None:
+        item = self._get(f"LINK#{link_id}", "LINK")
+        if item is None:
+            return None
+        return LinkRecord(
+            link_id=link_id,
+            code_hash=_s(item, "code_hash"),
+            network_id=_s(item, "network_id"),
+            user_id=_s(item, "user_id"),
+            created_by=_s(item, "created_by"),
+            created_at=_n(item, "created_at"),
+            expires_at=_n(item, "expires_at_ms"),
+            state=_LINK_STATES.get(_s(item, "state"), "open"),
+            device_id=item.get("device_id", {}).get("S", ""),
+            device_key=_bytes(item, "device_key"),
+            certificate=_bytes(item, "certificate"),
+        )
+
+    def find_link(self, code_hash: str) -> str | None:
+        """The link id behind a code hash (the hash is the lookup key for new devices)."""
+        item = self._get(f"LINKCODE#{code_hash}", "LINKCODE")
+        return None if item is None else _s(item, "link_id")
+
+    # -- prekeys --------------------------------------------------------------
+
+    def signed_prekey(self, device_id: str) -> bytes | None:
+        item = self._get(f"DEVICE#{device_id}", "SPK")
+        return None if item is None else _bytes(item, "certificate")
+
+    def count_one_time_prekeys(self, device_id: str) -> int:
+        """Unused one-time prekeys, from a counter kept with every publish and take.
+
+        Counting the items themselves would read them all (costly at 2 KB each).
+        """
+        item = self._get(f"DEVICE#{device_id}", "OTPKCOUNT")
+        return 0 if item is None else _n(item, "remaining")
+
+    def take_one_time_prekey(self, device_id: str, *, rounds: int = 16) -> bytes | None:
+        """Remove and return one one-time prekey, or None when none is left.
+
+        The delete is conditional on the item still existing and decrements
+        the counter in the same transaction, so two fetchers racing for one
+        prekey cannot both get it. Racers pick among the first few prekeys at
+        random, so under contention most of them win at their first try.
+        """
+        pk = f"DEVICE#{device_id}"
+        for _ in range(rounds):
+            candidates = list(self._query(pk, "OTPK#", limit=8))
+            if not candidates:
+                return None
+            random.shuffle(candidates)
+            for candidate in candidates:
+                try:
+                    self._transact(
+                        [
+                            {
+                                "Delete": {
+                                    "TableName": self._table,
+                                    "Key": _key(pk, _s(candidate, "sk")),
+                                    "ConditionExpression": "attribute_exists(pk)",
+                                }
+                            },
+                            {
+                                "Update": {
+                                    "TableName": self._table,
+                                    "Key": _key(pk, "OTPKCOUNT"),
+                                    "UpdateExpression": "ADD remaining :minus_one",
+                                    "ExpressionAttributeValues": {":minus_one": _num(-1)},
+                                }
+                            },
+                        ],
+                        {0: "taken"},
+                    )
+                except Conflict:
+                    continue
+                return _bytes(candidate, "certificate")
+        return None
+
+    def put_prekeys(
+        self,
+        device_id: str,
+        signed_prekey: tuple[int, int, bytes] | None,
+        one_time_prekeys: Sequence[tuple[int, bytes]],
+        now: int,
+    ) -> None:
+        """Publish, all or nothing. ``signed_prekey`` is (prekey_id, expires_at, cert).
+
+        One-time prekey ids must be new: a reused id raises Conflict.
+        """
+        pk = f"DEVICE#{device_id}"
+        items: list[TransactWriteItemTypeDef] = []
+        if signed_prekey is not None:
+            prekey_id, expires_at, cert = signed_prekey
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(pk, "SPK"),
+                            "prekey_id": _num(prekey_id),
+                            "expires_at_ms": _num(expires_at),
+                            "certificate": _b64(cert),
+                            "published_at": _num(now),
+                        },
+                    }
+                }
+            )
+        if one_time_prekeys:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(pk, "OTPKCOUNT"),
+                        "UpdateExpression": "ADD remaining :n",
+                        "ExpressionAttributeValues": {":n": _num(len(one_time_prekeys))},
+                    }
+                }
+            )
+        for prekey_id, cert in one_time_prekeys:
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(pk, f"OTPK#{prekey_id:010d}"),
+                            "certificate": _b64(cert),
+                            "published_at": _num(now),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        if len(items) > 100:
+            raise ValueError("at most 98 one-time prekeys per publish")
+        self._transact(items, {i: "prekey_id_reused" for i in range(len(items))})
+
+    def signed_prekey_expiry(self, device_id: str) -> int | None:
+        item = self._get(f"DEVICE#{device_id}", "SPK")
+        return None if item is None else _n(item, "expires_at_ms")
+
+    # -- writing ----------------------------------------------------------------
+
+    def create_network(self, network: Network) -> None:
         self._client.put_item(
             TableName=self._table,
             Item={
-                "pk": {"S": f"DEVICE#{device.device_id}"},
-                "sk": {"S": "DEVICE"},
-                "user_id": {"S": device.user_id},
-                "network_id": {"S": device.network_id},
-                "signing_key": {"S": base64.b64encode(device.signing_key).decode()},
-                "status": {"S": device.status},
-                "created_at": {"N": str(device.created_at)},
+                **_key(f"NET#{network.network_id}", "NETWORK"),
+                "name": {"S": network.name},
+                "created_at": _num(network.created_at),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
 
+    def create_invite(self, invite: Invite, ttl_expires_at: int) -> None:
+        """Store an invite and reserve its handle in the network, atomically."""
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": _key(f"NET#{invite.network_id}", "NETWORK"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"HANDLE#{invite.network_id}#{invite.handle}", "HANDLE"),
+                            "user_id": {"S": invite.user_id},
+                            "created_at": _num(invite.created_at),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"INVITE#{invite.code_hash}", "INVITE"),
+                            "network_id": {"S": invite.network_id},
+                            "user_id": {"S": invite.user_id},
+                            "handle": {"S": invite.handle},
+                            "created_at": _num(invite.created_at),
+                            # Seconds for TTL; the exact expiry is checked on use.
+                            "expires_at": _num(ttl_expires_at),
+                            "expires_at_ms": _num(invite.expires_at),
+                            "used": {"BOOL": False},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+            {0: "no_such_network", 1: "handle_taken", 2: "invite_exists"},
+        )
 
-def _s(item: dict[str, AttributeValueTypeDef], name: str) -> str:
-    return item[name]["S"]
+    def enroll(
+        self,
+        invite: Invite,
+        user: UserRecord,
+        device: DeviceRecord,
+        signed_prekey: tuple[int, int, bytes],
+        now: int,
+    ) -> None:
+        """Consume the invite and create the user, its first device and signed prekey.
+
+        One transaction, conditional on the invite being unused and unexpired
+        at ``now``: of two racing enrollments with one code, exactly one wins.
+        """
+        prekey_id, prekey_expires, prekey_cert = signed_prekey
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"INVITE#{invite.code_hash}", "INVITE"),
+                        "UpdateExpression": "SET used = :true, used_at = :now",
+                        "ConditionExpression": (
+                            "attribute_exists(pk) AND used = :false AND expires_at_ms > :now"
+                        ),
+                        "ExpressionAttributeValues": {
+                            ":true": {"BOOL": True},
+                            ":false": {"BOOL": False},
+                            ":now": _num(now),
+                        },
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"USER#{user.user_id}", "USER"),
+                            "network_id": {"S": user.network_id},
+                            "handle": {"S": user.handle},
+                            "status": {"S": user.status},
+                            "identity_key": _b64(user.identity_key),
+                            "created_at": _num(user.created_at),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"NET#{user.network_id}", f"USER#{user.user_id}"),
+                            "handle": {"S": user.handle},
+                            "status": {"S": user.status},
+                        },
+                    }
+                },
+                *self._device_puts(device),
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"DEVICE#{device.device_id}", "SPK"),
+                            "prekey_id": _num(prekey_id),
+                            "expires_at_ms": _num(prekey_expires),
+                            "certificate": _b64(prekey_cert),
+                            "published_at": _num(now),
+                        },
+                    }
+                },
+            ],
+            {0: "invite_unusable", 1: "user_exists", 3: "device_exists"},
+        )
+
+    def _device_puts(self, device: DeviceRecord) -> list[TransactWriteItemTypeDef]:
+        return [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"DEVICE#{device.device_id}", "DEVICE"),
+                        "user_id": {"S": device.user_id},
+                        "network_id": {"S": device.network_id},
+                        "signing_key": _b64(device.signing_key),
+                        "certificate": _b64(device.certificate),
+                        "status": {"S": device.status},
+                        "created_at": _num(device.created_at),
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
+                        "certificate": _b64(device.certificate),
+                        "status": {"S": device.status},
+                        "created_at": _num(device.created_at),
+                    },
+                }
+            },
+        ]
+
+    def put_device(self, device: DeviceRecord) -> None:
+        """Write a device (both its items); refuses to overwrite one that exists."""
+        self._transact(self._device_puts(device), {0: "device_exists"})
+
+    def set_user_status(self, user: UserRecord, status: UserStatus) -> None:
+        values = {":s": {"S": status}}
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"USER#{user.user_id}", "USER"),
+                        "UpdateExpression": "SET #s = :s",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"NET#{user.network_id}", f"USER#{user.user_id}"),
+                        "UpdateExpression": "SET #s = :s",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+            ],
+            {0: "no_such_user"},
+        )
+
+    def revoke_device(self, device: DeviceRecord, now: int) -> None:
+        values: Mapping[str, AttributeValueTypeDef] = {
+            ":s": {"S": "revoked"},
+            ":now": _num(now),
+        }
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"DEVICE#{device.device_id}", "DEVICE"),
+                        "UpdateExpression": "SET #s = :s, revoked_at = :now",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
+                        "UpdateExpression": "SET #s = :s, revoked_at = :now",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": values,
+                    }
+                },
+            ],
+            {0: "no_such_device"},
+        )
+
+    def create_link(self, link: LinkRecord, ttl_expires_at: int) -> None:
+        self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"LINK#{link.link_id}", "LINK"),
+                            "code_hash": {"S": link.code_hash},
+                            "network_id": {"S": link.network_id},
+                            "user_id": {"S": link.user_id},
+                            "created_by": {"S": link.created_by},
+                            "created_at": _num(link.created_at),
+                            "expires_at": _num(ttl_expires_at),
+                            "expires_at_ms": _num(link.expires_at),
+                            "state": {"S": "open"},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **_key(f"LINKCODE#{link.code_hash}", "LINKCODE"),
+                            "link_id": {"S": link.link_id},
+                            "expires_at": _num(ttl_expires_at),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+            {0: "link_exists", 1: "link_exists"},
+        )
+
+    def request_link(self, link_id: str, device_id: str, device_key: bytes, now: int) -> None:
+        """Attach the new device to an open, unexpired link (once)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(f"LINK#{link_id}", "LINK"),
+                UpdateExpression="SET #st = :requested, device_id = :d, device_key = :k",
+                ConditionExpression="#st = :open AND expires_at_ms > :now",
+                ExpressionAttributeNames={"#st": "state"},
+                ExpressionAttributeValues={
+                    ":requested": {"S": "requested"},
+                    ":open": {"S": "open"},
+                    ":d": {"S": device_id},
+                    ":k": _b64(device_key),
+                    ":now": _num(now),
+                },
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                raise Conflict("link_unusable") from None
+            raise
+
+    def approve_link(self, link: LinkRecord, device: DeviceRecord, now: int) -> None:
+        """Register the linked device and mark the link approved, atomically."""
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"LINK#{link.link_id}", "LINK"),
+                        "UpdateExpression": "SET #st = :approved, certificate = :c",
+                        "ConditionExpression": (
+                            "#st = :requested AND device_id = :d AND expires_at_ms > :now"
+                        ),
+                        "ExpressionAttributeNames": {"#st": "state"},
+                        "ExpressionAttributeValues": {
+                            ":approved": {"S": "approved"},
+                            ":requested": {"S": "requested"},
+                            ":c": _b64(device.certificate),
+                            ":d": {"S": device.device_id},
+                            ":now": _num(now),
+                        },
+                    }
+                },
+                *self._device_puts(device),
+            ],
+            {0: "link_unusable", 1: "device_exists"},
+        )
+
+    def _transact(self, items: list[TransactWriteItemTypeDef], reasons: dict[int, str]) -> None:
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if _code(error) != "TransactionCanceledException":
+                raise
+            cancellations = error.response.get("CancellationReasons", [])
+            for index, reason in enumerate(cancellations):
+                if reason.get("Code") == "ConditionalCheckFailed":
+                    raise Conflict(reasons.get(index, "conflict")) from None
+            # moto and older SDKs may omit the reasons; the message still names them.
+            raise Conflict(next(iter(reasons.values()), "conflict")) from None
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))

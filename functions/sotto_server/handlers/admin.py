@@ -1,41 +1,106 @@
-"""Admin HTTP API (IAM-authorized by API Gateway before this code runs)."""
+"""Admin HTTP API (IAM-authorized by API Gateway before this code runs; docs/api.md)."""
 
 from __future__ import annotations
 
-import base64
 import re
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.exceptions import BadRequestError, NotFoundError
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..aws import dynamodb_client
-from ..config import settings
-from ..dal.directory import DirectoryStore
+from ..aws import connections_client
+from ..logic import admin
+from ..logic.errors import ErrorCode, Refused
+from ..logic.push import disconnect
+from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
+from ._http import json_body, refused_response
+from ._socket import connections_store, stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _id(value: str, what: str) -> str:
+    if not _ID.match(value):
+        raise Refused(ErrorCode.BAD_REQUEST, f"{what} must be 1-64 URL-safe characters")
+    return value
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _disconnect(connection_id: str) -> None:
+    disconnect(connections_client(), connections_store(), connection_id)
+
+
+def _refused(refused: Refused) -> Response[str]:
+    return refused_response(refused)
+
+
+@app.post("/v1/admin/networks")
+def create_network() -> dict[str, Any]:
+    request = parse_body(CreateNetworkRequest, json_body(app))
+    return admin.create_network(stores().directory, request, _now_ms())
+
+
+@app.get("/v1/admin/networks")
+def list_networks() -> dict[str, Any]:
+    return admin.list_networks(stores().directory)
+
+
+@app.post("/v1/admin/networks/<network_id>/invites")
+def create_invite(network_id: str) -> dict[str, Any]:
+    request = parse_body(InviteRequest, json_body(app))
+    answer = admin.create_invite(
+        stores().directory, _id(network_id, "network id"), request, _now_ms()
+    )
+    logger.info("invited", network_id=network_id, user_id=answer["user_id"])
+    return answer
+
+
+@app.get("/v1/admin/networks/<network_id>/users")
+def list_users(network_id: str) -> dict[str, Any]:
+    return admin.list_users(stores().directory, _id(network_id, "network id"))
+
+
+@app.get("/v1/admin/users/<user_id>")
+def get_user(user_id: str) -> dict[str, Any]:
+    return admin.get_user(stores().directory, _id(user_id, "user id"))
+
+
+@app.post("/v1/admin/users/<user_id>/suspend")
+def suspend_user(user_id: str) -> dict[str, Any]:
+    logger.info("suspending", user_id=user_id)
+    return admin.set_user_status(
+        stores().directory, connections_store(), _disconnect, _id(user_id, "user id"), "suspended"
+    )
+
+
+@app.post("/v1/admin/users/<user_id>/reinstate")
+def reinstate_user(user_id: str) -> dict[str, Any]:
+    return admin.set_user_status(
+        stores().directory, connections_store(), _disconnect, _id(user_id, "user id"), "active"
+    )
 
 
 @app.get("/v1/admin/devices/<device_id>")
 def get_device(device_id: str) -> dict[str, Any]:
-    if not _DEVICE_ID.match(device_id):
-        raise BadRequestError("device id must be 1-64 URL-safe characters")
-    directory = DirectoryStore(dynamodb_client(), settings().table_name("DirectoryTable"))
-    device = directory.get_device(device_id)
-    if device is None:
-        raise NotFoundError("no such device")
-    return {
-        "device_id": device.device_id,
-        "user_id": device.user_id,
-        "network_id": device.network_id,
-        "status": device.status,
-        "created_at": device.created_at,
-        "signing_key": base64.b64encode(device.signing_key).decode(),
-    }
+    return admin.get_device(stores().directory, _id(device_id, "device id"))
+
+
+@app.post("/v1/admin/devices/<device_id>/revoke")
+def revoke_device(device_id: str) -> dict[str, Any]:
+    logger.info("revoking", device_id=device_id)
+    return admin.revoke_device(
+        stores().directory, connections_store(), _disconnect, _id(device_id, "device id"), _now_ms()
+    )
+
+
+app.exception_handler(Refused)(_refused)
 
 
 @logger.inject_lambda_context

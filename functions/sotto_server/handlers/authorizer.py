@@ -18,6 +18,7 @@ from sotto import topology
 from ..aws import dynamodb_client
 from ..config import settings
 from ..dal.directory import DirectoryStore
+from ..dal.guards import GuardsStore
 from ..logic.auth import Refusal, authorize
 
 logger = Logger()
@@ -30,10 +31,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = APIGatewayAuthorizerRequestEvent(event)
     request_context = request.request_context
     directory = DirectoryStore(dynamodb_client(), settings().table_name("DirectoryTable"))
+    guards = GuardsStore(dynamodb_client(), settings().table_name("GuardsTable"))
     try:
         principal = authorize(
             request.get_header_value(topology.WS_AUTHORIZER_IDENTITY_HEADER, case_sensitive=False),
             directory.get_device,
+            directory.get_user,
+            guards.use_nonce,
             audience=f"{request_context.api_id}/{request_context.stage}",
             now=int(time.time()),
         )

@@ -9,8 +9,9 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..events import MessageEvent
-from ..logic.frames import ErrorCode, error_frame
-from ..logic.requests import FrameError, load_object, request_id_of
+from ..logic.errors import ErrorCode, Refused
+from ..logic.frames import error_frame, refusal_frame
+from ..logic.requests import load_object, request_id_of
 from ._socket import reply
 
 logger = Logger()
@@ -22,8 +23,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     body = None if request.is_base64_encoded else request.body
     try:
         frame = load_object(body if isinstance(body, str) else None)
-    except FrameError as exc:
-        answer = error_frame(exc.code, exc.message)
+    except Refused as refused:
+        answer = refusal_frame(refused)
     else:
         action = frame.get("action")
         described = f"unknown action {action!r}" if isinstance(action, str) else "missing action"

@@ -24,6 +24,8 @@ def info() -> dict[str, Any]:
         "version": sotto.__version__,
         "stage": settings().stage,
         "connect_token_version": connect_token.VERSION,
+        "websocket": settings().websocket_url,
+        "audience": settings().audience,
     }
 
 

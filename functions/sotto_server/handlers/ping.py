@@ -10,8 +10,9 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..events import MessageEvent
-from ..logic.frames import encode, error_frame
-from ..logic.requests import FrameError, PingRequest, parse_frame
+from ..logic.errors import Refused
+from ..logic.frames import encode, refusal_frame
+from ..logic.requests import PingRequest, parse_frame
 from ._socket import reply
 
 logger = Logger()
@@ -23,8 +24,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     body = request.body if isinstance(request.body, str) else None
     try:
         ping = parse_frame(PingRequest, body)
-    except FrameError as exc:
-        answer = error_frame(exc.code, exc.message, exc.request_id)
+    except Refused as refused:
+        answer = refusal_frame(refused)
     else:
         answer = encode(
             {

@@ -1,8 +1,10 @@
 """Who may open a socket: the decision behind the $connect authorizer.
 
-Pure apart from the device lookup it is given. Refusals carry the HTTP status
-API Gateway answers on the upgrade: 401 when no usable token was presented,
-403 when a token was presented but is not good enough.
+Pure apart from the lookups it is given. Refusals carry the HTTP status API
+Gateway answers on the upgrade: 401 when no usable token was presented, 403
+when a token was presented but is not good enough. Checks run cheapest and
+least revealing first; the nonce is spent only once the signature verified,
+so nobody can burn another device's nonces.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from sotto.protocol import connect_token
 from sotto.protocol.errors import TokenError
 
-from ..dal.directory import DeviceRecord
+from ..dal.directory import DeviceRecord, UserRecord
 
-__all__ = ["Principal", "Refusal", "authorize"]
+__all__ = ["NONCE_RETENTION_SECONDS", "Principal", "Refusal", "authorize"]
 
 _SCHEME = "Sotto-Device "
+# A nonce must be remembered for as long as its token could still be fresh.
+NONCE_RETENTION_SECONDS = 2 * connect_token.MAX_SKEW_SECONDS + 60
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Refusal(Exception):
 def authorize(
     authorization: str | None,
     lookup_device: Callable[[str], DeviceRecord | None],
+    lookup_user: Callable[[str], UserRecord | None],
+    use_nonce: Callable[[str, str, int], bool],
     *,
     audience: str,
     now: int,
@@ -66,7 +72,12 @@ def authorize(
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise Refusal(403, "bad_device_key")
     try:
-        connect_token.verify(token, public_key, audience=audience, now=now)
+        claims = connect_token.verify(token, public_key, audience=audience, now=now)
     except TokenError as exc:
         raise Refusal(403, exc.code) from None
+    user = lookup_user(device.user_id)
+    if user is None or user.status != "active":
+        raise Refusal(403, "suspended_user")
+    if not use_nonce(device.device_id, claims.nonce, claims.timestamp + NONCE_RETENTION_SECONDS):
+        raise Refusal(403, "replayed_token")
     return Principal(device.device_id, device.user_id, device.network_id)

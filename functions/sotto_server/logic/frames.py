@@ -1,32 +1,43 @@
-"""The JSON frames the server sends on the WebSocket, and the error codes.
+"""The JSON frames the server sends on the WebSocket.
 
-Every refusal is an error frame (documented in docs/protocol.md)::
+Every refusal is an error frame (documented in docs/api.md)::
 
     {"action": "error", "code": CODE, "message": TEXT, "id": REQUEST_ID | null}
 
-``message`` is written for people and never carries internals (no stack
-traces, table names or exception text from AWS).
+plus ``retry_after_s`` for ``rate_limited``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from enum import StrEnum
 from typing import Any
 
-__all__ = ["ErrorCode", "encode", "error_frame"]
+from .errors import ErrorCode, Refused
 
-
-class ErrorCode(StrEnum):
-    BAD_JSON = "bad_json"  # the frame is not a JSON object (or not text)
-    UNKNOWN_ACTION = "unknown_action"  # no route for the frame's "action"
-    BAD_REQUEST = "bad_request"  # the action's fields are missing or invalid
-    INTERNAL = "internal_error"  # our fault; retry later
+__all__ = ["b64", "encode", "error_frame", "refusal_frame"]
 
 
 def encode(frame: dict[str, Any]) -> bytes:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def b64(data: bytes) -> str:
+    """Binary fields on the wire: base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 def error_frame(code: ErrorCode, message: str, request_id: str | None = None) -> bytes:
     return encode({"action": "error", "code": code.value, "message": message, "id": request_id})
+
+
+def refusal_frame(refusal: Refused) -> bytes:
+    frame: dict[str, Any] = {
+        "action": "error",
+        "code": refusal.code.value,
+        "message": refusal.message,
+        "id": refusal.request_id,
+    }
+    if refusal.retry_after_s is not None:
+        frame["retry_after_s"] = refusal.retry_after_s
+    return encode(frame)

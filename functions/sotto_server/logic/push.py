@@ -7,6 +7,7 @@ sync by cursor. So a failed push is logged and counted, never raised, and a
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,7 +17,7 @@ from ..dal.connections import ConnectionsStore
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
 
-__all__ = ["PushResult", "push"]
+__all__ = ["PushResult", "disconnect", "push"]
 
 PushResult = Literal["delivered", "gone", "failed"]
 
@@ -35,3 +36,12 @@ def push(
     except (ClientError, BotoCoreError):
         return "failed"
     return "delivered"
+
+
+def disconnect(
+    client: ApiGatewayManagementApiClient, connections: ConnectionsStore, connection_id: str
+) -> None:
+    """Close a socket now (its $disconnect follows); forget it either way."""
+    with contextlib.suppress(client.exceptions.GoneException):
+        client.delete_connection(ConnectionId=connection_id)
+    connections.delete(connection_id)

@@ -1,78 +1,209 @@
-"""Typed models of the frames clients send, one per action.
+"""Typed models of every request body, WebSocket frame or HTTP JSON.
 
-Every model forbids unknown fields and bounds every string, so a frame that
-parses is one the logic can trust in shape (not in meaning).
+Every model forbids unknown fields and bounds every string and list, so a
+request that parses is one the logic can trust in shape (not in meaning).
+Binary fields are base64url without padding, decoded here with their size
+bounded before any parser sees them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
-from .frames import ErrorCode
+from .errors import ErrorCode, Refused
 
-__all__ = ["FrameError", "PingRequest", "load_object", "parse_frame", "request_id_of"]
+__all__ = [
+    "CreateNetworkRequest",
+    "EnrollLookupRequest",
+    "EnrollRequest",
+    "FetchBundlesRequest",
+    "InviteRequest",
+    "LinkApproveRequest",
+    "LinkCreateRequest",
+    "LinkPendingRequest",
+    "LinkRequest",
+    "LinkStatusRequest",
+    "ListDevicesRequest",
+    "PingRequest",
+    "PrekeyStatusRequest",
+    "PublishPrekeysRequest",
+    "load_object",
+    "parse_body",
+    "parse_frame",
+    "request_id_of",
+]
 
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
 ]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+# Invite and link codes as people type them: case, dashes and spaces are forgiven.
+Code = Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9 -]+$")]
+Handle = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9._-]+$")]
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+
+# Upper bounds of the wire encodings (docs/protocol.md), with headroom.
+MAX_IDENTITY_KEY = 4096
+MAX_DEVICE_CERTIFICATE = 8192
+MAX_PREKEY_CERTIFICATE = 4096
+MAX_DEVICE_KEY = 256
+# A publish is one DynamoDB transaction (at most 100 actions): the signed
+# prekey, the counter and up to 98 one-time prekeys.
+MAX_ONE_TIME_PREKEYS_PER_CALL = 98
 
 
-class FrameError(Exception):
-    """The frame was refused; ``code`` and ``message`` go into the error frame."""
+def _decoder(max_bytes: int) -> Any:
+    def decode(value: object) -> bytes:
+        if not isinstance(value, str) or not _B64URL.match(value):
+            raise ValueError("must be base64url without padding")
+        if len(value) > (max_bytes * 4 + 2) // 3:
+            raise ValueError(f"must decode to at most {max_bytes} bytes")
+        try:
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64url without padding") from None
 
-    def __init__(self, code: ErrorCode, message: str, request_id: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id
+    return BeforeValidator(decode)
 
 
-class _Request(BaseModel):
+IdentityKeyField = Annotated[bytes, _decoder(MAX_IDENTITY_KEY), Field(min_length=1)]
+DeviceCertificateField = Annotated[bytes, _decoder(MAX_DEVICE_CERTIFICATE), Field(min_length=1)]
+PrekeyField = Annotated[bytes, _decoder(MAX_PREKEY_CERTIFICATE), Field(min_length=1)]
+DeviceKeyField = Annotated[bytes, _decoder(MAX_DEVICE_KEY), Field(min_length=1)]
+
+
+class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class PingRequest(_Request):
-    action: Literal["ping"]
+class _Frame(_Model):
     id: RequestId | None = None
+
+
+class PingRequest(_Frame):
+    action: Literal["ping"]
     # Echoed back so a client can measure round trips with its own clock.
     payload: Annotated[str, Field(max_length=256)] | None = None
 
 
-M = TypeVar("M", bound=_Request)
+class PublishPrekeysRequest(_Frame):
+    action: Literal["publish_prekeys"]
+    signed_prekey: PrekeyField | None = None
+    one_time_prekeys: Annotated[
+        list[PrekeyField], Field(max_length=MAX_ONE_TIME_PREKEYS_PER_CALL)
+    ] = []
+
+
+class PrekeyStatusRequest(_Frame):
+    action: Literal["prekey_status"]
+
+
+class FetchBundlesRequest(_Frame):
+    action: Literal["fetch_bundles"]
+    user_id: Id
+
+
+class ListDevicesRequest(_Frame):
+    action: Literal["list_devices"]
+    user_id: Id
+
+
+class LinkCreateRequest(_Frame):
+    action: Literal["link_create"]
+
+
+class LinkPendingRequest(_Frame):
+    action: Literal["link_pending"]
+    link_id: Id
+
+
+class LinkApproveRequest(_Frame):
+    action: Literal["link_approve"]
+    link_id: Id
+    certificate: DeviceCertificateField
+
+
+class EnrollLookupRequest(_Model):
+    code: Code
+
+
+class EnrollRequest(_Model):
+    code: Code
+    identity_key: IdentityKeyField
+    device_certificate: DeviceCertificateField
+    signed_prekey: PrekeyField
+
+
+class LinkRequest(_Model):
+    code: Code
+    device_id: Id
+    device_key: DeviceKeyField
+
+
+class LinkStatusRequest(_Model):
+    code: Code
+
+
+class CreateNetworkRequest(_Model):
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    ]
+
+
+class InviteRequest(_Model):
+    handle: Handle
+    # Seconds; from one minute to thirty days.
+    ttl_s: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
+
+
+M = TypeVar("M", bound=_Model)
 
 
 def load_object(body: str | None) -> dict[str, Any]:
-    """The frame as a JSON object, or FrameError(bad_json)."""
+    """The body as a JSON object, or Refused(bad_json)."""
     if body is None:
-        raise FrameError(ErrorCode.BAD_JSON, "frames must be JSON objects sent as text")
+        raise Refused(ErrorCode.BAD_JSON, "frames must be JSON objects sent as text")
     try:
         value = json.loads(body)
     except (json.JSONDecodeError, RecursionError):
-        raise FrameError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+        raise Refused(ErrorCode.BAD_JSON, "not valid JSON") from None
     if not isinstance(value, dict):
-        raise FrameError(ErrorCode.BAD_JSON, "frame must be a JSON object")
+        raise Refused(ErrorCode.BAD_JSON, "must be a JSON object")
     return value
 
 
 def request_id_of(frame: dict[str, Any]) -> str | None:
     """The client's request id, echoed in answers when it is well formed."""
     value = frame.get("id")
+    # Printable ASCII without spaces, at most 64: the RequestId pattern, checked cheaply.
     if isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isprintable():
-        return value
+        return value if " " not in value else None
     return None
+
+
+def parse_body(model: type[M], body: dict[str, Any], request_id: str | None = None) -> M:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in err["loc"]) or "body" for err in exc.errors()})
+        raise Refused(
+            ErrorCode.BAD_REQUEST, f"invalid field(s): {', '.join(fields)[:200]}", request_id
+        ) from None
 
 
 def parse_frame(model: type[M], body: str | None) -> M:
     frame = load_object(body)
-    try:
-        return model.model_validate(frame)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"]) or "frame" for err in exc.errors()})
-        raise FrameError(
-            ErrorCode.BAD_REQUEST,
-            f"invalid field(s): {', '.join(fields)}",
-            request_id_of(frame),
-        ) from None
+    return parse_body(model, frame, request_id_of(frame))

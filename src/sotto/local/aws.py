@@ -9,6 +9,7 @@ in the cloud.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,27 +43,55 @@ NONCURRENT_VERSION_DAYS = 30
 ABORT_INCOMPLETE_UPLOAD_DAYS = 7
 
 
+class _OneAtATime:
+    """A WSGI wrapper that lets one request into moto at a time.
+
+    moto's backends are not thread-safe: concurrent requests can fail with
+    "dictionary changed size during iteration" or interleave a conditional
+    check with another write. Real DynamoDB applies each conditional write and
+    transaction atomically, which is what the handlers rely on (single-use
+    invites, one-time prekeys), so the stand-in must too.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
 class MotoServer:
-    """moto's threaded server on 127.0.0.1, on a port the OS chooses."""
+    """moto on 127.0.0.1, on a port the OS chooses, serving one request at a time."""
 
     def __init__(self, port: int = 0) -> None:
         # moto is heavy to import; only the local stack needs it.
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
         # werkzeug would print a line for every AWS request the handlers make.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            "127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.endpoint = ""
 
     def start(self) -> str:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.endpoint = f"http://{host!s}:{port}"
         return self.endpoint
 
     def stop(self) -> None:
-        self._server.stop()
+        self._server.shutdown()
+        self._thread.join(timeout=10)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
+import shlex
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 from .aws import LOCAL_CREDENTIALS, LocalResources, MotoServer, provision
 from .gateway import GatewayLimits, WebSocketGateway
@@ -37,6 +42,7 @@ class Endpoints:
     region: str
     stage: str
     api_id: str
+    default_network: dict[str, str]
     resources: dict[str, dict[str, str]]
 
     def to_json(self) -> str:
@@ -45,11 +51,17 @@ class Endpoints:
 
 class LocalStack:
     def __init__(
-        self, data_dir: Path, *, port: int = 0, limits: GatewayLimits | None = None
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        limits: GatewayLimits | None = None,
+        rate_limit_scale: float = 1.0,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.limits = limits
+        self.rate_limit_scale = rate_limit_scale
         self._moto: MotoServer | None = None
         self._http: LocalHttpServer | None = None
         self._gateway: WebSocketGateway | None = None
@@ -67,9 +79,16 @@ class LocalStack:
         self._http = LocalHttpServer(
             self._gateway, functions, asyncio.get_running_loop(), api_id=API_ID, stage=STAGE
         )
-        _point_handlers_at(aws_endpoint, self._http.connections_url, resources)
         self._http.start()
         websocket = await self._gateway.start()
+        _point_handlers_at(
+            aws_endpoint,
+            self._http.connections_url,
+            resources,
+            websocket=websocket,
+            rate_limit_scale=self.rate_limit_scale,
+        )
+        network = await asyncio.to_thread(_create_default_network, resources)
 
         endpoints = Endpoints(
             websocket=websocket,
@@ -79,6 +98,7 @@ class LocalStack:
             region=LOCAL_CREDENTIALS["region_name"],
             stage=STAGE,
             api_id=API_ID,
+            default_network=network,
             resources={
                 "tables": resources.tables,
                 "buckets": resources.buckets,
@@ -101,7 +121,14 @@ class LocalStack:
         (self.data_dir / "endpoints.json").unlink(missing_ok=True)
 
 
-def _point_handlers_at(aws: str, connections: str, resources: LocalResources) -> None:
+def _point_handlers_at(
+    aws: str,
+    connections: str,
+    resources: LocalResources,
+    *,
+    websocket: str,
+    rate_limit_scale: float,
+) -> None:
     """Give this process the environment Lambda gives each function."""
     env: dict[str, Any] = {
         "AWS_ENDPOINT_URL": aws,
@@ -111,6 +138,9 @@ def _point_handlers_at(aws: str, connections: str, resources: LocalResources) ->
         "AWS_DEFAULT_REGION": LOCAL_CREDENTIALS["region_name"],
         "AWS_REGION": LOCAL_CREDENTIALS["region_name"],
         "SOTTO_STAGE": STAGE,
+        "SOTTO_WEBSOCKET_URL": websocket,
+        "SOTTO_WS_AUDIENCE": f"{API_ID}/{STAGE}",
+        "SOTTO_RATE_LIMIT_SCALE": str(rate_limit_scale),
         "POWERTOOLS_SERVICE_NAME": "sotto",
         "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
         **resources.environment(),
@@ -121,22 +151,46 @@ def _point_handlers_at(aws: str, connections: str, resources: LocalResources) ->
         os.environ.pop(name, None)
 
 
-def run(data_dir: Path, port: int = 0, limits: GatewayLimits | None = None) -> int:
+def _create_default_network(resources: LocalResources) -> dict[str, str]:
+    """Every start is a first start (moto keeps state in memory): make a network to invite into."""
+    from sotto_server.dal.directory import DirectoryStore, Network
+
+    client = boto3.client("dynamodb")  # the environment set above points it at moto
+    network = Network(f"net-{secrets.token_hex(6)}", "Local", int(time.time() * 1000))
+    DirectoryStore(client, resources.tables["DirectoryTable"]).create_network(network)
+    return {"network_id": network.network_id, "name": network.name}
+
+
+def run(
+    data_dir: Path,
+    port: int = 0,
+    limits: GatewayLimits | None = None,
+    rate_limit_scale: float = 1.0,
+) -> int:
     """Run until Ctrl-C or SIGTERM; print the endpoints and what to do next."""
 
     async def main() -> None:
-        stack = LocalStack(data_dir, port=port, limits=limits)
+        stack = LocalStack(data_dir, port=port, limits=limits, rate_limit_scale=rate_limit_scale)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         endpoints = await stack.start()
+        network = endpoints.default_network["network_id"]
+        server = shlex.quote(str(data_dir))
         print(
             "Sotto local stack is up\n"
             f"  websocket  {endpoints.websocket}\n"
             f"  http api   {endpoints.http}\n"
             f"  aws (moto) {endpoints.aws}\n"
             f"  endpoints  {data_dir / 'endpoints.json'}\n"
+            f"  network    Local ({network})\n"
+            "\n"
+            "Next, in another terminal:\n"
+            f"  sotto admin --server {server} invite {network} alice\n"
+            f"  sotto enroll --server {server} --code CODE --profile alice\n"
+            "  sotto send bob 'hello'   (messaging arrives with the next release)\n"
+            "\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

@@ -12,6 +12,7 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     │   ├── CertificateExpired       [certificate_expired] outside its validity window
     │   └── DeviceRevoked            [device_revoked] the device's identity revoked it
     ├── SenderMismatch               [sender_mismatch] claimed sender != certificate
+    ├── UnknownSender                [unknown_sender] sender device is not a member
     ├── BadSignature                 [bad_signature] the device signature does not verify
     ├── HeaderTampered               [header_tampered] a signed header field was altered
     ├── CiphertextTampered           [ciphertext_tampered] ciphertext != signed digest
@@ -24,7 +25,8 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     │   ├── UnknownChain             [unknown_chain] no chain key for this chain id
     │   ├── TooManySkipped           [too_many_skipped] jump beyond the skipped-key window
     │   ├── MessageKeyUnavailable    [message_key_unavailable] key used or evicted
-    │   └── RotationRequired         [rotation_required] chain too old/used/stale members
+    │   ├── RotationRequired         [rotation_required] chain too old/used/stale members
+    │   └── PrekeysRequired          [prekeys_required] a new chain needs these devices' prekeys
     ├── AttachmentError
     │   ├── AttachmentTampered       [attachment_tampered] a chunk fails to decrypt
     │   ├── AttachmentTruncated      [attachment_truncated] stream ends early
@@ -67,6 +69,7 @@ __all__ = [
     "MessageExpired",
     "MessageKeyUnavailable",
     "PrekeyError",
+    "PrekeysRequired",
     "ProtocolError",
     "RatchetError",
     "ReplayedMessage",
@@ -76,6 +79,7 @@ __all__ = [
     "TokenError",
     "TooManySkipped",
     "UnknownChain",
+    "UnknownSender",
     "UnsupportedVersion",
     "WrongConversation",
     "WrongPassphrase",
@@ -141,6 +145,12 @@ class SenderMismatch(ProtocolError):
     code = "sender_mismatch"
 
 
+class UnknownSender(ProtocolError):
+    """The claimed sender device is not a current member of the conversation."""
+
+    code = "unknown_sender"
+
+
 class BadSignature(ProtocolError):
     code = "bad_signature"
 
@@ -196,6 +206,18 @@ class RotationRequired(RatchetError):
 
     code = "rotation_required"
     fault: ClassVar[str] = "local"
+
+
+class PrekeysRequired(RatchetError):
+    """A new sender chain must be distributed; fetch a prekey for each listed device."""
+
+    code = "prekeys_required"
+    fault: ClassVar[str] = "local"
+
+    def __init__(self, devices: list[tuple[str, str]]) -> None:
+        names = ", ".join(f"{user}/{device}" for user, device in devices)
+        super().__init__(f"prekeys needed for {names}")
+        self.devices = devices
 
 
 class AttachmentError(ProtocolError):

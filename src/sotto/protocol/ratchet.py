@@ -15,6 +15,11 @@ ahead at most ``MAX_SKIP`` messages and keeps at most ``MAX_SKIPPED_KEYS``
 skipped keys (oldest evicted). A sender must start a new chain when the
 membership changes, after ``MAX_MESSAGES_PER_CHAIN`` messages or after
 ``MAX_CHAIN_AGE_MS``: ``next_key`` refuses otherwise.
+
+Both chains persist (``serialize``/``parse``, docs/protocol.md §6.1). A
+serialized chain holds only the current chain key (which derives keys for
+messages not yet sent or received) and the skipped keys (messages not yet
+received), never a key for a message already used.
 """
 
 from __future__ import annotations
@@ -27,7 +32,16 @@ from dataclasses import dataclass, field
 
 from .errors import MalformedMessage, MessageKeyUnavailable, RotationRequired, TooManySkipped
 from .keys import Random, system_random
-from .wire import ID_LENGTH, Reader, Writer, check_random_id, domain
+from .wire import (
+    ID_LENGTH,
+    MessageType,
+    Reader,
+    Writer,
+    check_identifier,
+    check_random_id,
+    domain,
+    parse_prefix,
+)
 
 __all__ = [
     "CHAIN_KEY_LENGTH",
@@ -50,6 +64,9 @@ MAX_CHAIN_AGE_MS = 24 * 3600 * 1000
 MAX_SKIP = 256
 MAX_SKIPPED_KEYS = 512
 CHAIN_PAYLOAD_LENGTH = ID_LENGTH + 4 + CHAIN_KEY_LENGTH + 8
+MESSAGE_KEY_LENGTH = 32
+NONCE_LENGTH = 12
+DIGEST_LENGTH = 32
 
 
 @dataclass(frozen=True, repr=False)
@@ -178,6 +195,27 @@ class SenderChain:
         self.iteration += 1
         return message_key
 
+    def serialize(self) -> bytes:
+        """``prefix(0x32) || chain_id || chain_key || u32 iteration || u64 created_at
+        || membership_digest(32) || u32 max_messages || u64 max_age_ms``."""
+        w = Writer().prefix(MessageType.SENDER_CHAIN_STATE).raw(self.chain_id)
+        w.raw(self.chain_key).u32(self.iteration).u64(self.created_at).raw(self.members)
+        return bytes(w.u32(self.max_messages).u64(self.max_age_ms))
+
+    @classmethod
+    def parse(cls, data: bytes) -> SenderChain:
+        r = Reader(data, "sender chain state")
+        parse_prefix(r, MessageType.SENDER_CHAIN_STATE)
+        chain_id, chain_key = r.take(ID_LENGTH), r.take(CHAIN_KEY_LENGTH)
+        iteration, created_at, members = r.u32(), r.u64(), r.take(DIGEST_LENGTH)
+        max_messages, max_age_ms = r.u32(), r.u64()
+        r.done()
+        if not 0 < max_messages <= MAX_MESSAGES_PER_CHAIN or not 0 < max_age_ms <= MAX_CHAIN_AGE_MS:
+            raise MalformedMessage("sender chain rotation limits out of range")
+        if iteration > max_messages:
+            raise MalformedMessage("sender chain iteration beyond its limit")
+        return cls(chain_id, chain_key, iteration, created_at, members, max_messages, max_age_ms)
+
     def __repr__(self) -> str:
         return f"SenderChain(iteration={self.iteration}, <secret>)"
 
@@ -243,6 +281,42 @@ class ReceiverChain:
         while len(self.skipped) > MAX_SKIPPED_KEYS:
             self.skipped.popitem(last=False)
         self.next_iteration = iteration + 1
+
+    def serialize(self) -> bytes:
+        """``prefix(0x33) || text8 sender_user_id || text8 sender_device_id || chain_id
+        || chain_key || u32 next_iteration || u64 created_at
+        || u16 n || (u32 iteration || key(32) || nonce(12))*n``, skipped keys ascending."""
+        w = Writer().prefix(MessageType.RECEIVER_CHAIN_STATE)
+        w.text8(self.sender_user_id).text8(self.sender_device_id).raw(self.chain_id)
+        w.raw(self.chain_key).u32(self.next_iteration).u64(self.created_at)
+        w.u16(len(self.skipped))
+        for iteration in sorted(self.skipped):
+            key, nonce = self.skipped[iteration]
+            w.u32(iteration).raw(key).raw(nonce)
+        return bytes(w)
+
+    @classmethod
+    def parse(cls, data: bytes) -> ReceiverChain:
+        r = Reader(data, "receiver chain state")
+        parse_prefix(r, MessageType.RECEIVER_CHAIN_STATE)
+        user_id = check_identifier(r.text8(), "sender user id")
+        device_id = check_identifier(r.text8(), "sender device id")
+        chain_id, chain_key = r.take(ID_LENGTH), r.take(CHAIN_KEY_LENGTH)
+        next_iteration, created_at, count = r.u32(), r.u64(), r.u16()
+        if next_iteration > MAX_MESSAGES_PER_CHAIN:
+            raise MalformedMessage("receiver chain iteration beyond any chain's limit")
+        if count > MAX_SKIPPED_KEYS:
+            raise MalformedMessage(f"more than {MAX_SKIPPED_KEYS} skipped keys")
+        skipped: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        previous = -1
+        for _ in range(count):
+            iteration = r.u32()
+            if not previous < iteration < next_iteration:
+                raise MalformedMessage("skipped keys must be ascending and before next_iteration")
+            skipped[iteration] = (r.take(MESSAGE_KEY_LENGTH), r.take(NONCE_LENGTH))
+            previous = iteration
+        r.done()
+        return cls(user_id, device_id, chain_id, chain_key, next_iteration, created_at, skipped)
 
     def __repr__(self) -> str:
         return f"ReceiverChain(next_iteration={self.next_iteration}, <secret>)"

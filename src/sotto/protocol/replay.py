@@ -9,6 +9,7 @@ it was deleted (``ReceiverChain.commit``), so a late replay fails with
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from .errors import ReplayedMessage
 
@@ -29,6 +30,14 @@ class ReplayGuard:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The recorded ids, oldest first (the order eviction follows)."""
+        return iter(self._seen)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def check(self, message_id: bytes) -> None:
         if message_id in self._seen:

@@ -53,6 +53,9 @@ class MessageType:
     ATTACHMENT = 0x20
     KEYSTORE = 0x30
     DEVICE_SECRETS = 0x31
+    SENDER_CHAIN_STATE = 0x32
+    RECEIVER_CHAIN_STATE = 0x33
+    CONVERSATION_STATE = 0x34
 
 
 def domain(label: str) -> bytes:

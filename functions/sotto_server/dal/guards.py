@@ -1,0 +1,66 @@
+"""The guards table: used connect-token nonces and rate-limit counters.
+
+Every item expires (TTL ``expires_at``, epoch seconds); correctness never
+depends on TTL deletion, since each check compares times itself.
+
+    pk = "NONCE#<device_id>#<nonce>"               a nonce already presented
+    pk = "RATE#<bucket>#<subject>#<window_start>"  requests counted in one window
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+__all__ = ["GuardsStore"]
+
+
+class GuardsStore:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def use_nonce(self, device_id: str, nonce: str, expires_at: int) -> bool:
+        """Record a nonce; False if this device presented it before (a replay)."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": f"NONCE#{device_id}#{nonce}"},
+                    "expires_at": {"N": str(expires_at)},
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def count(self, bucket: str, subject: str, window_start: int, window: int, limit: int) -> bool:
+        """Count one request in the window; False once ``limit`` were already counted.
+
+        One conditional atomic ADD: concurrent callers can never push the
+        count past the limit.
+        """
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": f"RATE#{bucket}#{subject}#{window_start}"}},
+                UpdateExpression="ADD hits :one SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
+                ExpressionAttributeValues={
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(limit)},
+                    ":expires": {"N": str(window_start + 2 * window)},
+                },
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True

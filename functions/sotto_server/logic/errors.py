@@ -1,0 +1,59 @@
+"""Refusals: the one exception domain logic raises, and its documented codes.
+
+A refusal becomes an error frame on the WebSocket or a JSON error with an
+HTTP status on the HTTP API (docs/api.md lists every code). Messages are for
+people and never carry internals.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["ErrorCode", "Refused"]
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "bad_json"  # the frame is not a JSON object (or not text)
+    UNKNOWN_ACTION = "unknown_action"  # no route for the frame's "action"
+    BAD_REQUEST = "bad_request"  # the action's fields are missing or invalid
+    INVALID_CERTIFICATE = "invalid_certificate"  # a certificate or prekey does not verify
+    NOT_FOUND = "not_found"  # no such thing in the caller's network
+    FORBIDDEN = "forbidden"  # the caller may not do this
+    CONFLICT = "conflict"  # collides with existing state
+    RATE_LIMITED = "rate_limited"  # too many requests; retry later
+    INTERNAL = "internal_error"  # our fault; retry later
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS[self]
+
+
+_HTTP_STATUS = {
+    ErrorCode.BAD_JSON: 400,
+    ErrorCode.UNKNOWN_ACTION: 404,
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.INVALID_CERTIFICATE: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.CONFLICT: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class Refused(Exception):
+    """The request is refused; ``code`` and ``message`` go back to the caller."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        request_id: str | None = None,
+        *,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,321 @@
+"""The key directory's WebSocket routes: prekeys, bundles, device lists, device links.
+
+Each route takes the caller (vouched for by the $connect authorizer), its
+parsed request and the stores; it returns the answer frames for the caller and
+any notices for other devices. The handler does the I/O around it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, LinkRecord, UserRecord
+from ..dal.guards import GuardsStore
+from . import limits
+from .auth import Principal
+from .codes import hash_code, new_code
+from .errors import ErrorCode, Refused
+from .frames import b64
+from .identity import (
+    check_device_certificate,
+    check_prekeys,
+    parse_device_certificate,
+    signing_key_der,
+)
+from .requests import (
+    FetchBundlesRequest,
+    LinkApproveRequest,
+    LinkCreateRequest,
+    LinkPendingRequest,
+    ListDevicesRequest,
+    PrekeyStatusRequest,
+    PublishPrekeysRequest,
+)
+
+__all__ = [
+    "LINK_TTL_MS",
+    "LOW_PREKEYS",
+    "MAX_FRAME_BYTES",
+    "Outcome",
+    "Stores",
+    "fetch_bundles",
+    "link_approve",
+    "link_create",
+    "link_pending",
+    "list_devices",
+    "prekey_status",
+    "publish_prekeys",
+]
+
+# Owners are told to replenish below this many one-time prekeys.
+LOW_PREKEYS = 10
+LINK_TTL_MS = 10 * 60 * 1000
+# @connections accepts 128 KB; answers stay well under it.
+MAX_FRAME_BYTES = 100 * 1024
+
+
+@dataclass(frozen=True)
+class Stores:
+    directory: DirectoryStore
+    guards: GuardsStore
+    # Multiplies every rate limit (``SOTTO_RATE_LIMIT_SCALE``).
+    limit_scale: float = 1.0
+
+
+@dataclass
+class Outcome:
+    """Frames for the caller, and (device_id, frame) notices for other devices."""
+
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _limit(stores: Stores, bucket: str, subject: str, now_ms: int, request_id: str | None) -> None:
+    try:
+        limits.check(stores.guards, bucket, subject, now_ms // 1000, stores.limit_scale)
+    except limits.RateLimited as limited:
+        raise Refused(
+            ErrorCode.RATE_LIMITED,
+            "too many requests; retry later",
+            request_id,
+            retry_after_s=limited.retry_after_s,
+        ) from None
+
+
+def _own_device(stores: Stores, caller: Principal, request_id: str | None) -> DeviceRecord:
+    device = stores.directory.get_device(caller.device_id)
+    if device is None or not device.certificate:
+        raise Refused(ErrorCode.FORBIDDEN, "this device has no certificate", request_id)
+    return device
+
+
+def _peer(stores: Stores, caller: Principal, user_id: str, request_id: str | None) -> UserRecord:
+    """A user of the caller's network; others do not exist as far as the caller knows."""
+    user = stores.directory.get_user(user_id)
+    if user is None or user.network_id != caller.network_id:
+        raise Refused(ErrorCode.NOT_FOUND, "no such user", request_id)
+    return user
+
+
+def publish_prekeys(
+    stores: Stores, caller: Principal, request: PublishPrekeysRequest, now_ms: int
+) -> Outcome:
+    rid = request.id
+    if request.signed_prekey is None and not request.one_time_prekeys:
+        raise Refused(ErrorCode.BAD_REQUEST, "nothing to publish", rid)
+    _limit(stores, "publish_device", caller.device_id, now_ms, rid)
+    _limit(stores, "publish_network", caller.network_id, now_ms, rid)
+    device = _own_device(stores, caller, rid)
+    certificate = parse_device_certificate(device.certificate)
+    checked = check_prekeys(
+        certificate,
+        request.signed_prekey,
+        list(request.one_time_prekeys),
+        now_ms=now_ms,
+        request_id=rid,
+    )
+    try:
+        stores.directory.put_prekeys(caller.device_id, checked.signed, checked.one_time, now_ms)
+    except Conflict:
+        raise Refused(
+            ErrorCode.CONFLICT, "a one-time prekey id was already published", rid
+        ) from None
+    remaining = stores.directory.count_one_time_prekeys(caller.device_id)
+    return Outcome(
+        replies=[{"action": "prekeys_published", "id": rid, "one_time_prekeys": remaining}]
+    )
+
+
+def prekey_status(
+    stores: Stores, caller: Principal, request: PrekeyStatusRequest, now_ms: int
+) -> Outcome:
+    directory = stores.directory
+    return Outcome(
+        replies=[
+            {
+                "action": "prekey_status",
+                "id": request.id,
+                "one_time_prekeys": directory.count_one_time_prekeys(caller.device_id),
+                "signed_prekey_expires_at": directory.signed_prekey_expiry(caller.device_id),
+            }
+        ]
+    )
+
+
+def fetch_bundles(
+    stores: Stores, caller: Principal, request: FetchBundlesRequest, now_ms: int
+) -> Outcome:
+    rid = request.id
+    _limit(stores, "fetch_device", caller.device_id, now_ms, rid)
+    _limit(stores, "fetch_network", caller.network_id, now_ms, rid)
+    user = _peer(stores, caller, request.user_id, rid)
+    directory = stores.directory
+    outcome = Outcome()
+    bundles: list[dict[str, Any]] = []
+    for device_id, certificate, status in directory.list_devices(user.user_id):
+        signed = directory.signed_prekey(device_id) if status == "active" else None
+        if signed is None:
+            continue  # revoked, or not yet able to receive
+        one_time = directory.take_one_time_prekey(device_id)
+        remaining = directory.count_one_time_prekeys(device_id)
+        if remaining < LOW_PREKEYS:
+            outcome.notices.append(
+                (device_id, {"action": "prekeys_low", "one_time_prekeys": remaining})
+            )
+        bundles.append(
+            {
+                "device_id": device_id,
+                "certificate": b64(certificate),
+                "signed_prekey": b64(signed),
+                "one_time_prekey": b64(one_time) if one_time is not None else None,
+            }
+        )
+    header = {
+        "action": "bundles",
+        "id": rid,
+        "user_id": user.user_id,
+        "identity_key": b64(user.identity_key),
+    }
+    outcome.replies = _paginate(header, "bundles", bundles)
+    return outcome
+
+
+def _paginate(
+    header: dict[str, Any], key: str, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Split ``entries`` over frames that each stay under MAX_FRAME_BYTES."""
+    base = len(str(header)) + 64
+    pages: list[list[dict[str, Any]]] = [[]]
+    size = base
+    for entry in entries:
+        entry_size = sum(len(str(v)) for v in entry.values()) + 100
+        if pages[-1] and size + entry_size > MAX_FRAME_BYTES:
+            pages.append([])
+            size = base
+        pages[-1].append(entry)
+        size += entry_size
+    return [
+        {**header, "part": index, "final": index == len(pages) - 1, key: page}
+        for index, page in enumerate(pages)
+    ]
+
+
+def list_devices(
+    stores: Stores, caller: Principal, request: ListDevicesRequest, now_ms: int
+) -> Outcome:
+    user = _peer(stores, caller, request.user_id, request.id)
+    devices = [
+        {"device_id": device_id, "certificate": b64(certificate), "status": status}
+        for device_id, certificate, status in stores.directory.list_devices(user.user_id)
+    ]
+    return Outcome(
+        replies=[
+            {
+                "action": "devices",
+                "id": request.id,
+                "user_id": user.user_id,
+                "identity_key": b64(user.identity_key),
+                "devices": devices,
+            }
+        ]
+    )
+
+
+def link_create(
+    stores: Stores, caller: Principal, request: LinkCreateRequest, now_ms: int
+) -> Outcome:
+    _limit(stores, "link_device", caller.device_id, now_ms, request.id)
+    _own_device(stores, caller, request.id)
+    code = new_code()
+    link = LinkRecord(
+        link_id=f"lnk-{secrets.token_hex(8)}",
+        code_hash=hash_code(code),
+        network_id=caller.network_id,
+        user_id=caller.user_id,
+        created_by=caller.device_id,
+        created_at=now_ms,
+        expires_at=now_ms + LINK_TTL_MS,
+        state="open",
+    )
+    stores.directory.create_link(link, ttl_expires_at=link.expires_at // 1000 + 3600)
+    return Outcome(
+        replies=[
+            {
+                "action": "link_created",
+                "id": request.id,
+                "link_id": link.link_id,
+                "code": code,
+                "expires_at": link.expires_at,
+            }
+        ]
+    )
+
+
+def _own_link(stores: Stores, caller: Principal, link_id: str, rid: str | None) -> LinkRecord:
+    link = stores.directory.get_link(link_id)
+    if link is None or link.user_id != caller.user_id:
+        raise Refused(ErrorCode.NOT_FOUND, "no such link", rid)
+    return link
+
+
+def link_state(link: LinkRecord, now_ms: int) -> str:
+    if link.state != "approved" and now_ms >= link.expires_at:
+        return "expired"
+    return link.state
+
+
+def link_pending(
+    stores: Stores, caller: Principal, request: LinkPendingRequest, now_ms: int
+) -> Outcome:
+    link = _own_link(stores, caller, request.link_id, request.id)
+    frame: dict[str, Any] = {
+        "action": "link_pending",
+        "id": request.id,
+        "link_id": link.link_id,
+        "state": link_state(link, now_ms),
+    }
+    if link.device_id:
+        frame["device_id"] = link.device_id
+        frame["device_key"] = b64(link.device_key)
+    return Outcome(replies=[frame])
+
+
+def link_approve(
+    stores: Stores, caller: Principal, request: LinkApproveRequest, now_ms: int
+) -> Outcome:
+    rid = request.id
+    link = _own_link(stores, caller, request.link_id, rid)
+    if link_state(link, now_ms) != "requested":
+        raise Refused(ErrorCode.CONFLICT, f"link is {link_state(link, now_ms)}", rid)
+    user = stores.directory.get_user(caller.user_id)
+    if user is None or user.status != "active":
+        raise Refused(ErrorCode.FORBIDDEN, "user is not active", rid)
+    try:
+        certificate = check_device_certificate(
+            request.certificate, user.identity_key, user_id=user.user_id, now_ms=now_ms
+        )
+    except Refused as refused:
+        raise Refused(refused.code, refused.message, rid) from None
+    if (
+        certificate.device_id != link.device_id
+        or certificate.device_key.serialize() != link.device_key
+    ):
+        raise Refused(
+            ErrorCode.INVALID_CERTIFICATE, "certificate is for another device than requested", rid
+        )
+    device = DeviceRecord(
+        device_id=certificate.device_id,
+        user_id=user.user_id,
+        network_id=user.network_id,
+        signing_key=signing_key_der(certificate.device_key),
+        status="active",
+        created_at=now_ms,
+        certificate=request.certificate,
+    )
+    try:
+        stores.directory.approve_link(link, device, now_ms)
+    except Conflict as conflict:
+        raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " "), rid) from None
+    return Outcome(replies=[{"action": "link_approved", "id": rid, "device_id": device.device_id}])

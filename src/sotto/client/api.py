@@ -1,0 +1,88 @@
+"""The HTTP API routes of docs/api.md, one method each.
+
+``PublicApi``: info, enrollment and link requests (no AWS credentials).
+``AdminApi``: the IAM-authorized admin routes, signed with SigV4.
+Answers are returned as the server's JSON objects; callers pick the fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .http import DEFAULT_TIMEOUT_S, HttpClient, SigV4Signer, path_segment
+from .server import ServerConfig
+
+__all__ = ["AdminApi", "PublicApi", "fetch_info"]
+
+
+def fetch_info(http_url: str) -> dict[str, Any]:
+    """``GET /v1/info``: how ``resolve_server`` learns the WebSocket URL and audience."""
+    return HttpClient(http_url).get("/v1/info")
+
+
+class PublicApi:
+    def __init__(self, server: ServerConfig, *, timeout: float | None = None) -> None:
+        self._http = HttpClient(server.http, timeout=timeout or DEFAULT_TIMEOUT_S)
+
+    def info(self) -> dict[str, Any]:
+        return self._http.get("/v1/info")
+
+    def enroll_lookup(self, code: str) -> dict[str, Any]:
+        return self._http.post("/v1/enroll/lookup", {"code": code})
+
+    def enroll(
+        self, code: str, *, identity_key: str, device_certificate: str, signed_prekey: str
+    ) -> dict[str, Any]:
+        return self._http.post(
+            "/v1/enroll",
+            {
+                "code": code,
+                "identity_key": identity_key,
+                "device_certificate": device_certificate,
+                "signed_prekey": signed_prekey,
+            },
+        )
+
+    def link_request(self, code: str, *, device_id: str, device_key: str) -> dict[str, Any]:
+        return self._http.post(
+            "/v1/link/requests", {"code": code, "device_id": device_id, "device_key": device_key}
+        )
+
+    def link_status(self, code: str) -> dict[str, Any]:
+        return self._http.post("/v1/link/status", {"code": code})
+
+
+class AdminApi:
+    def __init__(self, server: ServerConfig, *, signer: SigV4Signer | None = None) -> None:
+        signer = signer or SigV4Signer(server.region, local=server.local)
+        self._http = HttpClient(server.http, signer=signer)
+
+    def create_network(self, name: str) -> dict[str, Any]:
+        return self._http.post("/v1/admin/networks", {"name": name})
+
+    def list_networks(self) -> dict[str, Any]:
+        return self._http.get("/v1/admin/networks")
+
+    def invite(self, network_id: str, handle: str, *, ttl_s: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"handle": handle}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites", body)
+
+    def list_users(self, network_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/users")
+
+    def get_user(self, user_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/users/{path_segment(user_id)}")
+
+    def suspend_user(self, user_id: str) -> dict[str, Any]:
+        return self._http.post(f"/v1/admin/users/{path_segment(user_id)}/suspend")
+
+    def reinstate_user(self, user_id: str) -> dict[str, Any]:
+        return self._http.post(f"/v1/admin/users/{path_segment(user_id)}/reinstate")
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/devices/{path_segment(device_id)}")
+
+    def revoke_device(self, device_id: str) -> dict[str, Any]:
+        return self._http.post(f"/v1/admin/devices/{path_segment(device_id)}/revoke")

@@ -1,0 +1,210 @@
+"""The client commands of the ``sotto`` CLI: parsed arguments in, text out, exit code back.
+
+Every failure a person can cause or meet (wrong passphrase, unknown profile,
+refused connection, server error) is printed as one ``sotto: ...`` line on
+stderr with exit code 1 (2 for usage errors); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from sotto.protocol.errors import KeystoreError, ProtocolError
+
+from .api import AdminApi, fetch_info
+from .devices import DeviceListing, KeysReport, approve_link, keys_publish, keys_status
+from .devices import list_devices as list_user_devices
+from .enrollment import enroll, link_device
+from .errors import ClientError
+from .fingerprints import identity_fingerprint
+from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
+from .render import format_time, render, render_json, render_table
+from .server import ServerConfig, resolve_server
+from .ui import ConsoleUi
+
+__all__ = ["run_command"]
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        handler = _HANDLERS[args.command]
+        handler(args)
+    except KeyboardInterrupt:
+        print("sotto: interrupted", file=sys.stderr)
+        return 130
+    except ClientError as exc:
+        print(f"sotto: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeystoreError as exc:
+        print(f"sotto: {exc.detail or exc.code.replace('_', ' ')}", file=sys.stderr)
+        return 1
+    except ProtocolError as exc:
+        print(f"sotto: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _server(spec: str) -> ServerConfig:
+    return resolve_server(spec, fetch_info)
+
+
+def _open(args: argparse.Namespace) -> tuple[Profile, ProfileInfo, DeviceKeys, str]:
+    profile = Profile.open(check_profile_name(args.profile))
+    info = profile.read_info()
+    passphrase = read_passphrase(confirm=False)
+    return profile, info, profile.load_keys(passphrase), passphrase
+
+
+def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(render_json(value) if getattr(args, "json", False) else text)
+
+
+# -- enrollment and linking --------------------------------------------------------------
+
+
+def _enroll(args: argparse.Namespace) -> None:
+    name = check_profile_name(args.profile)
+    server = _server(args.server)
+    Profile(name).check_absent()  # before the prompt: no point typing a passphrase twice
+    passphrase = read_passphrase(confirm=True)
+    info = enroll(server, args.code, name, passphrase, ui=ConsoleUi())
+    print(f"Profile {name!r} is ready: {info.handle} ({info.user_id}), device {info.device_id}")
+
+
+def _link(args: argparse.Namespace) -> None:
+    name = check_profile_name(args.profile)
+    server = _server(args.server)
+    Profile(name).check_absent()
+    passphrase = read_passphrase(confirm=True)
+    info = link_device(server, args.code, name, passphrase, ui=ConsoleUi(), timeout_s=args.timeout)
+    print(f"Profile {name!r} is ready: {info.handle} ({info.user_id}), device {info.device_id}")
+
+
+def _device(args: argparse.Namespace) -> None:
+    # argparse allows only "add" here.
+    _, info, keys, _ = _open(args)
+    approve_link(info, keys, ui=ConsoleUi(), assume_yes=args.yes, timeout_s=args.timeout)
+
+
+# -- devices, keys, whoami -------------------------------------------------------------------
+
+
+def _devices(args: argparse.Namespace) -> None:
+    _, info, keys, _ = _open(args)
+    listing = list_user_devices(info, keys, args.user_id or info.user_id)
+    _print(args, asdict(listing), _listing_text(listing))
+
+
+def _listing_text(listing: DeviceListing) -> str:
+    trust = {
+        "own": "your identity key",
+        "changed": "DOES NOT MATCH this profile's identity key: do not trust these devices",
+        "unverified": "not verified: compare the safety number in person",
+    }[listing.trust]
+    lines = [f"user      {listing.user_id}", f"identity  {listing.identity_fingerprint} ({trust})"]
+    if listing.safety_number is not None:
+        lines.append(f"safety    {listing.safety_number}")
+    rows = [
+        {
+            "device_id": d.device_id,
+            "status": d.status,
+            "check": "verified" if d.verified else f"INVALID: {d.problem}",
+            "expires_at": d.expires_at,
+            "key_fingerprint": d.key_fingerprint,
+        }
+        for d in listing.devices
+    ]
+    return "\n".join([*lines, "", render_table(rows)])
+
+
+def _keys(args: argparse.Namespace) -> None:
+    profile, info, keys, passphrase = _open(args)
+    if args.keys_command == "publish":
+        report = keys_publish(profile, info, keys, passphrase, rotate=args.rotate)
+    else:
+        report = keys_status(info, keys)
+    _print(args, asdict(report), _keys_text(report, args.keys_command == "publish"))
+
+
+def _keys_text(report: KeysReport, published: bool) -> str:
+    expires = report.server.signed_prekey_expires_at
+    lines = [
+        f"one-time prekeys on server  {report.server.one_time_prekeys}",
+        f"signed prekey expires       {'none' if expires is None else format_time(expires)}",
+        f"one-time prekeys held here  {report.local_one_time}",
+        f"signed prekey rotation      {'due' if report.signed_prekey_due else 'not due'}",
+    ]
+    if published:
+        lines.append(
+            f"published                   {report.published_one_time} one-time prekeys"
+            + (", a new signed prekey" if report.rotated_signed else "")
+        )
+    return "\n".join(lines)
+
+
+def _whoami(args: argparse.Namespace) -> None:
+    profile = Profile.open(check_profile_name(args.profile))
+    info = profile.read_info()
+    identity = info.identity_public()
+    value = {
+        "profile": profile.name,
+        "handle": info.handle,
+        "user_id": info.user_id,
+        "device_id": info.device_id,
+        "network_id": info.network_id,
+        "network_name": info.network_name,
+        "server": info.server.http,
+        "identity_fingerprint": None if identity is None else identity_fingerprint(identity),
+        "holds_identity_key": info.holds_identity,
+        "created_at": info.created_at,
+    }
+    _print(args, value, render(value))
+
+
+# -- admin ---------------------------------------------------------------------------------------
+
+
+def _admin(args: argparse.Namespace) -> None:
+    api = AdminApi(_server(args.server))
+    command = args.admin_command
+    if command == "network":
+        if args.network_command == "create":
+            answer = api.create_network(args.name)
+        else:
+            answer = api.list_networks()
+    elif command == "invite":
+        answer = api.invite(args.network_id, args.handle, ttl_s=args.ttl)
+    else:
+        calls: dict[str, Callable[[str], dict[str, Any]]] = {
+            "users": api.list_users,
+            "user": api.get_user,
+            "suspend": api.suspend_user,
+            "reinstate": api.reinstate_user,
+            "device": api.get_device,
+            "revoke": api.revoke_device,
+        }
+        answer = calls[command](args.target)
+    text = render(answer)
+    if command == "invite" and isinstance(answer.get("code"), str):
+        # The only time the code is ever shown: say what to do with it.
+        text += (
+            "\n\nGive the code to the user (it is shown only this once); they run:\n"
+            f"  sotto enroll --server {args.server} --code {answer['code']} "
+            f"--profile {args.handle}"
+        )
+    _print(args, answer, text)
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "enroll": _enroll,
+    "link": _link,
+    "device": _device,
+    "devices": _devices,
+    "keys": _keys,
+    "whoami": _whoami,
+    "admin": _admin,
+}

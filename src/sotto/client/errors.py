@@ -1,0 +1,132 @@
+"""Every error the client raises; each carries a sentence fit for a person.
+
+Class tree (``exit_code`` is what the CLI returns)::
+
+    ClientError                 [1] root: catch this to catch everything
+    ├── UsageError              [2] the command line itself is wrong
+    ├── ProfileError            [1] no such profile, profile exists, unreadable profile.json
+    ├── PassphraseError         [1] no passphrase available, or the two entries differ
+    ├── ServerResolutionError   [1] --server names nothing usable
+    ├── TransportError          [1] the server could not be reached (DNS, refused, timeout)
+    ├── ApiError                [1] the HTTP API answered an error (status, code, message)
+    ├── SessionError            [1] the WebSocket session failed
+    │   ├── ConnectRefused      [1] the upgrade was refused (401/403)
+    │   └── FrameError          [1] an error frame answered a request (code, message)
+    └── FlowError               [1] a multi-step flow cannot go on (timeout, declined, mismatch)
+
+Keystore errors (wrong passphrase, corrupt keystore) come from
+``sotto.protocol.errors.KeystoreError`` unchanged: they already say what broke.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ApiError",
+    "ClientError",
+    "ConnectRefused",
+    "FlowError",
+    "FrameError",
+    "PassphraseError",
+    "ProfileError",
+    "ServerResolutionError",
+    "SessionError",
+    "TransportError",
+    "UsageError",
+]
+
+
+class ClientError(Exception):
+    """Root of the client's errors."""
+
+    exit_code: ClassVar[int] = 1
+
+
+class UsageError(ClientError):
+    exit_code: ClassVar[int] = 2
+
+
+class ProfileError(ClientError):
+    pass
+
+
+class PassphraseError(ClientError):
+    pass
+
+
+class ServerResolutionError(ClientError):
+    pass
+
+
+class TransportError(ClientError):
+    pass
+
+
+class ApiError(ClientError):
+    """An HTTP API error answer: ``{"code", "message"}`` and its status."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(status, code, message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        text = f"server refused ({self.status} {self.code}): {self.message}"
+        if self.retry_after_s is not None:
+            text += f"; retry in {self.retry_after_s:g} s"
+        return text
+
+
+class SessionError(ClientError):
+    pass
+
+
+class ConnectRefused(SessionError):
+    """The WebSocket upgrade was answered with ``status`` instead of 101."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+    def __str__(self) -> str:
+        if self.status == 401:
+            return "server refused the connection (401): it did not accept the device token"
+        if self.status == 403:
+            return (
+                "server refused the connection (403): this device is unknown or revoked, "
+                "its user is suspended, or this machine's clock is off by more than 5 minutes"
+            )
+        return f"server refused the connection ({self.status})"
+
+
+class FrameError(SessionError):
+    """An ``{"action": "error"}`` frame answered a request."""
+
+    def __init__(
+        self,
+        action: str,
+        code: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(action, code, message)
+        self.action = action
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        text = f"{self.action} failed ({self.code}): {self.message}"
+        if self.retry_after_s is not None:
+            text += f"; retry in {self.retry_after_s:g} s"
+        return text
+
+
+class FlowError(ClientError):
+    pass

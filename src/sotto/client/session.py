@@ -1,0 +1,185 @@
+"""A device's WebSocket session: authenticated connect, then request/answer by ``id``.
+
+The connect token (``sotto.protocol.connect_token``) is made fresh for every
+connection: a nonce is usable once and the server allows 300 s of clock skew.
+Frames that answer no pending request (``prekeys_low`` and, later, message
+pushes) are kept in ``pushes`` for the caller rather than dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections import deque
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from sotto.protocol import connect_token
+from sotto.protocol.keys import SigningKey
+
+from .errors import ConnectRefused, FrameError, SessionError
+from .server import ServerConfig
+
+__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "MAX_MESSAGE_BYTES", "Session"]
+
+# API Gateway's WebSocket message limit; frames larger than this never arrive.
+MAX_MESSAGE_BYTES = 128 * 1024
+# ...and its frame limit: a longer message must be sent as fragments no larger than this.
+MAX_FRAME_BYTES = 32 * 1024
+# A little above the Lambda integration timeout (29 s): a slower answer is not coming.
+DEFAULT_REQUEST_TIMEOUT_S = 35.0
+OPEN_TIMEOUT_S = 15.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Session:
+    """``with Session.open(server, device_id, key) as s: s.request("prekey_status")``."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+        self.pushes: deque[dict[str, Any]] = deque()
+
+    @classmethod
+    def open(
+        cls,
+        server: ServerConfig,
+        device_id: str,
+        signing_key: SigningKey,
+        *,
+        now: int | None = None,
+    ) -> Session:
+        token = connect_token.issue(
+            device_id,
+            signing_key.key,
+            server.audience,
+            now=int(time.time()) if now is None else now,
+            nonce=os.urandom(16),
+        )
+        host = urlsplit(server.websocket).hostname or ""
+        try:
+            connection = connect(
+                server.websocket,
+                additional_headers={"Authorization": f"Sotto-Device {token}"},
+                open_timeout=OPEN_TIMEOUT_S,
+                max_size=MAX_MESSAGE_BYTES,
+                # API Gateway negotiates no extensions; keep frames as it sees them.
+                compression=None,
+                proxy=None if host in _LOOPBACK else True,
+                user_agent_header="sotto",
+            )
+        except InvalidStatus as exc:
+            raise ConnectRefused(exc.response.status_code) from None
+        except (InvalidHandshake, TimeoutError, OSError) as exc:
+            raise SessionError(f"cannot connect to {server.websocket}: {exc}") from None
+        # Entering it marks the connection as owned by us (websockets 17 warns otherwise);
+        # Session.close() is the matching exit. Works the same on websockets 15 and 16.
+        return cls(connection.__enter__())
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def request(
+        self, action: str, *, timeout: float = DEFAULT_REQUEST_TIMEOUT_S, **fields: Any
+    ) -> dict[str, Any]:
+        """Send ``{"action", "id", **fields}``; return the answer with that id.
+
+        A multi-part ``bundles`` answer is returned as one frame whose
+        ``bundles`` list joins every part. An error frame raises ``FrameError``.
+        """
+        request_id = secrets.token_hex(8)
+        self._send({"action": action, "id": request_id, **fields})
+        deadline = time.monotonic() + timeout
+        parts: dict[int, dict[str, Any]] = {}
+        last_part: int | None = None
+        while True:
+            frame = self._receive(action, deadline)
+            if frame.get("action") == "error" and frame.get("id") in (request_id, None):
+                # An error without an id can only be ours: we have one request in flight.
+                raise _frame_error(action, frame)
+            if frame.get("id") != request_id:
+                self.pushes.append(frame)
+                continue
+            if frame.get("action") != "bundles":
+                return frame
+            # Parts are separate pushes: wait until every number up to the final one is here.
+            number = frame.get("part", 0)
+            if not isinstance(number, int) or number < 0 or number in parts:
+                raise SessionError(f"server sent a bad bundles part number: {number!r}")
+            parts[number] = frame
+            if frame.get("final") is True:
+                last_part = number
+            if last_part is not None and all(i in parts for i in range(last_part + 1)):
+                return _join_parts([parts[i] for i in range(last_part + 1)])
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        # ensure_ascii (the default) makes one character one byte, so slicing counts bytes.
+        data = json.dumps(frame, separators=(",", ":"))
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise SessionError(
+                f"{frame['action']} message is {len(data)} bytes, over the 128 KB limit"
+            )
+        try:
+            if len(data) <= MAX_FRAME_BYTES:
+                self._connection.send(data)
+            else:
+                step = MAX_FRAME_BYTES
+                self._connection.send(data[i : i + step] for i in range(0, len(data), step))
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    def _receive(self, action: str, deadline: float) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            raw = self._connection.recv(timeout=remaining)
+        except TimeoutError:
+            raise SessionError(f"no answer to {action} in time") from None
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+        try:
+            frame = json.loads(raw)
+        except (TypeError, UnicodeDecodeError, json.JSONDecodeError):
+            return {"action": "unparseable"}
+        return frame if isinstance(frame, dict) else {"action": "unparseable"}
+
+
+def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
+    retry = frame.get("retry_after_s")
+    return FrameError(
+        action,
+        str(frame.get("code") or "error"),
+        str(frame.get("message") or "no message"),
+        retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+    )
+
+
+def _join_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    joined = {k: v for k, v in parts[0].items() if k not in ("part", "final")}
+    joined["bundles"] = [b for part in parts for b in (part.get("bundles") or [])]
+    return joined
+
+
+def _closed(exc: ConnectionClosed) -> SessionError:
+    code = exc.rcvd.code if exc.rcvd is not None else None
+    reason = f" ({exc.rcvd.reason})" if exc.rcvd is not None and exc.rcvd.reason else ""
+    if code == 1009:
+        return SessionError("the server closed the connection: a message exceeded 128 KB")
+    return SessionError(f"the server closed the connection (code {code}){reason}")

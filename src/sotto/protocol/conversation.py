@@ -1,0 +1,771 @@
+"""One device's state in one conversation: a sans-I/O engine (docs/protocol.md §14).
+
+Like h11 or websockets' protocol objects, a ``Conversation`` does no I/O and
+reads no clock and no global randomness: the caller feeds it bytes and the
+time, it returns bytes to send or decrypted messages, or raises a named
+``ProtocolError``. Randomness is injected once (``rng``). One instance is
+one device (``LocalDevice``) in one conversation; the same ``LocalDevice``
+(device secrets, own identity, identity tracker) is shared by all of that
+device's conversations and persisted separately by the client.
+
+Events and results::
+
+    create / set_members(members)        -> MembershipChange   (rotation pending if changed)
+    prekeys_needed(now)                  -> devices to fetch a prekey for before sending
+    prepare_send(content, prekeys=...)   -> Outgoing(distributions first, then envelope)
+    receive_distribution(bytes)          -> InstalledChain      (one-time prekey consumed)
+    receive_envelope(bytes)              -> Received            (or a named error)
+    serialize() / Conversation.parse(bytes, local)
+
+The per-message path (``prepare_send`` without rotation, ``receive_envelope``)
+never touches the member list: its cost and the envelope's size do not
+depend on the room's size. Rotation sends one key distribution per member
+device and happens on a membership or device change, after N messages or T
+time (``SenderChain.rotation_reason``), or on ``request_rotation``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .certificates import DeviceCertificate, PrekeyCertificate, Revocations
+from .content import Content
+from .device import DeviceSecrets
+from .distribution import KeyDistribution, open_key_distribution, seal_key_distribution
+from .envelope import Envelope, EnvelopeHeader, ExpiryPolicy, open_envelope, seal_envelope
+from .errors import (
+    IdentityChanged,
+    LimitExceeded,
+    MalformedMessage,
+    MessageExpired,
+    PrekeysRequired,
+    RatchetError,
+    ReplayedMessage,
+    UnknownSender,
+    WrongConversation,
+    WrongRecipient,
+)
+from .keys import ECDSA_PUBLIC_LENGTH, MLDSA_PUBLIC_LENGTH, IdentityPublicKey, Random, system_random
+from .ratchet import (
+    MAX_CHAIN_AGE_MS,
+    MAX_MESSAGES_PER_CHAIN,
+    ReceiverChain,
+    SenderChain,
+    membership_digest,
+)
+from .replay import ReplayGuard
+from .safety import IdentityTracker
+from .wire import ID_LENGTH, MessageType, Reader, Writer, check_identifier, parse_prefix
+
+__all__ = [
+    "CONVERSATION_REPLAY_CAPACITY",
+    "MAX_CHAINS_PER_SENDER",
+    "MAX_MEMBER_DEVICES",
+    "MAX_RETIRED_CHAINS",
+    "Address",
+    "Conversation",
+    "ConversationSettings",
+    "Distribution",
+    "InstalledChain",
+    "LocalDevice",
+    "Member",
+    "MembershipChange",
+    "MessageTimers",
+    "Outgoing",
+    "Received",
+    "deletion_deadline",
+    "must_delete",
+]
+
+Address = tuple[str, str]  # (user_id, device_id)
+
+MAX_CHAINS_PER_SENDER = 8  # rotated-out chains stay readable for late messages
+MAX_RETIRED_CHAINS = 256  # chain ids remembered after eviction, so they are never reinstalled
+CONVERSATION_REPLAY_CAPACITY = 4096
+MAX_MEMBER_DEVICES = 10_000
+IDENTITY_PUBLIC_LENGTH = ECDSA_PUBLIC_LENGTH + MLDSA_PUBLIC_LENGTH
+
+
+# --- expiry and burn-on-read ------------------------------------------------------------
+
+
+def deletion_deadline(header: EnvelopeHeader, *, first_read_at: int | None) -> int | None:
+    """When plaintext must be gone (ms), or None: ``min(expires_at, first_read + burn)``.
+
+    Burn-on-read counts from the first local read and never outlives expiry.
+    The message key is already deleted when a message is opened; a message
+    that arrives expired has its key deleted unread (``receive_envelope``).
+    """
+    return header.delete_at(first_read_at)
+
+
+def must_delete(header: EnvelopeHeader, *, now: int, first_read_at: int | None) -> bool:
+    deadline = deletion_deadline(header, first_read_at=first_read_at)
+    return deadline is not None and now >= deadline
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalDevice:
+    """This device: shared by all its conversations, persisted by the client (not here).
+
+    ``receive_distribution`` deletes one-time prekeys from ``secrets`` and
+    ``set_members`` records first-seen identities in ``tracker``: persist both
+    after those calls.
+    """
+
+    secrets: DeviceSecrets
+    identity: IdentityPublicKey
+    tracker: IdentityTracker
+    revocations: Revocations | None = None
+
+    def __post_init__(self) -> None:
+        if self.secrets.certificate.identity_fingerprint != self.identity.fingerprint:
+            raise MalformedMessage("device certificate is not issued by this identity")
+
+    @property
+    def address(self) -> Address:
+        return (self.secrets.user_id, self.secrets.device_id)
+
+    def as_member(self) -> Member:
+        return Member(self.secrets.certificate, self.identity)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member device: its certificate and its user's identity key (from the tracker's view)."""
+
+    certificate: DeviceCertificate
+    identity: IdentityPublicKey
+
+    @property
+    def user_id(self) -> str:
+        return self.certificate.user_id
+
+    @property
+    def device_id(self) -> str:
+        return self.certificate.device_id
+
+    @property
+    def address(self) -> Address:
+        return (self.certificate.user_id, self.certificate.device_id)
+
+
+@dataclass(frozen=True)
+class MessageTimers:
+    """Expiry (ms from send, 0 = never) and burn-on-read (s from first read, 0 = off)."""
+
+    expires_in_ms: int = 0
+    burn_after_read_s: int = 0
+
+    def check(self, policy: ExpiryPolicy) -> None:
+        if not 0 <= self.expires_in_ms <= policy.max_expiry_ms:
+            raise LimitExceeded("expiry (ms)", self.expires_in_ms, policy.max_expiry_ms)
+        if not 0 <= self.burn_after_read_s <= policy.max_burn_after_read_s:
+            raise LimitExceeded(
+                "burn-after-read (s)", self.burn_after_read_s, policy.max_burn_after_read_s
+            )
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    """The network policy's caps, the conversation's default timers, the rotation limits."""
+
+    policy: ExpiryPolicy = field(default_factory=ExpiryPolicy)
+    timers: MessageTimers = field(default_factory=MessageTimers)
+    max_messages: int = MAX_MESSAGES_PER_CHAIN
+    max_age_ms: int = MAX_CHAIN_AGE_MS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.policy.max_expiry_ms < 2**64:
+            raise MalformedMessage("policy maximum expiry is a positive u64")
+        if not 0 < self.policy.max_burn_after_read_s < 2**32:
+            raise MalformedMessage("policy maximum burn-after-read is a positive u32")
+        self.timers.check(self.policy)
+        if not 0 < self.max_messages <= MAX_MESSAGES_PER_CHAIN:
+            raise MalformedMessage("rotation limits may only be tightened")
+        if not 0 < self.max_age_ms <= MAX_CHAIN_AGE_MS:
+            raise MalformedMessage("rotation limits may only be tightened")
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A key distribution for one device's mailbox; send before the envelope that needs it."""
+
+    recipient_user_id: str
+    recipient_device_id: str
+    data: bytes
+
+    @property
+    def address(self) -> Address:
+        return (self.recipient_user_id, self.recipient_device_id)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What ``prepare_send`` produced: distributions (possibly none), then the envelope."""
+
+    envelope: bytes
+    header: EnvelopeHeader
+    distributions: tuple[Distribution, ...]
+    rotation_reason: str | None
+
+    @property
+    def message_id(self) -> bytes:
+        return self.header.message_id
+
+    @property
+    def delete_at(self) -> int | None:
+        """The sender's copy follows expiry only (burn counts from the reader's first read)."""
+        return deletion_deadline(self.header, first_read_at=None)
+
+
+@dataclass(frozen=True)
+class Received:
+    sender: Address
+    header: EnvelopeHeader
+    content: Content
+
+    @property
+    def message_id(self) -> bytes:
+        return self.header.message_id
+
+    def delete_at(self, first_read_at: int | None) -> int | None:
+        return deletion_deadline(self.header, first_read_at=first_read_at)
+
+    def must_delete(self, *, now: int, first_read_at: int | None) -> bool:
+        return must_delete(self.header, now=now, first_read_at=first_read_at)
+
+
+@dataclass(frozen=True)
+class InstalledChain:
+    sender: Address
+    chain_id: bytes
+    iteration: int
+
+
+@dataclass(frozen=True)
+class MembershipChange:
+    added: tuple[Address, ...]
+    removed: tuple[Address, ...]
+    replaced: tuple[Address, ...]  # same (user, device), new certificate
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.replaced)
+
+
+# --- the engine ------------------------------------------------------------------------
+
+
+class Conversation:
+    """The client-side state machine of one device in one conversation."""
+
+    def __init__(
+        self,
+        conversation_id: str,
+        local: LocalDevice,
+        *,
+        settings: ConversationSettings = ConversationSettings(),
+        rng: Random = system_random,
+    ) -> None:
+        """An empty conversation (only this device); use ``create`` or ``parse``."""
+        self._id = check_identifier(conversation_id, "conversation id")
+        self._local = local
+        self._settings = settings
+        self._rng = rng
+        own = local.as_member()
+        self._members: dict[Address, Member] = {own.address: own}
+        self._digest = membership_digest(self._members)
+        self._chain: SenderChain | None = None
+        self._rotate_pending = False
+        self._chains: dict[bytes, ReceiverChain] = {}
+        self._by_sender: dict[Address, list[bytes]] = {}
+        self._retired: OrderedDict[bytes, None] = OrderedDict()
+        self._watermarks: dict[Address, int] = {}  # newest created_at retired, per sender
+        self._replay = ReplayGuard(CONVERSATION_REPLAY_CAPACITY)
+
+    @classmethod
+    def create(
+        cls,
+        conversation_id: str,
+        local: LocalDevice,
+        members: Iterable[Member],
+        *,
+        now: int,
+        settings: ConversationSettings = ConversationSettings(),
+        rng: Random = system_random,
+    ) -> Conversation:
+        conversation = cls(conversation_id, local, settings=settings, rng=rng)
+        conversation.set_members(members, now=now)
+        return conversation
+
+    # -- views ---------------------------------------------------------------------------
+
+    @property
+    def conversation_id(self) -> str:
+        return self._id
+
+    @property
+    def local(self) -> LocalDevice:
+        return self._local
+
+    @property
+    def settings(self) -> ConversationSettings:
+        return self._settings
+
+    @property
+    def members(self) -> Mapping[Address, Member]:
+        return MappingProxyType(self._members)
+
+    @property
+    def membership_digest(self) -> bytes:
+        return self._digest
+
+    @property
+    def sender_chain_id(self) -> bytes | None:
+        return self._chain.chain_id if self._chain is not None else None
+
+    def receiver_chain_ids(self, sender: Address) -> tuple[bytes, ...]:
+        """The chains installed for ``sender``, oldest first."""
+        return tuple(self._by_sender.get(sender, ()))
+
+    def _recipients(self) -> list[Address]:
+        return sorted(a for a in self._members if a != self._local.address)
+
+    # -- membership ----------------------------------------------------------------------
+
+    def set_members(self, members: Iterable[Member], *, now: int) -> MembershipChange:
+        """Replace the member devices (this device is always one); atomic on error.
+
+        New or changed certificates are verified against the member's identity
+        (``bad_certificate``, ``certificate_expired``, ``device_revoked``), and
+        each identity against the tracker: a changed identity key raises
+        ``identity_changed`` and nothing changes until the person accepts it
+        (``IdentityTracker.accept_change``). Any change makes the next send
+        rotate; removed or replaced devices' receiver chains are deleted.
+        """
+        own = self._local.as_member()
+        new: dict[Address, Member] = {}
+        for member in members:
+            if not isinstance(member, Member):
+                raise MalformedMessage("members must be Member values")
+            if member.address in new and new[member.address] != member:
+                raise MalformedMessage(f"device {member.address} listed twice, differently")
+            new[member.address] = member
+        if own.address in new and new[own.address] != own:
+            raise MalformedMessage("this device is listed with another certificate or identity")
+        new[own.address] = own
+        if len(new) > MAX_MEMBER_DEVICES:
+            raise LimitExceeded("member devices", len(new), MAX_MEMBER_DEVICES)
+        identities: dict[str, IdentityPublicKey] = {}
+        for member in new.values():
+            if identities.setdefault(member.user_id, member.identity) != member.identity:
+                raise MalformedMessage(f"two identity keys given for {member.user_id!r}")
+        for user_id, identity in identities.items():
+            known = self._local.tracker.get(user_id)
+            if known is not None and known.fingerprint != identity.fingerprint:
+                raise IdentityChanged(user_id, known.fingerprint, identity.fingerprint)
+        for address, member in new.items():
+            if self._members.get(address) != member:
+                member.certificate.verify(
+                    member.identity, now=now, revocations=self._local.revocations
+                )
+        for user_id, identity in identities.items():
+            self._local.tracker.check(user_id, identity)
+
+        added = tuple(sorted(a for a in new if a not in self._members))
+        removed = tuple(sorted(a for a in self._members if a not in new))
+        replaced = tuple(
+            sorted(a for a in new if a in self._members and self._members[a] != new[a])
+        )
+        for address in removed + replaced:
+            self._drop_sender(address)
+        if replaced:
+            self._rotate_pending = True
+        self._members = new
+        self._digest = membership_digest(new)
+        return MembershipChange(added, removed, replaced)
+
+    def request_rotation(self) -> None:
+        """Start a new sender chain on the next send (e.g. after a suspected compromise)."""
+        self._rotate_pending = True
+
+    # -- sending -------------------------------------------------------------------------
+
+    def rotation_reason(self, *, now: int) -> str | None:
+        """Why the next send must start a new chain, or None (cost independent of room size)."""
+        if self._chain is None:
+            return "no sender chain yet"
+        if self._rotate_pending:
+            return "rotation requested or a member device was replaced"
+        return self._chain.rotation_reason(self._digest, now=now)
+
+    def prekeys_needed(self, *, now: int) -> list[Address]:
+        """The devices whose prekey the next ``prepare_send`` needs (empty if no rotation)."""
+        return self._recipients() if self.rotation_reason(now=now) is not None else []
+
+    def prepare_send(
+        self,
+        content: Content,
+        *,
+        now: int,
+        timers: MessageTimers | None = None,
+        prekeys: Mapping[Address, PrekeyCertificate] | None = None,
+    ) -> Outgoing:
+        """Encrypt ``content``; rotate first if needed. Atomic: on any error nothing changed.
+
+        When a rotation is due, ``prekeys`` must hold a prekey certificate for
+        every other member device (a one-time prekey if the server had one,
+        else the signed prekey), or ``prekeys_required`` names the missing
+        devices. The returned distributions must be delivered before the envelope.
+        """
+        timers = timers if timers is not None else self._settings.timers
+        timers.check(self._settings.policy)
+        reason = self.rotation_reason(now=now)
+        chain = self._chain
+        distributions: tuple[Distribution, ...] = ()
+        if reason is not None or chain is None:
+            recipients = self._recipients()
+            missing = [a for a in recipients if prekeys is None or a not in prekeys]
+            if missing:
+                raise PrekeysRequired(missing)
+            assert prekeys is not None
+            chain = SenderChain.create(
+                self._digest,
+                now=now,
+                rng=self._rng,
+                max_messages=self._settings.max_messages,
+                max_age_ms=self._settings.max_age_ms,
+            )
+            distributions = tuple(
+                self._seal_distribution(chain, address, prekeys[address], now)
+                for address in recipients
+            )
+        envelope = seal_envelope(
+            self._local.secrets,
+            chain,
+            self._digest,
+            content,
+            conversation_id=self._id,
+            now=now,
+            expires_in_ms=timers.expires_in_ms,
+            burn_after_read_s=timers.burn_after_read_s,
+            policy=self._settings.policy,
+            rng=self._rng,
+        )
+        self._chain = chain
+        self._rotate_pending = False
+        header = Envelope.parse(envelope).header
+        return Outgoing(envelope, header, distributions, reason)
+
+    def redistribute(
+        self, address: Address, prekey: PrekeyCertificate, *, now: int
+    ) -> Distribution:
+        """Repair: the current chain, at its current iteration, for one member device.
+
+        For a device whose distribution was lost. It can read the messages
+        sent from now on, not the earlier ones on this chain (their keys are gone).
+        """
+        if self._chain is None:
+            raise RatchetError("no sender chain to redistribute")
+        if address not in self._members or address == self._local.address:
+            raise UnknownSender(f"{address} is not another member device")
+        return self._seal_distribution(self._chain, address, prekey, now)
+
+    def _seal_distribution(
+        self, chain: SenderChain, address: Address, prekey: PrekeyCertificate, now: int
+    ) -> Distribution:
+        member = self._members[address]
+        data = seal_key_distribution(
+            self._local.secrets,
+            chain,
+            conversation_id=self._id,
+            recipient_certificate=member.certificate,
+            recipient_identity=member.identity,
+            recipient_prekey=prekey,
+            now=now,
+            revocations=self._local.revocations,
+            rng=self._rng,
+        )
+        return Distribution(address[0], address[1], data)
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def receive_distribution(self, data: bytes, *, now: int) -> InstalledChain:
+        """Verify, open and install a sender's chain; a one-time prekey is consumed.
+
+        Errors, in order: ``malformed`` (and version/suite), ``wrong_recipient``,
+        ``wrong_conversation``, ``unknown_sender``, then those of
+        ``open_key_distribution``; a chain already installed (or retired) is
+        ``replayed_message``. State changes only on success (the one-time
+        prekey is deleted as soon as it opened the distribution).
+        """
+        kd = KeyDistribution.parse(data)
+        if (kd.recipient_user_id, kd.recipient_device_id) != self._local.address:
+            raise WrongRecipient(f"addressed to {kd.recipient_user_id}/{kd.recipient_device_id}")
+        if kd.conversation_id != self._id:
+            raise WrongConversation(f"key distribution is for {kd.conversation_id!r}")
+        sender = (kd.sender_user_id, kd.sender_device_id)
+        member = self._members.get(sender)
+        if member is None or sender == self._local.address:
+            raise UnknownSender(f"{sender[0]}/{sender[1]} is not a member device")
+        replay = _DeferredReplay(self._replay)
+        chain = open_key_distribution(
+            data,
+            self._local.secrets,
+            self._local.identity,
+            sender_certificate=member.certificate,
+            sender_identity=member.identity,
+            now=now,
+            replay=replay,
+            conversation_id=self._id,
+            revocations=self._local.revocations,
+        )
+        if chain.chain_id in self._chains or chain.chain_id in self._retired:
+            raise ReplayedMessage(f"chain {chain.chain_id.hex()} was already installed")
+        if chain.created_at < self._watermarks.get(sender, -1):
+            raise ReplayedMessage("chain is older than one this sender already replaced")
+        for message_id in replay.recorded:
+            self._replay.record(message_id)
+        self._chains[chain.chain_id] = chain
+        installed = self._by_sender.setdefault(sender, [])
+        installed.append(chain.chain_id)
+        while len(installed) > MAX_CHAINS_PER_SENDER:
+            self._retire(installed.pop(0))
+        return InstalledChain(sender, chain.chain_id, chain.next_iteration)
+
+    def receive_envelope(self, data: bytes, *, now: int) -> Received:
+        """Verify and decrypt one envelope; state changes only on success.
+
+        Errors, in order: ``malformed`` (and version/suite),
+        ``wrong_conversation``, ``replayed_message`` for this device's own
+        messages (their keys are gone: keep the plaintext at send time),
+        ``unknown_sender``, then those of ``open_envelope`` — notably
+        ``unknown_chain`` when the sender's distribution has not arrived (keep
+        the envelope and retry after the next ``receive_distribution``) and
+        ``message_expired``, in which case the (authentic) message's key is
+        deleted unread.
+        """
+        header = Envelope.parse(data).header
+        if header.conversation_id != self._id:
+            raise WrongConversation(f"envelope is for conversation {header.conversation_id!r}")
+        sender = (header.sender_user_id, header.sender_device_id)
+        if sender == self._local.address:
+            raise ReplayedMessage("sent by this device")
+        member = self._members.get(sender)
+        if member is None:
+            raise UnknownSender(f"{sender[0]}/{sender[1]} is not a member device")
+        try:
+            opened = open_envelope(
+                data,
+                conversation_id=self._id,
+                sender_certificate=member.certificate,
+                sender_identity=member.identity,
+                chains=self._chains,
+                replay=self._replay,
+                now=now,
+                revocations=self._local.revocations,
+                policy=self._settings.policy,
+            )
+        except MessageExpired:
+            self._burn(sender, header)  # the signature was verified before the time check
+            raise
+        return Received(sender, opened.header, opened.content)
+
+    def _burn(self, sender: Address, header: EnvelopeHeader) -> None:
+        chain = self._chains.get(header.chain_id)
+        if chain is None or (chain.sender_user_id, chain.sender_device_id) != sender:
+            return
+        try:
+            chain.commit(header.iteration)
+        except RatchetError:
+            return
+        self._replay.record(header.message_id)
+
+    def _retire(self, chain_id: bytes) -> None:
+        chain = self._chains.pop(chain_id, None)
+        if chain is not None:
+            sender = (chain.sender_user_id, chain.sender_device_id)
+            self._watermarks[sender] = max(self._watermarks.get(sender, 0), chain.created_at)
+        self._retired[chain_id] = None
+        while len(self._retired) > MAX_RETIRED_CHAINS:
+            self._retired.popitem(last=False)
+
+    def _drop_sender(self, address: Address) -> None:
+        for chain_id in self._by_sender.pop(address, []):
+            self._retire(chain_id)
+        self._watermarks.pop(address, None)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def serialize(self) -> bytes:
+        """All state but ``LocalDevice`` (docs/protocol.md §14). Holds chain keys: seal it."""
+        s = self._settings
+        w = Writer().prefix(MessageType.CONVERSATION_STATE).text8(self._id)
+        w.text8(self._local.secrets.user_id).text8(self._local.secrets.device_id)
+        w.u64(s.policy.max_expiry_ms).u32(s.policy.max_burn_after_read_s)
+        w.u64(s.timers.expires_in_ms).u32(s.timers.burn_after_read_s)
+        w.u32(s.max_messages).u64(s.max_age_ms)
+        identities = {m.user_id: m.identity for m in self._members.values()}
+        w.u16(len(identities))
+        for user_id in sorted(identities):
+            w.text8(user_id).raw(identities[user_id].serialize())
+        w.u16(len(self._members))
+        for address in sorted(self._members):
+            w.var16(self._members[address].certificate.serialize())
+        w.u8(int(self._rotate_pending))
+        if self._chain is None:
+            w.u8(0)
+        else:
+            w.u8(1).var16(self._chain.serialize())
+        w.u16(len(self._chains))
+        for sender in sorted(self._by_sender):
+            for chain_id in self._by_sender[sender]:
+                w.var16(self._chains[chain_id].serialize())
+        w.u16(len(self._retired))
+        for chain_id in self._retired:
+            w.raw(chain_id)
+        w.u16(len(self._watermarks))
+        for sender in sorted(self._watermarks):
+            w.text8(sender[0]).text8(sender[1]).u64(self._watermarks[sender])
+        w.u32(self._replay.capacity).u32(len(self._replay))
+        for message_id in self._replay:
+            w.raw(message_id)
+        return bytes(w)
+
+    @classmethod
+    def parse(cls, data: bytes, local: LocalDevice, *, rng: Random = system_random) -> Conversation:
+        """Rebuild a conversation for ``local``; every field and invariant is checked.
+
+        Certificates are checked structurally (their signatures were verified
+        by ``set_members`` and are verified again on every message). An
+        identity that differs from the tracker's raises ``identity_changed``.
+        """
+        r = Reader(data, "conversation state")
+        parse_prefix(r, MessageType.CONVERSATION_STATE)
+        conversation_id = check_identifier(r.text8(), "conversation id")
+        if (r.text8(), r.text8()) != local.address:
+            raise MalformedMessage("conversation state belongs to another device")
+        policy = ExpiryPolicy(max_expiry_ms=r.u64(), max_burn_after_read_s=r.u32())
+        timers = MessageTimers(expires_in_ms=r.u64(), burn_after_read_s=r.u32())
+        try:
+            settings = ConversationSettings(policy, timers, r.u32(), r.u64())
+        except LimitExceeded as exc:
+            raise MalformedMessage(f"default timers exceed the policy: {exc.detail}") from None
+        conversation = cls(conversation_id, local, settings=settings, rng=rng)
+
+        identities: dict[str, IdentityPublicKey] = {}
+        for _ in range(r.u16()):
+            user_id = check_identifier(r.text8(), "user id")
+            if identities and user_id <= max(identities):
+                raise MalformedMessage("member users are not sorted and unique")
+            identity = IdentityPublicKey.parse(r.take(IDENTITY_PUBLIC_LENGTH))
+            known = local.tracker.get(user_id)
+            if known is not None and known.fingerprint != identity.fingerprint:
+                raise IdentityChanged(user_id, known.fingerprint, identity.fingerprint)
+            identities[user_id] = identity
+        members: dict[Address, Member] = {}
+        previous: Address | None = None
+        for _ in range(r.u16()):
+            cert = DeviceCertificate.parse(r.var16())
+            address = (cert.user_id, cert.device_id)
+            if previous is not None and address <= previous:
+                raise MalformedMessage("member devices are not sorted and unique")
+            owner = identities.get(cert.user_id)
+            if owner is None or owner.fingerprint != cert.identity_fingerprint:
+                raise MalformedMessage(f"device {address} does not match its user's identity")
+            members[address] = Member(cert, owner)
+            previous = address
+        if {a[0] for a in members} != set(identities):
+            raise MalformedMessage("a member user has no device")
+        if members.get(local.address) != local.as_member():
+            raise MalformedMessage("this device is not a member with its own certificate")
+        if len(members) > MAX_MEMBER_DEVICES:
+            raise MalformedMessage(f"more than {MAX_MEMBER_DEVICES} member devices")
+        conversation._members = members
+        conversation._digest = membership_digest(members)
+
+        conversation._rotate_pending = _flag(r.u8(), "rotation flag")
+        if _flag(r.u8(), "sender chain flag"):
+            conversation._chain = SenderChain.parse(r.var16())
+        last_sender: Address | None = None
+        for _ in range(r.u16()):
+            receiver = ReceiverChain.parse(r.var16())
+            sender = (receiver.sender_user_id, receiver.sender_device_id)
+            if sender not in members or sender == local.address:
+                raise MalformedMessage("receiver chain for a device that is not another member")
+            if last_sender is not None and sender < last_sender:
+                raise MalformedMessage("receiver chains are not grouped by sorted sender")
+            if receiver.chain_id in conversation._chains:
+                raise MalformedMessage("receiver chain ids are not unique")
+            installed = conversation._by_sender.setdefault(sender, [])
+            if len(installed) >= MAX_CHAINS_PER_SENDER:
+                raise MalformedMessage(f"more than {MAX_CHAINS_PER_SENDER} chains for one sender")
+            installed.append(receiver.chain_id)
+            conversation._chains[receiver.chain_id] = receiver
+            last_sender = sender
+        count = r.u16()
+        if count > MAX_RETIRED_CHAINS:
+            raise MalformedMessage(f"more than {MAX_RETIRED_CHAINS} retired chain ids")
+        for _ in range(count):
+            chain_id = r.take(ID_LENGTH)
+            if chain_id in conversation._retired or chain_id in conversation._chains:
+                raise MalformedMessage("retired chain ids are not unique")
+            conversation._retired[chain_id] = None
+        last_sender = None
+        for _ in range(r.u16()):
+            sender = (r.text8(), r.text8())
+            if sender not in members or sender == local.address:
+                raise MalformedMessage("watermark for a device that is not another member")
+            if last_sender is not None and sender <= last_sender:
+                raise MalformedMessage("watermarks are not sorted and unique")
+            conversation._watermarks[sender] = r.u64()
+            last_sender = sender
+        capacity, count = r.u32(), r.u32()
+        if not 0 < capacity <= CONVERSATION_REPLAY_CAPACITY or count > capacity:
+            raise MalformedMessage("replay set size out of range")
+        replay = ReplayGuard(capacity)
+        for _ in range(count):
+            message_id = r.take(ID_LENGTH)
+            if message_id in replay:
+                raise MalformedMessage("replay set ids are not unique")
+            replay.record(message_id)
+        conversation._replay = replay
+        r.done()
+        return conversation
+
+    def __repr__(self) -> str:
+        return (
+            f"Conversation({self._id!r}, device={self._local.address}, "
+            f"members={len(self._members)}, <secret>)"
+        )
+
+
+class _DeferredReplay(ReplayGuard):
+    """Checks against the conversation's guard; records only once the caller accepts."""
+
+    def __init__(self, inner: ReplayGuard) -> None:
+        super().__init__(1)
+        self._inner = inner
+        self.recorded: list[bytes] = []
+
+    def check(self, message_id: bytes) -> None:
+        self._inner.check(message_id)
+
+    def record(self, message_id: bytes) -> None:
+        self.recorded.append(message_id)
+
+
+def _flag(value: int, what: str) -> bool:
+    if value not in (0, 1):
+        raise MalformedMessage(f"{what} must be 0 or 1")
+    return bool(value)

@@ -1,0 +1,151 @@
+"""The WebSocket session's request/answer matching, driven by a scripted fake connection."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any, cast
+
+import pytest
+from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close
+
+from sotto.client.errors import FrameError, SessionError
+from sotto.client.session import Session
+
+
+class FakeConnection:
+    """Answers each sent frame with scripted frames, echoing the request's id."""
+
+    def __init__(self, *scripts: list[dict[str, Any]]) -> None:
+        self.scripts = deque(scripts)
+        self.sent: list[dict[str, Any]] = []
+        self.inbox: deque[str] = deque()
+        self.closed = False
+
+    def send(self, data: Any) -> None:
+        if not isinstance(data, str):  # an iterable of fragments
+            self.fragments = list(data)
+            data = "".join(self.fragments)
+        frame = json.loads(data)
+        self.sent.append(frame)
+        for answer in self.scripts.popleft():
+            answer = {k: (frame["id"] if v == "$id" else v) for k, v in answer.items()}
+            self.inbox.append(json.dumps(answer))
+
+    def recv(self, timeout: float | None = None) -> str:
+        if not self.inbox:
+            raise TimeoutError
+        item = self.inbox.popleft()
+        if item == '"close"':
+            raise ConnectionClosedError(Close(1008, "revoked"), None)
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def session(*scripts: list[dict[str, Any]]) -> tuple[Session, FakeConnection]:
+    fake = FakeConnection(*scripts)
+    return Session(cast(Any, fake)), fake
+
+
+def test_session_returns_the_answer_with_its_id_and_keeps_pushes() -> None:
+    s, fake = session(
+        [
+            {"action": "prekeys_low", "one_time_prekeys": 3},
+            {"action": "pong", "id": "someone-else"},
+            {"action": "prekey_status", "id": "$id", "one_time_prekeys": 7},
+        ]
+    )
+    answer = s.request("prekey_status")
+    assert answer["one_time_prekeys"] == 7
+    assert fake.sent[0]["action"] == "prekey_status"
+    assert fake.sent[0]["id"]
+    assert [p["action"] for p in s.pushes] == ["prekeys_low", "pong"]
+
+
+def test_session_ids_are_fresh_per_request() -> None:
+    s, fake = session([{"action": "pong", "id": "$id"}], [{"action": "pong", "id": "$id"}])
+    s.request("ping")
+    s.request("ping")
+    assert fake.sent[0]["id"] != fake.sent[1]["id"]
+
+
+def test_session_joins_bundle_parts_in_order_even_if_they_arrive_out_of_order() -> None:
+    s, _ = session(
+        [
+            {
+                "action": "bundles",
+                "id": "$id",
+                "user_id": "u",
+                "part": 1,
+                "final": True,
+                "bundles": [{"device_id": "b"}],
+            },
+            {
+                "action": "bundles",
+                "id": "$id",
+                "user_id": "u",
+                "part": 0,
+                "bundles": [{"device_id": "a"}],
+            },
+        ]
+    )
+    answer = s.request("fetch_bundles", user_id="u")
+    assert [b["device_id"] for b in answer["bundles"]] == ["a", "b"]
+    assert "part" not in answer
+    assert "final" not in answer
+
+
+def test_session_raises_error_frames_with_code_and_retry_hint() -> None:
+    s, _ = session(
+        [
+            {
+                "action": "error",
+                "id": "$id",
+                "code": "rate_limited",
+                "message": "slow down",
+                "retry_after_s": 30,
+            }
+        ]
+    )
+    with pytest.raises(FrameError) as caught:
+        s.request("fetch_bundles", user_id="u")
+    assert caught.value.code == "rate_limited"
+    assert caught.value.retry_after_s == 30
+    assert str(caught.value) == "fetch_bundles failed (rate_limited): slow down; retry in 30 s"
+
+
+def test_session_treats_an_error_without_id_as_the_answer_to_its_request() -> None:
+    s, _ = session([{"action": "error", "id": None, "code": "bad_json", "message": "not JSON"}])
+    with pytest.raises(FrameError, match="bad_json"):
+        s.request("ping")
+
+
+def test_session_reports_a_closed_socket_plainly() -> None:
+    s, fake = session([])
+    fake.scripts.append([])
+    fake.inbox.append('"close"')
+    with pytest.raises(SessionError, match=r"closed the connection \(code 1008\) \(revoked\)"):
+        s.request("ping")
+
+
+def test_session_refuses_to_send_over_the_message_limit() -> None:
+    s, fake = session()
+    with pytest.raises(SessionError, match="128 KB"):
+        s.request("publish_prekeys", one_time_prekeys=["x" * 140_000])
+    assert fake.sent == []
+
+
+def test_session_sends_long_messages_in_frames_of_at_most_32_kb() -> None:
+    s, fake = session([{"action": "prekeys_published", "id": "$id", "one_time_prekeys": 40}])
+    s.request("publish_prekeys", one_time_prekeys=["x" * 2400] * 40)
+    assert len(fake.fragments) > 1
+    assert all(len(f.encode()) <= 32 * 1024 for f in fake.fragments)
+
+
+def test_session_gives_up_when_no_answer_comes() -> None:
+    s, _ = session([])
+    with pytest.raises(SessionError, match="no answer to ping"):
+        s.request("ping", timeout=0.1)

@@ -1,0 +1,135 @@
+"""Who may do what: every route against every kind of caller.
+
+Connection-level callers (revoked, suspended, forged, replayed, expired, wrong
+audience) never get a socket, so no route is reachable; for the callers that
+do (own device, another user, another network), each route that names a
+target is tried against each target.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from sotto import topology
+from tests.support.stack import SeededDevice, Socket, admin, http, seed_device
+
+
+def upgrade(stack, headers) -> int:
+    try:
+        with connect(stack.websocket, additional_headers=headers, open_timeout=10):
+            return 101
+    except InvalidStatus as refused:
+        return refused.response.status_code
+
+
+@pytest.fixture(scope="module")
+def world(stack):
+    """Alice and Bob in one network, Carol in another; Alice has prekeys and a link."""
+    other_network = admin(stack, "POST", "/networks", {"name": "Elsewhere"})["network_id"]
+    alice, bob = seed_device(stack), seed_device(stack)
+    carol = seed_device(stack, network_id=other_network)
+    with Socket(stack, alice) as socket:
+        from tests.support.stack import publish_prekeys
+
+        publish_prekeys(socket, 10, signed=True)
+        link_id = socket.request("link_create")["link_id"]
+    return {"alice": alice, "bob": bob, "carol": carol, "link_id": link_id}
+
+
+def replayed_headers(stack, device: SeededDevice) -> dict[str, str]:
+    headers = device.headers(stack.audience)
+    assert upgrade(stack, headers) == 101
+    return headers
+
+
+CONNECTION_CASES: dict[str, Any] = {
+    "revoked device": lambda stack, w: seed_device(stack, status="revoked").headers(stack.audience),
+    "forged signature": lambda stack, w: SeededDevice(
+        w["alice"].device_id, "u", "n", seed_device(stack).key
+    ).headers(stack.audience),
+    "replayed token": lambda stack, w: replayed_headers(stack, w["alice"]),
+    "expired token": lambda stack, w: w["alice"].headers(
+        stack.audience, now=int(time.time()) - 400
+    ),
+    "wrong audience": lambda stack, w: w["alice"].headers("otherapi/local"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONNECTION_CASES))
+def test_refused_callers_reach_no_route(stack, world, case):
+    assert upgrade(stack, CONNECTION_CASES[case](stack, world)) == 403
+
+
+def test_suspended_user_reaches_no_route(stack):
+    device = seed_device(stack)
+    admin(stack, "POST", f"/users/{device.user_id}/suspend")
+    assert upgrade(stack, device.headers(stack.audience)) == 403
+
+
+# (route, caller, target) -> expected answer action or error code.
+TARGETED = [
+    ("fetch_bundles", "alice", "alice", "bundles"),
+    ("fetch_bundles", "bob", "alice", "bundles"),
+    ("fetch_bundles", "carol", "alice", "not_found"),
+    ("list_devices", "alice", "alice", "devices"),
+    ("list_devices", "bob", "alice", "devices"),
+    ("list_devices", "carol", "alice", "not_found"),
+    ("link_pending", "alice", "link", "link_pending"),
+    ("link_pending", "bob", "link", "not_found"),
+    ("link_pending", "carol", "link", "not_found"),
+]
+
+
+@pytest.mark.parametrize(("route", "caller", "target", "expected"), TARGETED)
+def test_targeted_route_matrix(stack, world, route, caller, target, expected):
+    fields = (
+        {"link_id": world["link_id"]} if target == "link" else {"user_id": world[target].user_id}
+    )
+    with Socket(stack, world[caller]) as socket:
+        answer = socket.answers(route, **fields)[0]
+    assert answer.get("code", answer["action"]) == expected
+
+
+@pytest.mark.parametrize("caller", ["bob", "carol"])
+def test_nobody_approves_a_link_of_another_user(stack, world, caller):
+    with Socket(stack, world[caller]) as socket:
+        answer = socket.request("link_approve", link_id=world["link_id"], certificate="AAAA")
+    assert answer["code"] == "not_found"
+
+
+def test_prekeys_of_another_device_cannot_be_published(stack, world):
+    alice = world["alice"]
+    assert alice.secrets is not None
+    prekey = alice.secrets.new_one_time_prekeys(1, now=int(time.time() * 1000))[0]
+    from tests.support.stack import b64
+
+    with Socket(stack, world["bob"]) as socket:
+        answer = socket.request("publish_prekeys", one_time_prekeys=[b64(prekey.serialize())])
+    assert answer["code"] == "invalid_certificate"
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in topology.HTTP_ROUTES if r.iam], ids=lambda r: f"{r.method} {r.path}"
+)
+def test_admin_routes_refuse_unsigned_requests(stack, route):
+    path = route.path.replace("{network_id}", "net-x").replace("{user_id}", "usr-x")
+    path = path.replace("{device_id}", "dev-x")
+    status, answer = http(stack, route.method, path, {} if route.method == "POST" else None)
+    assert (status, answer) == (403, {"message": "Forbidden"})
+
+
+def test_every_ws_route_is_in_the_matrix_or_own_device_only():
+    covered = {route for route, *_ in TARGETED} | {
+        "link_approve",
+        "publish_prekeys",
+        "prekey_status",  # acts on the caller's own device only
+        "link_create",  # acts on the caller's own user only
+        "ping",
+    }
+    named = {r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
+    assert named <= covered, named - covered

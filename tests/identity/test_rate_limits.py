@@ -1,0 +1,62 @@
+"""Rate limits, on a stack with the limits as deployed scaled down by ten."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.stack import Socket, Stack, http, running_stack, seed_device
+
+
+@pytest.fixture(scope="module")
+def tight_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Scale 0.1: 2 enrollment requests per IP per minute, 6 bundle fetches per device per minute.
+    with running_stack(tmp_path_factory.mktemp("tight"), rate_limit_scale=0.1) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pair(tight_stack):
+    """Two enrolled devices: the two enrollments this IP may make in a fresh window."""
+    return seed_device(tight_stack), seed_device(tight_stack)
+
+
+def within_one_window(attempt: Callable[[], list[Any]], window_s: int = 60) -> list[Any]:
+    """Run ``attempt`` until it starts and ends in one fixed window (boundaries reset counts)."""
+    for _ in range(3):
+        start = int(time.time()) // window_s
+        results = attempt()
+        if int(time.time()) // window_s == start:
+            return results
+    raise AssertionError("could not stay within one rate window")
+
+
+def test_enrollment_requests_are_limited_per_ip(tight_stack, pair):
+    body = {"code": "ABCD-EFGH-JKMN-PQRS-TVWX"}
+
+    def attempt() -> list[Any]:
+        return [http(tight_stack, "POST", "/v1/enroll/lookup", body) for _ in range(3)]
+
+    results = within_one_window(attempt)
+    statuses = [status for status, _ in results]
+    assert 429 in statuses
+    limited = next(answer for status, answer in results if status == 429)
+    assert limited["code"] == "rate_limited"
+    assert 0 < limited["retry_after_s"] <= 60
+
+
+def test_bundle_fetches_are_limited_per_device(tight_stack, pair):
+    owner, fetcher = pair
+    with Socket(tight_stack, fetcher) as socket:
+
+        def attempt() -> list[Any]:
+            return [socket.answers("fetch_bundles", user_id=owner.user_id)[0] for _ in range(7)]
+
+        answers = within_one_window(attempt)
+    codes = [a.get("code", a["action"]) for a in answers]
+    assert codes.count("rate_limited") >= 1
+    assert codes[0] == "bundles"
+    assert all("retry_after_s" in a for a in answers if a.get("code") == "rate_limited")
