@@ -15,10 +15,12 @@ from typing import Literal
 
 __all__ = [
     "BUCKETS",
+    "CONVERSATION_ROUTES",
     "FUNCTIONS",
     "HTTP_ROUTES",
     "KEYS",
     "KEY_ROUTES",
+    "MESSAGE_ROUTES",
     "TABLES",
     "WS_AUTHORIZER",
     "WS_AUTHORIZER_IDENTITY_HEADER",
@@ -238,9 +240,29 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="keys",
         handler="sotto_server.handlers.keys.handler",
-        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        # Messages: a newly linked device joins its user's conversation rosters.
+        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable", "MessagesTable"),
         manages_connections=True,
         purpose="Key directory: publish prekeys, fetch key bundles, list devices, link devices.",
+    ),
+    FunctionSpec(
+        name="conversations",
+        handler="sotto_server.handlers.conversations.handler",
+        tables_read=("DirectoryTable",),
+        tables_write=("MessagesTable", "ConnectionsTable"),
+        manages_connections=True,
+        purpose="Conversations: create direct conversations and rooms, members, rosters.",
+    ),
+    FunctionSpec(
+        name="messages",
+        handler="sotto_server.handlers.messages.handler",
+        tables_read=("DirectoryTable",),
+        tables_write=("MessagesTable", "ConnectionsTable"),
+        manages_connections=True,
+        # Fan-out to a large room's online devices takes longer than a lookup.
+        timeout_seconds=29,
+        memory_mb=1024,
+        purpose="Messages: distribute chain keys, send, sync and acknowledge; fan-out.",
     ),
     FunctionSpec(
         name="info",
@@ -257,7 +279,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="admin",
         handler="sotto_server.handlers.admin.handler",
-        tables_write=("DirectoryTable", "ConnectionsTable"),
+        # Messages: a revoked device leaves its user's conversation rosters.
+        tables_write=("DirectoryTable", "ConnectionsTable", "MessagesTable"),
         manages_connections=True,
         purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
     ),
@@ -274,12 +297,22 @@ KEY_ROUTES = (
     "link_approve",
 )
 
+CONVERSATION_ROUTES = (
+    "create_conversation",
+    "add_members",
+    "list_conversations",
+    "conversation_devices",
+)
+MESSAGE_ROUTES = ("distribute", "send", "sync", "ack")
+
 WS_ROUTES: tuple[WsRouteSpec, ...] = (
     WsRouteSpec("$connect", "connect"),
     WsRouteSpec("$disconnect", "disconnect"),
     WsRouteSpec("$default", "default"),
     WsRouteSpec("ping", "ping"),
     *(WsRouteSpec(route, "keys") for route in KEY_ROUTES),
+    *(WsRouteSpec(route, "conversations") for route in CONVERSATION_ROUTES),
+    *(WsRouteSpec(route, "messages") for route in MESSAGE_ROUTES),
 )
 
 # The $connect authorizer, and where it finds the token.

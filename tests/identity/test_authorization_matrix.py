@@ -38,7 +38,17 @@ def world(stack):
 
         publish_prekeys(socket, 10, signed=True)
         link_id = socket.request("link_create")["link_id"]
-    return {"alice": alice, "bob": bob, "carol": carol, "link_id": link_id}
+        dave = seed_device(stack)
+        conversation = socket.request("create_conversation", kind="direct", user_id=dave.user_id)
+    cid = conversation["conversation"]["conversation_id"]
+    return {
+        "alice": alice,
+        "bob": bob,
+        "carol": carol,
+        "dave": dave,
+        "link_id": link_id,
+        "conversation_id": cid,
+    }
 
 
 def replayed_headers(stack, device: SeededDevice) -> dict[str, str]:
@@ -82,14 +92,37 @@ TARGETED = [
     ("link_pending", "alice", "link", "link_pending"),
     ("link_pending", "bob", "link", "not_found"),
     ("link_pending", "carol", "link", "not_found"),
+    ("conversation_devices", "dave", "conversation", "conversation_devices"),
+    ("conversation_devices", "bob", "conversation", "not_found"),
+    ("conversation_devices", "carol", "conversation", "not_found"),
+    ("add_members", "alice", "conversation", "forbidden"),  # direct: nobody adds
+    ("add_members", "bob", "conversation", "not_found"),
+    ("send", "bob", "conversation", "not_found"),
+    ("send", "carol", "conversation", "not_found"),
+    ("distribute", "bob", "conversation", "not_found"),
+    ("create_conversation", "carol", "alice", "not_found"),  # across networks
+    ("create_conversation", "bob", "alice", "conversation"),
 ]
+
+FIELDS: dict[str, Any] = {
+    "add_members": lambda w: {"user_ids": [w["bob"].user_id]},
+    "send": lambda w: {"envelope": "AAAA"},
+    "distribute": lambda w: {"chain_id": "A" * 22, "distributions": ["AAAA"]},
+    "create_conversation": lambda w: {"kind": "direct"},
+}
 
 
 @pytest.mark.parametrize(("route", "caller", "target", "expected"), TARGETED)
 def test_targeted_route_matrix(stack, world, route, caller, target, expected):
-    fields = (
-        {"link_id": world["link_id"]} if target == "link" else {"user_id": world[target].user_id}
-    )
+    fields: dict[str, Any]
+    if target == "link":
+        fields = {"link_id": world["link_id"]}
+    elif target == "conversation":
+        fields = {"conversation_id": world["conversation_id"]}
+    else:
+        fields = {"user_id": world[target].user_id}
+    if route in FIELDS:
+        fields.update(FIELDS[route](world))
     with Socket(stack, world[caller]) as socket:
         answer = socket.answers(route, **fields)[0]
     assert answer.get("code", answer["action"]) == expected
@@ -130,6 +163,9 @@ def test_every_ws_route_is_in_the_matrix_or_own_device_only():
         "prekey_status",  # acts on the caller's own device only
         "link_create",  # acts on the caller's own user only
         "ping",
+        "list_conversations",  # the caller's own conversations only
+        "sync",  # the caller's own device only
+        "ack",  # the caller's own cursors and mail only
     }
     named = {r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
     assert named <= covered, named - covered

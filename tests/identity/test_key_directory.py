@@ -109,10 +109,10 @@ def test_signed_prekey_published_as_one_time_is_refused(stack, device):
 def test_large_room_of_devices_pages_bundles_under_the_frame_limit(stack):
     # One user with many devices is rare; paging is proven on the bundle
     # builder directly, where the size of each page can be checked.
-    from sotto_server.logic.key_directory import MAX_FRAME_BYTES, _paginate
+    from sotto_server.logic.outcome import MAX_FRAME_BYTES, paginate
 
     entries = [{"device_id": f"d{i}", "certificate": "x" * 7000} for i in range(40)]
-    pages = _paginate({"action": "bundles", "id": "r"}, "bundles", entries)
+    pages = paginate({"action": "bundles", "id": "r"}, "bundles", entries)
     assert len(pages) > 1
     assert [p["part"] for p in pages] == list(range(len(pages)))
     assert [p["final"] for p in pages] == [False] * (len(pages) - 1) + [True]

@@ -16,7 +16,7 @@ from ..logic.errors import ErrorCode, Refused
 from ..logic.push import disconnect
 from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
 from ._http import json_body, refused_response
-from ._socket import connections_store, stores
+from ._socket import connections_store, conversations_store, stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -96,7 +96,12 @@ def get_device(device_id: str) -> dict[str, Any]:
 def revoke_device(device_id: str) -> dict[str, Any]:
     logger.info("revoking", device_id=device_id)
     return admin.revoke_device(
-        stores().directory, connections_store(), _disconnect, _id(device_id, "device id"), _now_ms()
+        stores().directory,
+        conversations_store(),
+        connections_store(),
+        _disconnect,
+        _id(device_id, "device id"),
+        _now_ms(),
     )
 
 

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..dal.connections import ConnectionsStore
+from ..dal.conversations import ConversationsStore
 from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, Invite, Network, UserRecord
+from . import rosters
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -152,6 +154,7 @@ def get_device(directory: DirectoryStore, device_id: str) -> dict[str, Any]:
 
 def revoke_device(
     directory: DirectoryStore,
+    conversations: ConversationsStore,
     connections: ConnectionsStore,
     disconnect: Disconnect,
     device_id: str,
@@ -162,6 +165,8 @@ def revoke_device(
         raise Refused(ErrorCode.NOT_FOUND, "no such device")
     if device.status != "revoked":
         directory.revoke_device(device, now_ms)
+    # Also on a repeated revoke, so a failure half-way is repaired by retrying.
+    rosters.device_removed(conversations, device.user_id, device_id)
     _close_sockets(connections, disconnect, device_id)
     return get_device(directory, device_id)
 

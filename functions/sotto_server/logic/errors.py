@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"  # the caller may not do this
     CONFLICT = "conflict"  # collides with existing state
     RATE_LIMITED = "rate_limited"  # too many requests; retry later
+    INVALID_ENVELOPE = "invalid_envelope"  # an envelope fails the server's checks
+    STALE_DEVICES = "stale_devices"  # the sender's chain did not reach exactly the roster
     INTERNAL = "internal_error"  # our fault; retry later
 
     @property
@@ -37,6 +39,8 @@ _HTTP_STATUS = {
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.CONFLICT: 409,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INVALID_ENVELOPE: 400,
+    ErrorCode.STALE_DEVICES: 409,
     ErrorCode.INTERNAL: 500,
 }
 
@@ -51,9 +55,12 @@ class Refused(Exception):
         request_id: str | None = None,
         *,
         retry_after_s: int | None = None,
+        details: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
         self.retry_after_s = retry_after_s
+        # Extra fields of the error frame (e.g. missing/extra devices).
+        self.details = details or {}

@@ -40,4 +40,4 @@ def refusal_frame(refusal: Refused) -> bytes:
     }
     if refusal.retry_after_s is not None:
         frame["retry_after_s"] = refusal.retry_after_s
-    return encode(frame)
+    return encode({**refusal.details, **frame})

@@ -8,12 +8,13 @@ any notices for other devices. The handler does the I/O around it.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ..dal.conversations import ConversationsStore
 from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, LinkRecord, UserRecord
 from ..dal.guards import GuardsStore
-from . import limits
+from . import limits, rosters
 from .auth import Principal
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
@@ -24,6 +25,7 @@ from .identity import (
     parse_device_certificate,
     signing_key_der,
 )
+from .outcome import Outcome, paginate
 from .requests import (
     FetchBundlesRequest,
     LinkApproveRequest,
@@ -37,8 +39,6 @@ from .requests import (
 __all__ = [
     "LINK_TTL_MS",
     "LOW_PREKEYS",
-    "MAX_FRAME_BYTES",
-    "Outcome",
     "Stores",
     "fetch_bundles",
     "link_approve",
@@ -52,24 +52,16 @@ __all__ = [
 # Owners are told to replenish below this many one-time prekeys.
 LOW_PREKEYS = 10
 LINK_TTL_MS = 10 * 60 * 1000
-# @connections accepts 128 KB; answers stay well under it.
-MAX_FRAME_BYTES = 100 * 1024
 
 
 @dataclass(frozen=True)
 class Stores:
     directory: DirectoryStore
     guards: GuardsStore
+    # Linked devices join their user's conversation rosters.
+    conversations: ConversationsStore | None = None
     # Multiplies every rate limit (``SOTTO_RATE_LIMIT_SCALE``).
     limit_scale: float = 1.0
-
-
-@dataclass
-class Outcome:
-    """Frames for the caller, and (device_id, frame) notices for other devices."""
-
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def _limit(stores: Stores, bucket: str, subject: str, now_ms: int, request_id: str | None) -> None:
@@ -178,28 +170,8 @@ def fetch_bundles(
         "user_id": user.user_id,
         "identity_key": b64(user.identity_key),
     }
-    outcome.replies = _paginate(header, "bundles", bundles)
+    outcome.replies = paginate(header, "bundles", bundles)
     return outcome
-
-
-def _paginate(
-    header: dict[str, Any], key: str, entries: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Split ``entries`` over frames that each stay under MAX_FRAME_BYTES."""
-    base = len(str(header)) + 64
-    pages: list[list[dict[str, Any]]] = [[]]
-    size = base
-    for entry in entries:
-        entry_size = sum(len(str(v)) for v in entry.values()) + 100
-        if pages[-1] and size + entry_size > MAX_FRAME_BYTES:
-            pages.append([])
-            size = base
-        pages[-1].append(entry)
-        size += entry_size
-    return [
-        {**header, "part": index, "final": index == len(pages) - 1, key: page}
-        for index, page in enumerate(pages)
-    ]
 
 
 def list_devices(
@@ -318,4 +290,6 @@ def link_approve(
         stores.directory.approve_link(link, device, now_ms)
     except Conflict as conflict:
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " "), rid) from None
+    if stores.conversations is not None:
+        rosters.device_added(stores.conversations, user.user_id, device.device_id)
     return Outcome(replies=[{"action": "link_approved", "id": rid, "device_id": device.device_id}])

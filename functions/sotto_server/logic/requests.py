@@ -26,7 +26,12 @@ from pydantic import (
 from .errors import ErrorCode, Refused
 
 __all__ = [
+    "AckRequest",
+    "AddMembersRequest",
+    "ConversationDevicesRequest",
+    "CreateConversationRequest",
     "CreateNetworkRequest",
+    "DistributeRequest",
     "EnrollLookupRequest",
     "EnrollRequest",
     "FetchBundlesRequest",
@@ -36,10 +41,13 @@ __all__ = [
     "LinkPendingRequest",
     "LinkRequest",
     "LinkStatusRequest",
+    "ListConversationsRequest",
     "ListDevicesRequest",
     "PingRequest",
     "PrekeyStatusRequest",
     "PublishPrekeysRequest",
+    "SendRequest",
+    "SyncRequest",
     "load_object",
     "parse_body",
     "parse_frame",
@@ -60,6 +68,12 @@ MAX_IDENTITY_KEY = 4096
 MAX_DEVICE_CERTIFICATE = 8192
 MAX_PREKEY_CERTIFICATE = 4096
 MAX_DEVICE_KEY = 256
+MAX_DISTRIBUTION = 4096
+# docs/protocol.md: a 64 KiB padded body plus header, digest and signature.
+MAX_ENVELOPE = 70 * 1024
+MAX_DISTRIBUTIONS_PER_CALL = 40
+# Rooms grow 49 members per call (creator plus 49 in one frame).
+MAX_ROOM_ADD = 49
 # A publish is one DynamoDB transaction (at most 100 actions): the signed
 # prekey, the counter and up to 98 one-time prekeys.
 MAX_ONE_TIME_PREKEYS_PER_CALL = 98
@@ -134,6 +148,66 @@ class LinkApproveRequest(_Frame):
     action: Literal["link_approve"]
     link_id: Id
     certificate: DeviceCertificateField
+
+
+ChainIdField = Annotated[bytes, _decoder(16), Field(min_length=16, max_length=16)]
+DistributionField = Annotated[bytes, _decoder(MAX_DISTRIBUTION), Field(min_length=1)]
+EnvelopeField = Annotated[bytes, _decoder(MAX_ENVELOPE), Field(min_length=1)]
+MailId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9a-f#]+$")]
+
+
+class CreateConversationRequest(_Frame):
+    action: Literal["create_conversation"]
+    kind: Literal["direct", "room"]
+    user_id: Id | None = None
+    members: Annotated[list[Id], Field(max_length=MAX_ROOM_ADD)] = []
+
+
+class AddMembersRequest(_Frame):
+    action: Literal["add_members"]
+    conversation_id: Id
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_ROOM_ADD)]
+
+
+class ListConversationsRequest(_Frame):
+    action: Literal["list_conversations"]
+
+
+class ConversationDevicesRequest(_Frame):
+    action: Literal["conversation_devices"]
+    conversation_id: Id
+
+
+class DistributeRequest(_Frame):
+    action: Literal["distribute"]
+    conversation_id: Id
+    chain_id: ChainIdField
+    distributions: Annotated[
+        list[DistributionField], Field(min_length=1, max_length=MAX_DISTRIBUTIONS_PER_CALL)
+    ]
+
+
+class SendRequest(_Frame):
+    action: Literal["send"]
+    conversation_id: Id
+    envelope: EnvelopeField
+    to_user: Id | None = None
+
+
+class SyncRequest(_Frame):
+    action: Literal["sync"]
+
+
+class ReadRef(_Model):
+    conversation_id: Id
+    seq: Annotated[int, Field(ge=1, lt=2**40)]
+
+
+class AckRequest(_Frame):
+    action: Literal["ack"]
+    cursors: Annotated[dict[Id, Annotated[int, Field(ge=0, lt=2**40)]], Field(max_length=500)] = {}
+    mail: Annotated[list[MailId], Field(max_length=500)] = []
+    read: Annotated[list[ReadRef], Field(max_length=200)] = []
 
 
 class EnrollLookupRequest(_Model):

@@ -1,0 +1,554 @@
+"""The messages table: conversations, their ordered ciphertext, mailboxes and cursors.
+
+Single-table layout (access patterns in docs/architecture.md)::
+
+    pk                     sk                   item
+    CONV#<cid>             META                 kind, network, next_seq, roster_version
+    CONV#<cid>             MEMBER#<user_id>     role, joined_seq
+    CONV#<cid>             ROSTER               devices: string set "user_id/device_id"
+    CONV#<cid>             CHAIN#<device_id>    the sender's current chain and who received it
+    CONV#<cid>             MSG#<seq:012d>       one envelope, stored once for all members
+    CONV#<cid>             MID#<message_id>     seq of a message id: idempotent sends
+    USERCONV#<user_id>     CONV#<cid>           a user's conversations
+    MAIL#<device_id>       M#<ms:013d>#<rand>   one item for one device (distribution, receipt)
+    CURSOR#<device_id>     CONV#<cid>           the last seq a device acknowledged
+
+A message is one transaction (counter, message, message id) whatever the
+room size: gap-free order, since seq N+1 cannot commit before seq N.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from .directory import Conflict
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+
+__all__ = [
+    "Conversation",
+    "ConversationsStore",
+    "Mail",
+    "Member",
+    "StoredMessage",
+]
+
+Item = dict[str, "AttributeValueTypeDef"]
+# Mail nobody collects is dropped after this long (the sender's chain is
+# rotated long before).
+MAIL_TTL_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    role: str
+    joined_seq: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    conversation_id: str
+    kind: str
+    network_id: str
+    created_by: str
+    created_at: int
+    last_seq: int
+    roster_version: int
+    member_count: int
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    conversation_id: str
+    seq: int
+    envelope: bytes
+    sender_device: str
+    message_id: str
+    server_time: int
+    expires_at: int  # ms; 0 = never
+    burn_s: int
+
+
+@dataclass(frozen=True)
+class Mail:
+    device_id: str
+    mail_id: str
+    conversation_id: str
+    kind: str
+    data: bytes
+    from_device: str
+    server_time: int
+
+
+def _num(value: int) -> AttributeValueTypeDef:
+    return {"N": str(value)}
+
+
+def _key(pk: str, sk: str) -> Item:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _message(cid: str, item: Item) -> StoredMessage:
+    return StoredMessage(
+        conversation_id=cid,
+        seq=int(item["sk"]["S"].removeprefix("MSG#")),
+        envelope=item["envelope"]["B"],
+        sender_device=item["sender_device"]["S"],
+        message_id=item["message_id"]["S"],
+        server_time=int(item["server_time"]["N"]),
+        expires_at=int(item["expires_at_ms"]["N"]),
+        burn_s=int(item["burn_s"]["N"]),
+    )
+
+
+class ConversationsStore:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    # -- reading -------------------------------------------------------------
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        return self._client.get_item(
+            TableName=self._table, Key=_key(pk, sk), ConsistentRead=True
+        ).get("Item")
+
+    def _query(
+        self, pk: str, prefix: str, *, start: str | None = None, limit: int | None = None
+    ) -> Iterator[Item]:
+        if start is None:
+            condition = "pk = :pk AND begins_with(sk, :prefix)"
+            values: dict[str, Any] = {":pk": {"S": pk}, ":prefix": {"S": prefix}}
+        else:
+            # From ``start`` (inclusive) to the end of this kind: prefix + "~"
+            # is an upper bound, since keys use only [A-Za-z0-9_#-].
+            condition = "pk = :pk AND sk BETWEEN :start AND :end"
+            values = {":pk": {"S": pk}, ":start": {"S": start}, ":end": {"S": prefix + "~"}}
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+        remaining = limit
+        while True:
+            if remaining is not None:
+                args["Limit"] = remaining
+            page = self._client.query(**args)
+            items = page.get("Items", [])
+            yield from items
+            if remaining is not None:
+                remaining -= len(items)
+                if remaining <= 0:
+                    return
+            if "LastEvaluatedKey" not in page:
+                return
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def get(self, cid: str) -> Conversation | None:
+        item = self._get(f"CONV#{cid}", "META")
+        if item is None:
+            return None
+        return Conversation(
+            conversation_id=cid,
+            kind=item["kind"]["S"],
+            network_id=item["network_id"]["S"],
+            created_by=item["created_by"]["S"],
+            created_at=int(item["created_at"]["N"]),
+            last_seq=int(item["next_seq"]["N"]) - 1,
+            roster_version=int(item["roster_version"]["N"]),
+            member_count=int(item["member_count"]["N"]),
+        )
+
+    def member(self, cid: str, user_id: str) -> Member | None:
+        item = self._get(f"CONV#{cid}", f"MEMBER#{user_id}")
+        if item is None:
+            return None
+        return Member(user_id, item["role"]["S"], int(item["joined_seq"]["N"]))
+
+    def members(self, cid: str) -> list[Member]:
+        return [
+            Member(i["sk"]["S"].removeprefix("MEMBER#"), i["role"]["S"], int(i["joined_seq"]["N"]))
+            for i in self._query(f"CONV#{cid}", "MEMBER#")
+        ]
+
+    def roster(self, cid: str) -> set[str]:
+        """The conversation's devices, as "user_id/device_id"."""
+        item = self._get(f"CONV#{cid}", "ROSTER")
+        return set(item["devices"]["SS"]) if item and "devices" in item else set()
+
+    def chain(self, cid: str, device_id: str) -> tuple[bytes, set[str]] | None:
+        """The sender device's current chain id and the devices it was given to."""
+        item = self._get(f"CONV#{cid}", f"CHAIN#{device_id}")
+        if item is None:
+            return None
+        return item["chain_id"]["B"], set(item.get("devices", {}).get("SS", []))
+
+    def user_conversations(self, user_id: str) -> list[tuple[str, str, str, int]]:
+        """(conversation_id, kind, role, joined_seq) of every conversation of a user."""
+        return [
+            (
+                i["sk"]["S"].removeprefix("CONV#"),
+                i["kind"]["S"],
+                i["role"]["S"],
+                int(i["joined_seq"]["N"]),
+            )
+            for i in self._query(f"USERCONV#{user_id}", "CONV#")
+        ]
+
+    def message_by_id(self, cid: str, message_id: str) -> StoredMessage | None:
+        item = self._get(f"CONV#{cid}", f"MID#{message_id}")
+        if item is None:
+            return None
+        stored = self._get(f"CONV#{cid}", f"MSG#{int(item['seq']['N']):012d}")
+        return None if stored is None else _message(cid, stored)
+
+    def messages_after(self, cid: str, seq: int, limit: int) -> list[StoredMessage]:
+        items = self._query(f"CONV#{cid}", "MSG#", start=f"MSG#{seq + 1:012d}", limit=limit)
+        return [_message(cid, item) for item in items]
+
+    def cursors(self, device_id: str) -> dict[str, int]:
+        return {
+            i["sk"]["S"].removeprefix("CONV#"): int(i["seq"]["N"])
+            for i in self._query(f"CURSOR#{device_id}", "CONV#")
+        }
+
+    def mail(self, device_id: str, limit: int) -> list[Mail]:
+        return [
+            Mail(
+                device_id=device_id,
+                mail_id=i["sk"]["S"].removeprefix("M#"),
+                conversation_id=i["conversation_id"]["S"],
+                kind=i["kind"]["S"],
+                data=i["data"]["B"],
+                from_device=i["from_device"]["S"],
+                server_time=int(i["server_time"]["N"]),
+            )
+            for i in self._query(f"MAIL#{device_id}", "M#", limit=limit)
+        ]
+
+    # -- conversations and rosters -------------------------------------------------
+
+    def create(
+        self, conversation: Conversation, members: Sequence[Member], devices: set[str]
+    ) -> None:
+        """A new conversation with its members and roster; Conflict if the id exists."""
+        cid = conversation.conversation_id
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"CONV#{cid}", "META"),
+                        "kind": {"S": conversation.kind},
+                        "network_id": {"S": conversation.network_id},
+                        "created_by": {"S": conversation.created_by},
+                        "created_at": _num(conversation.created_at),
+                        "next_seq": _num(1),
+                        "roster_version": _num(1),
+                        "member_count": _num(len(members)),
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            self._roster_put(cid, devices),
+        ]
+        for member in members:
+            items.extend(self._member_puts(cid, conversation.kind, member))
+        self._transact(items, {0: "conversation_exists"})
+
+    def _roster_put(self, cid: str, devices: set[str]) -> TransactWriteItemTypeDef:
+        item: Item = _key(f"CONV#{cid}", "ROSTER")
+        if devices:
+            item["devices"] = {"SS": sorted(devices)}
+        return {"Put": {"TableName": self._table, "Item": item}}
+
+    def _member_puts(self, cid: str, kind: str, member: Member) -> list[TransactWriteItemTypeDef]:
+        return [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"CONV#{cid}", f"MEMBER#{member.user_id}"),
+                        "role": {"S": member.role},
+                        "joined_seq": _num(member.joined_seq),
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"USERCONV#{member.user_id}", f"CONV#{cid}"),
+                        "kind": {"S": kind},
+                        "role": {"S": member.role},
+                        "joined_seq": _num(member.joined_seq),
+                    },
+                }
+            },
+        ]
+
+    def add_members(
+        self, conversation: Conversation, members: Sequence[Member], devices: set[str]
+    ) -> None:
+        """Add members and their devices; the roster version moves so chains rotate."""
+        cid = conversation.conversation_id
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(f"CONV#{cid}", "META"),
+                    "UpdateExpression": "ADD roster_version :one, member_count :n",
+                    "ConditionExpression": "roster_version = :version",
+                    "ExpressionAttributeValues": {
+                        ":one": _num(1),
+                        ":n": _num(len(members)),
+                        ":version": _num(conversation.roster_version),
+                    },
+                }
+            },
+        ]
+        if devices:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _key(f"CONV#{cid}", "ROSTER"),
+                        "UpdateExpression": "ADD devices :d",
+                        "ExpressionAttributeValues": {":d": {"SS": sorted(devices)}},
+                    }
+                }
+            )
+        for member in members:
+            items.extend(self._member_puts(cid, conversation.kind, member))
+        self._transact(items, {0: "roster_changed"})
+
+    def roster_change(self, cid: str, *, add: str | None = None, remove: str | None = None) -> None:
+        """A member's device was linked or revoked: update the roster and its version."""
+        updates = []
+        if add is not None:
+            updates.append(("ADD devices :d", add))
+        if remove is not None:
+            updates.append(("DELETE devices :d", remove))
+        for expression, device in updates:
+            self._transact(
+                [
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(f"CONV#{cid}", "ROSTER"),
+                            "UpdateExpression": expression,
+                            "ExpressionAttributeValues": {":d": {"SS": [device]}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _key(f"CONV#{cid}", "META"),
+                            "UpdateExpression": "ADD roster_version :one",
+                            "ExpressionAttributeValues": {":one": _num(1)},
+                        }
+                    },
+                ],
+                {},
+            )
+
+    # -- chains, messages, mail ----------------------------------------------------
+
+    def record_distribution(
+        self, cid: str, device_id: str, chain_id: bytes, recipients: set[str]
+    ) -> None:
+        """Note that ``recipients`` got the device's chain ``chain_id``.
+
+        A new chain id replaces the record; the same one accumulates recipients
+        over the several frames a large room's distribution takes.
+        """
+        key = _key(f"CONV#{cid}", f"CHAIN#{device_id}")
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=key,
+                UpdateExpression="ADD devices :d",
+                ConditionExpression="chain_id = :c",
+                ExpressionAttributeValues={":d": {"SS": sorted(recipients)}, ":c": {"B": chain_id}},
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+            self._client.put_item(
+                TableName=self._table,
+                Item={**key, "chain_id": {"B": chain_id}, "devices": {"SS": sorted(recipients)}},
+            )
+
+    def put_mail(
+        self, items: Sequence[tuple[str, str, str, bytes, str]], now_ms: int
+    ) -> list[Mail]:
+        """Store (device_id, conversation_id, kind, data, from_device) items; 25 per batch."""
+        stored: list[Mail] = []
+        requests: list[Any] = []
+        for device_id, cid, kind, data, from_device in items:
+            mail_id = f"{now_ms:013d}#{secrets.token_hex(6)}"
+            stored.append(Mail(device_id, mail_id, cid, kind, data, from_device, now_ms))
+            requests.append(
+                {
+                    "PutRequest": {
+                        "Item": {
+                            **_key(f"MAIL#{device_id}", f"M#{mail_id}"),
+                            "conversation_id": {"S": cid},
+                            "kind": {"S": kind},
+                            "data": {"B": data},
+                            "from_device": {"S": from_device},
+                            "server_time": _num(now_ms),
+                            "expires_at": _num(now_ms // 1000 + MAIL_TTL_SECONDS),
+                        }
+                    }
+                }
+            )
+        for start in range(0, len(requests), 25):
+            self._batch_write(requests[start : start + 25])
+        return stored
+
+    def _batch_write(self, requests: list[Any]) -> None:
+        pending: dict[str, Any] = {self._table: requests}
+        for attempt in range(8):
+            response = self._client.batch_write_item(RequestItems=pending)
+            pending = dict(response.get("UnprocessedItems") or {})
+            if not pending:
+                return
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise RuntimeError("DynamoDB left mailbox writes unprocessed")
+
+    def delete_mail(self, device_id: str, mail_ids: Sequence[str]) -> None:
+        requests = [
+            {"DeleteRequest": {"Key": _key(f"MAIL#{device_id}", f"M#{mail_id}")}}
+            for mail_id in mail_ids
+        ]
+        for start in range(0, len(requests), 25):
+            self._batch_write(requests[start : start + 25])
+
+    def append(self, conversation: Conversation, message: StoredMessage) -> StoredMessage:
+        """Store a message at the next seq, once per message id; returns what is stored.
+
+        Retries when another sender took the seq first; a repeated message id
+        returns the message stored the first time.
+        """
+        cid = conversation.conversation_id
+        next_seq = conversation.last_seq + 1
+        for _ in range(20):
+            stored = replace(message, seq=next_seq)
+            try:
+                self._transact(self._append_items(stored), {0: "seq_taken", 2: "duplicate"})
+            except Conflict as conflict:
+                if conflict.reason == "duplicate":
+                    existing = self.message_by_id(cid, message.message_id)
+                    if existing is not None:
+                        return existing
+                current = self.get(cid)
+                next_seq = (current.last_seq if current else next_seq) + 1
+                continue
+            return stored
+        raise Conflict("conversation_busy")
+
+    def _append_items(self, message: StoredMessage) -> list[TransactWriteItemTypeDef]:
+        cid = message.conversation_id
+        ttl = {"expires_at": _num(message.expires_at // 1000 + 1)} if message.expires_at else {}
+        return [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _key(f"CONV#{cid}", "META"),
+                    "UpdateExpression": "SET next_seq = :next",
+                    "ConditionExpression": "next_seq = :seq",
+                    "ExpressionAttributeValues": {
+                        ":seq": _num(message.seq),
+                        ":next": _num(message.seq + 1),
+                    },
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"CONV#{cid}", f"MSG#{message.seq:012d}"),
+                        "envelope": {"B": message.envelope},
+                        "sender_device": {"S": message.sender_device},
+                        "message_id": {"S": message.message_id},
+                        "server_time": _num(message.server_time),
+                        "expires_at_ms": _num(message.expires_at),
+                        "burn_s": _num(message.burn_s),
+                        **ttl,
+                    },
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **_key(f"CONV#{cid}", f"MID#{message.message_id}"),
+                        "seq": _num(message.seq),
+                        **ttl,
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+        ]
+
+    def advance_cursor(self, device_id: str, cid: str, seq: int) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(f"CURSOR#{device_id}", f"CONV#{cid}"),
+                UpdateExpression="SET seq = :seq",
+                ConditionExpression="attribute_not_exists(seq) OR seq < :seq",
+                ExpressionAttributeValues={":seq": _num(seq)},
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise  # an older ack arriving late changes nothing
+
+    def start_burn(self, cid: str, seq: int, deadline_ms: int) -> None:
+        """Bring a message's end forward to ``deadline_ms`` (never later than it was)."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=_key(f"CONV#{cid}", f"MSG#{seq:012d}"),
+                UpdateExpression="SET expires_at_ms = :d, expires_at = :ttl",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND burn_s > :zero "
+                    "AND (expires_at_ms = :zero OR expires_at_ms > :d)"
+                ),
+                ExpressionAttributeValues={
+                    ":d": _num(deadline_ms),
+                    ":ttl": _num(deadline_ms // 1000 + 1),
+                    ":zero": _num(0),
+                },
+            )
+        except ClientError as error:
+            if _code(error) != "ConditionalCheckFailedException":
+                raise
+
+    def _transact(self, items: list[TransactWriteItemTypeDef], reasons: dict[int, str]) -> None:
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if _code(error) != "TransactionCanceledException":
+                raise
+            cancellations = error.response.get("CancellationReasons", [])
+            for index, reason in enumerate(cancellations):
+                if reason.get("Code") == "ConditionalCheckFailed":
+                    raise Conflict(reasons.get(index, "conflict")) from None
+            raise Conflict(next(iter(reasons.values()), "conflict")) from None

@@ -1,0 +1,57 @@
+"""Running a WebSocket route: parse the frame, call the logic, answer and notify.
+
+Notices to other devices are pushed concurrently: one slow or gone socket
+does not hold up the others, and the handler's time stays within API
+Gateway's 29 s integration limit for large rooms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from ..events import MessageEvent
+from ..logic.auth import Principal
+from ..logic.errors import Refused
+from ..logic.frames import encode, refusal_frame
+from ..logic.outcome import Outcome
+from ..logic.requests import parse_frame
+from ._socket import caller, notify_device, reply
+
+__all__ = ["FANOUT_WORKERS", "Route", "run_route"]
+
+FANOUT_WORKERS = 32
+Route = tuple[type[Any], Callable[[Any, Principal, Any, int], Outcome]]
+_pool = ThreadPoolExecutor(max_workers=FANOUT_WORKERS, thread_name_prefix="fanout")
+
+
+def run_route(
+    request: MessageEvent,
+    routes: Mapping[str, Route],
+    stores: Callable[[], Any],
+    logger: Logger,
+    metrics: Metrics,
+) -> None:
+    route = request.request_context.route_key
+    connection_id = request.request_context.connection_id
+    model, run = routes[route]
+    try:
+        parsed = parse_frame(model, request.body if isinstance(request.body, str) else None)
+        outcome = run(stores(), caller(request), parsed, int(time.time() * 1000))
+    except Refused as refused:
+        logger.info("refused", route=route, code=refused.code.value)
+        metrics.add_metric(name="Refused", unit=MetricUnit.Count, value=1)
+        reply(connection_id, refusal_frame(refused))
+        return
+    for frame in outcome.replies:
+        reply(connection_id, encode(frame))
+    if outcome.notices:
+        encoded = [(device_id, encode(frame)) for device_id, frame in outcome.notices]
+        list(_pool.map(lambda notice: notify_device(*notice), encoded))
+        metrics.add_metric(name="Notices", unit=MetricUnit.Count, value=len(encoded))
+    metrics.add_metric(name="Answered", unit=MetricUnit.Count, value=1)

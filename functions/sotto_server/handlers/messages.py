@@ -1,0 +1,32 @@
+"""Message routes (docs/api.md, Messaging): distribute, send, sync, ack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ..events import MessageEvent
+from ..logic import messaging as logic
+from ..logic.requests import AckRequest, DistributeRequest, SendRequest, SyncRequest
+from ._routes import Route, run_route
+from ._socket import messaging_stores
+
+logger = Logger()
+metrics = Metrics()
+
+ROUTES: dict[str, Route] = {
+    "distribute": (DistributeRequest, logic.distribute),
+    "send": (SendRequest, logic.send),
+    "sync": (SyncRequest, logic.sync),
+    "ack": (AckRequest, logic.ack),
+}
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    run_route(parse(event=event, model=MessageEvent), ROUTES, messaging_stores, logger, metrics)
+    return {"statusCode": 200}

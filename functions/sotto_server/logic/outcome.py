@@ -1,0 +1,39 @@
+"""What a route returns: frames for the caller and notices for other devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MAX_FRAME_BYTES", "Outcome", "paginate"]
+
+# @connections accepts 128 KB; answers stay well under it.
+MAX_FRAME_BYTES = 100 * 1024
+
+
+@dataclass
+class Outcome:
+    """Frames for the caller, and (device_id, frame) notices for other devices."""
+
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def paginate(
+    header: dict[str, Any], key: str, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Split ``entries`` over frames that each stay under MAX_FRAME_BYTES."""
+    base = len(str(header)) + 64
+    pages: list[list[dict[str, Any]]] = [[]]
+    size = base
+    for entry in entries:
+        entry_size = sum(len(str(v)) for v in entry.values()) + 100
+        if pages[-1] and size + entry_size > MAX_FRAME_BYTES:
+            pages.append([])
+            size = base
+        pages[-1].append(entry)
+        size += entry_size
+    return [
+        {**header, "part": index, "final": index == len(pages) - 1, key: page}
+        for index, page in enumerate(pages)
+    ]
