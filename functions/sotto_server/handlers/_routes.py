@@ -16,10 +16,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from ..events import MessageEvent
-from ..logic.auth import Principal
 from ..logic.errors import Refused
 from ..logic.frames import encode, refusal_frame
 from ..logic.outcome import Outcome
+from ..logic.principal import Principal
 from ..logic.requests import parse_frame
 from ._socket import caller, notify_device, reply
 

@@ -16,7 +16,8 @@ from ..logic.errors import ErrorCode, Refused
 from ..logic.push import disconnect
 from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
 from ._http import json_body, refused_response
-from ._socket import connections_store, conversations_store, stores
+from ._socket import connections_store
+from ._stores import conversations_store, stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()

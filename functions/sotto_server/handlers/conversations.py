@@ -17,7 +17,7 @@ from ..logic.requests import (
     ListConversationsRequest,
 )
 from ._routes import Route, run_route
-from ._socket import messaging_stores
+from ._stores import messaging_stores
 
 logger = Logger()
 metrics = Metrics()

@@ -20,7 +20,8 @@ from ..logic.requests import (
     parse_body,
 )
 from ._http import json_body, refused_response, source_ip
-from ._socket import notify_device, stores
+from ._socket import notify_device
+from ._stores import stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()

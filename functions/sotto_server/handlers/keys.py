@@ -20,7 +20,7 @@ from ..logic.requests import (
     PublishPrekeysRequest,
 )
 from ._routes import Route, run_route
-from ._socket import stores
+from ._stores import stores
 
 logger = Logger()
 metrics = Metrics()

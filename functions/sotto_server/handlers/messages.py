@@ -12,7 +12,7 @@ from ..events import MessageEvent
 from ..logic import messaging as logic
 from ..logic.requests import AckRequest, DistributeRequest, SendRequest, SyncRequest
 from ._routes import Route, run_route
-from ._socket import messaging_stores
+from ._stores import messaging_stores
 
 logger = Logger()
 metrics = Metrics()

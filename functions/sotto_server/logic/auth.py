@@ -10,7 +10,6 @@ so nobody can burn another device's nonces.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -19,24 +18,13 @@ from sotto.protocol import connect_token
 from sotto.protocol.errors import TokenError
 
 from ..dal.directory import DeviceRecord, UserRecord
+from .principal import Principal
 
 __all__ = ["NONCE_RETENTION_SECONDS", "Principal", "Refusal", "authorize"]
 
 _SCHEME = "Sotto-Device "
 # A nonce must be remembered for as long as its token could still be fresh.
 NONCE_RETENTION_SECONDS = 2 * connect_token.MAX_SKEW_SECONDS + 60
-
-
-@dataclass(frozen=True)
-class Principal:
-    """What the authorizer vouches for; travels in every later event's context."""
-
-    device_id: str
-    user_id: str
-    network_id: str
-
-    def context(self) -> dict[str, str]:
-        return {"device_id": self.device_id, "user_id": self.user_id, "network_id": self.network_id}
 
 
 class Refusal(Exception):

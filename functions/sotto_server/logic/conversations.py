@@ -14,10 +14,10 @@ from typing import Any
 
 from ..dal.conversations import Conversation, ConversationsStore, Member
 from ..dal.directory import Conflict, DirectoryStore
-from .auth import Principal
 from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome, paginate
+from .principal import Principal
 from .requests import (
     AddMembersRequest,
     ConversationDevicesRequest,

@@ -15,7 +15,6 @@ from ..dal.conversations import ConversationsStore
 from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, LinkRecord, UserRecord
 from ..dal.guards import GuardsStore
 from . import limits, rosters
-from .auth import Principal
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -26,6 +25,7 @@ from .identity import (
     signing_key_der,
 )
 from .outcome import Outcome, paginate
+from .principal import Principal
 from .requests import (
     FetchBundlesRequest,
     LinkApproveRequest,

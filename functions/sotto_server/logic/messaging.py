@@ -19,11 +19,11 @@ from sotto.protocol.keys import IdentityPublicKey
 
 from ..dal.conversations import Conversation, Mail, StoredMessage
 from ..dal.directory import Conflict
-from .auth import Principal
 from .conversations import Stores, member_of, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome, paginate
+from .principal import Principal
 from .requests import AckRequest, DistributeRequest, SendRequest, SyncRequest
 
 __all__ = ["SYNC_PAGE_ITEMS", "ack", "distribute", "send", "sync"]
