@@ -26,11 +26,15 @@ _CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, 
 
 @cache
 def dynamodb_client() -> DynamoDBClient:
-    return boto3.client("dynamodb", config=_CONFIG)
+    # Fan-out threads look up connections concurrently through this client too.
+    return boto3.client("dynamodb", config=_CONFIG.merge(Config(max_pool_connections=32)))
 
 
 @cache
 def connections_client() -> ApiGatewayManagementApiClient:
-    # A push is a courtesy (the stored copy is the truth), so one retry at most.
-    config = _CONFIG.merge(Config(retries={"max_attempts": 2, "mode": "standard"}))
+    # A push is a courtesy (the stored copy is the truth), so one retry at most;
+    # the pool matches the fan-out threads so connections are reused, not redialled.
+    config = _CONFIG.merge(
+        Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32)
+    )
     return boto3.client("apigatewaymanagementapi", config=config)

@@ -108,6 +108,8 @@ def _add_client_commands(commands: Any) -> None:
     _profile_option(whoami)
     _json_option(whoami)
 
+    _add_messaging_commands(commands)
+
     admin = commands.add_parser("admin", help="administer a deployment (AWS credentials)")
     admin.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
     _json_option(admin)
@@ -131,6 +133,70 @@ def _add_client_commands(commands: Any) -> None:
         ("revoke", "DEVICE_ID", "revoke a device; closes its sockets"),
     ):
         admin_commands.add_parser(name, help=text).add_argument("target", metavar=metavar)
+
+
+def _add_messaging_commands(commands: Any) -> None:
+    target_help = "a user id or contact handle, or #ROOM (a local room label)"
+    send = commands.add_parser("send", help="send an end-to-end encrypted message")
+    send.add_argument("target", metavar="USER|#ROOM", help=target_help)
+    send.add_argument("text")
+    send.add_argument(
+        "--expires", type=parse_duration, metavar="DURATION", help="delete everywhere after this"
+    )
+    send.add_argument(
+        "--burn", type=parse_duration, metavar="DURATION", help="delete this long after reading"
+    )
+    _profile_option(send)
+    _json_option(send)
+
+    listen = commands.add_parser("listen", help="sync, then print messages as they arrive")
+    listen.add_argument("--once", action="store_true", help="exit after the initial sync")
+    _profile_option(listen)
+    listen.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    chat = commands.add_parser("chat", help="interactive conversation (Ctrl-D ends)")
+    chat.add_argument("target", metavar="USER|#ROOM", help=target_help)
+    _profile_option(chat)
+
+    conversations = commands.add_parser("conversations", help="this user's conversations")
+    _profile_option(conversations)
+    _json_option(conversations)
+
+    room = commands.add_parser("room", help="create rooms, add members, name rooms locally")
+    room_commands = room.add_subparsers(dest="room_command", required=True)
+    create = room_commands.add_parser("create", help="create a room (you are its moderator)")
+    create.add_argument("name", help="a local label; never sent to the server")
+    create.add_argument("members", nargs="+", metavar="MEMBER", help="user ids or handles")
+    _profile_option(create)
+    add = room_commands.add_parser("add", help="add members to a room you moderate")
+    add.add_argument("room", metavar="#ROOM")
+    add.add_argument("users", nargs="+", metavar="USER")
+    _profile_option(add)
+    name = room_commands.add_parser("name", help="label a room someone else created")
+    name.add_argument("conversation_id")
+    name.add_argument("name")
+    _profile_option(name)
+
+    verify = commands.add_parser("verify", help="a user's safety number; mark it compared")
+    verify.add_argument("user", metavar="USER")
+    verify.add_argument("--confirm", action="store_true", help="the numbers matched in person")
+    verify.add_argument(
+        "--accept-change",
+        action="store_true",
+        help="trust a CHANGED identity key (after comparing the new safety number)",
+    )
+    _profile_option(verify)
+    _json_option(verify)
+
+    contacts = commands.add_parser("contacts", help="local handles for user ids")
+    contacts_commands = contacts.add_subparsers(dest="contacts_command")
+    contact_add = contacts_commands.add_parser("add", help="remember HANDLE as USER_ID")
+    contact_add.add_argument("handle")
+    contact_add.add_argument("user_id")
+    _profile_option(contact_add)
+    _json_option(contact_add)
+    _profile_option(contacts)
+    _json_option(contacts)
 
 
 def parse_duration(text: str) -> int:

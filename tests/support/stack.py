@@ -245,10 +245,10 @@ class Socket:
         return self.answer(self.send({"action": action, **fields}))
 
     def answers(self, action: str, **fields: Any) -> list[dict[str, Any]]:
-        """All parts of a multi-part answer (``bundles``)."""
+        """All parts of an answer; multi-part answers carry ``part`` and ``final``."""
         request_id = self.send({"action": action, **fields})
         parts = [self.answer(request_id)]
-        while parts[-1].get("action") == "bundles" and not parts[-1]["final"]:
+        while "final" in parts[-1] and not parts[-1]["final"]:
             parts.append(self.answer(request_id))
         return parts
 

@@ -721,10 +721,12 @@ class DirectoryStore:
                 raise
             cancellations = error.response.get("CancellationReasons", [])
             for index, reason in enumerate(cancellations):
-                if reason.get("Code") == "ConditionalCheckFailed":
+                # A concurrent transaction on the same item lost the same race.
+                if reason.get("Code") in ("ConditionalCheckFailed", "TransactionConflict"):
                     raise Conflict(reasons.get(index, "conflict")) from None
-            # moto and older SDKs may omit the reasons; the message still names them.
-            raise Conflict(next(iter(reasons.values()), "conflict")) from None
+            # Any other reason (throttling, validation) is not a lost
+            # condition: let it fail loudly rather than pass as one.
+            raise
 
 
 def _code(error: ClientError) -> str:

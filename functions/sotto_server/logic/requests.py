@@ -72,7 +72,10 @@ MAX_DISTRIBUTION = 4096
 # docs/protocol.md: a 64 KiB padded body plus header, digest and signature.
 MAX_ENVELOPE = 70 * 1024
 MAX_DISTRIBUTIONS_PER_CALL = 40
-# Rooms grow 49 members per call (creator plus 49 in one frame).
+# A membership change is one transaction (at most 100 actions, two per
+# member): a room starts with its creator and up to 48 others, and grows by up
+# to 49 members per call.
+MAX_ROOM_CREATE = 48
 MAX_ROOM_ADD = 49
 # A publish is one DynamoDB transaction (at most 100 actions): the signed
 # prekey, the counter and up to 98 one-time prekeys.
@@ -160,7 +163,7 @@ class CreateConversationRequest(_Frame):
     action: Literal["create_conversation"]
     kind: Literal["direct", "room"]
     user_id: Id | None = None
-    members: Annotated[list[Id], Field(max_length=MAX_ROOM_ADD)] = []
+    members: Annotated[list[Id], Field(max_length=MAX_ROOM_CREATE)] = []
 
 
 class AddMembersRequest(_Frame):

@@ -10,7 +10,8 @@ Modules (each an adapter around ``sotto.protocol``, which does all crypto):
 * ``session``     the authenticated WebSocket session
 * ``enrollment``  enroll with an invite; link a new device
 * ``devices``     approve links, verify device lists, keep prekeys stocked
-* ``commands``    the CLI commands built on the above
+* ``store``/``events``/``messaging``  conversations, send, sync, receipts, expiry (Messenger)
+* ``commands``    the CLI commands built on the above (``messaging_commands``: send, listen...)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .errors import (
     TransportError,
     UsageError,
 )
+from .messaging import Messenger, SentMessage
 from .profile import DeviceKeys, Profile, ProfileInfo, read_passphrase, sotto_home
 from .server import ServerConfig, resolve_server
 from .session import Session
@@ -43,11 +45,13 @@ __all__ = [
     "DeviceKeys",
     "FlowError",
     "FrameError",
+    "Messenger",
     "PassphraseError",
     "Profile",
     "ProfileError",
     "ProfileInfo",
     "PublicApi",
+    "SentMessage",
     "ServerConfig",
     "ServerResolutionError",
     "Session",

@@ -21,6 +21,7 @@ from .devices import list_devices as list_user_devices
 from .enrollment import enroll, link_device
 from .errors import ClientError
 from .fingerprints import identity_fingerprint
+from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
 from .render import format_time, render, render_json, render_table
 from .server import ServerConfig, resolve_server
@@ -207,4 +208,5 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "keys": _keys,
     "whoami": _whoami,
     "admin": _admin,
+    **MESSAGING_HANDLERS,
 }

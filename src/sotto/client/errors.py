@@ -11,8 +11,11 @@ Class tree (``exit_code`` is what the CLI returns)::
     ├── ApiError                [1] the HTTP API answered an error (status, code, message)
     ├── SessionError            [1] the WebSocket session failed
     │   ├── ConnectRefused      [1] the upgrade was refused (401/403)
-    │   └── FrameError          [1] an error frame answered a request (code, message)
-    └── FlowError               [1] a multi-step flow cannot go on (timeout, declined, mismatch)
+    │   ├── ConnectionLost      [1] the socket closed under a request (reconnect and retry)
+    │   └── FrameError          [1] an error frame answered a request (code, message, details)
+    ├── FlowError               [1] a multi-step flow cannot go on (timeout, declined, mismatch)
+    └── MessagingError          [1] a conversation cannot be used as asked (unknown room, busy)
+        └── TrustError          [1] an identity key changed: never trusted silently
 
 Keystore errors (wrong passphrase, corrupt keystore) come from
 ``sotto.protocol.errors.KeystoreError`` unchanged: they already say what broke.
@@ -20,19 +23,23 @@ Keystore errors (wrong passphrase, corrupt keystore) come from
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 __all__ = [
     "ApiError",
     "ClientError",
     "ConnectRefused",
+    "ConnectionLost",
     "FlowError",
     "FrameError",
+    "MessagingError",
     "PassphraseError",
     "ProfileError",
     "ServerResolutionError",
     "SessionError",
     "TransportError",
+    "TrustError",
     "UsageError",
 ]
 
@@ -104,6 +111,17 @@ class ConnectRefused(SessionError):
         return f"server refused the connection ({self.status})"
 
 
+class ConnectionLost(SessionError):
+    """The connection closed (network, idle or 2 h limit, server restart): reconnect."""
+
+    def __init__(self, code: int | None, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class FrameError(SessionError):
     """An ``{"action": "error"}`` frame answered a request."""
 
@@ -114,12 +132,15 @@ class FrameError(SessionError):
         message: str,
         *,
         retry_after_s: float | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(action, code, message)
         self.action = action
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        # The whole error frame: some codes carry data (stale_devices: missing, extra).
+        self.details: Mapping[str, Any] = details or {}
 
     def __str__(self) -> str:
         text = f"{self.action} failed ({self.code}): {self.message}"
@@ -130,3 +151,23 @@ class FrameError(SessionError):
 
 class FlowError(ClientError):
     pass
+
+
+class MessagingError(ClientError):
+    pass
+
+
+class TrustError(MessagingError):
+    """A peer's identity key differs from the one this device recorded for them."""
+
+    def __init__(self, user_id: str, label: str | None = None) -> None:
+        super().__init__(user_id)
+        self.user_id = user_id
+        self.label = label
+
+    def __str__(self) -> str:
+        who = f"{self.label} ({self.user_id})" if self.label else self.user_id
+        return (
+            f"the identity key of {who} CHANGED since this device first saw it; nothing was "
+            f"sent. Compare safety numbers: sotto verify {self.user_id} (then --accept-change)"
+        )

@@ -5,7 +5,9 @@
     $SOTTO_HOME/<name>/profile.json   non-secret: server, network, user, device, handle,
                                       the identity PUBLIC key (mode 0600 all the same)
     $SOTTO_HOME/<name>/keystore       sealed (sotto.keystore): "device" = DeviceSecrets,
-                                      "identity" = identity private key, if this device has it
+                                      "identity" = identity private key, if this device has it,
+                                      "messaging" = conversations, trust, local history
+    $SOTTO_HOME/<name>/lock           held by the one process using the messaging state
 
 ``SOTTO_HOME`` defaults to ``$XDG_CONFIG_HOME/sotto`` (``~/.config/sotto``).
 ``SOTTO_PASSPHRASE`` supplies the keystore passphrase; otherwise it is prompted for.
@@ -52,6 +54,7 @@ PROFILE_VERSION = 1
 _ENTRY_DEVICE = "device"
 _ENTRY_IDENTITY = "identity"
 _ENTRY_PUBLISHED = "published_through"
+_OWN_ENTRIES = frozenset({_ENTRY_DEVICE, _ENTRY_IDENTITY, _ENTRY_PUBLISHED})
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -162,6 +165,8 @@ class DeviceKeys:
     identity: IdentityKeyPair | None = field(default=None, repr=False)
     # Highest one-time prekey id published; kept beside the prekeys so the two never disagree.
     published_through: int = 0
+    # Other keystore entries (messaging state), kept verbatim so every save preserves them.
+    extra: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class Profile:
@@ -248,12 +253,14 @@ class Profile:
             through = int.from_bytes(entries.get(_ENTRY_PUBLISHED, b""), "big")
         except (KeyError, MalformedMessage, ValueError):
             raise CorruptKeystore("keystore does not hold this device's secrets") from None
-        return DeviceKeys(device, identity, through)
+        extra = {k: v for k, v in entries.items() if k not in _OWN_ENTRIES}
+        return DeviceKeys(device, identity, through, extra)
 
     def save_keys(
         self, keys: DeviceKeys, passphrase: str, *, params: KdfParams = DEFAULT_KDF
     ) -> None:
         entries = {
+            **keys.extra,
             _ENTRY_DEVICE: keys.device.serialize(),
             _ENTRY_PUBLISHED: keys.published_through.to_bytes(4, "big"),
         }

@@ -23,7 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 from sotto.protocol import connect_token
 from sotto.protocol.keys import SigningKey
 
-from .errors import ConnectRefused, FrameError, SessionError
+from .errors import ConnectionLost, ConnectRefused, FrameError, SessionError
 from .server import ServerConfig
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "MAX_MESSAGE_BYTES", "Session"]
@@ -103,6 +103,17 @@ class Session:
         A multi-part ``bundles`` answer is returned as one frame whose
         ``bundles`` list joins every part. An error frame raises ``FrameError``.
         """
+        parts = self.request_parts(action, timeout=timeout, **fields)
+        if len(parts) == 1 and parts[0].get("action") != "bundles":
+            return parts[0]
+        return _join_parts(parts)
+
+    def request_parts(
+        self, action: str, *, timeout: float = DEFAULT_REQUEST_TIMEOUT_S, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """Like ``request``, but a multi-part answer (``part``, ``final``) comes back as its
+        parts in order (``bundles``, ``sync``, ``conversation_devices``); a plain answer as one.
+        """
         request_id = secrets.token_hex(8)
         self._send({"action": action, "id": request_id, **fields})
         deadline = time.monotonic() + timeout
@@ -116,17 +127,33 @@ class Session:
             if frame.get("id") != request_id:
                 self.pushes.append(frame)
                 continue
-            if frame.get("action") != "bundles":
-                return frame
-            # Parts are separate pushes: wait until every number up to the final one is here.
+            if "part" not in frame and "final" not in frame:
+                return [frame]
+            # Parts are separate frames: wait until every number up to the final one is here.
             number = frame.get("part", 0)
             if not isinstance(number, int) or number < 0 or number in parts:
-                raise SessionError(f"server sent a bad bundles part number: {number!r}")
+                raise SessionError(f"server sent a bad {action} part number: {number!r}")
             parts[number] = frame
             if frame.get("final") is True:
                 last_part = number
             if last_part is not None and all(i in parts for i in range(last_part + 1)):
-                return _join_parts([parts[i] for i in range(last_part + 1)])
+                return [parts[i] for i in range(last_part + 1)]
+
+    def next_push(self, timeout: float) -> dict[str, Any] | None:
+        """The next frame that answers no request (kept ones first), or None after ``timeout``."""
+        if self.pushes:
+            return self.pushes.popleft()
+        try:
+            raw = self._connection.recv(timeout=max(timeout, 0.0))
+        except TimeoutError:
+            return None
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+        try:
+            frame = json.loads(raw)
+        except (TypeError, UnicodeDecodeError, json.JSONDecodeError):
+            return {"action": "unparseable"}
+        return frame if isinstance(frame, dict) else {"action": "unparseable"}
 
     def _send(self, frame: dict[str, Any]) -> None:
         # ensure_ascii (the default) makes one character one byte, so slicing counts bytes.
@@ -168,6 +195,7 @@ def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
         str(frame.get("code") or "error"),
         str(frame.get("message") or "no message"),
         retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+        details=frame,
     )
 
 
@@ -182,4 +210,4 @@ def _closed(exc: ConnectionClosed) -> SessionError:
     reason = f" ({exc.rcvd.reason})" if exc.rcvd is not None and exc.rcvd.reason else ""
     if code == 1009:
         return SessionError("the server closed the connection: a message exceeded 128 KB")
-    return SessionError(f"the server closed the connection (code {code}){reason}")
+    return ConnectionLost(code, f"the server closed the connection (code {code}){reason}")

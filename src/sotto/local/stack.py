@@ -186,10 +186,12 @@ def run(
             f"  endpoints  {data_dir / 'endpoints.json'}\n"
             f"  network    Local ({network})\n"
             "\n"
-            "Next, in another terminal:\n"
+            "Next, in another terminal (repeat the first two for bob):\n"
             f"  sotto admin --server {server} invite {network} alice\n"
             f"  sotto enroll --server {server} --code CODE --profile alice\n"
-            "  sotto send bob 'hello'   (messaging arrives with the next release)\n"
+            "  sotto contacts add bob BOB_USER_ID --profile alice\n"
+            "  sotto send bob 'hello' --profile alice\n"
+            "  sotto listen --profile bob\n"
             "\n"
             "Press Ctrl-C to stop.",
             flush=True,

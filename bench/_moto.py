@@ -1,0 +1,132 @@
+"""Make moto's DynamoDB cost what DynamoDB's does: O(items touched), not O(table size).
+
+Two moto 5 behaviours are properties of the stand-in, not of DynamoDB, and
+would swamp every timing here (and make a 1000-member room unbuildable):
+
+- ``TransactWriteItems`` backs up by deep-copying the *whole table*, once
+  per item of the transaction: with a few thousand items a three-item
+  transaction takes hundreds of milliseconds, a 100-item one tens of seconds.
+- ``Query`` sorts every item of the table (``Table.all_items()``) and scans
+  them to find one partition's items, on the table's key or an index's.
+
+While ``fast_moto()`` is active, a transaction snapshots only the items it
+names (restored if it is cancelled) instead of copying tables, and a
+Query starts from its partition's items (an index's by a plain filter,
+moto keeping no index structure) rather than from the sorted table. The local stack serves one
+moto request at a time, so DynamoDB's all-or-nothing semantics hold.
+Request counts are not affected: this changes what happens inside moto,
+not what the handlers send.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["fast_moto"]
+
+
+class _NoTableCopies:
+    """Stands in for the ``copy`` module inside moto's DynamoDB backend."""
+
+    def __init__(self, table_type: type) -> None:
+        self._table_type = table_type
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    def deepcopy(self, value: Any, memo: Any = None) -> Any:
+        if isinstance(value, self._table_type):
+            return value  # the whole-table backup; _Snapshot covers what is written
+        return copy.deepcopy(value, memo)
+
+
+class _Snapshot:
+    """The items a transaction names, as they were before it ran."""
+
+    def __init__(self, backend: Any, transact_items: list[dict[str, Any]]) -> None:
+        self._saved: list[tuple[Any, Any, Any, Any]] = []
+        for entry in transact_items:
+            op = next(iter(entry.values()))
+            table = backend.tables.get(op.get("TableName"))
+            if table is None:
+                continue  # moto raises ResourceNotFound itself
+            attrs = op.get("Item") or op.get("Key") or {}
+            if table.hash_key_attr not in attrs:
+                continue  # moto raises the validation error itself
+            hash_key, range_key = backend.get_keys_value(table, attrs)
+            current = table.get_item(hash_key, range_key)
+            self._saved.append((table, hash_key, range_key, copy.deepcopy(current)))
+
+    def restore(self) -> None:
+        for table, hash_key, range_key, item in reversed(self._saved):
+            if item is None:
+                if range_key is not None:
+                    table.items.get(hash_key, {}).pop(range_key, None)
+                else:
+                    table.items.pop(hash_key, None)
+            elif range_key is not None:
+                table.items[hash_key][range_key] = item
+            else:
+                table.items[hash_key] = item
+
+
+def _partition(table: Any, hash_key: Any) -> list[Any]:
+    found = table.items.get(hash_key)
+    if found is None:
+        return []
+    return list(found.values()) if table.range_key_attr else [found]
+
+
+def _index_partition(table: Any, conditions: list[tuple[str, Any]]) -> list[Any]:
+    items = (
+        (i for group in table.items.values() for i in group.values())
+        if table.range_key_attr
+        else iter(table.items.values())
+    )
+    return [i for i in items if all(i.attrs.get(name) == value for name, value in conditions)]
+
+
+@contextmanager
+def fast_moto() -> Iterator[None]:
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    backend_class = models.DynamoDBBackend
+    original = backend_class.transact_write_items
+    original_copy = getattr(models, "copy")  # noqa: B009 (not re-exported by moto)
+    original_query = Table.query
+
+    def query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        conditions = kwargs.get("hash_key_conditions")
+        if index_name is None and hash_key is not None:
+            self.all_items = lambda: _partition(self, hash_key)  # what the scan would keep
+        elif index_name is not None and conditions:
+            self.all_items = lambda: _index_partition(self, conditions)
+        else:
+            return original_query(self, hash_key, *args, **kwargs)
+        try:
+            return original_query(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        snapshot = _Snapshot(self, transact_items)
+        try:
+            original(self, transact_items)
+        except Exception:
+            snapshot.restore()
+            raise
+
+    setattr(models, "copy", _NoTableCopies(Table))  # noqa: B010
+    backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    Table.query = query  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Table.query = original_query  # type: ignore[method-assign]
+        backend_class.transact_write_items = original  # type: ignore[method-assign]
+        setattr(models, "copy", original_copy)  # noqa: B010

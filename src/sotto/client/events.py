@@ -1,0 +1,105 @@
+"""What a ``Messenger`` reports as it receives: messages, receipts, notices.
+
+Each event has ``to_json()`` (the ``sotto listen --json`` line) and ``text()``
+(the human line). Ids are hex; times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .render import format_time
+
+__all__ = ["Event", "MessageEvent", "NoticeEvent", "ReceiptEvent"]
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    conversation_id: str
+    conversation: str  # what a person calls it: "#room", or the peer's handle or user id
+    seq: int | None
+    sender_user_id: str
+    sender_device_id: str
+    text: str
+    message_id: str
+    timestamp: int
+    server_time: int | None
+    expires_at: int  # 0 = never
+    burn_after_read_s: int  # 0 = off
+    outgoing: bool = False  # sent by another device of this user
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "conversation_id": self.conversation_id,
+            "conversation": self.conversation,
+            "seq": self.seq,
+            "sender": {"user_id": self.sender_user_id, "device_id": self.sender_device_id},
+            "text": self.text,
+            "message_id": self.message_id,
+            "timestamp": self.timestamp,
+            "server_time": self.server_time,
+            "expires_at": self.expires_at or None,
+            "burn_after_read_s": self.burn_after_read_s or None,
+        }
+
+    def text_line(self) -> str:
+        when = format_time(self.server_time or self.timestamp)
+        timers = []
+        if self.expires_at:
+            timers.append(f"expires {format_time(self.expires_at)}")
+        if self.burn_after_read_s:
+            timers.append(f"burns {self.burn_after_read_s}s after reading")
+        extra = f"  [{', '.join(timers)}]" if timers else ""
+        return f"[{when}] {self.conversation} <{self.sender_user_id}> {self.text}{extra}"
+
+
+@dataclass(frozen=True)
+class ReceiptEvent:
+    conversation_id: str
+    conversation: str
+    from_user_id: str
+    from_device_id: str
+    receipt: str  # delivered | read
+    message_ids: tuple[str, ...]
+    seqs: tuple[int, ...]  # the seqs of this user's messages it names, where known
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "receipt",
+            "conversation_id": self.conversation_id,
+            "conversation": self.conversation,
+            "from": {"user_id": self.from_user_id, "device_id": self.from_device_id},
+            "receipt": self.receipt,
+            "message_ids": list(self.message_ids),
+            "seqs": list(self.seqs),
+        }
+
+    def text_line(self) -> str:
+        which = ", ".join(f"#{s}" for s in self.seqs) or f"{len(self.message_ids)} message(s)"
+        return f"  {self.conversation}: {self.receipt} by {self.from_user_id} ({which})"
+
+
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something a person should know: an identity change, a message that could not be read."""
+
+    conversation_id: str | None
+    code: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "notice",
+            "conversation_id": self.conversation_id,
+            "code": self.code,
+            "detail": self.detail,
+        }
+
+    def text_line(self) -> str:
+        where = f"{self.conversation_id}: " if self.conversation_id else ""
+        return f"! {where}{self.detail}"
+
+
+Event = MessageEvent | ReceiptEvent | NoticeEvent

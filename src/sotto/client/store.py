@@ -1,0 +1,243 @@
+"""A device's messaging state, kept in its sealed keystore (entry ``messaging``).
+
+Everything here is secret or private (chain keys inside the conversation
+states, plaintext history, who talks to whom), so it lives only inside the
+keystore's AEAD (docs/protocol.md §10, §14.3). The encoding is JSON with
+binary values as base64url; it is versioned and parsed strictly enough that a
+damaged entry is an error, never a silent reset (a reset would forget chain
+keys and the identities this device trusts).
+
+Per conversation: the engine state (``Conversation.serialize()``), the sync
+cursor (highest seq accounted for) plus the seqs seen above it, envelopes
+waiting for their chain's distribution (``unknown_chain``), and the local
+history with each message's deletion deadline. Per device: the identity
+tracker, recently processed mail ids, the outbox (prepared but unconfirmed
+sends, replayed byte-identically after a crash or reconnect), contacts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sotto.protocol.safety import IdentityTracker
+
+from .encoding import b64d, b64e
+from .errors import ClientError
+
+__all__ = [
+    "ENTRY",
+    "ConversationRecord",
+    "MessagingState",
+    "OutboxItem",
+    "PendingItem",
+    "StoredMessage",
+]
+
+ENTRY = "messaging"
+VERSION = 1
+MAX_SEEN_MAIL = 2000  # mail ids remembered to drop a push that races its own sync
+MAX_HISTORY = 500  # messages kept per conversation (oldest dropped first)
+MAX_PENDING = 1000  # envelopes kept per conversation while their chain is missing
+
+
+@dataclass
+class StoredMessage:
+    """One message in the local history; deleted at ``delete_at`` (expiry or burn)."""
+
+    message_id: str  # hex
+    sender_user_id: str
+    sender_device_id: str
+    text: str
+    timestamp: int
+    server_time: int | None
+    seq: int | None
+    expires_at: int  # 0 = never
+    burn_after_read_s: int  # 0 = off
+    outgoing: bool
+    first_read_at: int | None = None
+    receipts: dict[str, str] = field(default_factory=dict)  # user_id -> delivered | read
+
+    def delete_at(self) -> int | None:
+        """``min(expires_at, first_read + burn)``; the sender's copy follows expiry only."""
+        deadlines = [self.expires_at] if self.expires_at else []
+        if self.burn_after_read_s and self.first_read_at is not None and not self.outgoing:
+            deadlines.append(self.first_read_at + self.burn_after_read_s * 1000)
+        return min(deadlines) if deadlines else None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StoredMessage:
+        return cls(**data)
+
+
+@dataclass
+class PendingItem:
+    """An envelope that arrived before its chain's distribution: retried after the next one."""
+
+    envelope: bytes
+    server_time: int
+    seq: int | None  # None: it came through the mailbox (a receipt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"envelope": b64e(self.envelope), "server_time": self.server_time, "seq": self.seq}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PendingItem:
+        return cls(b64d(data["envelope"], "pending envelope"), data["server_time"], data["seq"])
+
+
+@dataclass
+class ConversationRecord:
+    conversation_id: str
+    kind: str  # direct | room
+    peer: str | None = None  # direct: the other user
+    label: str | None = None  # room: the local name (never sent to the server)
+    state: bytes | None = None  # Conversation.serialize()
+    cursor: int = 0  # every seq <= cursor is accounted for
+    acked: int = 0  # the cursor the server last acknowledged
+    seen: set[int] = field(default_factory=set)  # processed seqs above the cursor
+    pending: list[PendingItem] = field(default_factory=list)
+    history: list[StoredMessage] = field(default_factory=list)
+    private_sends: int = 0  # to_user envelopes since the last conversation-wide one
+
+    def mark_seen(self, seq: int) -> None:
+        """Record ``seq`` as processed; the cursor moves over every contiguous one."""
+        if seq > self.cursor:
+            self.seen.add(seq)
+        while self.cursor + 1 in self.seen:
+            self.cursor += 1
+            self.seen.discard(self.cursor)
+
+    def advance(self, through: int) -> None:
+        """A sync page covered every seq up to ``through``: none of them is missing."""
+        self.cursor = max(self.cursor, through)
+        self.seen = {s for s in self.seen if s > self.cursor}
+        self.mark_seen(self.cursor)
+
+    def settle(self, through: int) -> None:
+        """After a complete sync: nothing up to ``through`` is still missing."""
+        top = max([through, *self.seen]) if self.seen else through
+        self.cursor = max(self.cursor, top)
+        self.seen.clear()
+
+    def add_history(self, message: StoredMessage) -> None:
+        self.history.append(message)
+        del self.history[:-MAX_HISTORY]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "kind": self.kind,
+            "peer": self.peer,
+            "label": self.label,
+            "state": None if self.state is None else b64e(self.state),
+            "cursor": self.cursor,
+            "acked": self.acked,
+            "seen": sorted(self.seen),
+            "pending": [p.to_json() for p in self.pending[-MAX_PENDING:]],
+            "history": [m.to_json() for m in self.history],
+            "private_sends": self.private_sends,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConversationRecord:
+        state = data["state"]
+        return cls(
+            conversation_id=data["conversation_id"],
+            kind=data["kind"],
+            peer=data["peer"],
+            label=data["label"],
+            state=None if state is None else b64d(state, "conversation state"),
+            cursor=data["cursor"],
+            acked=data["acked"],
+            seen=set(data["seen"]),
+            pending=[PendingItem.from_json(p) for p in data["pending"]],
+            history=[StoredMessage.from_json(m) for m in data["history"]],
+            private_sends=data["private_sends"],
+        )
+
+
+@dataclass
+class OutboxItem:
+    """A prepared send: its engine state is already saved, so it must go out byte-identically."""
+
+    conversation_id: str
+    message_id: str  # hex
+    envelope: bytes
+    chain_id: bytes
+    distributions: list[bytes]
+    to_user: str | None
+    distributed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "message_id": self.message_id,
+            "envelope": b64e(self.envelope),
+            "chain_id": b64e(self.chain_id),
+            "distributions": [b64e(d) for d in self.distributions],
+            "to_user": self.to_user,
+            "distributed": self.distributed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OutboxItem:
+        return cls(
+            conversation_id=data["conversation_id"],
+            message_id=data["message_id"],
+            envelope=b64d(data["envelope"], "outbox envelope"),
+            chain_id=b64d(data["chain_id"], "outbox chain id"),
+            distributions=[b64d(d, "outbox distribution") for d in data["distributions"]],
+            to_user=data["to_user"],
+            distributed=data["distributed"],
+        )
+
+
+@dataclass
+class MessagingState:
+    tracker: IdentityTracker = field(default_factory=IdentityTracker)
+    conversations: dict[str, ConversationRecord] = field(default_factory=dict)
+    seen_mail: list[str] = field(default_factory=list)
+    outbox: list[OutboxItem] = field(default_factory=list)
+    contacts: dict[str, str] = field(default_factory=dict)  # handle -> user_id
+
+    def remember_mail(self, mail_id: str) -> None:
+        self.seen_mail.append(mail_id)
+        del self.seen_mail[:-MAX_SEEN_MAIL]
+
+    def room(self, label: str) -> ConversationRecord | None:
+        return next((r for r in self.conversations.values() if r.label == label), None)
+
+    def serialize(self) -> bytes:
+        data = {
+            "version": VERSION,
+            "tracker": b64e(self.tracker.serialize()),
+            "conversations": [r.to_json() for r in self.conversations.values()],
+            "seen_mail": self.seen_mail,
+            "outbox": [o.to_json() for o in self.outbox],
+            "contacts": self.contacts,
+        }
+        return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> MessagingState:
+        if raw is None:
+            return cls()
+        try:
+            data = json.loads(raw)
+            if data.get("version") != VERSION:
+                raise ValueError(f"version {data.get('version')!r}")
+            records = [ConversationRecord.from_json(r) for r in data["conversations"]]
+            return cls(
+                tracker=IdentityTracker.parse(b64d(data["tracker"], "identity tracker")),
+                conversations={r.conversation_id: r for r in records},
+                seen_mail=[str(m) for m in data["seen_mail"]],
+                outbox=[OutboxItem.from_json(o) for o in data["outbox"]],
+                contacts={str(k): str(v) for k, v in data["contacts"].items()},
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ClientError(f"the keystore's messaging state is damaged: {exc}") from None

@@ -1,0 +1,67 @@
+"""The messaging commands of the ``sotto`` CLI, run in-process against the local stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sotto.cli import main
+from tests.support.stack import Stack, invite
+
+from .conftest import PASSPHRASE
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_cli_send_listen_conversations_room_and_verify(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    users = {}
+    for name in ("dave", "erin"):
+        code = invite(stack, handle=name)["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
+        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    run(capsys, "contacts", "add", "erin", users["erin"], "--profile", "dave")
+
+    out = run(capsys, "send", "erin", "hello erin", "--expires", "1h", "--profile", "dave")
+    assert out.startswith("sent #1 to erin")
+    lines = run(capsys, "listen", "--once", "--json", "--profile", "erin").splitlines()
+    [message] = [m for m in map(json.loads, lines) if m["type"] == "message"]
+    assert message["text"] == "hello erin"
+    assert message["sender"]["user_id"] == users["dave"]
+    assert message["seq"] == 1
+    assert message["expires_at"] > message["server_time"]
+    assert run(capsys, "listen", "--once", "--json", "--profile", "erin").strip() == ""
+
+    run(capsys, "room", "create", "ops", users["erin"], "--profile", "dave")
+    run(capsys, "send", "#ops", "room hello", "--burn", "1m", "--profile", "dave")
+    shown = run(capsys, "listen", "--once", "--profile", "erin")
+    assert "room hello" in shown
+    assert "burns 60s after reading" in shown
+    listed = json.loads(run(capsys, "conversations", "--json", "--profile", "dave"))
+    assert {row["name"] for row in listed} == {"erin", "#ops"}
+    receipts = run(capsys, "listen", "--once", "--json", "--profile", "dave").splitlines()
+    assert any(json.loads(line)["type"] == "receipt" for line in receipts)
+
+    first = run(capsys, "verify", users["erin"], "--profile", "dave")
+    number = next(
+        line.split(None, 1)[1] for line in first.splitlines() if line.startswith("safety")
+    )
+    assert "not verified" in first
+    theirs = run(capsys, "verify", users["dave"], "--profile", "erin")
+    assert number in theirs  # both sides see the same safety number
+    confirmed = run(capsys, "verify", "erin", "--confirm", "--profile", "dave")
+    assert "status  verified" in confirmed
