@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from .directory import Conflict
+from ._single_table import (
+    Conflict,
+    Item,
+    SingleTableStore,
+    error_code,
+    key,
+    number,
+)
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
 
 __all__ = [
@@ -41,7 +47,6 @@ __all__ = [
     "StoredMessage",
 ]
 
-Item = dict[str, "AttributeValueTypeDef"]
 # Mail nobody collects is dropped after this long (the sender's chain is
 # rotated long before).
 MAIL_TTL_SECONDS = 30 * 24 * 3600
@@ -89,18 +94,6 @@ class Mail:
     server_time: int
 
 
-def _num(value: int) -> AttributeValueTypeDef:
-    return {"N": str(value)}
-
-
-def _key(pk: str, sk: str) -> Item:
-    return {"pk": {"S": pk}, "sk": {"S": sk}}
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _message(cid: str, item: Item) -> StoredMessage:
     return StoredMessage(
         conversation_id=cid,
@@ -114,49 +107,8 @@ def _message(cid: str, item: Item) -> StoredMessage:
     )
 
 
-class ConversationsStore:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
-        self._client = client
-        self._table = table_name
-
+class ConversationsStore(SingleTableStore):
     # -- reading -------------------------------------------------------------
-
-    def _get(self, pk: str, sk: str) -> Item | None:
-        return self._client.get_item(
-            TableName=self._table, Key=_key(pk, sk), ConsistentRead=True
-        ).get("Item")
-
-    def _query(
-        self, pk: str, prefix: str, *, start: str | None = None, limit: int | None = None
-    ) -> Iterator[Item]:
-        if start is None:
-            condition = "pk = :pk AND begins_with(sk, :prefix)"
-            values: dict[str, Any] = {":pk": {"S": pk}, ":prefix": {"S": prefix}}
-        else:
-            # From ``start`` (inclusive) to the end of this kind: prefix + "~"
-            # is an upper bound, since keys use only [A-Za-z0-9_#-].
-            condition = "pk = :pk AND sk BETWEEN :start AND :end"
-            values = {":pk": {"S": pk}, ":start": {"S": start}, ":end": {"S": prefix + "~"}}
-        args: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ConsistentRead": True,
-        }
-        remaining = limit
-        while True:
-            if remaining is not None:
-                args["Limit"] = remaining
-            page = self._client.query(**args)
-            items = page.get("Items", [])
-            yield from items
-            if remaining is not None:
-                remaining -= len(items)
-                if remaining <= 0:
-                    return
-            if "LastEvaluatedKey" not in page:
-                return
-            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get(self, cid: str) -> Conversation | None:
         item = self._get(f"CONV#{cid}", "META")
@@ -254,14 +206,14 @@ class ConversationsStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"CONV#{cid}", "META"),
+                        **key(f"CONV#{cid}", "META"),
                         "kind": {"S": conversation.kind},
                         "network_id": {"S": conversation.network_id},
                         "created_by": {"S": conversation.created_by},
-                        "created_at": _num(conversation.created_at),
-                        "next_seq": _num(1),
-                        "roster_version": _num(1),
-                        "member_count": _num(len(members)),
+                        "created_at": number(conversation.created_at),
+                        "next_seq": number(1),
+                        "roster_version": number(1),
+                        "member_count": number(len(members)),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -273,7 +225,7 @@ class ConversationsStore:
         self._transact(items, {0: "conversation_exists"})
 
     def _roster_put(self, cid: str, devices: set[str]) -> TransactWriteItemTypeDef:
-        item: Item = _key(f"CONV#{cid}", "ROSTER")
+        item: Item = key(f"CONV#{cid}", "ROSTER")
         if devices:
             item["devices"] = {"SS": sorted(devices)}
         return {"Put": {"TableName": self._table, "Item": item}}
@@ -284,9 +236,9 @@ class ConversationsStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"CONV#{cid}", f"MEMBER#{member.user_id}"),
+                        **key(f"CONV#{cid}", f"MEMBER#{member.user_id}"),
                         "role": {"S": member.role},
-                        "joined_seq": _num(member.joined_seq),
+                        "joined_seq": number(member.joined_seq),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -295,10 +247,10 @@ class ConversationsStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"USERCONV#{member.user_id}", f"CONV#{cid}"),
+                        **key(f"USERCONV#{member.user_id}", f"CONV#{cid}"),
                         "kind": {"S": kind},
                         "role": {"S": member.role},
-                        "joined_seq": _num(member.joined_seq),
+                        "joined_seq": number(member.joined_seq),
                     },
                 }
             },
@@ -313,13 +265,13 @@ class ConversationsStore:
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": _key(f"CONV#{cid}", "META"),
+                    "Key": key(f"CONV#{cid}", "META"),
                     "UpdateExpression": "ADD roster_version :one, member_count :n",
                     "ConditionExpression": "roster_version = :version",
                     "ExpressionAttributeValues": {
-                        ":one": _num(1),
-                        ":n": _num(len(members)),
-                        ":version": _num(conversation.roster_version),
+                        ":one": number(1),
+                        ":n": number(len(members)),
+                        ":version": number(conversation.roster_version),
                     },
                 }
             },
@@ -329,7 +281,7 @@ class ConversationsStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"CONV#{cid}", "ROSTER"),
+                        "Key": key(f"CONV#{cid}", "ROSTER"),
                         "UpdateExpression": "ADD devices :d",
                         "ExpressionAttributeValues": {":d": {"SS": sorted(devices)}},
                     }
@@ -352,7 +304,7 @@ class ConversationsStore:
                     {
                         "Update": {
                             "TableName": self._table,
-                            "Key": _key(f"CONV#{cid}", "ROSTER"),
+                            "Key": key(f"CONV#{cid}", "ROSTER"),
                             "UpdateExpression": expression,
                             "ExpressionAttributeValues": {":d": {"SS": [device]}},
                         }
@@ -360,9 +312,9 @@ class ConversationsStore:
                     {
                         "Update": {
                             "TableName": self._table,
-                            "Key": _key(f"CONV#{cid}", "META"),
+                            "Key": key(f"CONV#{cid}", "META"),
                             "UpdateExpression": "ADD roster_version :one",
-                            "ExpressionAttributeValues": {":one": _num(1)},
+                            "ExpressionAttributeValues": {":one": number(1)},
                         }
                     },
                 ],
@@ -379,21 +331,26 @@ class ConversationsStore:
         A new chain id replaces the record; the same one accumulates recipients
         over the several frames a large room's distribution takes.
         """
-        key = _key(f"CONV#{cid}", f"CHAIN#{device_id}")
+        chain_key = key(f"CONV#{cid}", f"CHAIN#{device_id}")
+        devices: AttributeValueTypeDef = {"SS": sorted(recipients)}
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=key,
+                Key=chain_key,
                 UpdateExpression="ADD devices :d",
                 ConditionExpression="chain_id = :c",
-                ExpressionAttributeValues={":d": {"SS": sorted(recipients)}, ":c": {"B": chain_id}},
+                ExpressionAttributeValues={":d": devices, ":c": {"B": chain_id}},
             )
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
             self._client.put_item(
                 TableName=self._table,
-                Item={**key, "chain_id": {"B": chain_id}, "devices": {"SS": sorted(recipients)}},
+                Item={
+                    **chain_key,
+                    "chain_id": {"B": chain_id},
+                    "devices": {"SS": sorted(recipients)},
+                },
             )
 
     def put_mail(
@@ -409,12 +366,12 @@ class ConversationsStore:
                 {
                     "PutRequest": {
                         "Item": {
-                            **_key(f"MAIL#{device_id}", f"M#{mail_id}"),
+                            **key(f"MAIL#{device_id}", f"M#{mail_id}"),
                             "conversation_id": {"S": cid},
                             "kind": {"S": kind},
                             "data": {"B": data},
                             "from_device": {"S": from_device},
-                            "expires_at": _num(now_ms // 1000 + MAIL_TTL_SECONDS),
+                            "expires_at": number(now_ms // 1000 + MAIL_TTL_SECONDS),
                         }
                     }
                 }
@@ -435,7 +392,7 @@ class ConversationsStore:
 
     def delete_mail(self, device_id: str, mail_ids: Sequence[str]) -> None:
         requests = [
-            {"DeleteRequest": {"Key": _key(f"MAIL#{device_id}", f"M#{mail_id}")}}
+            {"DeleteRequest": {"Key": key(f"MAIL#{device_id}", f"M#{mail_id}")}}
             for mail_id in mail_ids
         ]
         for start in range(0, len(requests), 25):
@@ -466,17 +423,17 @@ class ConversationsStore:
 
     def _append_items(self, message: StoredMessage) -> list[TransactWriteItemTypeDef]:
         cid = message.conversation_id
-        ttl = {"expires_at": _num(message.expires_at // 1000 + 1)} if message.expires_at else {}
+        ttl = {"expires_at": number(message.expires_at // 1000 + 1)} if message.expires_at else {}
         return [
             {
                 "Update": {
                     "TableName": self._table,
-                    "Key": _key(f"CONV#{cid}", "META"),
+                    "Key": key(f"CONV#{cid}", "META"),
                     "UpdateExpression": "SET next_seq = :next",
                     "ConditionExpression": "next_seq = :seq",
                     "ExpressionAttributeValues": {
-                        ":seq": _num(message.seq),
-                        ":next": _num(message.seq + 1),
+                        ":seq": number(message.seq),
+                        ":next": number(message.seq + 1),
                     },
                 }
             },
@@ -484,13 +441,13 @@ class ConversationsStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"CONV#{cid}", f"MSG#{message.seq:012d}"),
+                        **key(f"CONV#{cid}", f"MSG#{message.seq:012d}"),
                         "envelope": {"B": message.envelope},
                         "sender_device": {"S": message.sender_device},
                         "message_id": {"S": message.message_id},
-                        "server_time": _num(message.server_time),
-                        "expires_at_ms": _num(message.expires_at),
-                        "burn_s": _num(message.burn_s),
+                        "server_time": number(message.server_time),
+                        "expires_at_ms": number(message.expires_at),
+                        "burn_s": number(message.burn_s),
                         **ttl,
                     },
                 }
@@ -499,8 +456,8 @@ class ConversationsStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"CONV#{cid}", f"MID#{message.message_id}"),
-                        "seq": _num(message.seq),
+                        **key(f"CONV#{cid}", f"MID#{message.message_id}"),
+                        "seq": number(message.seq),
                         **ttl,
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
@@ -512,13 +469,13 @@ class ConversationsStore:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_key(f"CURSOR#{device_id}", f"CONV#{cid}"),
+                Key=key(f"CURSOR#{device_id}", f"CONV#{cid}"),
                 UpdateExpression="SET seq = :seq",
                 ConditionExpression="attribute_not_exists(seq) OR seq < :seq",
-                ExpressionAttributeValues={":seq": _num(seq)},
+                ExpressionAttributeValues={":seq": number(seq)},
             )
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise  # an older ack arriving late changes nothing
 
     def start_burn(self, cid: str, seq: int, deadline_ms: int) -> None:
@@ -526,33 +483,18 @@ class ConversationsStore:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_key(f"CONV#{cid}", f"MSG#{seq:012d}"),
+                Key=key(f"CONV#{cid}", f"MSG#{seq:012d}"),
                 UpdateExpression="SET expires_at_ms = :d, expires_at = :ttl",
                 ConditionExpression=(
                     "attribute_exists(pk) AND burn_s > :zero "
                     "AND (expires_at_ms = :zero OR expires_at_ms > :d)"
                 ),
                 ExpressionAttributeValues={
-                    ":d": _num(deadline_ms),
-                    ":ttl": _num(deadline_ms // 1000 + 1),
-                    ":zero": _num(0),
+                    ":d": number(deadline_ms),
+                    ":ttl": number(deadline_ms // 1000 + 1),
+                    ":zero": number(0),
                 },
             )
         except ClientError as error:
-            if _code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise
-
-    def _transact(self, items: list[TransactWriteItemTypeDef], reasons: dict[int, str]) -> None:
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except ClientError as error:
-            if _code(error) != "TransactionCanceledException":
-                raise
-            cancellations = error.response.get("CancellationReasons", [])
-            for index, reason in enumerate(cancellations):
-                # A concurrent transaction on the same item lost the same race.
-                if reason.get("Code") in ("ConditionalCheckFailed", "TransactionConflict"):
-                    raise Conflict(reasons.get(index, "conflict")) from None
-            # Any other reason (throttling, validation) is not a lost
-            # condition: let it fail loudly rather than pass as one.
-            raise

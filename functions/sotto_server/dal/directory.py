@@ -23,14 +23,23 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
+from ._single_table import (
+    Conflict,
+    Item,
+    SingleTableStore,
+    b64_value,
+    error_code,
+    key,
+    number,
+)
+
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
         TransactWriteItemTypeDef,
@@ -58,15 +67,6 @@ _LINK_STATES: dict[str, LinkState] = {
     "requested": "requested",
     "approved": "approved",
 }
-Item = dict[str, "AttributeValueTypeDef"]
-
-
-class Conflict(Exception):
-    """A conditional write lost: ``reason`` names which condition."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -126,10 +126,6 @@ class LinkRecord:
     certificate: bytes = b""
 
 
-def _b64(data: bytes) -> AttributeValueTypeDef:
-    return {"S": base64.b64encode(data).decode()}
-
-
 def _s(item: Item, name: str) -> str:
     return item[name]["S"]
 
@@ -143,41 +139,8 @@ def _bytes(item: Item, name: str) -> bytes:
     return base64.b64decode(value["S"]) if value else b""
 
 
-def _num(value: int) -> AttributeValueTypeDef:
-    return {"N": str(value)}
-
-
-def _key(pk: str, sk: str) -> Item:
-    return {"pk": {"S": pk}, "sk": {"S": sk}}
-
-
-class DirectoryStore:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
-        self._client = client
-        self._table = table_name
-
+class DirectoryStore(SingleTableStore):
     # -- reading -------------------------------------------------------------
-
-    def _get(self, pk: str, sk: str) -> Item | None:
-        return self._client.get_item(
-            TableName=self._table, Key=_key(pk, sk), ConsistentRead=True
-        ).get("Item")
-
-    def _query(self, pk: str, prefix: str, *, limit: int | None = None) -> Iterator[Item]:
-        args: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": prefix}},
-            "ConsistentRead": True,
-        }
-        if limit is not None:
-            args["Limit"] = limit
-        while True:
-            page = self._client.query(**args)
-            yield from page.get("Items", [])
-            if limit is not None or "LastEvaluatedKey" not in page:
-                return
-            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def get_network(self, network_id: str) -> Network | None:
         item = self._get(f"NET#{network_id}", "NETWORK")
@@ -328,16 +291,16 @@ class DirectoryStore:
                             {
                                 "Delete": {
                                     "TableName": self._table,
-                                    "Key": _key(pk, _s(candidate, "sk")),
+                                    "Key": key(pk, _s(candidate, "sk")),
                                     "ConditionExpression": "attribute_exists(pk)",
                                 }
                             },
                             {
                                 "Update": {
                                     "TableName": self._table,
-                                    "Key": _key(pk, "OTPKCOUNT"),
+                                    "Key": key(pk, "OTPKCOUNT"),
                                     "UpdateExpression": "ADD remaining :minus_one",
-                                    "ExpressionAttributeValues": {":minus_one": _num(-1)},
+                                    "ExpressionAttributeValues": {":minus_one": number(-1)},
                                 }
                             },
                         ],
@@ -368,11 +331,11 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(pk, "SPK"),
-                            "prekey_id": _num(prekey_id),
-                            "expires_at_ms": _num(expires_at),
-                            "certificate": _b64(cert),
-                            "published_at": _num(now),
+                            **key(pk, "SPK"),
+                            "prekey_id": number(prekey_id),
+                            "expires_at_ms": number(expires_at),
+                            "certificate": b64_value(cert),
+                            "published_at": number(now),
                         },
                     }
                 }
@@ -382,9 +345,9 @@ class DirectoryStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(pk, "OTPKCOUNT"),
+                        "Key": key(pk, "OTPKCOUNT"),
                         "UpdateExpression": "ADD remaining :n",
-                        "ExpressionAttributeValues": {":n": _num(len(one_time_prekeys))},
+                        "ExpressionAttributeValues": {":n": number(len(one_time_prekeys))},
                     }
                 }
             )
@@ -394,9 +357,9 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(pk, f"OTPK#{prekey_id:010d}"),
-                            "certificate": _b64(cert),
-                            "published_at": _num(now),
+                            **key(pk, f"OTPK#{prekey_id:010d}"),
+                            "certificate": b64_value(cert),
+                            "published_at": number(now),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
@@ -416,9 +379,9 @@ class DirectoryStore:
         self._client.put_item(
             TableName=self._table,
             Item={
-                **_key(f"NET#{network.network_id}", "NETWORK"),
+                **key(f"NET#{network.network_id}", "NETWORK"),
                 "name": {"S": network.name},
-                "created_at": _num(network.created_at),
+                "created_at": number(network.created_at),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
@@ -430,7 +393,7 @@ class DirectoryStore:
                 {
                     "ConditionCheck": {
                         "TableName": self._table,
-                        "Key": _key(f"NET#{invite.network_id}", "NETWORK"),
+                        "Key": key(f"NET#{invite.network_id}", "NETWORK"),
                         "ConditionExpression": "attribute_exists(pk)",
                     }
                 },
@@ -438,9 +401,9 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"HANDLE#{invite.network_id}#{invite.handle}", "HANDLE"),
+                            **key(f"HANDLE#{invite.network_id}#{invite.handle}", "HANDLE"),
                             "user_id": {"S": invite.user_id},
-                            "created_at": _num(invite.created_at),
+                            "created_at": number(invite.created_at),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
@@ -449,14 +412,14 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"INVITE#{invite.code_hash}", "INVITE"),
+                            **key(f"INVITE#{invite.code_hash}", "INVITE"),
                             "network_id": {"S": invite.network_id},
                             "user_id": {"S": invite.user_id},
                             "handle": {"S": invite.handle},
-                            "created_at": _num(invite.created_at),
+                            "created_at": number(invite.created_at),
                             # Seconds for TTL; the exact expiry is checked on use.
-                            "expires_at": _num(ttl_expires_at),
-                            "expires_at_ms": _num(invite.expires_at),
+                            "expires_at": number(ttl_expires_at),
+                            "expires_at_ms": number(invite.expires_at),
                             "used": {"BOOL": False},
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
@@ -485,7 +448,7 @@ class DirectoryStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"INVITE#{invite.code_hash}", "INVITE"),
+                        "Key": key(f"INVITE#{invite.code_hash}", "INVITE"),
                         "UpdateExpression": "SET used = :true, used_at = :now",
                         "ConditionExpression": (
                             "attribute_exists(pk) AND used = :false AND expires_at_ms > :now"
@@ -493,7 +456,7 @@ class DirectoryStore:
                         "ExpressionAttributeValues": {
                             ":true": {"BOOL": True},
                             ":false": {"BOOL": False},
-                            ":now": _num(now),
+                            ":now": number(now),
                         },
                     }
                 },
@@ -501,12 +464,12 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"USER#{user.user_id}", "USER"),
+                            **key(f"USER#{user.user_id}", "USER"),
                             "network_id": {"S": user.network_id},
                             "handle": {"S": user.handle},
                             "status": {"S": user.status},
-                            "identity_key": _b64(user.identity_key),
-                            "created_at": _num(user.created_at),
+                            "identity_key": b64_value(user.identity_key),
+                            "created_at": number(user.created_at),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
@@ -515,7 +478,7 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"NET#{user.network_id}", f"USER#{user.user_id}"),
+                            **key(f"NET#{user.network_id}", f"USER#{user.user_id}"),
                             "handle": {"S": user.handle},
                             "status": {"S": user.status},
                         },
@@ -526,11 +489,11 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"DEVICE#{device.device_id}", "SPK"),
-                            "prekey_id": _num(prekey_id),
-                            "expires_at_ms": _num(prekey_expires),
-                            "certificate": _b64(prekey_cert),
-                            "published_at": _num(now),
+                            **key(f"DEVICE#{device.device_id}", "SPK"),
+                            "prekey_id": number(prekey_id),
+                            "expires_at_ms": number(prekey_expires),
+                            "certificate": b64_value(prekey_cert),
+                            "published_at": number(now),
                         },
                     }
                 },
@@ -544,13 +507,13 @@ class DirectoryStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"DEVICE#{device.device_id}", "DEVICE"),
+                        **key(f"DEVICE#{device.device_id}", "DEVICE"),
                         "user_id": {"S": device.user_id},
                         "network_id": {"S": device.network_id},
-                        "signing_key": _b64(device.signing_key),
-                        "certificate": _b64(device.certificate),
+                        "signing_key": b64_value(device.signing_key),
+                        "certificate": b64_value(device.certificate),
                         "status": {"S": device.status},
-                        "created_at": _num(device.created_at),
+                        "created_at": number(device.created_at),
                     },
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
@@ -559,10 +522,10 @@ class DirectoryStore:
                 "Put": {
                     "TableName": self._table,
                     "Item": {
-                        **_key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
-                        "certificate": _b64(device.certificate),
+                        **key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
+                        "certificate": b64_value(device.certificate),
                         "status": {"S": device.status},
-                        "created_at": _num(device.created_at),
+                        "created_at": number(device.created_at),
                     },
                 }
             },
@@ -579,7 +542,7 @@ class DirectoryStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"USER#{user.user_id}", "USER"),
+                        "Key": key(f"USER#{user.user_id}", "USER"),
                         "UpdateExpression": "SET #s = :s",
                         "ConditionExpression": "attribute_exists(pk)",
                         "ExpressionAttributeNames": {"#s": "status"},
@@ -589,7 +552,7 @@ class DirectoryStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"NET#{user.network_id}", f"USER#{user.user_id}"),
+                        "Key": key(f"NET#{user.network_id}", f"USER#{user.user_id}"),
                         "UpdateExpression": "SET #s = :s",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": values,
@@ -602,14 +565,14 @@ class DirectoryStore:
     def revoke_device(self, device: DeviceRecord, now: int) -> None:
         values: Mapping[str, AttributeValueTypeDef] = {
             ":s": {"S": "revoked"},
-            ":now": _num(now),
+            ":now": number(now),
         }
         self._transact(
             [
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"DEVICE#{device.device_id}", "DEVICE"),
+                        "Key": key(f"DEVICE#{device.device_id}", "DEVICE"),
                         "UpdateExpression": "SET #s = :s, revoked_at = :now",
                         "ConditionExpression": "attribute_exists(pk)",
                         "ExpressionAttributeNames": {"#s": "status"},
@@ -619,7 +582,7 @@ class DirectoryStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
+                        "Key": key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
                         "UpdateExpression": "SET #s = :s, revoked_at = :now",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": values,
@@ -636,14 +599,14 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"LINK#{link.link_id}", "LINK"),
+                            **key(f"LINK#{link.link_id}", "LINK"),
                             "code_hash": {"S": link.code_hash},
                             "network_id": {"S": link.network_id},
                             "user_id": {"S": link.user_id},
                             "created_by": {"S": link.created_by},
-                            "created_at": _num(link.created_at),
-                            "expires_at": _num(ttl_expires_at),
-                            "expires_at_ms": _num(link.expires_at),
+                            "created_at": number(link.created_at),
+                            "expires_at": number(ttl_expires_at),
+                            "expires_at_ms": number(link.expires_at),
                             "state": {"S": "open"},
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
@@ -653,9 +616,9 @@ class DirectoryStore:
                     "Put": {
                         "TableName": self._table,
                         "Item": {
-                            **_key(f"LINKCODE#{link.code_hash}", "LINKCODE"),
+                            **key(f"LINKCODE#{link.code_hash}", "LINKCODE"),
                             "link_id": {"S": link.link_id},
-                            "expires_at": _num(ttl_expires_at),
+                            "expires_at": number(ttl_expires_at),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
@@ -669,7 +632,7 @@ class DirectoryStore:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key=_key(f"LINK#{link_id}", "LINK"),
+                Key=key(f"LINK#{link_id}", "LINK"),
                 UpdateExpression="SET #st = :requested, device_id = :d, device_key = :k",
                 ConditionExpression="#st = :open AND expires_at_ms > :now",
                 ExpressionAttributeNames={"#st": "state"},
@@ -677,12 +640,12 @@ class DirectoryStore:
                     ":requested": {"S": "requested"},
                     ":open": {"S": "open"},
                     ":d": {"S": device_id},
-                    ":k": _b64(device_key),
-                    ":now": _num(now),
+                    ":k": b64_value(device_key),
+                    ":now": number(now),
                 },
             )
         except ClientError as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            if error_code(error) == "ConditionalCheckFailedException":
                 raise Conflict("link_unusable") from None
             raise
 
@@ -693,7 +656,7 @@ class DirectoryStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _key(f"LINK#{link.link_id}", "LINK"),
+                        "Key": key(f"LINK#{link.link_id}", "LINK"),
                         "UpdateExpression": "SET #st = :approved, certificate = :c",
                         "ConditionExpression": (
                             "#st = :requested AND device_id = :d AND expires_at_ms > :now"
@@ -702,9 +665,9 @@ class DirectoryStore:
                         "ExpressionAttributeValues": {
                             ":approved": {"S": "approved"},
                             ":requested": {"S": "requested"},
-                            ":c": _b64(device.certificate),
+                            ":c": b64_value(device.certificate),
                             ":d": {"S": device.device_id},
-                            ":now": _num(now),
+                            ":now": number(now),
                         },
                     }
                 },
@@ -712,22 +675,3 @@ class DirectoryStore:
             ],
             {0: "link_unusable", 1: "device_exists"},
         )
-
-    def _transact(self, items: list[TransactWriteItemTypeDef], reasons: dict[int, str]) -> None:
-        try:
-            self._client.transact_write_items(TransactItems=items)
-        except ClientError as error:
-            if _code(error) != "TransactionCanceledException":
-                raise
-            cancellations = error.response.get("CancellationReasons", [])
-            for index, reason in enumerate(cancellations):
-                # A concurrent transaction on the same item lost the same race.
-                if reason.get("Code") in ("ConditionalCheckFailed", "TransactionConflict"):
-                    raise Conflict(reasons.get(index, "conflict")) from None
-            # Any other reason (throttling, validation) is not a lost
-            # condition: let it fail loudly rather than pass as one.
-            raise
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
