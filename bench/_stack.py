@@ -53,7 +53,6 @@ from sotto_server.logic.frames import b64
 from sotto_server.logic.identity import check_enrollment
 
 from ._meter import Meter
-from ._moto import fast_moto
 
 __all__ = ["BenchStack", "Device", "Listeners", "Socket", "now_ms", "unb64"]
 
@@ -218,7 +217,6 @@ class BenchStack:
         self._exit.enter_context(_quiet_handler_threads())
         self.discarded = _DiscardCounter()
         self._exit.enter_context(self.discarded)
-        self._exit.enter_context(fast_moto())
         self._thread.start()
         self._exit.callback(self._thread.join, 5)
         self._exit.callback(self._loop.call_soon_threadsafe, self._loop.stop)

@@ -9,6 +9,7 @@ KDF; enrollment itself uses the defaults.
 from __future__ import annotations
 
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -110,7 +111,7 @@ def team(
 ) -> Iterator[Team]:
     """alice and bob with two devices each (the second linked), carol with one."""
     home = tmp_path_factory.mktemp("sotto-home")
-    suffix = str(time.monotonic_ns())[-6:]
+    suffix = secrets.token_hex(4)
     people = {}
     for handle in ("alice", "bob", "carol"):
         people[handle] = Person(handle, enroll_person(stack, server, home, f"{handle}{suffix}"))

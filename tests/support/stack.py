@@ -81,6 +81,8 @@ def running_stack(data_dir: Path, *extra: str, rate_limit_scale: float = 100.0) 
     log_path = data_dir / "stack.log"
     log = log_path.open("wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # Line by line, so the log is complete even if the stack has to be killed.
+    env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "sotto.cli", "local", "up", "--data-dir", str(data_dir)),

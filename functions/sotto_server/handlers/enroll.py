@@ -32,7 +32,7 @@ def _now_ms() -> int:
 
 
 def _refused(refused: Refused) -> Response[str]:
-    logger.info("refused", code=refused.code.value, reason=refused.message)
+    logger.info("refused", code=refused.code.value, reason=refused.log_detail or refused.message)
     return refused_response(refused)
 
 

@@ -40,7 +40,8 @@ def _limit(stores: Stores, bucket: str, subject: str, now_ms: int) -> None:
 def _open_invite(stores: Stores, code: str, now_ms: int) -> Invite:
     invite = stores.directory.get_invite(hash_code(code))
     if invite is None or invite.used or invite.expires_at <= now_ms:
-        raise Refused(ErrorCode.NOT_FOUND, _NO_CODE)
+        state = "unknown" if invite is None else "used" if invite.used else "expired"
+        raise Refused(ErrorCode.NOT_FOUND, _NO_CODE, log_detail=f"invite {state}")
     return invite
 
 
@@ -74,7 +75,7 @@ def enroll(stores: Stores, request: EnrollRequest, source_ip: str, now_ms: int) 
         stores.directory.enroll(invite, user, device, signed_prekey, now_ms)
     except Conflict as conflict:
         if conflict.reason == "invite_unusable":
-            raise Refused(ErrorCode.NOT_FOUND, _NO_CODE) from None
+            raise Refused(ErrorCode.NOT_FOUND, _NO_CODE, log_detail="invite lost a race") from None
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " ")) from None
     return {"network_id": user.network_id, "user_id": user.user_id, "device_id": device.device_id}
 

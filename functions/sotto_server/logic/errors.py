@@ -56,6 +56,7 @@ class Refused(Exception):
         *,
         retry_after_s: int | None = None,
         details: dict[str, object] | None = None,
+        log_detail: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -64,3 +65,6 @@ class Refused(Exception):
         self.retry_after_s = retry_after_s
         # Extra fields of the error frame (e.g. missing/extra devices).
         self.details = details or {}
+        # For the server's log only: which rule refused, where the answer is
+        # deliberately uniform (unknown, used and expired codes look alike).
+        self.log_detail = log_detail

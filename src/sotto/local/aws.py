@@ -18,6 +18,7 @@ import boto3
 from sotto import topology
 
 from .events import REGION
+from .moto_speedups import fast_moto
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -84,6 +85,9 @@ class MotoServer:
         self.endpoint = ""
 
     def start(self) -> str:
+        # For the life of the process: the local stack owns its moto.
+        self._speedups = fast_moto()
+        self._speedups.__enter__()
         self._thread.start()
         host, port = self._server.server_address[:2]
         self.endpoint = f"http://{host!s}:{port}"
@@ -92,6 +96,7 @@ class MotoServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=10)
+        self._speedups.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)

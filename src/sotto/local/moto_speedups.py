@@ -1,7 +1,9 @@
 """Make moto's DynamoDB cost what DynamoDB's does: O(items touched), not O(table size).
 
-Two moto 5 behaviours are properties of the stand-in, not of DynamoDB, and
-would swamp every timing here (and make a 1000-member room unbuildable):
+Two moto 5 behaviours are properties of the stand-in, not of DynamoDB. A
+local stack that has run for a few minutes (a test session, a benchmark)
+holds thousands of items, and they make every request slow enough for
+clients to time out (and a 1000-member room unbuildable):
 
 - ``TransactWriteItems`` backs up by deep-copying the *whole table*, once
   per item of the transaction: with a few thousand items a three-item
