@@ -11,7 +11,7 @@ from websockets.sync.client import connect
 from sotto_server.dal.connections import Connection, ConnectionsStore
 from sotto_server.logic.push import push
 
-from .test_gateway import connection_ids, receive_json
+from .test_gateway import connection_ids, receive_json, wait_for
 
 
 def record(connection_id: str, device_id: str) -> Connection:
@@ -43,3 +43,22 @@ def test_push_failure_other_than_gone_keeps_the_record(stack, device):
         assert push(client, store, "FAILFAILFAILFAI=", b"{}") == "failed"
     assert "FAILFAILFAILFAI=" in connection_ids(stack, device)
     store.delete("FAILFAILFAILFAI=")
+
+
+def test_presence_lists_open_sockets_and_forgets_closed_ones(stack, device):
+    store = ConnectionsStore(stack.client("dynamodb"), stack.table("ConnectionsTable"))
+    with connect(stack.websocket, additional_headers=device.headers(stack.audience)) as ws:
+        ws.send(json.dumps({"action": "ping"}))
+        receive_json(ws)
+        (live_id,) = connection_ids(stack, device)
+        assert store.online([device.device_id, "dev-nobody"]) == {device.device_id: [live_id]}
+    assert wait_for(lambda: store.online([device.device_id]) == {})
+
+
+def test_a_stale_presence_entry_is_dropped_on_its_410(stack, device):
+    store = ConnectionsStore(stack.client("dynamodb"), stack.table("ConnectionsTable"))
+    # A $disconnect that never came: the record and presence say "open".
+    store.put(record("STALESTALESTALE=", device.device_id))
+    assert store.online([device.device_id]) == {device.device_id: ["STALESTALESTALE="]}
+    assert push(stack.connections_client(), store, "STALESTALESTALE=", b"{}") == "gone"
+    assert store.online([device.device_id]) == {}

@@ -1,9 +1,21 @@
-"""The connections table: which device holds which open WebSocket."""
+"""The connections table: which device holds which open WebSocket.
+
+Two kinds of item share the key ``connection_id``:
+
+    <connection id>            a connection: device, user, network (GSI by_device)
+    presence#<device_id>       the set of a device's open connection ids
+
+The presence item lets a fan-out find the open sockets of a whole room with
+one BatchGetItem per 100 devices, instead of one Query per device. It is
+kept with every connect and disconnect; an id left behind by a missed
+$disconnect answers 410 on the next push and is removed then.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sotto import topology
 
@@ -17,6 +29,12 @@ __all__ = ["CONNECTION_TTL_SECONDS", "Connection", "ConnectionsStore"]
 # best-effort, so records expire on their own a little later.
 CONNECTION_TTL_SECONDS = 2 * 3600 + 600
 _BY_DEVICE = topology.table("ConnectionsTable").indexes[0].name
+# Connection ids are base64url, so never contain "#".
+_PRESENCE = "presence#"
+
+
+def _presence(device_id: str) -> str:
+    return _PRESENCE + device_id
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,18 @@ class ConnectionsStore:
         self._table = table_name
 
     def put(self, connection: Connection) -> None:
+        self._put_record(connection)
+        self._client.update_item(
+            TableName=self._table,
+            Key={"connection_id": {"S": _presence(connection.device_id)}},
+            UpdateExpression="ADD connections :c SET expires_at = :e",
+            ExpressionAttributeValues={
+                ":c": {"SS": [connection.connection_id]},
+                ":e": {"N": str(connection.expires_at)},
+            },
+        )
+
+    def _put_record(self, connection: Connection) -> None:
         self._client.put_item(
             TableName=self._table,
             Item={
@@ -50,7 +80,38 @@ class ConnectionsStore:
     def delete(self, connection_id: str) -> None:
         # Deleting a record that is already gone is fine: $disconnect and a
         # 410 on push may both try.
-        self._client.delete_item(TableName=self._table, Key={"connection_id": {"S": connection_id}})
+        old = self._client.delete_item(
+            TableName=self._table,
+            Key={"connection_id": {"S": connection_id}},
+            ReturnValues="ALL_OLD",
+        ).get("Attributes", {})
+        if "device_id" in old:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"connection_id": {"S": _presence(old["device_id"]["S"])}},
+                UpdateExpression="DELETE connections :c",
+                ExpressionAttributeValues={":c": {"SS": [connection_id]}},
+            )
+
+    def online(self, device_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The open connection ids of each device that has any; 100 devices per request."""
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(device_ids), 100):
+            keys: list[Any] = [
+                {"connection_id": {"S": _presence(d)}} for d in device_ids[start : start + 100]
+            ]
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            for _ in range(8):
+                answer = self._client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    ids = item.get("connections", {}).get("SS", [])
+                    if ids:
+                        device = item["connection_id"]["S"].removeprefix(_PRESENCE)
+                        found[device] = sorted(ids)
+                request = dict(answer.get("UnprocessedKeys") or {})
+                if not request:
+                    break
+        return found
 
     def get(self, connection_id: str) -> Connection | None:
         item = self._client.get_item(

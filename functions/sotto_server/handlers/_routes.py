@@ -21,7 +21,7 @@ from ..logic.frames import encode, refusal_frame
 from ..logic.outcome import Outcome
 from ..logic.principal import Principal
 from ..logic.requests import parse_frame
-from ._socket import caller, notify_device, reply
+from ._socket import caller, online_pushes, reply
 
 __all__ = ["FANOUT_WORKERS", "Route", "run_route"]
 
@@ -52,6 +52,7 @@ def run_route(
         reply(connection_id, encode(frame))
     if outcome.notices:
         encoded = [(device_id, encode(frame)) for device_id, frame in outcome.notices]
-        list(_pool.map(lambda notice: notify_device(*notice), encoded))
-        metrics.add_metric(name="Notices", unit=MetricUnit.Count, value=len(encoded))
+        pushes = online_pushes(encoded)
+        list(_pool.map(lambda push: reply(*push), pushes))
+        metrics.add_metric(name="Pushes", unit=MetricUnit.Count, value=len(pushes))
     metrics.add_metric(name="Answered", unit=MetricUnit.Count, value=1)

@@ -13,7 +13,7 @@ from ..events import MessageEvent
 from ..logic.principal import Principal
 from ..logic.push import PushResult, push
 
-__all__ = ["caller", "connections_store", "notify_device", "reply"]
+__all__ = ["caller", "connections_store", "notify_device", "online_pushes", "reply"]
 
 
 def connections_store() -> ConnectionsStore:
@@ -34,3 +34,9 @@ def notify_device(device_id: str, frame: bytes) -> None:
     store = connections_store()
     for connection in store.for_device(device_id):
         push(connections_client(), store, connection.connection_id, frame)
+
+
+def online_pushes(notices: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """(connection_id, frame) for every open socket of the noticed devices."""
+    online = connections_store().online(sorted({device for device, _ in notices}))
+    return [(cid, frame) for device, frame in notices for cid in online.get(device, [])]

@@ -88,7 +88,12 @@ def _index_partition(table: Any, conditions: list[tuple[str, Any]]) -> list[Any]
         if table.range_key_attr
         else iter(table.items.values())
     )
-    return [i for i in items if all(i.attrs.get(name) == value for name, value in conditions)]
+    # Items without the index's key are not in the index (a sparse GSI).
+    return [
+        i
+        for i in items
+        if all(name in i.attrs and i.attrs[name] == value for name, value in conditions)
+    ]
 
 
 @contextmanager
