@@ -23,7 +23,8 @@ from ._report import conversation_name, table
 
 __all__ = ["FANOUT_QUERY", "Catchup", "RoomCost", "report_cost"]
 
-FANOUT_QUERY = "Query ConnectionsTable/by_device"
+# The fan-out's lookup of open sockets: one request per 100 roster devices.
+FANOUT_QUERY = "BatchGetItem ConnectionsTable"
 
 # AWS list prices, us-east-1 (on-demand DynamoDB after the Nov 2024 cut).
 PRICE_WRU = 0.625 / 1e6
@@ -35,7 +36,7 @@ PRICE_WS_MESSAGE = 1.00 / 1e6  # per 32 KB unit, sent or received
 # Lambda duration is modelled from the counts (moto answers in ~2 ms, DynamoDB in ~5):
 MODEL_CPU_MS = 3.0  # envelope + certificate checks, JSON
 MODEL_DYNAMODB_MS = 5.0  # one in-region DynamoDB round trip
-MODEL_PUSH_MS = 20.0  # one notice: by_device Query + PostToConnection, per worker
+MODEL_PUSH_MS = 20.0  # one push (PostToConnection), per worker
 
 
 @dataclass
@@ -55,11 +56,12 @@ class RoomCost:
 
     @property
     def notices(self) -> float:
-        return self.per(self.steady.requests[FANOUT_QUERY])
+        """Pushes per message with every other device online (one device per member)."""
+        return float(self.members - 1)
 
     @property
     def serial_requests(self) -> float:
-        return self.per(self.steady.dynamodb_requests) - self.notices
+        return self.per(self.steady.dynamodb_requests)
 
 
 @dataclass
@@ -89,9 +91,9 @@ def report_cost(costs: Sequence[RoomCost], stored_bytes: int, catchup: Catchup) 
         inbound = math.ceil((len(b64(b"x" * c.envelope_bytes)) + 200) / 32768)
         gateway = (inbound + 1 + c.notices) * PRICE_WS_MESSAGE
         r = c.rotation
-        notices = r.requests[FANOUT_QUERY]
+        notices = float(c.members - 1)  # one mail push per other device, all online
         rotation = r.rcu * PRICE_RRU + r.wcu * PRICE_WRU
-        rotation += _lambda_cost(c.frames, r.dynamodb_requests - notices, notices / c.frames)
+        rotation += _lambda_cost(c.frames, r.dynamodb_requests, notices / c.frames)
         units = c.frames * math.ceil(c.frame_bytes / max(1, c.frames) / 32768)
         rotation += (units + c.frames + notices) * PRICE_WS_MESSAGE
         rows.append(

@@ -205,6 +205,14 @@ class Meter:
         if operation in ("Query", "Scan"):
             size = sum(item_size(i) for i in parsed.get("Items", []))
             return _read_units(size, consistent=consistent)
+        if operation == "BatchGetItem":
+            # Each item is its own read, rounded up on its own (consistency per table).
+            units = 0.0
+            for table, items in (parsed.get("Responses") or {}).items():
+                request = params.get("RequestItems", {}).get(table, {})
+                strong = bool(request.get("ConsistentRead"))
+                units += sum(_read_units(item_size(i), consistent=strong) for i in items)
+            return units
         raise NotImplementedError(f"capacity of {operation}")  # no handler uses it yet
 
     def _writes(self, model: Any, state: dict[str, Any]) -> list[tuple[str, dict[str, Any], Any]]:
