@@ -120,3 +120,15 @@ def test_large_room_of_devices_pages_bundles_under_the_frame_limit(stack):
     import json
 
     assert all(len(json.dumps(p)) < MAX_FRAME_BYTES for p in pages)
+
+
+def test_directory_reads_many_devices_in_batches_of_a_hundred(stack):
+    from sotto_server.dal.directory import DirectoryStore
+
+    enrolled = [seed_device(stack) for _ in range(3)]
+    store = DirectoryStore(stack.client("dynamodb"), stack.table("DirectoryTable"))
+    wanted = [f"dev-missing-{i}" for i in range(150)] + [d.device_id for d in enrolled]
+    found = store.get_devices(wanted)
+    assert sorted(found) == sorted(d.device_id for d in enrolled)
+    users = store.get_users([d.user_id for d in enrolled] * 2)
+    assert sorted(users) == sorted(d.user_id for d in enrolled)

@@ -7,6 +7,7 @@ plumbing under them, so the rules of conditional writes are written once.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,25 @@ class SingleTableStore:
             if "LastEvaluatedKey" not in page:
                 return
             args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Item]:
+        """Consistent reads of many items: 100 keys per request, unprocessed ones retried."""
+        found: dict[tuple[str, str], Item] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 100):
+            chunk: list[Any] = [key(pk, sk) for pk, sk in unique[start : start + 100]]
+            request: dict[str, Any] = {self._table: {"Keys": chunk, "ConsistentRead": True}}
+            for attempt in range(8):
+                answer = self._client.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self._table, []):
+                    found[(item["pk"]["S"], item["sk"]["S"])] = item
+                request = dict(answer.get("UnprocessedKeys") or {})
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise RuntimeError("DynamoDB left reads unprocessed")
+        return found
 
     def _transact(self, items: list[TransactWriteItemTypeDef], reasons: dict[int, str]) -> None:
         """One transaction; a lost condition raises Conflict named by ``reasons[index]``."""

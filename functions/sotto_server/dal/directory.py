@@ -185,19 +185,15 @@ class DirectoryStore(SingleTableStore):
 
     def get_user(self, user_id: str) -> UserRecord | None:
         item = self._get(f"USER#{user_id}", "USER")
-        if item is None:
-            return None
-        status = _USER_STATUSES.get(_s(item, "status"))
-        if status is None:
-            raise ValueError(f"user {user_id} has an unknown status")
-        return UserRecord(
-            user_id=user_id,
-            network_id=_s(item, "network_id"),
-            handle=_s(item, "handle"),
-            status=status,
-            identity_key=_bytes(item, "identity_key"),
-            created_at=_n(item, "created_at"),
-        )
+        return None if item is None else _user(user_id, item)
+
+    def get_users(self, user_ids: Sequence[str]) -> dict[str, UserRecord]:
+        """Many users in one request per 100 (rosters of large rooms)."""
+        items = self._batch_get([(f"USER#{u}", "USER") for u in user_ids])
+        return {
+            pk.removeprefix("USER#"): _user(pk.removeprefix("USER#"), item)
+            for (pk, _), item in items.items()
+        }
 
     def list_users(self, network_id: str) -> list[tuple[str, str, UserStatus]]:
         """(user_id, handle, status) of every member of a network."""
@@ -209,20 +205,15 @@ class DirectoryStore(SingleTableStore):
 
     def get_device(self, device_id: str) -> DeviceRecord | None:
         item = self._get(f"DEVICE#{device_id}", "DEVICE")
-        if item is None:
-            return None
-        status = _DEVICE_STATUSES.get(_s(item, "status"))
-        if status is None:
-            raise ValueError(f"device {device_id} has an unknown status")
-        return DeviceRecord(
-            device_id=device_id,
-            user_id=_s(item, "user_id"),
-            network_id=_s(item, "network_id"),
-            signing_key=_bytes(item, "signing_key"),
-            status=status,
-            created_at=_n(item, "created_at"),
-            certificate=_bytes(item, "certificate"),
-        )
+        return None if item is None else _device(device_id, item)
+
+    def get_devices(self, device_ids: Sequence[str]) -> dict[str, DeviceRecord]:
+        """Many devices in one request per 100 (rosters of large rooms)."""
+        items = self._batch_get([(f"DEVICE#{d}", "DEVICE") for d in device_ids])
+        return {
+            pk.removeprefix("DEVICE#"): _device(pk.removeprefix("DEVICE#"), item)
+            for (pk, _), item in items.items()
+        }
 
     def list_devices(self, user_id: str) -> list[tuple[str, bytes, DeviceStatus]]:
         """(device_id, certificate, status) of every device a user ever had."""
@@ -675,3 +666,32 @@ class DirectoryStore(SingleTableStore):
             ],
             {0: "link_unusable", 1: "device_exists"},
         )
+
+
+def _user(user_id: str, item: Item) -> UserRecord:
+    status = _USER_STATUSES.get(_s(item, "status"))
+    if status is None:
+        raise ValueError(f"user {user_id} has an unknown status")
+    return UserRecord(
+        user_id=user_id,
+        network_id=_s(item, "network_id"),
+        handle=_s(item, "handle"),
+        status=status,
+        identity_key=_bytes(item, "identity_key"),
+        created_at=_n(item, "created_at"),
+    )
+
+
+def _device(device_id: str, item: Item) -> DeviceRecord:
+    status = _DEVICE_STATUSES.get(_s(item, "status"))
+    if status is None:
+        raise ValueError(f"device {device_id} has an unknown status")
+    return DeviceRecord(
+        device_id=device_id,
+        user_id=_s(item, "user_id"),
+        network_id=_s(item, "network_id"),
+        signing_key=_bytes(item, "signing_key"),
+        status=status,
+        created_at=_n(item, "created_at"),
+        certificate=_bytes(item, "certificate"),
+    )
