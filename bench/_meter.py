@@ -213,7 +213,13 @@ class Meter:
                 strong = bool(request.get("ConsistentRead"))
                 units += sum(_read_units(item_size(i), consistent=strong) for i in items)
             return units
-        raise NotImplementedError(f"capacity of {operation}")  # no handler uses it yet
+        if operation == "TransactGetItems":
+            # Transactional reads cost twice a strongly consistent read, per item.
+            responses = parsed.get("Responses") or []
+            return sum(
+                2 * _read_units(item_size(r.get("Item")), consistent=True) for r in responses
+            )
+        raise ValueError(f"{operation} is not a DynamoDB read")
 
     def _writes(self, model: Any, state: dict[str, Any]) -> list[tuple[str, dict[str, Any], Any]]:
         """(table, key, new item or None) of every item a write request touches."""

@@ -51,6 +51,15 @@ def _check_window(issued_at: int, expires_at: int, limit: int) -> None:
         raise MalformedMessage(f"validity must be positive and at most {limit} ms")
 
 
+# Signature-sized zeros: lets ``issue`` build (and so check) a value before signing it.
+_UNSIGNED = (bytes(ECDSA_SIGNATURE_LENGTH), bytes(MLDSA_SIGNATURE_LENGTH))
+
+
+def _dual_signed(tbs: bytes, ecdsa_signature: bytes, mldsa_signature: bytes) -> bytes:
+    """What the identity key signs, then both of its signatures."""
+    return bytes(Writer().raw(tbs).var8(ecdsa_signature).var16(mldsa_signature))
+
+
 def _check_sig_lengths(ecdsa_sig: bytes, mldsa_sig: bytes | None) -> None:
     if len(ecdsa_sig) != ECDSA_SIGNATURE_LENGTH:
         raise MalformedMessage("ECDSA signature length out of range")
@@ -79,22 +88,10 @@ class DeviceCertificate:
         _check_window(self.issued_at, self.expires_at, MAX_DEVICE_CERT_VALIDITY_MS)
         _check_sig_lengths(self.ecdsa_signature, self.mldsa_signature)
 
-    @staticmethod
-    def _tbs(
-        user_id: str, device_id: str, fp: bytes, key: VerifyingKey, issued: int, expires: int
-    ) -> bytes:
-        w = Writer().prefix(MessageType.DEVICE_CERTIFICATE).text8(user_id).text8(device_id)
-        return bytes(w.raw(fp).raw(key.serialize()).u64(issued).u64(expires))
-
     def tbs(self) -> bytes:
-        return self._tbs(
-            self.user_id,
-            self.device_id,
-            self.identity_fingerprint,
-            self.device_key,
-            self.issued_at,
-            self.expires_at,
-        )
+        w = Writer().prefix(MessageType.DEVICE_CERTIFICATE).text8(self.user_id)
+        w.text8(self.device_id).raw(self.identity_fingerprint).raw(self.device_key.serialize())
+        return bytes(w.u64(self.issued_at).u64(self.expires_at))
 
     @classmethod
     def issue(
@@ -108,17 +105,13 @@ class DeviceCertificate:
         expires_at: int,
     ) -> DeviceCertificate:
         fp = identity.public.fingerprint
-        check_identifier(user_id, "user id")
-        check_identifier(device_id, "device id")
-        _check_window(issued_at, expires_at, MAX_DEVICE_CERT_VALIDITY_MS)
-        tbs = cls._tbs(user_id, device_id, fp, device_key, issued_at, expires_at)
-        ecdsa_sig, mldsa_sig = identity.sign(cls.LABEL, tbs)
+        # Construction checks every field; the placeholder signatures are replaced below.
+        unsigned = cls(user_id, device_id, fp, device_key, issued_at, expires_at, *_UNSIGNED)
+        ecdsa_sig, mldsa_sig = identity.sign(cls.LABEL, unsigned.tbs())
         return cls(user_id, device_id, fp, device_key, issued_at, expires_at, ecdsa_sig, mldsa_sig)
 
     def serialize(self) -> bytes:
-        return bytes(
-            Writer().raw(self.tbs()).var8(self.ecdsa_signature).var16(self.mldsa_signature)
-        )
+        return _dual_signed(self.tbs(), self.ecdsa_signature, self.mldsa_signature)
 
     @classmethod
     def parse(cls, data: bytes) -> DeviceCertificate:
@@ -276,21 +269,12 @@ class DeviceRevocation:
         cls, identity: IdentityKeyPair, user_id: str, device_id: str, *, revoked_at: int
     ) -> DeviceRevocation:
         fp = identity.public.fingerprint
-        unsigned = cls(
-            user_id,
-            device_id,
-            fp,
-            revoked_at,
-            bytes(ECDSA_SIGNATURE_LENGTH),
-            bytes(MLDSA_SIGNATURE_LENGTH),
-        )
+        unsigned = cls(user_id, device_id, fp, revoked_at, *_UNSIGNED)
         ecdsa_sig, mldsa_sig = identity.sign(cls.LABEL, unsigned.tbs())
         return cls(user_id, device_id, fp, revoked_at, ecdsa_sig, mldsa_sig)
 
     def serialize(self) -> bytes:
-        return bytes(
-            Writer().raw(self.tbs()).var8(self.ecdsa_signature).var16(self.mldsa_signature)
-        )
+        return _dual_signed(self.tbs(), self.ecdsa_signature, self.mldsa_signature)
 
     @classmethod
     def parse(cls, data: bytes) -> DeviceRevocation:

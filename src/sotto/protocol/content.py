@@ -8,6 +8,7 @@ senders can add types that older clients display as "unsupported".
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -58,13 +59,14 @@ def unpad(padded: bytes) -> bytes:
     return end[:-1]
 
 
-class Content:
+class Content(ABC):
     """Base of content types; ``TYPE`` is the u8 on the wire."""
 
     TYPE: ClassVar[int] = 0
 
+    @abstractmethod
     def body(self) -> bytes:
-        raise NotImplementedError
+        """The type's fields, after the type byte."""
 
     def serialize(self) -> bytes:
         return bytes([self.TYPE]) + self.body()
@@ -235,6 +237,9 @@ class UnknownContent(Content):
 
     type_code: int
     raw: bytes
+
+    def body(self) -> bytes:
+        return self.raw
 
     def serialize(self) -> bytes:
         return bytes([self.type_code]) + self.raw

@@ -37,7 +37,7 @@ from .wire import (
     MessageType,
     Reader,
     Writer,
-    check_identifier,
+    check_identifiers,
     check_random_id,
     parse_prefix,
 )
@@ -69,14 +69,13 @@ class KeyDistribution:
     signature: bytes
 
     def __post_init__(self) -> None:
-        for value, what in (
+        check_identifiers(
             (self.conversation_id, "conversation id"),
             (self.sender_user_id, "sender user id"),
             (self.sender_device_id, "sender device id"),
             (self.recipient_user_id, "recipient user id"),
             (self.recipient_device_id, "recipient device id"),
-        ):
-            check_identifier(value, what)
+        )
         if self.prekey_kind not in (PrekeyKind.SIGNED, PrekeyKind.ONE_TIME):
             raise MalformedMessage("unknown prekey kind")
         if not 0 <= self.prekey_id < 2**32 or not 0 <= self.timestamp < 2**64:

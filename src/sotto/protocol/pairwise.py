@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hpke
 
 from .errors import DecryptionFailed, MalformedMessage
 from .keys import FINGERPRINT_LENGTH, KemKeyPair, KemPublicKey
-from .wire import SUITE_ID, Writer, check_identifier, check_random_id, domain
+from .wire import SUITE_ID, Writer, check_identifiers, check_random_id, domain
 
 __all__ = ["ENC_LENGTH", "HPKE_OVERHEAD", "HPKE_SUITE", "PairwiseContext", "open_sealed", "seal"]
 
@@ -44,14 +44,13 @@ class PairwiseContext:
     message_id: bytes
 
     def __post_init__(self) -> None:
-        for value, what in (
+        check_identifiers(
             (self.conversation_id, "conversation id"),
             (self.sender_user_id, "sender user id"),
             (self.sender_device_id, "sender device id"),
             (self.recipient_user_id, "recipient user id"),
             (self.recipient_device_id, "recipient device id"),
-        ):
-            check_identifier(value, what)
+        )
         if (
             len(self.sender_identity) != FINGERPRINT_LENGTH
             or len(self.recipient_identity) != FINGERPRINT_LENGTH

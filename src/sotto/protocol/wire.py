@@ -27,6 +27,7 @@ __all__ = [
     "Reader",
     "Writer",
     "check_identifier",
+    "check_identifiers",
     "check_random_id",
     "domain",
     "parse_prefix",
@@ -67,6 +68,12 @@ def check_identifier(value: str, what: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value.encode("utf-8")):
         raise MalformedMessage(f"{what} must be 1-64 characters of [A-Za-z0-9_-]")
     return value
+
+
+def check_identifiers(*named: tuple[str, str]) -> None:
+    """``check_identifier`` over (value, what) pairs."""
+    for value, what in named:
+        check_identifier(value, what)
 
 
 def check_random_id(value: bytes, what: str) -> bytes:
