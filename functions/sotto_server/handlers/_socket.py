@@ -31,9 +31,8 @@ def reply(connection_id: str, frame: bytes) -> PushResult:
 
 def notify_device(device_id: str, frame: bytes) -> None:
     """Push to every open socket of a device; offline devices learn on their next sync."""
-    store = connections_store()
-    for connection in store.for_device(device_id):
-        push(connections_client(), store, connection.connection_id, frame)
+    for connection_id, data in online_pushes([(device_id, frame)]):
+        reply(connection_id, data)
 
 
 def online_pushes(notices: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..dal.connections import ConnectionsStore
 from ..dal.conversations import ConversationsStore
-from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, Invite, Network, UserRecord
+from ..dal.directory import (
+    Conflict,
+    DeviceRecord,
+    DirectoryStore,
+    Invite,
+    Network,
+    UserRecord,
+    UserStatus,
+)
 from . import rosters
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
@@ -109,11 +118,15 @@ def _user(directory: DirectoryStore, user: UserRecord) -> dict[str, Any]:
     }
 
 
-def get_user(directory: DirectoryStore, user_id: str) -> dict[str, Any]:
+def _existing_user(directory: DirectoryStore, user_id: str) -> UserRecord:
     user = directory.get_user(user_id)
     if user is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such user")
-    return _user(directory, user)
+    return user
+
+
+def get_user(directory: DirectoryStore, user_id: str) -> dict[str, Any]:
+    return _user(directory, _existing_user(directory, user_id))
 
 
 def set_user_status(
@@ -121,16 +134,14 @@ def set_user_status(
     connections: ConnectionsStore,
     disconnect: Disconnect,
     user_id: str,
-    status: str,
+    status: UserStatus,
 ) -> dict[str, Any]:
-    user = directory.get_user(user_id)
-    if user is None:
-        raise Refused(ErrorCode.NOT_FOUND, "no such user")
-    directory.set_user_status(user, "suspended" if status == "suspended" else "active")
+    user = _existing_user(directory, user_id)
+    directory.set_user_status(user, status)
     if status == "suspended":
         for device_id, _certificate, _status in directory.list_devices(user_id):
             _close_sockets(connections, disconnect, device_id)
-    return get_user(directory, user_id)
+    return _user(directory, replace(user, status=status))
 
 
 def _device(device: DeviceRecord) -> dict[str, Any]:
@@ -145,11 +156,15 @@ def _device(device: DeviceRecord) -> dict[str, Any]:
     }
 
 
-def get_device(directory: DirectoryStore, device_id: str) -> dict[str, Any]:
+def _existing_device(directory: DirectoryStore, device_id: str) -> DeviceRecord:
     device = directory.get_device(device_id)
     if device is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such device")
-    return _device(device)
+    return device
+
+
+def get_device(directory: DirectoryStore, device_id: str) -> dict[str, Any]:
+    return _device(_existing_device(directory, device_id))
 
 
 def revoke_device(
@@ -160,17 +175,17 @@ def revoke_device(
     device_id: str,
     now_ms: int,
 ) -> dict[str, Any]:
-    device = directory.get_device(device_id)
-    if device is None:
-        raise Refused(ErrorCode.NOT_FOUND, "no such device")
+    device = _existing_device(directory, device_id)
     if device.status != "revoked":
         directory.revoke_device(device, now_ms)
     # Also on a repeated revoke, so a failure half-way is repaired by retrying.
     rosters.device_removed(conversations, device.user_id, device_id)
     _close_sockets(connections, disconnect, device_id)
-    return get_device(directory, device_id)
+    return _device(replace(device, status="revoked"))
 
 
 def _close_sockets(connections: ConnectionsStore, disconnect: Disconnect, device_id: str) -> None:
+    # The connection records themselves (by_device), not the presence set that
+    # fan-out reads: a revocation must reach every socket, a push may miss one.
     for connection in connections.for_device(device_id):
         disconnect(connection.connection_id)

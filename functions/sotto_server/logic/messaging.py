@@ -19,7 +19,7 @@ from sotto.protocol.keys import IdentityPublicKey
 
 from ..dal.conversations import Conversation, Mail, StoredMessage
 from ..dal.directory import Conflict
-from .conversations import Stores, member_of, roster_entry
+from .conversations import Stores, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome, paginate
@@ -48,11 +48,23 @@ def _sender_certificate(
         raise Refused(ErrorCode.FORBIDDEN, "this device has no valid certificate", rid) from None
 
 
-def _in_roster(stores: Stores, caller: Principal, cid: str, rid: str | None) -> set[str]:
-    roster = stores.conversations.roster(cid)
-    if roster_entry(caller.user_id, caller.device_id) not in roster:
-        raise Refused(ErrorCode.FORBIDDEN, "this device is not in the conversation", rid)
-    return roster
+def _sending_device(
+    stores: Stores, caller: Principal, cid: str, rid: str | None
+) -> tuple[Conversation, set[str]]:
+    """The conversation and its roster, which must hold the caller's device.
+
+    The roster holds only members' devices, so it answers membership too: no
+    member read on the per-message path. Anyone else gets not_found.
+    """
+    conversation = stores.conversations.get(cid)
+    roster = stores.conversations.roster(cid) if conversation is not None else set()
+    if (
+        conversation is None
+        or conversation.network_id != caller.network_id
+        or roster_entry(caller.user_id, caller.device_id) not in roster
+    ):
+        raise Refused(ErrorCode.NOT_FOUND, "no such conversation", rid)
+    return conversation, roster
 
 
 def _mail_frame(mail: Mail) -> dict[str, Any]:
@@ -80,8 +92,7 @@ def distribute(
 ) -> Outcome:
     rid = request.id
     cid = request.conversation_id
-    member_of(stores, caller, cid, rid)
-    roster = _in_roster(stores, caller, cid, rid)
+    _conversation, roster = _sending_device(stores, caller, cid, rid)
     certificate, _identity = _sender_certificate(stores, caller, rid)
     items: list[tuple[str, str, str, bytes, str]] = []
     recipients: set[str] = set()
@@ -154,8 +165,7 @@ def _check_chain(
 def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -> Outcome:
     rid = request.id
     cid = request.conversation_id
-    conversation, _ = member_of(stores, caller, cid, rid)
-    roster = _in_roster(stores, caller, cid, rid)
+    conversation, roster = _sending_device(stores, caller, cid, rid)
     certificate, identity = _sender_certificate(stores, caller, rid)
     try:
         envelope = verify_envelope(
