@@ -113,14 +113,6 @@ class ConnectionsStore:
                     break
         return found
 
-    def get(self, connection_id: str) -> Connection | None:
-        item = self._client.get_item(
-            TableName=self._table,
-            Key={"connection_id": {"S": connection_id}},
-            ConsistentRead=True,
-        ).get("Item")
-        return None if item is None else _from_item(item)
-
     def for_device(self, device_id: str) -> list[Connection]:
         response = self._client.query(
             TableName=self._table,

@@ -275,10 +275,6 @@ class WebSocketGateway:
         await live.connection.close(1000, "")
         return "ok"
 
-    @property
-    def connection_ids(self) -> list[str]:
-        return list(self._live)
-
 
 def _refuse(connection: ServerConnection, status: HTTPStatus, message: str) -> Response:
     response = connection.respond(status, json.dumps({"message": message}))
