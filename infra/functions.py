@@ -11,12 +11,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import packaging
 from infra._common import construct_name, data_removal_policy, log_retention
 from infra._nag import acknowledge, nag_token_text
 from infra.settings import Settings
+from infra.streams import stream_statements
 from sotto import topology
 
 __all__ = [
@@ -73,8 +75,10 @@ class Functions(Construct):
         tables: Mapping[str, dynamodb.ITable],
         data_key: kms.IKey,
         connections: ConnectionsEndpoint,
+        queues: Mapping[str, sqs.IQueue],
     ) -> None:
         super().__init__(scope, construct_id)
+        self._queues = queues
         self._settings = settings
         self._tables = tables
         self._data_key = data_key
@@ -170,6 +174,10 @@ class Functions(Construct):
             )
         ]
         statements += self._table_statements(spec)
+        if spec.stream_source is not None:
+            if not spec.tables_write:
+                raise ValueError(f"{spec.name}: a stream-fed function writes what it derives")
+            statements += stream_statements(spec.stream_source, self._tables, self._queues)
         if spec.manages_connections:
             statements.append(
                 iam.PolicyStatement(

@@ -12,6 +12,7 @@ from infra.functions import Functions
 from infra.http_api import HttpApi
 from infra.keys import Keys
 from infra.settings import Settings
+from infra.streams import Queues, StreamSources
 from infra.tables import Tables
 from infra.websocket import WebSocket
 from sotto import topology
@@ -37,6 +38,7 @@ class SottoStack(Stack):
         data_key = self.keys["DataKey"]
         self.tables = Tables(self, "Tables", settings=settings, key=data_key)
         self.buckets = Buckets(self, "Buckets", settings=settings, keys=self.keys.by_id)
+        self.queues = Queues(self, "Queues", settings=settings, key=data_key)
         self.websocket = WebSocket(self, "WebSocket", settings=settings)
         self.functions = Functions(
             self,
@@ -45,6 +47,14 @@ class SottoStack(Stack):
             tables=self.tables.by_id,
             data_key=data_key,
             connections=self.websocket.connections,
+            queues=self.queues.by_id,
+        )
+        self.streams = StreamSources(
+            self,
+            "Streams",
+            tables=self.tables.by_id,
+            queues=self.queues.by_id,
+            functions=self.functions.by_name,
         )
         self.websocket.add_routes(self.functions.by_name)
         self.http_api = HttpApi(self, "Http", settings=settings, functions=self.functions.by_name)

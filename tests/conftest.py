@@ -16,6 +16,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def default_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A second local stack at the deployment's default rate limits (``--rate-limit-scale 1``).
+
+    Claims about scale and limits are tested here, where a raised limit
+    cannot hide what a user would meet.
+    """
+    with running_stack(tmp_path_factory.mktemp("default-stack"), rate_limit_scale=1) as running:
+        yield running
+
+
 @pytest.fixture
 def device(stack: Stack) -> SeededDevice:
     return seed_device(stack)

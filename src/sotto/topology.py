@@ -11,7 +11,7 @@ This module is plain data: it imports nothing from AWS or the CDK.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "BUCKETS",
@@ -21,6 +21,7 @@ __all__ = [
     "KEYS",
     "KEY_ROUTES",
     "MESSAGE_ROUTES",
+    "QUEUES",
     "TABLES",
     "WS_AUTHORIZER",
     "WS_AUTHORIZER_IDENTITY_HEADER",
@@ -31,9 +32,12 @@ __all__ = [
     "HttpRouteSpec",
     "IndexSpec",
     "KeySpec",
+    "QueueSpec",
+    "StreamSourceSpec",
     "TableSpec",
     "WsRouteSpec",
     "function",
+    "queue",
     "table",
 ]
 
@@ -86,6 +90,37 @@ class KeySpec:
 
 
 @dataclass(frozen=True)
+class QueueSpec:
+    """An SQS queue (encrypted with the data key)."""
+
+    logical_id: str
+    env_var: str
+    purpose: str = ""
+    retention_days: int = 14
+
+
+@dataclass(frozen=True)
+class StreamSourceSpec:
+    """A DynamoDB stream feeding a function, as a Lambda event source mapping does.
+
+    ``filters`` are Lambda event filter patterns (JSON objects; a record
+    matching any of them is delivered, the others are dropped unseen).
+    Failures are reported per record (partial batch responses); a batch that
+    raises is bisected; a record that keeps failing goes to
+    ``on_failure_queue`` after ``max_retries`` and the shard moves on.
+    """
+
+    table: str
+    filters: tuple[dict[str, Any], ...]
+    on_failure_queue: str
+    batch_size: int = 100
+    max_retries: int = 5
+    bisect_on_error: bool = True
+    # How long records gather before a batch is sent (seconds).
+    batching_window_s: int = 0
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     """A Lambda function: ``handler`` is ``module.attribute`` under ``functions/``."""
 
@@ -102,6 +137,8 @@ class FunctionSpec:
     # every $connect need; API Gateway gives up on an integration after 29 s.
     memory_mb: int = 512
     timeout_seconds: int = 10
+    # Invoked by a table's stream rather than by a route.
+    stream_source: StreamSourceSpec | None = None
 
     @property
     def module(self) -> str:
@@ -147,6 +184,9 @@ TABLES: tuple[TableSpec, ...] = (
         sort_key="sk",
         attributes={"pk": "S", "sk": "S"},
         ttl_attribute="expires_at",
+        # Device links, revocations and suspensions reach conversation rosters
+        # and open sockets through the stream (the ``rosters`` function).
+        stream="NEW_AND_OLD_IMAGES",
         purpose="Networks, users, devices, their certified public keys and prekeys.",
     ),
     TableSpec(
@@ -188,6 +228,28 @@ BUCKETS: tuple[BucketSpec, ...] = (
     ),
 )
 
+QUEUES: tuple[QueueSpec, ...] = (
+    QueueSpec(
+        logical_id="RosterFailuresQueue",
+        env_var="SOTTO_ROSTER_FAILURES_QUEUE",
+        purpose="Directory stream records the rosters function gave up on, for an operator.",
+    ),
+)
+
+# The directory changes that move rosters or must close sockets: a device
+# created (enrollment, link), a device revoked, a user suspended.
+_DIRECTORY_CHANGES: tuple[dict[str, Any], ...] = (
+    {"eventName": ["INSERT"], "dynamodb": {"Keys": {"sk": {"S": ["DEVICE"]}}}},
+    {
+        "eventName": ["MODIFY"],
+        "dynamodb": {"Keys": {"sk": {"S": ["DEVICE"]}}, "NewImage": {"status": {"S": ["revoked"]}}},
+    },
+    {
+        "eventName": ["MODIFY"],
+        "dynamodb": {"Keys": {"sk": {"S": ["USER"]}}, "NewImage": {"status": {"S": ["suspended"]}}},
+    },
+)
+
 KEYS: tuple[KeySpec, ...] = (
     KeySpec(
         logical_id="DataKey",
@@ -214,6 +276,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="connect",
         handler="sotto_server.handlers.connect.handler",
+        # Re-reads the device and user after recording the connection, so a
+        # revocation racing the upgrade cannot leave a socket open.
+        tables_read=("DirectoryTable",),
         tables_write=("ConnectionsTable",),
         purpose="Records the connection with the device the authorizer vouched for.",
     ),
@@ -226,6 +291,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="default",
         handler="sotto_server.handlers.default.handler",
+        # Every frame first checks its device and user are still active.
+        tables_read=("DirectoryTable",),
         tables_write=("ConnectionsTable",),
         manages_connections=True,
         purpose="Answers unknown actions and malformed frames with an error frame.",
@@ -233,6 +300,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="ping",
         handler="sotto_server.handlers.ping.handler",
+        # Every frame first checks its device and user are still active.
+        tables_read=("DirectoryTable",),
         tables_write=("ConnectionsTable",),
         manages_connections=True,
         purpose="Answers ping with pong through @connections.",
@@ -240,8 +309,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="keys",
         handler="sotto_server.handlers.keys.handler",
-        # Messages: a newly linked device joins its user's conversation rosters.
-        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable", "MessagesTable"),
+        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
         manages_connections=True,
         purpose="Key directory: publish prekeys, fetch key bundles, list devices, link devices.",
     ),
@@ -265,6 +333,26 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         purpose="Messages: distribute chain keys, send, sync and acknowledge; fan-out.",
     ),
     FunctionSpec(
+        name="rosters",
+        handler="sotto_server.handlers.rosters.handler",
+        tables_read=("DirectoryTable",),
+        tables_write=("MessagesTable", "ConnectionsTable"),
+        manages_connections=True,
+        # A user's conversations are walked in one invocation (a few thousand
+        # conditional writes at most); a retry repeats only what is left.
+        timeout_seconds=300,
+        stream_source=StreamSourceSpec(
+            table="DirectoryTable",
+            filters=_DIRECTORY_CHANGES,
+            on_failure_queue="RosterFailuresQueue",
+            batch_size=10,
+        ),
+        purpose=(
+            "Directory stream: linked devices join, revoked devices leave their user's rosters; "
+            "sockets of revoked devices and suspended users are closed again."
+        ),
+    ),
+    FunctionSpec(
         name="info",
         handler="sotto_server.handlers.info.handler",
         purpose="Public HTTP: protocol version and suites this deployment speaks.",
@@ -279,8 +367,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="admin",
         handler="sotto_server.handlers.admin.handler",
-        # Messages: a revoked device leaves its user's conversation rosters.
-        tables_write=("DirectoryTable", "ConnectionsTable", "MessagesTable"),
+        # Rosters follow revocations through the directory stream (``rosters``).
+        tables_write=("DirectoryTable", "ConnectionsTable"),
         manages_connections=True,
         purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
     ),
@@ -341,6 +429,13 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
 
 def table(logical_id: str) -> TableSpec:
     for spec in TABLES:
+        if spec.logical_id == logical_id:
+            return spec
+    raise KeyError(logical_id)
+
+
+def queue(logical_id: str) -> QueueSpec:
+    for spec in QUEUES:
         if spec.logical_id == logical_id:
             return spec
     raise KeyError(logical_id)

@@ -35,6 +35,10 @@ EXPECTED_COUNTS = {
     "AWS::ApiGatewayV2::Integration": len(topology.WS_ROUTES) + len(topology.HTTP_ROUTES),
     "AWS::ApiGatewayV2::Authorizer": 1,
     "AWS::ApiGateway::Account": 1,
+    "AWS::SQS::Queue": len(topology.QUEUES),
+    # CDK's TLS-only policy of each queue.
+    "AWS::SQS::QueuePolicy": len(topology.QUEUES),
+    "AWS::Lambda::EventSourceMapping": sum(1 for f in topology.FUNCTIONS if f.stream_source),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import secrets
@@ -11,10 +12,12 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -140,10 +143,32 @@ def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+_loopbacks = itertools.count(1)
+
+
+def next_loopback() -> str:
+    """A loopback address no other call of this process used (127.0.0.0/8 is all local).
+
+    People enroll from their own devices, each from its own address; tests
+    that enroll many users at the deployment's per-IP limits do the same.
+    """
+    n = next(_loopbacks)
+    return f"127.{100 + (n >> 16) % 150}.{(n >> 8) % 256}.{n % 256 or 1}"
+
+
 def http(
-    stack: Stack, method: str, path: str, body: Any = None, *, signed: bool = False
+    stack: Stack,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    signed: bool = False,
+    source: str | None = None,
 ) -> tuple[int, Any]:
-    """One HTTP API call; admin routes are SigV4-signed with the local credentials."""
+    """One HTTP API call; admin routes are SigV4-signed with the local credentials.
+
+    ``source`` is the local address to call from (a loopback address).
+    """
     url = f"{stack.endpoints['http']}{path}"
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -154,6 +179,17 @@ def http(
         )
         SigV4Auth(credentials, "execute-api", CREDENTIALS["region_name"]).add_auth(request)
         headers = dict(request.headers.items())
+    if source is not None:
+        parts = urllib.parse.urlsplit(url)
+        connection = HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port, timeout=30, source_address=(source, 0)
+        )
+        try:
+            connection.request(method, parts.path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            connection.close()
     call = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(call, timeout=30) as response:
@@ -177,7 +213,11 @@ def invite(stack: Stack, network_id: str | None = None, handle: str | None = Non
 def seed_device(
     stack: Stack, *, status: str = "active", network_id: str | None = None
 ) -> SeededDevice:
-    """Enroll a new user and device through the real routes (admin invite, then enroll)."""
+    """Enroll a new user and device through the real routes (admin invite, then enroll).
+
+    Each enrollment comes from its own loopback address, as people enroll
+    from their own devices (the per-IP limits hold at any scale).
+    """
     invited = invite(stack, network_id)
     identity = IdentityKeyPair.generate()
     device_id = f"dev-{secrets.token_hex(6)}"
@@ -187,7 +227,8 @@ def seed_device(
         stack,
         "POST",
         "/v1/enroll",
-        {
+        source=next_loopback(),
+        body={
             "code": invited["code"],
             "identity_key": b64(identity.public.serialize()),
             "device_certificate": b64(device.certificate.serialize()),

@@ -114,13 +114,20 @@ class ConnectionsStore:
         return found
 
     def for_device(self, device_id: str) -> list[Connection]:
-        response = self._client.query(
-            TableName=self._table,
-            IndexName=_BY_DEVICE,
-            KeyConditionExpression="device_id = :d",
-            ExpressionAttributeValues={":d": {"S": device_id}},
-        )
-        return [_from_item(item) for item in response.get("Items", [])]
+        """Every connection record of a device, page by page (the index may lag a write)."""
+        args: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": _BY_DEVICE,
+            "KeyConditionExpression": "device_id = :d",
+            "ExpressionAttributeValues": {":d": {"S": device_id}},
+        }
+        found: list[Connection] = []
+        while True:
+            response = self._client.query(**args)
+            found.extend(_from_item(item) for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return found
+            args["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
 
 def _from_item(item: dict[str, AttributeValueTypeDef]) -> Connection:

@@ -259,7 +259,11 @@ class ConversationsStore(SingleTableStore):
     def add_members(
         self, conversation: Conversation, members: Sequence[Member], devices: set[str]
     ) -> None:
-        """Add members and their devices; the roster version moves so chains rotate."""
+        """Add members and their devices; the roster version moves so chains rotate.
+
+        Conditional on the roster version and the next seq as read, so the
+        members' ``joined_seq`` is exactly the last message before they joined.
+        """
         cid = conversation.conversation_id
         items: list[TransactWriteItemTypeDef] = [
             {
@@ -267,11 +271,12 @@ class ConversationsStore(SingleTableStore):
                     "TableName": self._table,
                     "Key": key(f"CONV#{cid}", "META"),
                     "UpdateExpression": "ADD roster_version :one, member_count :n",
-                    "ConditionExpression": "roster_version = :version",
+                    "ConditionExpression": "roster_version = :version AND next_seq = :next",
                     "ExpressionAttributeValues": {
                         ":one": number(1),
                         ":n": number(len(members)),
                         ":version": number(conversation.roster_version),
+                        ":next": number(conversation.last_seq + 1),
                     },
                 }
             },
@@ -291,22 +296,81 @@ class ConversationsStore(SingleTableStore):
             items.extend(self._member_puts(cid, conversation.kind, member))
         self._transact(items, {0: "roster_changed"})
 
-    def roster_change(self, cid: str, *, add: str | None = None, remove: str | None = None) -> None:
-        """A member's device was linked or revoked: update the roster and its version."""
-        updates = []
-        if add is not None:
-            updates.append(("ADD devices :d", add))
-        if remove is not None:
-            updates.append(("DELETE devices :d", remove))
-        for expression, device in updates:
+    def roster_add(self, cid: str, user_id: str, device_id: str) -> bool:
+        """A member's new device joins the roster; False if it is there already.
+
+        One transaction, conditional on the user still being a member and on
+        the conversation's next seq as read: the device's cursor starts at the
+        last message stored before it joined, so it is never served a message
+        whose chain could not have reached it. Sends are conditional on the
+        roster version, so none slips in between.
+        """
+        entry = f"{user_id}/{device_id}"
+        for _ in range(20):
+            conversation = self.get(cid)
+            if conversation is None:
+                return False
+            try:
+                self._transact(
+                    [
+                        {
+                            "Update": {
+                                "TableName": self._table,
+                                "Key": key(f"CONV#{cid}", "ROSTER"),
+                                "UpdateExpression": "ADD devices :d",
+                                "ConditionExpression": (
+                                    "attribute_not_exists(devices) OR NOT contains(devices, :e)"
+                                ),
+                                "ExpressionAttributeValues": {
+                                    ":d": {"SS": [entry]},
+                                    ":e": {"S": entry},
+                                },
+                            }
+                        },
+                        self._roster_moved(conversation),
+                        {
+                            "ConditionCheck": {
+                                "TableName": self._table,
+                                "Key": key(f"CONV#{cid}", f"MEMBER#{user_id}"),
+                                "ConditionExpression": "attribute_exists(pk)",
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self._table,
+                                "Key": key(f"CURSOR#{device_id}", f"CONV#{cid}"),
+                                "UpdateExpression": "SET seq = if_not_exists(seq, :start)",
+                                "ExpressionAttributeValues": {
+                                    ":start": number(conversation.last_seq)
+                                },
+                            }
+                        },
+                    ],
+                    {0: "present", 1: "moved", 2: "not_a_member"},
+                )
+            except Conflict as conflict:
+                if conflict.reason in ("present", "not_a_member"):
+                    return False
+                continue  # a message or another change landed: read again
+            return True
+        raise Conflict("conversation_busy")
+
+    def roster_remove(self, cid: str, user_id: str, device_id: str) -> bool:
+        """A revoked device leaves the roster; False if it was not there."""
+        entry = f"{user_id}/{device_id}"
+        try:
             self._transact(
                 [
                     {
                         "Update": {
                             "TableName": self._table,
                             "Key": key(f"CONV#{cid}", "ROSTER"),
-                            "UpdateExpression": expression,
-                            "ExpressionAttributeValues": {":d": {"SS": [device]}},
+                            "UpdateExpression": "DELETE devices :d",
+                            "ConditionExpression": "contains(devices, :e)",
+                            "ExpressionAttributeValues": {
+                                ":d": {"SS": [entry]},
+                                ":e": {"S": entry},
+                            },
                         }
                     },
                     {
@@ -314,12 +378,31 @@ class ConversationsStore(SingleTableStore):
                             "TableName": self._table,
                             "Key": key(f"CONV#{cid}", "META"),
                             "UpdateExpression": "ADD roster_version :one",
+                            "ConditionExpression": "attribute_exists(pk)",
                             "ExpressionAttributeValues": {":one": number(1)},
                         }
                     },
                 ],
-                {},
+                {0: "absent", 1: "absent"},
             )
+        except Conflict:
+            return False
+        return True
+
+    def _roster_moved(self, conversation: Conversation) -> TransactWriteItemTypeDef:
+        """Move the roster version, conditional on nothing having been stored meanwhile."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key(f"CONV#{conversation.conversation_id}", "META"),
+                "UpdateExpression": "ADD roster_version :one",
+                "ConditionExpression": "next_seq = :next",
+                "ExpressionAttributeValues": {
+                    ":one": number(1),
+                    ":next": number(conversation.last_seq + 1),
+                },
+            }
+        }
 
     # -- chains, messages, mail ----------------------------------------------------
 
@@ -401,27 +484,36 @@ class ConversationsStore(SingleTableStore):
     def append(self, conversation: Conversation, message: StoredMessage) -> StoredMessage:
         """Store a message at the next seq, once per message id; returns what is stored.
 
-        Retries when another sender took the seq first; a repeated message id
-        returns the message stored the first time.
+        Conditional on the roster version the sender's chain was checked
+        against: a roster change in between raises Conflict("roster_changed")
+        (the caller checks the chain again), so no message is stored for a
+        device its chain did not reach. Retries when another sender took the
+        seq first; a repeated message id returns the message stored the first
+        time.
         """
         cid = conversation.conversation_id
         next_seq = conversation.last_seq + 1
         for _ in range(20):
             stored = replace(message, seq=next_seq)
+            items = self._append_items(stored, conversation.roster_version)
             try:
-                self._transact(self._append_items(stored), {0: "seq_taken", 2: "duplicate"})
+                self._transact(items, {0: "seq_taken", 2: "duplicate"})
             except Conflict as conflict:
                 if conflict.reason == "duplicate":
                     existing = self.message_by_id(cid, message.message_id)
                     if existing is not None:
                         return existing
                 current = self.get(cid)
+                if current is not None and current.roster_version != conversation.roster_version:
+                    raise Conflict("roster_changed") from None
                 next_seq = (current.last_seq if current else next_seq) + 1
                 continue
             return stored
         raise Conflict("conversation_busy")
 
-    def _append_items(self, message: StoredMessage) -> list[TransactWriteItemTypeDef]:
+    def _append_items(
+        self, message: StoredMessage, roster_version: int
+    ) -> list[TransactWriteItemTypeDef]:
         cid = message.conversation_id
         ttl = {"expires_at": number(message.expires_at // 1000 + 1)} if message.expires_at else {}
         return [
@@ -430,10 +522,11 @@ class ConversationsStore(SingleTableStore):
                     "TableName": self._table,
                     "Key": key(f"CONV#{cid}", "META"),
                     "UpdateExpression": "SET next_seq = :next",
-                    "ConditionExpression": "next_seq = :seq",
+                    "ConditionExpression": "next_seq = :seq AND roster_version = :version",
                     "ExpressionAttributeValues": {
                         ":seq": number(message.seq),
                         ":next": number(message.seq + 1),
+                        ":version": number(roster_version),
                     },
                 }
             },

@@ -215,6 +215,18 @@ class DirectoryStore(SingleTableStore):
             for (pk, _), item in items.items()
         }
 
+    def get_device_and_user(
+        self, device_id: str, user_id: str
+    ) -> tuple[DeviceRecord | None, UserRecord | None]:
+        """A device and a user in one consistent request (a frame's standing check)."""
+        items = self._batch_get([(f"DEVICE#{device_id}", "DEVICE"), (f"USER#{user_id}", "USER")])
+        device = items.get((f"DEVICE#{device_id}", "DEVICE"))
+        user = items.get((f"USER#{user_id}", "USER"))
+        return (
+            None if device is None else _device(device_id, device),
+            None if user is None else _user(user_id, user),
+        )
+
     def list_devices(self, user_id: str) -> list[tuple[str, bytes, DeviceStatus]]:
         """(device_id, certificate, status) of every device a user ever had."""
         devices = []
@@ -554,9 +566,16 @@ class DirectoryStore(SingleTableStore):
         )
 
     def revoke_device(self, device: DeviceRecord, now: int) -> None:
+        """Mark a device revoked (the first revocation's time is kept).
+
+        Every call changes the device item (``revocations`` counts them), so
+        each one, a repeat included, reaches the directory stream and the
+        roster work runs again.
+        """
         values: Mapping[str, AttributeValueTypeDef] = {
             ":s": {"S": "revoked"},
             ":now": number(now),
+            ":one": number(1),
         }
         self._transact(
             [
@@ -564,7 +583,10 @@ class DirectoryStore(SingleTableStore):
                     "Update": {
                         "TableName": self._table,
                         "Key": key(f"DEVICE#{device.device_id}", "DEVICE"),
-                        "UpdateExpression": "SET #s = :s, revoked_at = :now",
+                        "UpdateExpression": (
+                            "SET #s = :s, revoked_at = if_not_exists(revoked_at, :now) "
+                            "ADD revocations :one"
+                        ),
                         "ConditionExpression": "attribute_exists(pk)",
                         "ExpressionAttributeNames": {"#s": "status"},
                         "ExpressionAttributeValues": values,
@@ -574,9 +596,11 @@ class DirectoryStore(SingleTableStore):
                     "Update": {
                         "TableName": self._table,
                         "Key": key(f"USER#{device.user_id}", f"DEVICE#{device.device_id}"),
-                        "UpdateExpression": "SET #s = :s, revoked_at = :now",
+                        "UpdateExpression": (
+                            "SET #s = :s, revoked_at = if_not_exists(revoked_at, :now)"
+                        ),
                         "ExpressionAttributeNames": {"#s": "status"},
-                        "ExpressionAttributeValues": values,
+                        "ExpressionAttributeValues": {":s": values[":s"], ":now": values[":now"]},
                     }
                 },
             ],
@@ -640,10 +664,38 @@ class DirectoryStore(SingleTableStore):
                 raise Conflict("link_unusable") from None
             raise
 
-    def approve_link(self, link: LinkRecord, device: DeviceRecord, now: int) -> None:
-        """Register the linked device and mark the link approved, atomically."""
+    def approve_link(
+        self, link: LinkRecord, device: DeviceRecord, approver_device_id: str, now: int
+    ) -> None:
+        """Register the linked device and mark the link approved, atomically.
+
+        Conditional on the approving device and its user still being active
+        when the transaction commits: a revocation or suspension that lands
+        while the approval is in flight makes it fail, never the reverse.
+        """
         self._transact(
             [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"DEVICE#{approver_device_id}", "DEVICE"),
+                        "ConditionExpression": "#s = :active AND user_id = :u",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {
+                            ":active": {"S": "active"},
+                            ":u": {"S": device.user_id},
+                        },
+                    }
+                },
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"USER#{device.user_id}", "USER"),
+                        "ConditionExpression": "#s = :active",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {":active": {"S": "active"}},
+                    }
+                },
                 {
                     "Update": {
                         "TableName": self._table,
@@ -664,7 +716,12 @@ class DirectoryStore(SingleTableStore):
                 },
                 *self._device_puts(device),
             ],
-            {0: "link_unusable", 1: "device_exists"},
+            {
+                0: "approver_not_active",
+                1: "user_not_active",
+                2: "link_unusable",
+                3: "device_exists",
+            },
         )
 
 

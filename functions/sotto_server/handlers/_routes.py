@@ -21,7 +21,7 @@ from ..logic.frames import encode, refusal_frame
 from ..logic.outcome import Outcome
 from ..logic.principal import Principal
 from ..logic.requests import parse_frame
-from ._socket import caller, online_pushes, reply
+from ._socket import online_pushes, reply, standing_caller
 
 __all__ = ["FANOUT_WORKERS", "Route", "run_route"]
 
@@ -40,9 +40,14 @@ def run_route(
     route = request.request_context.route_key
     connection_id = request.request_context.connection_id
     model, run = routes[route]
+    principal = standing_caller(request)
+    if principal is None:
+        logger.info("refused: not in good standing", route=route)
+        metrics.add_metric(name="RefusedStanding", unit=MetricUnit.Count, value=1)
+        return
     try:
         parsed = parse_frame(model, request.body if isinstance(request.body, str) else None)
-        outcome = run(stores(), caller(request), parsed, int(time.time() * 1000))
+        outcome = run(stores(), principal, parsed, int(time.time() * 1000))
     except Refused as refused:
         logger.info("refused", route=route, code=refused.code.value)
         metrics.add_metric(name="Refused", unit=MetricUnit.Count, value=1)

@@ -1,4 +1,4 @@
-"""What the WebSocket handlers share: the caller, answering, notifying.
+"""What the WebSocket handlers share: the caller, its standing, answering, notifying.
 
 Kept light (no protocol or domain imports): $connect, $disconnect, $default
 and ping import only this, so their cold start stays small.
@@ -9,20 +9,51 @@ from __future__ import annotations
 from ..aws import connections_client, dynamodb_client
 from ..config import settings
 from ..dal.connections import ConnectionsStore
+from ..dal.directory import DirectoryStore
 from ..events import MessageEvent
+from ..logic.frames import refusal_frame
 from ..logic.principal import Principal
-from ..logic.push import PushResult, push
+from ..logic.push import PushResult, disconnect, push
+from ..logic.standing import NotInGoodStanding, in_good_standing
 
-__all__ = ["caller", "connections_store", "notify_device", "online_pushes", "reply"]
+__all__ = [
+    "caller",
+    "connections_store",
+    "directory_store",
+    "notify_device",
+    "online_pushes",
+    "reply",
+    "standing_caller",
+]
 
 
 def connections_store() -> ConnectionsStore:
     return ConnectionsStore(dynamodb_client(), settings().table_name("ConnectionsTable"))
 
 
+def directory_store() -> DirectoryStore:
+    return DirectoryStore(dynamodb_client(), settings().table_name("DirectoryTable"))
+
+
 def caller(event: MessageEvent) -> Principal:
     context = event.request_context.authorizer
     return Principal(context.device_id, context.user_id, context.network_id)
+
+
+def standing_caller(event: MessageEvent) -> Principal | None:
+    """The caller with its records read for this frame; None once refused and disconnected.
+
+    A revoked device or suspended user gets one error frame (``revoked`` or
+    ``suspended``) and then loses the socket, whatever route it called.
+    """
+    principal = caller(event)
+    try:
+        return in_good_standing(directory_store(), principal)
+    except NotInGoodStanding as refused:
+        connection_id = event.request_context.connection_id
+        reply(connection_id, refusal_frame(refused))
+        disconnect(connections_client(), connections_store(), connection_id)
+        return None
 
 
 def reply(connection_id: str, frame: bytes) -> PushResult:

@@ -22,7 +22,6 @@ def stores() -> Stores:
     return Stores(
         directory=DirectoryStore(dynamodb_client(), config.table_name("DirectoryTable")),
         guards=GuardsStore(dynamodb_client(), config.table_name("GuardsTable")),
-        conversations=conversations_store() if "MessagesTable" in config.tables else None,
         limit_scale=config.rate_limit_scale,
     )
 

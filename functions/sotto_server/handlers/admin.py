@@ -17,7 +17,7 @@ from ..logic.push import disconnect
 from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
 from ._http import json_body, refused_response
 from ._socket import connections_store
-from ._stores import conversations_store, stores
+from ._stores import stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -98,7 +98,6 @@ def revoke_device(device_id: str) -> dict[str, Any]:
     logger.info("revoking", device_id=device_id)
     return admin.revoke_device(
         stores().directory,
-        conversations_store(),
         connections_store(),
         _disconnect,
         _id(device_id, "device id"),

@@ -12,7 +12,7 @@ from ..events import MessageEvent
 from ..logic.errors import ErrorCode, Refused
 from ..logic.frames import error_frame, refusal_frame
 from ..logic.requests import load_object, request_id_of
-from ._socket import reply
+from ._socket import reply, standing_caller
 
 logger = Logger()
 
@@ -20,6 +20,8 @@ logger = Logger()
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(event=event, model=MessageEvent)
+    if standing_caller(request) is None:
+        return {"statusCode": 200}
     body = None if request.is_base64_encoded else request.body
     try:
         frame = load_object(body if isinstance(body, str) else None)

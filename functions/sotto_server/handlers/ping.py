@@ -13,7 +13,7 @@ from ..events import MessageEvent
 from ..logic.errors import Refused
 from ..logic.frames import encode, refusal_frame
 from ..logic.requests import PingRequest, parse_frame
-from ._socket import reply
+from ._socket import reply, standing_caller
 
 logger = Logger()
 
@@ -21,6 +21,8 @@ logger = Logger()
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(event=event, model=MessageEvent)
+    if standing_caller(request) is None:
+        return {"statusCode": 200}
     body = request.body if isinstance(request.body, str) else None
     try:
         ping = parse_frame(PingRequest, body)

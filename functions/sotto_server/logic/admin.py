@@ -1,8 +1,11 @@
 """The admin API: networks, invites, users and devices.
 
 IAM has already authorized the caller (SigV4 on every admin route). Suspending
-a user or revoking a device also closes their open sockets at once, so the
-change takes effect now rather than at the next reconnect.
+a user or revoking a device commits the status, then closes their open
+sockets at once, so the change takes effect now rather than at the next
+reconnect; every later frame is refused by its standing check. What takes
+longer (a revoked device leaving every roster of its user) follows through
+the directory stream, so this request stays short whatever the user owns.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 from ..dal.connections import ConnectionsStore
-from ..dal.conversations import ConversationsStore
 from ..dal.directory import (
     Conflict,
     DeviceRecord,
@@ -23,11 +25,11 @@ from ..dal.directory import (
     UserRecord,
     UserStatus,
 )
-from . import rosters
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
 from .requests import CreateNetworkRequest, InviteRequest
+from .standing import close_device_sockets
 
 __all__ = [
     "create_invite",
@@ -140,7 +142,7 @@ def set_user_status(
     directory.set_user_status(user, status)
     if status == "suspended":
         for device_id, _certificate, _status in directory.list_devices(user_id):
-            _close_sockets(connections, disconnect, device_id)
+            close_device_sockets(connections, disconnect, device_id)
     return _user(directory, replace(user, status=status))
 
 
@@ -169,23 +171,14 @@ def get_device(directory: DirectoryStore, device_id: str) -> dict[str, Any]:
 
 def revoke_device(
     directory: DirectoryStore,
-    conversations: ConversationsStore,
     connections: ConnectionsStore,
     disconnect: Disconnect,
     device_id: str,
     now_ms: int,
 ) -> dict[str, Any]:
     device = _existing_device(directory, device_id)
-    if device.status != "revoked":
-        directory.revoke_device(device, now_ms)
-    # Also on a repeated revoke, so a failure half-way is repaired by retrying.
-    rosters.device_removed(conversations, device.user_id, device_id)
-    _close_sockets(connections, disconnect, device_id)
+    # Also on a repeated revoke: the write moves revoked_at, so the stream
+    # runs the roster work again and repairs whatever a failure left.
+    directory.revoke_device(device, now_ms)
+    close_device_sockets(connections, disconnect, device_id)
     return _device(replace(device, status="revoked"))
-
-
-def _close_sockets(connections: ConnectionsStore, disconnect: Disconnect, device_id: str) -> None:
-    # The connection records themselves (by_device), not the presence set that
-    # fan-out reads: a revocation must reach every socket, a push may miss one.
-    for connection in connections.for_device(device_id):
-        disconnect(connection.connection_id)

@@ -131,8 +131,10 @@ def create_conversation(
         member_count=len(members),
     )
     # Two devices creating the same direct conversation at once get the same one.
+    devices = _active_devices(stores, users)
     with contextlib.suppress(Conflict):
-        stores.conversations.create(conversation, members, _active_devices(stores, users))
+        stores.conversations.create(conversation, members, devices)
+        _join_late_devices(stores, cid, users, devices)
     conversation, _ = member_of(stores, caller, cid, rid)
     return _answer(stores, conversation, rid)
 
@@ -160,7 +162,7 @@ def add_members(
         raise Refused(ErrorCode.BAD_REQUEST, f"rooms have at most {MAX_ROOM_MEMBERS} members", rid)
     _check_peers(stores, caller, new, rid)
     devices = _active_devices(stores, new)
-    for _ in range(5):
+    for _ in range(20):
         # Members added now see messages from the next seq on.
         joining = [Member(user_id, "member", conversation.last_seq) for user_id in new]
         try:
@@ -170,8 +172,22 @@ def add_members(
             conversation, _ = member_of(stores, caller, request.conversation_id, rid)
     else:
         raise Refused(ErrorCode.CONFLICT, "the room is changing; retry", rid)
+    _join_late_devices(stores, conversation.conversation_id, new, devices)
     conversation, _ = member_of(stores, caller, request.conversation_id, rid)
     return _answer(stores, conversation, rid)
+
+
+def _join_late_devices(stores: Stores, cid: str, user_ids: list[str], devices: set[str]) -> None:
+    """Devices the new members linked while they were being added join now.
+
+    The directory stream adds a linked device to its user's conversations,
+    but one linked after the devices above were read and processed before
+    the members were written would find no membership yet: one of the two
+    always sees the other.
+    """
+    for entry in sorted(_active_devices(stores, user_ids) - devices):
+        user_id, device_id = entry.split("/", 1)
+        stores.conversations.roster_add(cid, user_id, device_id)
 
 
 def list_conversations(

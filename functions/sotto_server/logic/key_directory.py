@@ -11,10 +11,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ..dal.conversations import ConversationsStore
 from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, LinkRecord, UserRecord
 from ..dal.guards import GuardsStore
-from . import limits, rosters
+from . import limits
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -58,8 +57,6 @@ LINK_TTL_MS = 10 * 60 * 1000
 class Stores:
     directory: DirectoryStore
     guards: GuardsStore
-    # Linked devices join their user's conversation rosters.
-    conversations: ConversationsStore | None = None
     # Multiplies every rate limit (``SOTTO_RATE_LIMIT_SCALE``).
     limit_scale: float = 1.0
 
@@ -77,7 +74,8 @@ def _limit(stores: Stores, bucket: str, subject: str, now_ms: int, request_id: s
 
 
 def _own_device(stores: Stores, caller: Principal, request_id: str | None) -> DeviceRecord:
-    device = stores.directory.get_device(caller.device_id)
+    # Read with the frame's standing check; read again only outside a frame.
+    device = caller.device or stores.directory.get_device(caller.device_id)
     if device is None or not device.certificate:
         raise Refused(ErrorCode.FORBIDDEN, "this device has no certificate", request_id)
     return device
@@ -261,7 +259,7 @@ def link_approve(
     link = _own_link(stores, caller, request.link_id, rid)
     if link_state(link, now_ms) != "requested":
         raise Refused(ErrorCode.CONFLICT, f"link is {link_state(link, now_ms)}", rid)
-    user = stores.directory.get_user(caller.user_id)
+    user = caller.user or stores.directory.get_user(caller.user_id)
     if user is None or user.status != "active":
         raise Refused(ErrorCode.FORBIDDEN, "user is not active", rid)
     try:
@@ -287,9 +285,11 @@ def link_approve(
         certificate=request.certificate,
     )
     try:
-        stores.directory.approve_link(link, device, now_ms)
+        stores.directory.approve_link(link, device, caller.device_id, now_ms)
     except Conflict as conflict:
+        if conflict.reason in ("approver_not_active", "user_not_active"):
+            raise Refused(ErrorCode.FORBIDDEN, "this device may no longer approve", rid) from None
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " "), rid) from None
-    if stores.conversations is not None:
-        rosters.device_added(stores.conversations, user.user_id, device.device_id)
+    # The new device joins its user's conversation rosters through the
+    # directory stream (the ``rosters`` function), not in this request.
     return Outcome(replies=[{"action": "link_approved", "id": rid, "device_id": device.device_id}])

@@ -36,8 +36,9 @@ POLICY = ExpiryPolicy()
 def _sender_certificate(
     stores: Stores, caller: Principal, rid: str | None
 ) -> tuple[DeviceCertificate, IdentityPublicKey]:
-    device = stores.directory.get_device(caller.device_id)
-    user = stores.directory.get_user(caller.user_id)
+    # Both were read for this frame by its standing check.
+    device = caller.device or stores.directory.get_device(caller.device_id)
+    user = caller.user or stores.directory.get_user(caller.user_id)
     if device is None or user is None or not device.certificate:
         raise Refused(ErrorCode.FORBIDDEN, "this device has no certificate", rid)
     try:
@@ -222,10 +223,18 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
         expires_at=header.expires_at,
         burn_s=header.burn_after_read_s,
     )
-    try:
-        stored = stores.conversations.append(conversation, draft)
-    except Conflict:
-        raise Refused(ErrorCode.CONFLICT, "the conversation is busy; retry", rid) from None
+    for _ in range(3):
+        try:
+            stored = stores.conversations.append(conversation, draft)
+            break
+        except Conflict as conflict:
+            if conflict.reason != "roster_changed":
+                raise Refused(ErrorCode.CONFLICT, "the conversation is busy; retry", rid) from None
+            # The roster moved after the chain was checked: check it again.
+            conversation, roster = _sending_device(stores, caller, cid, rid)
+            _check_chain(stores, caller, conversation, roster, header.chain_id, rid)
+    else:
+        raise Refused(ErrorCode.CONFLICT, "the conversation is busy; retry", rid)
     outcome = Outcome(replies=[_sent(rid, stored)])
     push = {"action": "message", **_message_frame(stored)}
     outcome.notices = [
@@ -256,7 +265,7 @@ def _live(message: StoredMessage, now_ms: int, device_created_at: int) -> bool:
 
 def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -> Outcome:
     store = stores.conversations
-    device = stores.directory.get_device(caller.device_id)
+    device = caller.device or stores.directory.get_device(caller.device_id)
     created_at = device.created_at if device is not None else 0
     budget = SYNC_PAGE_ITEMS
     mail = store.mail(caller.device_id, limit=budget)

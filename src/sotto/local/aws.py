@@ -106,9 +106,10 @@ class LocalResources:
     tables: dict[str, str]
     buckets: dict[str, str]
     keys: dict[str, str]
+    queues: dict[str, str]  # queue URLs
 
     def environment(self) -> dict[str, str]:
-        env: dict[str, str] = {}
+        env = {spec.env_var: self.queues[spec.logical_id] for spec in topology.QUEUES}
         for spec in topology.TABLES:
             env[spec.env_var] = self.tables[spec.logical_id]
         for bucket in topology.BUCKETS:
@@ -139,7 +140,21 @@ def provision(endpoint: str, stage: str = "local") -> LocalResources:
         for spec in topology.TABLES
     }
     buckets = {spec.logical_id: _create_bucket(s3, spec, stage, keys) for spec in topology.BUCKETS}
-    return LocalResources(tables=tables, buckets=buckets, keys=keys)
+    queues = {spec.logical_id: _create_queue(endpoint, spec, stage) for spec in topology.QUEUES}
+    return LocalResources(tables=tables, buckets=buckets, keys=keys, queues=queues)
+
+
+def _create_queue(endpoint: str, spec: topology.QueueSpec, stage: str) -> str:
+    session = boto3.session.Session(
+        aws_access_key_id=LOCAL_CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["aws_secret_access_key"],
+        region_name=LOCAL_CREDENTIALS["region_name"],
+    )
+    answer = session.client("sqs", endpoint_url=endpoint).create_queue(
+        QueueName=f"sotto-{stage}-{spec.logical_id}",
+        Attributes={"MessageRetentionPeriod": str(spec.retention_days * 86400)},
+    )
+    return str(answer["QueueUrl"])
 
 
 def _create_key(kms: KMSClient, spec: topology.KeySpec, stage: str) -> str:

@@ -14,7 +14,9 @@ clients to time out (and a 1000-member room unbuildable):
 While ``fast_moto()`` is active, a transaction snapshots only the items it
 names (restored if it is cancelled) instead of copying tables, and a
 Query starts from its partition's items (an index's by a plain filter,
-moto keeping no index structure) rather than from the sorted table. The local stack serves one
+moto keeping no index structure) rather than from the sorted table. A
+cancelled transaction also drops the stream records moto wrote while
+applying it (DynamoDB streams only what commits). The local stack serves one
 moto request at a time, so DynamoDB's all-or-nothing semantics hold.
 Request counts are not affected: this changes what happens inside moto,
 not what the handlers send.
@@ -61,8 +63,17 @@ class _Snapshot:
             hash_key, range_key = backend.get_keys_value(table, attrs)
             current = table.get_item(hash_key, range_key)
             self._saved.append((table, hash_key, range_key, copy.deepcopy(current)))
+        # moto writes stream records as it applies each item; a cancelled
+        # transaction must leave none (DynamoDB streams only what committed).
+        self._streams = {
+            id(shard): (shard, len(shard.items))
+            for table, *_ in self._saved
+            if (shard := table.stream_shard) is not None
+        }
 
     def restore(self) -> None:
+        for shard, length in self._streams.values():
+            del shard.items[length:]
         for table, hash_key, range_key, item in reversed(self._saved):
             if item is None:
                 if range_key is not None:

@@ -22,10 +22,13 @@ from typing import Any
 
 import boto3
 
+from sotto import topology
+
 from .aws import LOCAL_CREDENTIALS, LocalResources, MotoServer, provision
 from .gateway import GatewayLimits, WebSocketGateway
 from .http_server import LocalHttpServer
 from .lambdas import LocalFunctions
+from .streams import StreamPoller
 
 __all__ = ["API_ID", "STAGE", "Endpoints", "LocalStack", "run"]
 
@@ -65,6 +68,7 @@ class LocalStack:
         self._moto: MotoServer | None = None
         self._http: LocalHttpServer | None = None
         self._gateway: WebSocketGateway | None = None
+        self._pollers: list[StreamPoller] = []
 
     async def start(self) -> Endpoints:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,20 @@ class LocalStack:
             websocket=websocket,
             rate_limit_scale=self.rate_limit_scale,
         )
+        self._pollers = [
+            StreamPoller(
+                functions,
+                spec,
+                endpoint=aws_endpoint,
+                table_name=resources.tables[spec.stream_source.table],
+                queue_url=resources.queues[spec.stream_source.on_failure_queue],
+                credentials=LOCAL_CREDENTIALS,
+            )
+            for spec in topology.FUNCTIONS
+            if spec.stream_source is not None
+        ]
+        for poller in self._pollers:
+            poller.start()
         network = await asyncio.to_thread(_create_default_network, resources)
 
         endpoints = Endpoints(
@@ -103,6 +121,7 @@ class LocalStack:
                 "tables": resources.tables,
                 "buckets": resources.buckets,
                 "keys": resources.keys,
+                "queues": resources.queues,
             },
         )
         path = self.data_dir / "endpoints.json"
@@ -112,6 +131,8 @@ class LocalStack:
         return endpoints
 
     async def stop(self) -> None:
+        for poller in self._pollers:
+            await asyncio.to_thread(poller.stop)
         if self._gateway is not None:
             await self._gateway.stop()
         if self._http is not None:
