@@ -19,11 +19,12 @@ STREAM_FED = [spec for spec in topology.FUNCTIONS if spec.stream_source is not N
 
 def _mapping(synth: Synthesized, spec: topology.FunctionSpec) -> dict[str, Any]:
     function_id = synth.logical_id(synth.stack.functions[spec.name])
-    (mapping,) = [
+    found: list[dict[str, Any]] = [
         r["Properties"]
         for r in synth.of_type("AWS::Lambda::EventSourceMapping").values()
         if r["Properties"]["FunctionName"] == {"Ref": function_id}
     ]
+    (mapping,) = found
     return mapping
 
 

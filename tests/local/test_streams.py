@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -11,7 +12,7 @@ from sotto import topology
 from sotto.local.lambdas import FunctionError
 from sotto.local.streams import StreamPoller, matches
 
-DEVICE_INSERT = {
+DEVICE_INSERT: dict[str, Any] = {
     "eventName": "INSERT",
     "dynamodb": {"Keys": {"pk": {"S": "DEVICE#d1"}, "sk": {"S": "DEVICE"}}},
 }
@@ -45,7 +46,7 @@ def test_every_topology_filter_is_of_the_supported_kind():
 class FakeFunctions:
     """Fails the records named in ``failing`` (by sequence number) a number of times."""
 
-    def __init__(self, failing: dict[str, int], raise_on: set[str] = frozenset()) -> None:
+    def __init__(self, failing: dict[str, int], raise_on: frozenset[str] = frozenset()) -> None:
         self.failing, self.raise_on = dict(failing), set(raise_on)
         self.batches: list[list[str]] = []
 
@@ -74,11 +75,9 @@ def poller(functions: FakeFunctions, max_retries: int = 2) -> StreamPoller:
     instance = StreamPoller.__new__(StreamPoller)
     instance.functions = functions  # type: ignore[assignment]
     instance.spec = spec
-    instance.source = type(spec.stream_source)(
-        **{**spec.stream_source.__dict__, "max_retries": max_retries}
-    )
+    instance.source = dataclasses.replace(spec.stream_source, max_retries=max_retries)
     instance.stream_arn = "arn:stream"
-    instance._sqs = FakeQueue()  # type: ignore[assignment]
+    instance._sqs = FakeQueue()
     instance._queue_url = "queue"
     instance._stop = threading.Event()
     return instance
@@ -95,12 +94,12 @@ def test_partial_failure_retries_from_the_first_failed_record():
 
 
 def test_a_raising_batch_is_bisected_and_a_poison_record_is_given_up_on():
-    functions = FakeFunctions({}, raise_on={"2"})
+    functions = FakeFunctions({}, raise_on=frozenset({"2"}))
     mapping = poller(functions, max_retries=1)
     mapping._deliver(records("1", "2", "3", "4"), attempt=0)
     # Halves, then the poison record alone until its retries run out; the rest go through.
     assert functions.batches[:3] == [["1", "2", "3", "4"], ["1", "2"], ["1"]]
     assert functions.batches.count(["2"]) == 2
     assert ["3", "4"] in functions.batches
-    (report,) = mapping._sqs.sent  # type: ignore[attr-defined]
+    (report,) = mapping._sqs.sent
     assert '"startSequenceNumber": "2"' in report
