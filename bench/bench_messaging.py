@@ -38,7 +38,7 @@ from sotto.protocol.conversation import Conversation
 from sotto_server.dal import conversations as dal
 from sotto_server.dal.connections import ConnectionsStore
 from sotto_server.handlers._routes import FANOUT_WORKERS
-from sotto_server.logic.conversations import roster_entry
+from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER, roster_entry
 from sotto_server.logic.frames import b64
 from sotto_server.logic.requests import MAX_DISTRIBUTIONS_PER_CALL, MAX_ROOM_ADD
 
@@ -416,7 +416,7 @@ def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catch
             dal.Member(reader.user_id, "member", 0),
         ]
         devices = {roster_entry(d.user_id, d.device_id) for d in (sender, reader)}
-        store.create(room, members, devices)
+        store.create(room, members, devices, max_per_user=MAX_CONVERSATIONS_PER_USER)
         rooms.append(room)
 
     def seed(room: dal.Conversation) -> None:

@@ -162,7 +162,7 @@ def _add_messaging_commands(commands: Any) -> None:
     _profile_option(conversations)
     _json_option(conversations)
 
-    room = commands.add_parser("room", help="create rooms, add members, name rooms locally")
+    room = commands.add_parser("room", help="create and moderate rooms, leave them, name them")
     room_commands = room.add_subparsers(dest="room_command", required=True)
     create = room_commands.add_parser("create", help="create a room (you are its moderator)")
     create.add_argument("name", help="a local label; never sent to the server")
@@ -176,6 +176,32 @@ def _add_messaging_commands(commands: Any) -> None:
     name.add_argument("conversation_id")
     name.add_argument("name")
     _profile_option(name)
+    members = room_commands.add_parser("members", help="a room's members and their roles")
+    members.add_argument("room", metavar="#ROOM")
+    _profile_option(members)
+    _json_option(members)
+    remove = room_commands.add_parser("remove", help="remove members from a room you moderate")
+    remove.add_argument("room", metavar="#ROOM")
+    remove.add_argument("users", nargs="+", metavar="USER")
+    _profile_option(remove)
+    leave = room_commands.add_parser("leave", help="leave a room")
+    leave.add_argument("room", metavar="#ROOM")
+    _profile_option(leave)
+    for verb, text in (
+        ("promote", "make a member a moderator"),
+        ("demote", "make a moderator a member"),
+    ):
+        role = room_commands.add_parser(verb, help=text)
+        role.add_argument("room", metavar="#ROOM")
+        role.add_argument("user", metavar="USER")
+        _profile_option(role)
+    rename = room_commands.add_parser(
+        "rename", help="set the room's name (and topic) for every member, end-to-end encrypted"
+    )
+    rename.add_argument("room", metavar="#ROOM")
+    rename.add_argument("name")
+    rename.add_argument("--topic", default="", help="a topic line members see")
+    _profile_option(rename)
 
     verify = commands.add_parser("verify", help="a user's safety number; mark it compared")
     verify.add_argument("user", metavar="USER")

@@ -317,15 +317,15 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="conversations",
         handler="sotto_server.handlers.conversations.handler",
         tables_read=("DirectoryTable",),
-        tables_write=("MessagesTable", "ConnectionsTable"),
+        tables_write=("MessagesTable", "ConnectionsTable", "GuardsTable"),
         manages_connections=True,
-        purpose="Conversations: create direct conversations and rooms, members, rosters.",
+        purpose="Conversations: direct conversations and rooms, moderation, leaving, rosters.",
     ),
     FunctionSpec(
         name="messages",
         handler="sotto_server.handlers.messages.handler",
         tables_read=("DirectoryTable",),
-        tables_write=("MessagesTable", "ConnectionsTable"),
+        tables_write=("MessagesTable", "ConnectionsTable", "GuardsTable"),
         manages_connections=True,
         # Fan-out to a large room's online devices takes longer than a lookup.
         timeout_seconds=29,
@@ -388,6 +388,9 @@ KEY_ROUTES = (
 CONVERSATION_ROUTES = (
     "create_conversation",
     "add_members",
+    "remove_members",
+    "leave",
+    "set_role",
     "list_conversations",
     "conversation_devices",
 )

@@ -206,9 +206,11 @@ def test_fetched_bundles_consume_prekeys_and_keys_publish_tops_them_up(
     # WHEN hal fetches gina's bundles (the SDK, as messaging will)
     profile = Profile.open("hal")
     with connect(profile.read_info(), profile.load_keys(PASSPHRASE)) as session:
-        answer = session.request("fetch_bundles", user_id=gina["user_id"])
+        answer = session.request(
+            "fetch_bundles", devices=[{"user_id": gina["user_id"], "device_id": gina["device_id"]}]
+        )
     assert [b["device_id"] for b in answer["bundles"]] == [gina["device_id"]]
-    assert answer["bundles"][0]["one_time_prekey"] is not None
+    assert answer["bundles"][0]["kind"] == "one_time"
 
     # THEN gina's device sees one fewer and publishing restores the target
     status = ok_json(run_cli("keys", "status", "--profile", "gina", "--json"))

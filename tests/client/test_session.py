@@ -92,7 +92,7 @@ def test_session_joins_bundle_parts_in_order_even_if_they_arrive_out_of_order() 
             },
         ]
     )
-    answer = s.request("fetch_bundles", user_id="u")
+    answer = s.request("fetch_bundles", devices=[{"user_id": "u", "device_id": "a"}])
     assert [b["device_id"] for b in answer["bundles"]] == ["a", "b"]
     assert "part" not in answer
     assert "final" not in answer
@@ -111,7 +111,7 @@ def test_session_raises_error_frames_with_code_and_retry_hint() -> None:
         ]
     )
     with pytest.raises(FrameError) as caught:
-        s.request("fetch_bundles", user_id="u")
+        s.request("fetch_bundles", devices=[])
     assert caught.value.code == "rate_limited"
     assert caught.value.retry_after_s == 30
     assert str(caught.value) == "fetch_bundles failed (rate_limited): slow down; retry in 30 s"

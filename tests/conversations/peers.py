@@ -74,11 +74,13 @@ class Peer:
     def prekeys_for(self, cid: str) -> dict[tuple[str, str], PrekeyCertificate]:
         needed = self.conversations[cid].prekeys_needed(now=now_ms())
         prekeys: dict[tuple[str, str], PrekeyCertificate] = {}
-        for user_id in sorted({user for user, _ in needed}):
-            (part,) = self.socket.answers("fetch_bundles", user_id=user_id)
+        if not needed:
+            return prekeys
+        devices = [{"user_id": u, "device_id": d} for u, d in sorted(needed)]
+        for part in self.socket.answers("fetch_bundles", devices=devices):
             for bundle in part["bundles"]:
-                raw = bundle["one_time_prekey"] or bundle["signed_prekey"]
-                prekeys[(user_id, bundle["device_id"])] = PrekeyCertificate.parse(unb64(raw))
+                address = (bundle["user_id"], bundle["device_id"])
+                prekeys[address] = PrekeyCertificate.parse(unb64(bundle["prekey"]))
         return prekeys
 
     def send(

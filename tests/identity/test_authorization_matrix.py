@@ -40,6 +40,7 @@ def world(stack):
         link_id = socket.request("link_create")["link_id"]
         dave = seed_device(stack)
         conversation = socket.request("create_conversation", kind="direct", user_id=dave.user_id)
+        room = socket.request("create_conversation", kind="room", members=[dave.user_id])
     cid = conversation["conversation"]["conversation_id"]
     return {
         "alice": alice,
@@ -48,6 +49,7 @@ def world(stack):
         "dave": dave,
         "link_id": link_id,
         "conversation_id": cid,
+        "room_id": room["conversation"]["conversation_id"],
     }
 
 
@@ -85,7 +87,7 @@ def test_suspended_user_reaches_no_route(stack):
 TARGETED = [
     ("fetch_bundles", "alice", "alice", "bundles"),
     ("fetch_bundles", "bob", "alice", "bundles"),
-    ("fetch_bundles", "carol", "alice", "not_found"),
+    ("fetch_bundles", "carol", "alice", "unavailable: unknown"),  # across networks
     ("list_devices", "alice", "alice", "devices"),
     ("list_devices", "bob", "alice", "devices"),
     ("list_devices", "carol", "alice", "not_found"),
@@ -102,6 +104,16 @@ TARGETED = [
     ("distribute", "bob", "conversation", "not_found"),
     ("create_conversation", "carol", "alice", "not_found"),  # across networks
     ("create_conversation", "bob", "alice", "conversation"),
+    ("remove_members", "dave", "room", "forbidden"),  # a member, not a moderator
+    ("remove_members", "bob", "room", "not_found"),
+    ("remove_members", "carol", "room", "not_found"),
+    ("remove_members", "alice", "conversation", "forbidden"),  # direct
+    ("set_role", "dave", "room", "forbidden"),
+    ("set_role", "bob", "room", "not_found"),
+    ("set_role", "carol", "room", "not_found"),
+    ("leave", "bob", "room", "not_found"),
+    ("leave", "carol", "room", "not_found"),
+    ("leave", "alice", "conversation", "forbidden"),  # a direct conversation is its two
 ]
 
 FIELDS: dict[str, Any] = {
@@ -109,7 +121,17 @@ FIELDS: dict[str, Any] = {
     "send": lambda w: {"envelope": "AAAA"},
     "distribute": lambda w: {"chain_id": "A" * 22, "distributions": ["AAAA"]},
     "create_conversation": lambda w: {"kind": "direct"},
+    "remove_members": lambda w: {"user_ids": [w["alice"].user_id]},
+    "set_role": lambda w: {"user_id": w["dave"].user_id, "role": "moderator"},
 }
+
+
+def outcome(answer: dict[str, Any]) -> str:
+    """A bundle fetch names each device it could not serve; other routes answer or refuse."""
+    if answer["action"] == "bundles" and not answer["bundles"]:
+        (unavailable,) = answer["unavailable"]
+        return f"unavailable: {unavailable['reason']}"
+    return str(answer.get("code", answer["action"]))
 
 
 @pytest.mark.parametrize(("route", "caller", "target", "expected"), TARGETED)
@@ -119,13 +141,19 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
         fields = {"link_id": world["link_id"]}
     elif target == "conversation":
         fields = {"conversation_id": world["conversation_id"]}
+    elif target == "room":
+        fields = {"conversation_id": world["room_id"]}
+    elif route == "fetch_bundles":
+        fields = {
+            "devices": [{"user_id": world[target].user_id, "device_id": world[target].device_id}]
+        }
     else:
         fields = {"user_id": world[target].user_id}
     if route in FIELDS:
         fields.update(FIELDS[route](world))
     with Socket(stack, world[caller]) as socket:
         answer = socket.answers(route, **fields)[0]
-    assert answer.get("code", answer["action"]) == expected
+    assert outcome(answer) == expected
 
 
 @pytest.mark.parametrize("caller", ["bob", "carol"])

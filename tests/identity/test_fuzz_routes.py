@@ -33,13 +33,15 @@ DOCUMENTED = {
     "rate_limited",
     "invalid_envelope",
     "stale_devices",
+    "revoked",
+    "suspended",
 }
 NAMED_ROUTES = sorted(r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$"))
 FIELDS = [
     "id", "user_id", "link_id", "certificate", "signed_prekey", "one_time_prekeys",
     "code", "identity_key", "device_certificate", "device_id", "device_key", "name",
     "handle", "ttl_s", "kind", "members", "conversation_id", "user_ids", "chain_id",
-    "distributions", "envelope", "to_user", "cursors", "mail", "read",
+    "distributions", "envelope", "to_user", "cursors", "mail", "read", "devices", "role",
 ]  # fmt: skip
 
 scalars = st.one_of(

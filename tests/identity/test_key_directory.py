@@ -19,35 +19,62 @@ def test_published_prekeys_are_counted(stack, device):
     assert status["signed_prekey_expires_at"] > time.time() * 1000
 
 
+def wanted(*devices) -> list[dict[str, str]]:
+    return [{"user_id": d.user_id, "device_id": d.device_id} for d in devices]
+
+
 def test_bundles_verify_and_each_one_time_prekey_is_given_once(stack):
     owner, fetcher = seed_device(stack), seed_device(stack)
     with Socket(stack, owner) as socket:
         publish_prekeys(socket, 3)
     seen = []
+    assert owner.secrets is not None
+    certificate = owner.secrets.certificate
     with Socket(stack, fetcher) as socket:
         for _ in range(3):
-            (part,) = socket.answers("fetch_bundles", user_id=owner.user_id)
+            (part,) = socket.answers("fetch_bundles", devices=wanted(owner))
             (bundle,) = part["bundles"]
-            identity = IdentityPublicKey.parse(unb64(part["identity_key"]))
-            certificate = DeviceCertificate.parse(unb64(bundle["certificate"]))
-            certificate.verify(identity, now=int(time.time() * 1000))
-            one_time = PrekeyCertificate.parse(unb64(bundle["one_time_prekey"]))
+            assert bundle["kind"] == "one_time"
+            one_time = PrekeyCertificate.parse(unb64(bundle["prekey"]))
             one_time.verify(certificate, now=int(time.time() * 1000))
             assert one_time.kind == PrekeyKind.ONE_TIME
             seen.append(one_time.prekey_id)
-        (part,) = socket.answers("fetch_bundles", user_id=owner.user_id)
+        (part,) = socket.answers("fetch_bundles", devices=wanted(owner))
     assert len(set(seen)) == 3
-    # None left: the bundle falls back to the signed prekey alone.
+    # None left: the bundle falls back to the signed prekey.
     (bundle,) = part["bundles"]
-    assert bundle["one_time_prekey"] is None
-    assert PrekeyCertificate.parse(unb64(bundle["signed_prekey"])).kind == PrekeyKind.SIGNED
+    assert bundle["kind"] == "signed"
+    assert PrekeyCertificate.parse(unb64(bundle["prekey"])).kind == PrekeyKind.SIGNED
+
+
+def test_one_fetch_serves_many_devices_and_names_those_it_cannot(stack):
+    owners = [seed_device(stack) for _ in range(4)]
+    fetcher = seed_device(stack)
+    for owner in owners[:2]:
+        with Socket(stack, owner) as socket:
+            publish_prekeys(socket, 2)
+    revoked = seed_device(stack, status="revoked")
+    ghost = {"user_id": owners[0].user_id, "device_id": owners[1].device_id}  # not his device
+    with Socket(stack, fetcher) as socket:
+        parts = socket.answers("fetch_bundles", devices=[*wanted(*owners, revoked), ghost])
+    bundles = {b["device_id"]: b["kind"] for p in parts for b in p["bundles"]}
+    assert bundles == {
+        owners[0].device_id: "one_time",
+        owners[1].device_id: "one_time",
+        owners[2].device_id: "signed",
+        owners[3].device_id: "signed",
+    }
+    unavailable = [(u["device_id"], u["reason"]) for p in parts for u in p["unavailable"]]
+    assert sorted(unavailable) == sorted(
+        [(revoked.device_id, "revoked"), (owners[1].device_id, "unknown")]
+    )
 
 
 def test_owner_is_told_to_replenish_when_prekeys_run_low(stack):
     owner, fetcher = seed_device(stack), seed_device(stack)
     with Socket(stack, owner) as owner_socket, Socket(stack, fetcher) as fetcher_socket:
         publish_prekeys(owner_socket, 2)
-        fetcher_socket.answers("fetch_bundles", user_id=owner.user_id)
+        fetcher_socket.answers("fetch_bundles", devices=wanted(owner))
         notice = owner_socket.push("prekeys_low")
     assert notice == {"action": "prekeys_low", "one_time_prekeys": 1}
 
@@ -60,9 +87,9 @@ def test_racing_fetchers_never_share_a_one_time_prekey(stack):
 
     def fetch(device) -> str | None:
         with Socket(stack, device) as socket:
-            (part,) = socket.answers("fetch_bundles", user_id=owner.user_id)
-            one_time: str | None = part["bundles"][0]["one_time_prekey"]
-            return one_time
+            (part,) = socket.answers("fetch_bundles", devices=wanted(owner))
+            (bundle,) = part["bundles"]
+            return str(bundle["prekey"]) if bundle["kind"] == "one_time" else None
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         given = list(pool.map(fetch, fetchers))
@@ -71,6 +98,19 @@ def test_racing_fetchers_never_share_a_one_time_prekey(stack):
     assert len(set(handed_out)) == 4
     with Socket(stack, owner) as socket:
         assert socket.request("prekey_status")["one_time_prekeys"] == 0
+
+
+def test_a_device_never_holds_more_than_1000_one_time_prekeys(stack):
+    device = seed_device(stack)
+    assert device.secrets is not None
+    with Socket(stack, device) as socket:
+        publish_prekeys(socket, 1000)
+        # A hostile client forgets a private key locally to sign a 1001st prekey.
+        device.secrets.one_time_prekeys.pop(next(iter(device.secrets.one_time_prekeys)))
+        answer = publish_prekeys(socket, 1)
+        assert answer["code"] == "conflict"
+        assert "at most 1000" in answer["message"]
+        assert socket.request("prekey_status")["one_time_prekeys"] == 1000
 
 
 def test_list_devices_gives_certificates_that_verify(stack, device):

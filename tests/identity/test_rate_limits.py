@@ -48,15 +48,19 @@ def test_enrollment_requests_are_limited_per_ip(tight_stack, pair):
     assert 0 < limited["retry_after_s"] <= 60
 
 
-def test_bundle_fetches_are_limited_per_device(tight_stack, pair):
+def test_bundle_fetches_are_limited_per_device_in_bundles(tight_stack, pair):
+    """Scale 0.1: 500 bundles per device per 10 minutes; a 100-device request counts 100."""
     owner, fetcher = pair
+    devices = [{"user_id": owner.user_id, "device_id": f"dev-absent-{i}"} for i in range(99)]
+    devices.append({"user_id": owner.user_id, "device_id": owner.device_id})
     with Socket(tight_stack, fetcher) as socket:
 
         def attempt() -> list[Any]:
-            return [socket.answers("fetch_bundles", user_id=owner.user_id)[0] for _ in range(7)]
+            return [socket.answers("fetch_bundles", devices=devices)[0] for _ in range(6)]
 
-        answers = within_one_window(attempt)
+        answers = within_one_window(attempt, window_s=600)
     codes = [a.get("code", a["action"]) for a in answers]
-    assert codes.count("rate_limited") >= 1
+    assert codes[:5] == ["bundles"] * 5
+    assert codes[5] == "rate_limited"
     assert codes[0] == "bundles"
     assert all("retry_after_s" in a for a in answers if a.get("code") == "rate_limited")

@@ -10,7 +10,9 @@ Single-table layout (access patterns in docs/architecture.md)::
     CONV#<cid>             MSG#<seq:012d>       one envelope, stored once for all members
     CONV#<cid>             MID#<message_id>     seq of a message id: idempotent sends
     USERCONV#<user_id>     CONV#<cid>           a user's conversations
-    MAIL#<device_id>       M#<ms:013d>#<rand>   one item for one device (distribution, receipt)
+    MAIL#<device_id>       M#<mail_id>          one item for one device (distribution, receipt);
+                                                the id is derived from what it carries
+    USERCONV#<user_id>     COUNT                how many conversations the user is in
     CURSOR#<device_id>     CONV#<cid>           the last seq a device acknowledged
 
 A message is one transaction (counter, message, message id) whatever the
@@ -19,7 +21,7 @@ room size: gap-free order, since seq N+1 cannot commit before seq N.
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -43,8 +45,10 @@ __all__ = [
     "Conversation",
     "ConversationsStore",
     "Mail",
+    "MailDraft",
     "Member",
     "StoredMessage",
+    "mail_id_of",
 ]
 
 # Mail nobody collects is dropped after this long (the sender's chain is
@@ -84,6 +88,26 @@ class StoredMessage:
 
 
 @dataclass(frozen=True)
+class MailDraft:
+    """A mail item to store: ``about`` is the chain id or message id it carries."""
+
+    device_id: str
+    conversation_id: str
+    kind: str
+    data: bytes
+    from_device: str
+    about: bytes
+
+
+def mail_id_of(draft: MailDraft) -> str:
+    digest = hashlib.sha256(b"sotto-mail-v1")
+    for part in (draft.kind, draft.conversation_id, draft.from_device):
+        digest.update(len(part).to_bytes(2, "big") + part.encode())
+    digest.update(draft.about)
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
 class Mail:
     device_id: str
     mail_id: str
@@ -92,6 +116,19 @@ class Mail:
     data: bytes
     from_device: str
     server_time: int
+
+
+def _conversation(cid: str, item: Item) -> Conversation:
+    return Conversation(
+        conversation_id=cid,
+        kind=item["kind"]["S"],
+        network_id=item["network_id"]["S"],
+        created_by=item["created_by"]["S"],
+        created_at=int(item["created_at"]["N"]),
+        last_seq=int(item["next_seq"]["N"]) - 1,
+        roster_version=int(item["roster_version"]["N"]),
+        member_count=int(item["member_count"]["N"]),
+    )
 
 
 def _message(cid: str, item: Item) -> StoredMessage:
@@ -112,18 +149,15 @@ class ConversationsStore(SingleTableStore):
 
     def get(self, cid: str) -> Conversation | None:
         item = self._get(f"CONV#{cid}", "META")
-        if item is None:
-            return None
-        return Conversation(
-            conversation_id=cid,
-            kind=item["kind"]["S"],
-            network_id=item["network_id"]["S"],
-            created_by=item["created_by"]["S"],
-            created_at=int(item["created_at"]["N"]),
-            last_seq=int(item["next_seq"]["N"]) - 1,
-            roster_version=int(item["roster_version"]["N"]),
-            member_count=int(item["member_count"]["N"]),
-        )
+        return None if item is None else _conversation(cid, item)
+
+    def get_many(self, cids: Sequence[str]) -> dict[str, Conversation]:
+        """Many conversations' META items, one consistent request per 100."""
+        items = self._batch_get([(f"CONV#{cid}", "META") for cid in cids])
+        return {
+            pk.removeprefix("CONV#"): _conversation(pk.removeprefix("CONV#"), item)
+            for (pk, _), item in items.items()
+        }
 
     def member(self, cid: str, user_id: str) -> Member | None:
         item = self._get(f"CONV#{cid}", f"MEMBER#{user_id}")
@@ -178,6 +212,11 @@ class ConversationsStore(SingleTableStore):
             for i in self._query(f"CURSOR#{device_id}", "CONV#")
         }
 
+    def cursors_of(self, device_id: str, cids: Sequence[str]) -> dict[str, int]:
+        """The device's cursors in the named conversations (batched reads)."""
+        items = self._batch_get([(f"CURSOR#{device_id}", f"CONV#{cid}") for cid in cids])
+        return {sk.removeprefix("CONV#"): int(item["seq"]["N"]) for (_, sk), item in items.items()}
+
     def mail(self, device_id: str, limit: int) -> list[Mail]:
         return [
             Mail(
@@ -187,9 +226,7 @@ class ConversationsStore(SingleTableStore):
                 kind=i["kind"]["S"],
                 data=i["data"]["B"],
                 from_device=i["from_device"]["S"],
-                # The mail id starts with the time it was stored: no attribute for it
-                # keeps a distribution item under 2 KB (2 WCU rather than 3).
-                server_time=int(i["sk"]["S"].removeprefix("M#").split("#", 1)[0]),
+                server_time=int(i["server_time"]["N"]),
             )
             for i in self._query(f"MAIL#{device_id}", "M#", limit=limit)
         ]
@@ -197,9 +234,18 @@ class ConversationsStore(SingleTableStore):
     # -- conversations and rosters -------------------------------------------------
 
     def create(
-        self, conversation: Conversation, members: Sequence[Member], devices: set[str]
+        self,
+        conversation: Conversation,
+        members: Sequence[Member],
+        devices: set[str],
+        *,
+        max_per_user: int,
     ) -> None:
-        """A new conversation with its members and roster; Conflict if the id exists."""
+        """A new conversation with its members and roster; Conflict if the id exists.
+
+        Conflict("too_many_conversations:<user_id>") if a member already
+        belongs to ``max_per_user`` conversations.
+        """
         cid = conversation.conversation_id
         items: list[TransactWriteItemTypeDef] = [
             {
@@ -220,9 +266,11 @@ class ConversationsStore(SingleTableStore):
             },
             self._roster_put(cid, devices),
         ]
+        reasons = {0: "conversation_exists"}
         for member in members:
-            items.extend(self._member_puts(cid, conversation.kind, member))
-        self._transact(items, {0: "conversation_exists"})
+            reasons[len(items) + 2] = f"too_many_conversations:{member.user_id}"
+            items.extend(self._joins(cid, conversation.kind, member, max_per_user))
+        self._transact(items, reasons)
 
     def _roster_put(self, cid: str, devices: set[str]) -> TransactWriteItemTypeDef:
         item: Item = key(f"CONV#{cid}", "ROSTER")
@@ -230,7 +278,10 @@ class ConversationsStore(SingleTableStore):
             item["devices"] = {"SS": sorted(devices)}
         return {"Put": {"TableName": self._table, "Item": item}}
 
-    def _member_puts(self, cid: str, kind: str, member: Member) -> list[TransactWriteItemTypeDef]:
+    def _joins(
+        self, cid: str, kind: str, member: Member, max_per_user: int
+    ) -> list[TransactWriteItemTypeDef]:
+        """A member joins: its membership, its user's index entry, its user's count."""
         return [
             {
                 "Put": {
@@ -254,33 +305,79 @@ class ConversationsStore(SingleTableStore):
                     },
                 }
             },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": key(f"USERCONV#{member.user_id}", "COUNT"),
+                    "UpdateExpression": "ADD conversations :one",
+                    "ConditionExpression": (
+                        "attribute_not_exists(conversations) OR conversations < :max"
+                    ),
+                    "ExpressionAttributeValues": {":one": number(1), ":max": number(max_per_user)},
+                }
+            },
         ]
 
+    def _leaves(self, cid: str, user_id: str) -> list[TransactWriteItemTypeDef]:
+        return [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": key(f"CONV#{cid}", f"MEMBER#{user_id}"),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": key(f"USERCONV#{user_id}", f"CONV#{cid}"),
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": key(f"USERCONV#{user_id}", "COUNT"),
+                    "UpdateExpression": "ADD conversations :minus_one",
+                    "ExpressionAttributeValues": {":minus_one": number(-1)},
+                }
+            },
+        ]
+
+    def _membership_moved(
+        self, conversation: Conversation, members_delta: int
+    ) -> TransactWriteItemTypeDef:
+        """META: the roster version moves, conditional on nothing stored or changed meanwhile."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key(f"CONV#{conversation.conversation_id}", "META"),
+                "UpdateExpression": "ADD roster_version :one, member_count :n",
+                "ConditionExpression": "roster_version = :version AND next_seq = :next",
+                "ExpressionAttributeValues": {
+                    ":one": number(1),
+                    ":n": number(members_delta),
+                    ":version": number(conversation.roster_version),
+                    ":next": number(conversation.last_seq + 1),
+                },
+            }
+        }
+
     def add_members(
-        self, conversation: Conversation, members: Sequence[Member], devices: set[str]
+        self,
+        conversation: Conversation,
+        members: Sequence[Member],
+        devices: set[str],
+        *,
+        max_per_user: int,
     ) -> None:
         """Add members and their devices; the roster version moves so chains rotate.
 
         Conditional on the roster version and the next seq as read, so the
-        members' ``joined_seq`` is exactly the last message before they joined.
+        members' ``joined_seq`` is exactly the last message before they joined:
+        Conflict("roster_changed") otherwise, or "too_many_conversations:<user>".
         """
         cid = conversation.conversation_id
-        items: list[TransactWriteItemTypeDef] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": key(f"CONV#{cid}", "META"),
-                    "UpdateExpression": "ADD roster_version :one, member_count :n",
-                    "ConditionExpression": "roster_version = :version AND next_seq = :next",
-                    "ExpressionAttributeValues": {
-                        ":one": number(1),
-                        ":n": number(len(members)),
-                        ":version": number(conversation.roster_version),
-                        ":next": number(conversation.last_seq + 1),
-                    },
-                }
-            },
-        ]
+        items: list[TransactWriteItemTypeDef] = [self._membership_moved(conversation, len(members))]
         if devices:
             items.append(
                 {
@@ -292,9 +389,68 @@ class ConversationsStore(SingleTableStore):
                     }
                 }
             )
+        reasons = {0: "roster_changed"}
         for member in members:
-            items.extend(self._member_puts(cid, conversation.kind, member))
-        self._transact(items, {0: "roster_changed"})
+            reasons[len(items)] = "roster_changed"  # already a member: someone added them first
+            reasons[len(items) + 2] = f"too_many_conversations:{member.user_id}"
+            items.extend(self._joins(cid, conversation.kind, member, max_per_user))
+        self._transact(items, reasons)
+
+    def remove_members(
+        self, conversation: Conversation, user_ids: Sequence[str], devices: set[str]
+    ) -> None:
+        """Remove members and their devices (a removal or a leave); the roster version moves.
+
+        Conditional like ``add_members``: Conflict("roster_changed") if the
+        conversation moved since it was read (the caller reads and retries).
+        """
+        cid = conversation.conversation_id
+        items: list[TransactWriteItemTypeDef] = [
+            self._membership_moved(conversation, -len(user_ids))
+        ]
+        if devices:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"CONV#{cid}", "ROSTER"),
+                        "UpdateExpression": "DELETE devices :d",
+                        "ExpressionAttributeValues": {":d": {"SS": sorted(devices)}},
+                    }
+                }
+            )
+        for user_id in user_ids:
+            items.extend(self._leaves(cid, user_id))
+        self._transact(items, {i: "roster_changed" for i in range(len(items))})
+
+    def set_role(self, conversation: Conversation, user_id: str, role: str) -> None:
+        """A member's role changes (in the conversation and in the user's index)."""
+        cid = conversation.conversation_id
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"CONV#{cid}", f"MEMBER#{user_id}"),
+                        "UpdateExpression": "SET #r = :r",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeNames": {"#r": "role"},
+                        "ExpressionAttributeValues": {":r": {"S": role}},
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"USERCONV#{user_id}", f"CONV#{cid}"),
+                        "UpdateExpression": "SET #r = :r",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeNames": {"#r": "role"},
+                        "ExpressionAttributeValues": {":r": {"S": role}},
+                    }
+                },
+            ],
+            {0: "not_a_member", 1: "not_a_member"},
+        )
 
     def roster_add(self, cid: str, user_id: str, device_id: str) -> bool:
         """A member's new device joins the roster; False if it is there already.
@@ -436,24 +592,39 @@ class ConversationsStore(SingleTableStore):
                 },
             )
 
-    def put_mail(
-        self, items: Sequence[tuple[str, str, str, bytes, str]], now_ms: int
-    ) -> list[Mail]:
-        """Store (device_id, conversation_id, kind, data, from_device) items; 25 per batch."""
+    def put_mail(self, items: Sequence[MailDraft], now_ms: int) -> list[Mail]:
+        """Store mail items, 25 per batch; the same item stored again replaces itself.
+
+        A mail id is derived from what the item is (kind, conversation,
+        sender device, and the chain or message it carries) and its
+        recipient is its partition: a repeated key distribution or receipt
+        overwrites the first copy instead of adding another.
+        """
         stored: list[Mail] = []
         requests: list[Any] = []
-        for device_id, cid, kind, data, from_device in items:
-            mail_id = f"{now_ms:013d}#{secrets.token_hex(6)}"
-            stored.append(Mail(device_id, mail_id, cid, kind, data, from_device, now_ms))
+        for draft in items:
+            mail_id = mail_id_of(draft)
+            stored.append(
+                Mail(
+                    draft.device_id,
+                    mail_id,
+                    draft.conversation_id,
+                    draft.kind,
+                    draft.data,
+                    draft.from_device,
+                    now_ms,
+                )
+            )
             requests.append(
                 {
                     "PutRequest": {
                         "Item": {
-                            **key(f"MAIL#{device_id}", f"M#{mail_id}"),
-                            "conversation_id": {"S": cid},
-                            "kind": {"S": kind},
-                            "data": {"B": data},
-                            "from_device": {"S": from_device},
+                            **key(f"MAIL#{draft.device_id}", f"M#{mail_id}"),
+                            "conversation_id": {"S": draft.conversation_id},
+                            "kind": {"S": draft.kind},
+                            "data": {"B": draft.data},
+                            "from_device": {"S": draft.from_device},
+                            "server_time": number(now_ms),
                             "expires_at": number(now_ms // 1000 + MAIL_TTL_SECONDS),
                         }
                     }

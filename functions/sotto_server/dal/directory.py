@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import base64
 import random
+import secrets
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "MAX_ONE_TIME_PREKEYS",
     "Conflict",
     "DeviceRecord",
     "DeviceStatus",
@@ -57,6 +60,8 @@ __all__ = [
     "UserStatus",
 ]
 
+# A device holds at most this many unused one-time prekeys (docs/protocol.md).
+MAX_ONE_TIME_PREKEYS = 1000
 DeviceStatus = Literal["active", "revoked"]
 UserStatus = Literal["active", "suspended"]
 LinkState = Literal["open", "requested", "approved"]
@@ -314,6 +319,73 @@ class DirectoryStore(SingleTableStore):
                 return _bytes(candidate, "certificate")
         return None
 
+    def take_prekeys(self, device_ids: Sequence[str]) -> dict[str, tuple[str, bytes, int]]:
+        """One prekey per device: ``(kind, certificate, one-time prekeys left)``.
+
+        A one-time prekey when the device has one left ("one_time", removed
+        here so nobody else gets it), else its signed prekey ("signed");
+        devices with neither are missing from the answer. Reads and writes
+        are batched (a bundle fetch asks for up to 100 devices): one
+        BatchGetItem of signed prekeys and counters, one Query per device
+        for its first one-time prekeys (concurrently), and one transaction
+        per 50 devices; a device whose take lost a race is retried alone.
+        """
+        unique = list(dict.fromkeys(device_ids))
+        signed = self._batch_get([(f"DEVICE#{d}", "SPK") for d in unique])
+        counts = self._batch_get([(f"DEVICE#{d}", "OTPKCOUNT") for d in unique])
+        holding = [d for d in unique if _n_or_zero(counts.get((f"DEVICE#{d}", "OTPKCOUNT"))) > 0]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            firsts = dict(
+                zip(
+                    holding,
+                    pool.map(lambda d: list(self._query(f"DEVICE#{d}", "OTPK#", limit=4)), holding),
+                    strict=True,
+                )
+            )
+        chosen = {d: secrets.choice(items) for d, items in firsts.items() if items}
+        taken: dict[str, bytes] = {}
+        pending = sorted(chosen)
+        for start in range(0, len(pending), 50):
+            group = pending[start : start + 50]
+            try:
+                self._transact([item for d in group for item in self._take_items(d, chosen[d])], {})
+            except Conflict:
+                # Someone took one of these first: each device on its own, with retries.
+                for d in group:
+                    one = self.take_one_time_prekey(d)
+                    if one is not None:
+                        taken[d] = one
+                continue
+            taken.update({d: _bytes(chosen[d], "certificate") for d in group})
+        answer: dict[str, tuple[str, bytes, int]] = {}
+        for d in unique:
+            left = _n_or_zero(counts.get((f"DEVICE#{d}", "OTPKCOUNT")))
+            if d in taken:
+                answer[d] = ("one_time", taken[d], max(0, left - 1))
+            elif (spk := signed.get((f"DEVICE#{d}", "SPK"))) is not None:
+                answer[d] = ("signed", _bytes(spk, "certificate"), 0)
+        return answer
+
+    def _take_items(self, device_id: str, prekey: Item) -> list[TransactWriteItemTypeDef]:
+        pk = f"DEVICE#{device_id}"
+        return [
+            {
+                "Delete": {
+                    "TableName": self._table,
+                    "Key": key(pk, _s(prekey, "sk")),
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": key(pk, "OTPKCOUNT"),
+                    "UpdateExpression": "ADD remaining :minus_one",
+                    "ExpressionAttributeValues": {":minus_one": number(-1)},
+                }
+            },
+        ]
+
     def put_prekeys(
         self,
         device_id: str,
@@ -344,13 +416,20 @@ class DirectoryStore(SingleTableStore):
                 }
             )
         if one_time_prekeys:
+            # The protocol caps what a device holds: the count may not pass it.
             items.append(
                 {
                     "Update": {
                         "TableName": self._table,
                         "Key": key(pk, "OTPKCOUNT"),
                         "UpdateExpression": "ADD remaining :n",
-                        "ExpressionAttributeValues": {":n": number(len(one_time_prekeys))},
+                        "ConditionExpression": (
+                            "attribute_not_exists(remaining) OR remaining <= :room"
+                        ),
+                        "ExpressionAttributeValues": {
+                            ":n": number(len(one_time_prekeys)),
+                            ":room": number(MAX_ONE_TIME_PREKEYS - len(one_time_prekeys)),
+                        },
                     }
                 }
             )
@@ -368,9 +447,12 @@ class DirectoryStore(SingleTableStore):
                     }
                 }
             )
-        if len(items) > 100:
+        if len(items) > 100 or len(one_time_prekeys) > MAX_ONE_TIME_PREKEYS:
             raise ValueError("at most 98 one-time prekeys per publish")
-        self._transact(items, {i: "prekey_id_reused" for i in range(len(items))})
+        reasons = {i: "prekey_id_reused" for i in range(len(items))}
+        if one_time_prekeys:
+            reasons[1 if signed_prekey is not None else 0] = "too_many_prekeys"
+        self._transact(items, reasons)
 
     def signed_prekey_expiry(self, device_id: str) -> int | None:
         item = self._get(f"DEVICE#{device_id}", "SPK")
@@ -723,6 +805,10 @@ class DirectoryStore(SingleTableStore):
                 3: "device_exists",
             },
         )
+
+
+def _n_or_zero(item: Item | None) -> int:
+    return 0 if item is None else int(item.get("remaining", {"N": "0"})["N"])
 
 
 def _user(user_id: str, item: Item) -> UserRecord:

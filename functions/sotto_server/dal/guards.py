@@ -41,8 +41,10 @@ class GuardsStore:
             raise
         return True
 
-    def count(self, bucket: str, subject: str, window_start: int, window: int, limit: int) -> bool:
-        """Count one request in the window; False once ``limit`` were already counted.
+    def count(
+        self, bucket: str, subject: str, window_start: int, window: int, limit: int, cost: int = 1
+    ) -> bool:
+        """Count ``cost`` units in the window; False (counting nothing) if that passes ``limit``.
 
         One conditional atomic ADD: concurrent callers can never push the
         count past the limit.
@@ -51,11 +53,11 @@ class GuardsStore:
             self._client.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": f"RATE#{bucket}#{subject}#{window_start}"}},
-                UpdateExpression="ADD hits :one SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(hits) OR hits < :limit",
+                UpdateExpression="ADD hits :cost SET expires_at = :expires",
+                ConditionExpression="attribute_not_exists(hits) OR hits <= :room",
                 ExpressionAttributeValues={
-                    ":one": {"N": "1"},
-                    ":limit": {"N": str(limit)},
+                    ":cost": {"N": str(cost)},
+                    ":room": {"N": str(limit - cost)},
                     ":expires": {"N": str(window_start + 2 * window)},
                 },
             )

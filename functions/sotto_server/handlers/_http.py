@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import binascii
 import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 
-from ..logic.errors import Refused
+from ..logic.errors import ErrorCode, Refused
 from ..logic.requests import load_object
 
 __all__ = ["json_body", "refused_response", "source_ip"]
@@ -15,7 +16,10 @@ __all__ = ["json_body", "refused_response", "source_ip"]
 
 def json_body(app: APIGatewayHttpResolver) -> dict[str, Any]:
     event = app.current_event
-    body = event.decoded_body if event.is_base64_encoded else event.body
+    try:
+        body = event.decoded_body if event.is_base64_encoded else event.body
+    except (UnicodeDecodeError, binascii.Error, ValueError):
+        raise Refused(ErrorCode.BAD_JSON, "the body must be JSON in UTF-8") from None
     return load_object(body if isinstance(body, str) else None)
 
 

@@ -31,4 +31,6 @@ def messaging_stores() -> conversations.Stores:
     return conversations.Stores(
         directory=DirectoryStore(dynamodb_client(), config.table_name("DirectoryTable")),
         conversations=conversations_store(),
+        guards=GuardsStore(dynamodb_client(), config.table_name("GuardsTable")),
+        limit_scale=config.rate_limit_scale,
     )

@@ -1,4 +1,4 @@
-"""Conversation routes (docs/api.md, Messaging): create, add members, list, rosters."""
+"""Conversation routes (docs/api.md, Messaging): create, moderate, leave, list, rosters."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from ..logic.requests import (
     AddMembersRequest,
     ConversationDevicesRequest,
     CreateConversationRequest,
+    LeaveRequest,
     ListConversationsRequest,
+    RemoveMembersRequest,
+    SetRoleRequest,
 )
 from ._routes import Route, run_route
 from ._stores import messaging_stores
@@ -25,6 +28,9 @@ metrics = Metrics()
 ROUTES: dict[str, Route] = {
     "create_conversation": (CreateConversationRequest, logic.create_conversation),
     "add_members": (AddMembersRequest, logic.add_members),
+    "remove_members": (RemoveMembersRequest, logic.remove_members),
+    "leave": (LeaveRequest, logic.leave),
+    "set_role": (SetRoleRequest, logic.set_role),
     "list_conversations": (ListConversationsRequest, logic.list_conversations),
     "conversation_devices": (ConversationDevicesRequest, logic.conversation_devices),
 }

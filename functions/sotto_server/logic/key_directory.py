@@ -11,7 +11,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from ..dal.directory import Conflict, DeviceRecord, DirectoryStore, LinkRecord, UserRecord
+from ..dal.directory import (
+    MAX_ONE_TIME_PREKEYS,
+    Conflict,
+    DeviceRecord,
+    DirectoryStore,
+    LinkRecord,
+    UserRecord,
+)
 from ..dal.guards import GuardsStore
 from . import limits
 from .codes import hash_code, new_code
@@ -23,7 +30,7 @@ from .identity import (
     parse_device_certificate,
     signing_key_der,
 )
-from .outcome import Outcome, paginate
+from .outcome import Outcome, paginate_lists
 from .principal import Principal
 from .requests import (
     FetchBundlesRequest,
@@ -61,9 +68,17 @@ class Stores:
     limit_scale: float = 1.0
 
 
-def _limit(stores: Stores, bucket: str, subject: str, now_ms: int, request_id: str | None) -> None:
+def _limit(
+    stores: Stores,
+    bucket: str,
+    subject: str,
+    now_ms: int,
+    request_id: str | None,
+    *,
+    cost: int = 1,
+) -> None:
     try:
-        limits.check(stores.guards, bucket, subject, now_ms // 1000, stores.limit_scale)
+        limits.check(stores.guards, bucket, subject, now_ms // 1000, stores.limit_scale, cost=cost)
     except limits.RateLimited as limited:
         raise Refused(
             ErrorCode.RATE_LIMITED,
@@ -108,7 +123,13 @@ def publish_prekeys(
     )
     try:
         stores.directory.put_prekeys(caller.device_id, checked.signed, checked.one_time, now_ms)
-    except Conflict:
+    except Conflict as conflict:
+        if conflict.reason == "too_many_prekeys":
+            raise Refused(
+                ErrorCode.CONFLICT,
+                f"a device holds at most {MAX_ONE_TIME_PREKEYS} one-time prekeys",
+                rid,
+            ) from None
         raise Refused(
             ErrorCode.CONFLICT, "a one-time prekey id was already published", rid
         ) from None
@@ -137,38 +158,42 @@ def prekey_status(
 def fetch_bundles(
     stores: Stores, caller: Principal, request: FetchBundlesRequest, now_ms: int
 ) -> Outcome:
+    """One prekey for each named device: a one-time prekey while any is left, else signed.
+
+    Counted in bundles against the caller's device and network, so one
+    sender may fetch what a 1000-member room's rotation needs in one go.
+    """
     rid = request.id
-    _limit(stores, "fetch_device", caller.device_id, now_ms, rid)
-    _limit(stores, "fetch_network", caller.network_id, now_ms, rid)
-    user = _peer(stores, caller, request.user_id, rid)
+    wanted = list(dict.fromkeys((d.user_id, d.device_id) for d in request.devices))
+    _limit(stores, "fetch_device", caller.device_id, now_ms, rid, cost=len(wanted))
+    _limit(stores, "fetch_network", caller.network_id, now_ms, rid, cost=len(wanted))
     directory = stores.directory
+    devices = directory.get_devices([device_id for _, device_id in wanted])
+    unavailable: list[dict[str, Any]] = []
+    eligible: list[tuple[str, str]] = []
+    for user_id, device_id in wanted:
+        device = devices.get(device_id)
+        if device is None or device.user_id != user_id or device.network_id != caller.network_id:
+            unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "unknown"})
+        elif device.status != "active":
+            unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "revoked"})
+        else:
+            eligible.append((user_id, device_id))
+    taken = directory.take_prekeys([device_id for _, device_id in eligible])
     outcome = Outcome()
     bundles: list[dict[str, Any]] = []
-    for device_id, certificate, status in directory.list_devices(user.user_id):
-        signed = directory.signed_prekey(device_id) if status == "active" else None
-        if signed is None:
-            continue  # revoked, or not yet able to receive
-        one_time = directory.take_one_time_prekey(device_id)
-        remaining = directory.count_one_time_prekeys(device_id)
-        if remaining < LOW_PREKEYS:
-            outcome.notices.append(
-                (device_id, {"action": "prekeys_low", "one_time_prekeys": remaining})
-            )
+    for user_id, device_id in eligible:
+        if device_id not in taken:
+            unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "no_prekey"})
+            continue
+        kind, certificate, left = taken[device_id]
+        if left < LOW_PREKEYS:
+            outcome.notices.append((device_id, {"action": "prekeys_low", "one_time_prekeys": left}))
         bundles.append(
-            {
-                "device_id": device_id,
-                "certificate": b64(certificate),
-                "signed_prekey": b64(signed),
-                "one_time_prekey": b64(one_time) if one_time is not None else None,
-            }
+            {"user_id": user_id, "device_id": device_id, "kind": kind, "prekey": b64(certificate)}
         )
-    header = {
-        "action": "bundles",
-        "id": rid,
-        "user_id": user.user_id,
-        "identity_key": b64(user.identity_key),
-    }
-    outcome.replies = paginate(header, "bundles", bundles)
+    header = {"action": "bundles", "id": rid}
+    outcome.replies = paginate_lists(header, {"bundles": bundles, "unavailable": unavailable})
     return outcome
 
 
@@ -180,17 +205,13 @@ def list_devices(
         {"device_id": device_id, "certificate": b64(certificate), "status": status}
         for device_id, certificate, status in stores.directory.list_devices(user.user_id)
     ]
-    return Outcome(
-        replies=[
-            {
-                "action": "devices",
-                "id": request.id,
-                "user_id": user.user_id,
-                "identity_key": b64(user.identity_key),
-                "devices": devices,
-            }
-        ]
-    )
+    header = {
+        "action": "devices",
+        "id": request.id,
+        "user_id": user.user_id,
+        "identity_key": b64(user.identity_key),
+    }
+    return Outcome(replies=paginate_lists(header, {"devices": devices}))
 
 
 def link_create(

@@ -26,11 +26,26 @@ LIMITS: dict[str, Limit] = {
         Limit("enroll_network", "network", 200, 3600),
         # A new device polls its link's status while the person approves it.
         Limit("link_poll_ip", "ip", 120, 60),
-        Limit("fetch_device", "device", 60, 60),
-        Limit("fetch_network", "network", 3000, 60),
+        # Counted in bundles: one sender rotating a 1000-member room of
+        # phones, laptops and tablets fetches about 3,000 at once.
+        Limit("fetch_device", "device", 5000, 600),
+        Limit("fetch_network", "network", 50000, 600),
         Limit("publish_device", "device", 20, 3600),
         Limit("publish_network", "network", 2000, 3600),
         Limit("link_device", "device", 10, 3600),
+        # Nobody buries another user in rooms: rooms are made at a human pace.
+        Limit("room_create_user", "user", 30, 3600),
+        Limit("direct_create_user", "user", 200, 3600),
+        Limit("membership_device", "device", 120, 3600),
+        # Messaging: generous for people, bounded for scripts.
+        Limit("send_device", "device", 300, 60),
+        # A 1000-member room's rotation is 50-75 distribute frames.
+        Limit("distribute_device", "device", 600, 600),
+        # New chains per sender device and conversation: rotations follow
+        # membership and device changes; each one is mail for every device.
+        Limit("chain_device", "device", 120, 3600),
+        Limit("sync_device", "device", 600, 60),
+        Limit("ack_device", "device", 600, 60),
     )
 }
 
@@ -44,18 +59,29 @@ class RateLimited(Exception):
 
 class Counter(Protocol):
     def count(
-        self, bucket: str, subject: str, window_start: int, window: int, limit: int
+        self, bucket: str, subject: str, window_start: int, window: int, limit: int, cost: int
     ) -> bool: ...
 
 
-def check(counter: Counter, bucket: str, subject: str, now_s: int, scale: float = 1.0) -> None:
-    """Count a request against ``bucket`` for ``subject``; raise RateLimited over the limit.
+def check(
+    counter: Counter,
+    bucket: str,
+    subject: str,
+    now_s: int,
+    scale: float = 1.0,
+    *,
+    cost: int = 1,
+) -> None:
+    """Count ``cost`` units against ``bucket`` for ``subject``; raise RateLimited over the limit.
 
-    ``scale`` multiplies every limit (a deployment setting; the local stack's
-    test suites raise it so that hundreds of enrollments from 127.0.0.1 pass).
+    A request that would pass the limit counts nothing. ``scale`` multiplies
+    every limit (a deployment setting, ``rate_limit_scale``).
     """
     base = LIMITS[bucket]
     limit = Limit(base.bucket, base.per, max(1, int(base.limit * scale)), base.window_s)
     window_start = now_s - now_s % limit.window_s
-    if not counter.count(bucket, subject, window_start, limit.window_s, limit.limit):
-        raise RateLimited(limit, window_start + limit.window_s - now_s)
+    retry = window_start + limit.window_s - now_s
+    if cost > limit.limit:
+        raise RateLimited(limit, retry)
+    if not counter.count(bucket, subject, window_start, limit.window_s, limit.limit, cost):
+        raise RateLimited(limit, retry)

@@ -17,19 +17,21 @@ from sotto.protocol.envelope import ExpiryPolicy, verify_envelope
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
 
-from ..dal.conversations import Conversation, Mail, StoredMessage
+from ..dal.conversations import Conversation, Mail, MailDraft, StoredMessage
 from ..dal.directory import Conflict
-from .conversations import Stores, roster_entry
+from .conversations import Stores, limit, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
-from .outcome import Outcome, paginate
+from .outcome import Outcome, paginate_lists
 from .principal import Principal
 from .requests import AckRequest, DistributeRequest, SendRequest, SyncRequest
 
-__all__ = ["SYNC_PAGE_ITEMS", "ack", "distribute", "send", "sync"]
+__all__ = ["SYNC_PAGE_MAIL", "SYNC_PAGE_MESSAGES", "ack", "distribute", "send", "sync"]
 
-# One sync page; a client acks and syncs again while ``more`` is true.
-SYNC_PAGE_ITEMS = 200
+# One sync page: mail and messages each have their own budget; a client
+# acks and syncs again while ``more`` is true.
+SYNC_PAGE_MAIL = 100
+SYNC_PAGE_MESSAGES = 200
 POLICY = ExpiryPolicy()
 
 
@@ -54,9 +56,12 @@ def _sending_device(
 ) -> tuple[Conversation, set[str]]:
     """The conversation and its roster, which must hold the caller's device.
 
-    The roster holds only members' devices, so it answers membership too: no
-    member read on the per-message path. Anyone else gets not_found.
+    The caller's own membership is read first, keyed by the caller: a
+    conversation the caller is not in answers not_found after that one read,
+    whether it exists or not (no timing oracle for direct conversations).
     """
+    if stores.conversations.member(cid, caller.user_id) is None:
+        raise Refused(ErrorCode.NOT_FOUND, "no such conversation", rid)
     conversation = stores.conversations.get(cid)
     roster = stores.conversations.roster(cid) if conversation is not None else set()
     if (
@@ -93,9 +98,14 @@ def distribute(
 ) -> Outcome:
     rid = request.id
     cid = request.conversation_id
+    limit(stores, "distribute_device", caller.device_id, now_ms, rid)
     _conversation, roster = _sending_device(stores, caller, cid, rid)
     certificate, _identity = _sender_certificate(stores, caller, rid)
-    items: list[tuple[str, str, str, bytes, str]] = []
+    recorded = stores.conversations.chain(cid, caller.device_id)
+    if recorded is None or recorded[0] != request.chain_id:
+        # A new chain is mail for every device of the conversation: bounded.
+        limit(stores, "chain_device", caller.device_id, now_ms, rid)
+    drafts: list[MailDraft] = []
     recipients: set[str] = set()
     for index, data in enumerate(request.distributions):
         try:
@@ -112,14 +122,25 @@ def distribute(
             problem = "names another sender"
         elif recipient not in roster or kd.recipient_device_id == caller.device_id:
             problem = "is for a device outside the conversation"
+        elif recipient in recipients:
+            problem = "repeats a recipient of this frame"
         elif not certificate.device_key.verify(DISTRIBUTION_LABEL, kd.body(), kd.signature):
             problem = "signature does not verify"
         if problem is not None:
             raise Refused(ErrorCode.INVALID_ENVELOPE, f"distribution {index} {problem}", rid)
         recipients.add(recipient)
-        items.append((kd.recipient_device_id, cid, "distribution", data, caller.device_id))
+        drafts.append(
+            MailDraft(
+                kd.recipient_device_id,
+                cid,
+                "distribution",
+                data,
+                caller.device_id,
+                request.chain_id,
+            )
+        )
     # Mail first: a chain recorded as delivered must already be in the mailboxes.
-    stored = stores.conversations.put_mail(items, now_ms)
+    stored = stores.conversations.put_mail(drafts, now_ms)
     stores.conversations.record_distribution(cid, caller.device_id, request.chain_id, recipients)
     outcome = Outcome(
         replies=[
@@ -127,7 +148,7 @@ def distribute(
                 "action": "distributed",
                 "id": rid,
                 "chain_id": b64(request.chain_id),
-                "count": len(items),
+                "count": len(drafts),
             }
         ]
     )
@@ -166,6 +187,7 @@ def _check_chain(
 def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -> Outcome:
     rid = request.id
     cid = request.conversation_id
+    limit(stores, "send_device", caller.device_id, now_ms, rid)
     conversation, roster = _sending_device(stores, caller, cid, rid)
     certificate, identity = _sender_certificate(stores, caller, rid)
     try:
@@ -189,29 +211,7 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     _check_chain(stores, caller, conversation, roster, header.chain_id, rid)
 
     if request.to_user is not None:
-        if stores.conversations.member(cid, request.to_user) is None:
-            raise Refused(ErrorCode.NOT_FOUND, "no such member", rid)
-        targets = [
-            e.split("/", 1)[1] for e in sorted(roster) if e.startswith(f"{request.to_user}/")
-        ]
-        targets = [t for t in targets if t != caller.device_id]
-        stored_mail = stores.conversations.put_mail(
-            [(t, cid, "envelope", request.envelope, caller.device_id) for t in targets], now_ms
-        )
-        outcome = Outcome(
-            replies=[
-                {
-                    "action": "sent",
-                    "id": rid,
-                    "conversation_id": cid,
-                    "message_id": message_id,
-                    "server_time": now_ms,
-                    "mailbox": True,
-                }
-            ]
-        )
-        outcome.notices = [(m.device_id, {"action": "mail", **_mail_frame(m)}) for m in stored_mail]
-        return outcome
+        return _send_to_user(stores, caller, request, roster, header.message_id, now_ms)
 
     draft = StoredMessage(
         conversation_id=cid,
@@ -245,6 +245,45 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     return outcome
 
 
+def _send_to_user(
+    stores: Stores,
+    caller: Principal,
+    request: SendRequest,
+    roster: set[str],
+    message_id: bytes,
+    now_ms: int,
+) -> Outcome:
+    """An envelope for one member's devices (a receipt, a call signal): their mailboxes.
+
+    Idempotent on the message id: the mail id is derived from it, so a
+    repeat replaces the first copy.
+    """
+    rid, cid = request.id, request.conversation_id
+    if request.to_user is None or stores.conversations.member(cid, request.to_user) is None:
+        raise Refused(ErrorCode.NOT_FOUND, "no such member", rid)
+    targets = [e.split("/", 1)[1] for e in sorted(roster) if e.startswith(f"{request.to_user}/")]
+    drafts = [
+        MailDraft(t, cid, "envelope", request.envelope, caller.device_id, message_id)
+        for t in targets
+        if t != caller.device_id
+    ]
+    stored_mail = stores.conversations.put_mail(drafts, now_ms)
+    outcome = Outcome(
+        replies=[
+            {
+                "action": "sent",
+                "id": rid,
+                "conversation_id": cid,
+                "message_id": message_id.hex(),
+                "server_time": now_ms,
+                "mailbox": True,
+            }
+        ]
+    )
+    outcome.notices = [(m.device_id, {"action": "mail", **_mail_frame(m)}) for m in stored_mail]
+    return outcome
+
+
 def _sent(rid: str | None, message: StoredMessage) -> dict[str, Any]:
     return {
         "action": "sent",
@@ -264,22 +303,35 @@ def _live(message: StoredMessage, now_ms: int, device_created_at: int) -> bool:
 
 
 def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -> Outcome:
+    """Mail, then each conversation's messages after the device's cursor, one page.
+
+    Mail and messages have budgets of their own, so a flooded mailbox never
+    holds messages back. Only conversations with messages after the cursor
+    are queried: one batched read of their META items per 100 finds them.
+    """
+    limit(stores, "sync_device", caller.device_id, now_ms, request.id)
     store = stores.conversations
     device = caller.device or stores.directory.get_device(caller.device_id)
     created_at = device.created_at if device is not None else 0
-    budget = SYNC_PAGE_ITEMS
-    mail = store.mail(caller.device_id, limit=budget)
-    more = len(mail) >= budget
-    budget -= len(mail)
+    mail = store.mail(caller.device_id, limit=SYNC_PAGE_MAIL + 1)
+    more = len(mail) > SYNC_PAGE_MAIL
+    mail = mail[:SYNC_PAGE_MAIL]
     cursors = store.cursors(caller.device_id)
+    mine = store.user_conversations(caller.user_id)
+    starts = {cid: max(cursors.get(cid, 0), joined_seq) for cid, _kind, _role, joined_seq in mine}
+    heads = store.get_many(list(starts))
+    active = sorted(
+        (cid for cid, start in starts.items() if cid in heads and heads[cid].last_seq > start),
+        key=lambda cid: heads[cid].last_seq - starts[cid],
+    )
+    budget = SYNC_PAGE_MESSAGES
     messages: list[StoredMessage] = []
     through: dict[str, int] = {}
-    for cid, _kind, _role, joined_seq in store.user_conversations(caller.user_id):
+    for cid in active:
         if budget <= 0:
             more = True
             break
-        start = max(cursors.get(cid, 0), joined_seq)
-        page = store.messages_after(cid, start, limit=budget + 1)
+        page = store.messages_after(cid, starts[cid], limit=budget + 1)
         if len(page) > budget:
             page, more = page[:budget], True
         if page:
@@ -289,39 +341,43 @@ def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -
         messages.extend(
             m for m in page if m.sender_device != caller.device_id and _live(m, now_ms, created_at)
         )
-    entries: list[dict[str, Any]] = [{"type": "mail", **_mail_frame(m)} for m in mail]
-    entries += [{"type": "message", **_message_frame(m)} for m in messages]
     header = {"action": "sync", "id": request.id, "more": more, "through": through}
-    pages = _pages(header, entries)
-    return Outcome(replies=pages)
-
-
-def _pages(header: dict[str, Any], entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Split sync entries over frames under the frame limit, mail and messages apart."""
-    pages = paginate(header, "entries", entries)
-    for page in pages:
-        items = page.pop("entries")
-        page["mail"] = [_untyped(e) for e in items if e["type"] == "mail"]
-        page["messages"] = [_untyped(e) for e in items if e["type"] == "message"]
-    return pages
-
-
-def _untyped(entry: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in entry.items() if k != "type"}
+    return Outcome(
+        replies=paginate_lists(
+            header,
+            {
+                "mail": [_mail_frame(m) for m in mail],
+                "messages": [_message_frame(m) for m in messages],
+            },
+        )
+    )
 
 
 def ack(stores: Stores, caller: Principal, request: AckRequest, now_ms: int) -> Outcome:
+    limit(stores, "ack_device", caller.device_id, now_ms, request.id)
     store = stores.conversations
-    mine = {cid for cid, *_ in store.user_conversations(caller.user_id)}
+    mine = {cid: joined for cid, _kind, _role, joined in store.user_conversations(caller.user_id)}
+    cursors = store.cursors_of(caller.device_id, [c for c in request.cursors if c in mine])
     for cid, seq in request.cursors.items():
-        if cid in mine:
+        # Only forward, and only in the caller's conversations: no write otherwise.
+        if cid in mine and seq > cursors.get(cid, 0):
             store.advance_cursor(caller.device_id, cid, seq)
     if request.mail:
         store.delete_mail(caller.device_id, list(request.mail))
+    device = caller.device or stores.directory.get_device(caller.device_id)
+    created_at = device.created_at if device is not None else 0
     for ref in request.read:
-        if ref.conversation_id not in mine:
+        # A read reference counts only for a message this device could have
+        # received: in its user's conversation, after the user joined and the
+        # device existed, sent by someone else.
+        if ref.conversation_id not in mine or ref.seq <= mine[ref.conversation_id]:
             continue
         for message in store.messages_after(ref.conversation_id, ref.seq - 1, limit=1):
-            if message.seq == ref.seq and message.burn_s:
+            if (
+                message.seq == ref.seq
+                and message.burn_s
+                and message.server_time >= created_at
+                and message.sender_device != caller.device_id
+            ):
                 store.start_burn(ref.conversation_id, ref.seq, now_ms + message.burn_s * 1000)
     return Outcome(replies=[{"action": "acked", "id": request.id}])

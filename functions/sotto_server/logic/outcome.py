@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_FRAME_BYTES", "Outcome", "paginate"]
+__all__ = ["MAX_FRAME_BYTES", "Outcome", "paginate", "paginate_lists"]
 
 # @connections accepts 128 KB; answers stay well under it.
 MAX_FRAME_BYTES = 100 * 1024
@@ -37,3 +37,24 @@ def paginate(
         {**header, "part": index, "final": index == len(pages) - 1, key: page}
         for index, page in enumerate(pages)
     ]
+
+
+def paginate_lists(
+    header: dict[str, Any], lists: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The pagination contract of every multi-part answer (docs/api.md).
+
+    Each part carries ``part`` (from 0) and ``final``; the answer's lists
+    are split over the parts in order, each part carrying every list name
+    (possibly empty); the other fields repeat in every part. A client joins
+    the parts by concatenating each list.
+    """
+    entries = [{"_list": name, **entry} for name, items in lists.items() for entry in items]
+    pages = paginate(header, "_entries", entries)
+    for page in pages:
+        items = page.pop("_entries")
+        for name in lists:
+            page[name] = [
+                {k: v for k, v in e.items() if k != "_list"} for e in items if e["_list"] == name
+            ]
+    return pages

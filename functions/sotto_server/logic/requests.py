@@ -36,6 +36,7 @@ __all__ = [
     "EnrollRequest",
     "FetchBundlesRequest",
     "InviteRequest",
+    "LeaveRequest",
     "LinkApproveRequest",
     "LinkCreateRequest",
     "LinkPendingRequest",
@@ -46,7 +47,9 @@ __all__ = [
     "PingRequest",
     "PrekeyStatusRequest",
     "PublishPrekeysRequest",
+    "RemoveMembersRequest",
     "SendRequest",
+    "SetRoleRequest",
     "SyncRequest",
     "load_object",
     "parse_body",
@@ -72,14 +75,17 @@ MAX_DISTRIBUTION = 4096
 # docs/protocol.md: a 64 KiB padded body plus header, digest and signature.
 MAX_ENVELOPE = 70 * 1024
 MAX_DISTRIBUTIONS_PER_CALL = 40
-# A membership change is one transaction (at most 100 actions, two per
-# member): a room starts with its creator and up to 48 others, and grows by up
-# to 49 members per call.
-MAX_ROOM_CREATE = 48
-MAX_ROOM_ADD = 49
+# A membership change is one transaction (at most 100 actions, three per
+# member: membership, the user's index entry, the user's count): a room
+# starts with its creator and up to 31 others, and changes by up to 32
+# members per call.
+MAX_ROOM_CREATE = 31
+MAX_ROOM_ADD = 32
 # A publish is one DynamoDB transaction (at most 100 actions): the signed
 # prekey, the counter and up to 98 one-time prekeys.
 MAX_ONE_TIME_PREKEYS_PER_CALL = 98
+# Devices per bundle fetch (the answer comes in parts under the frame limit).
+MAX_BUNDLES_PER_CALL = 100
 
 
 def _decoder(max_bytes: int) -> Any:
@@ -128,9 +134,14 @@ class PrekeyStatusRequest(_Frame):
     action: Literal["prekey_status"]
 
 
+class DeviceRef(_Model):
+    user_id: Id
+    device_id: Id
+
+
 class FetchBundlesRequest(_Frame):
     action: Literal["fetch_bundles"]
-    user_id: Id
+    devices: Annotated[list[DeviceRef], Field(min_length=1, max_length=MAX_BUNDLES_PER_CALL)]
 
 
 class ListDevicesRequest(_Frame):
@@ -172,6 +183,24 @@ class AddMembersRequest(_Frame):
     user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_ROOM_ADD)]
 
 
+class RemoveMembersRequest(_Frame):
+    action: Literal["remove_members"]
+    conversation_id: Id
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_ROOM_ADD)]
+
+
+class LeaveRequest(_Frame):
+    action: Literal["leave"]
+    conversation_id: Id
+
+
+class SetRoleRequest(_Frame):
+    action: Literal["set_role"]
+    conversation_id: Id
+    user_id: Id
+    role: Literal["moderator", "member"]
+
+
 class ListConversationsRequest(_Frame):
     action: Literal["list_conversations"]
 
@@ -208,7 +237,7 @@ class ReadRef(_Model):
 
 class AckRequest(_Frame):
     action: Literal["ack"]
-    cursors: Annotated[dict[Id, Annotated[int, Field(ge=0, lt=2**40)]], Field(max_length=500)] = {}
+    cursors: Annotated[dict[Id, Annotated[int, Field(ge=0, lt=2**40)]], Field(max_length=100)] = {}
     mail: Annotated[list[MailId], Field(max_length=500)] = []
     read: Annotated[list[ReadRef], Field(max_length=200)] = []
 
@@ -255,7 +284,8 @@ def load_object(body: str | None) -> dict[str, Any]:
         raise Refused(ErrorCode.BAD_JSON, "frames must be JSON objects sent as text")
     try:
         value = json.loads(body)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and integers past Python's digit limit.
         raise Refused(ErrorCode.BAD_JSON, "not valid JSON") from None
     if not isinstance(value, dict):
         raise Refused(ErrorCode.BAD_JSON, "must be a JSON object")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
-from sotto.protocol.content import Content, Receipt, Text
+from sotto.protocol.content import Content, Control, Receipt, Text
 from sotto.protocol.conversation import (
     Address,
     Conversation,
@@ -58,6 +58,7 @@ from sotto.protocol.errors import (
 )
 from sotto.protocol.keys import IdentityPublicKey
 from sotto.protocol.keystore import DEFAULT_KDF, KdfParams
+from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 
 from .encoding import b64d, b64e
@@ -65,7 +66,7 @@ from .errors import ClientError, ConnectionLost, FrameError, MessagingError, Tru
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
 from .profile import DeviceKeys, Profile, ProfileInfo
-from .session import Session
+from .session import Session, join_parts
 from .store import (
     ENTRY,
     ConversationRecord,
@@ -85,6 +86,9 @@ __all__ = [
 ]
 
 DISTRIBUTIONS_PER_FRAME = 40  # docs/api.md: at most 40 per distribute frame
+BUNDLES_PER_REQUEST = 100  # docs/api.md: at most 100 devices per fetch_bundles
+ROOM_CREATE_MEMBERS = 31  # docs/api.md: members named at creation, besides the creator
+ROOM_ADD_MEMBERS = 32  # ...and per add_members / remove_members
 MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
 # Envelopes to one user skip an iteration for every other member; rotate before the
@@ -256,10 +260,8 @@ class Messenger:
         raise AssertionError("unreachable")
 
     def _call(self, action: str, *, retry: bool = True, **fields: Any) -> dict[str, Any]:
-        parts = self._call_parts(action, retry=retry, **fields)
-        if len(parts) != 1:
-            raise ClientError(f"server sent {len(parts)} parts for {action}")
-        return parts[0]
+        """One answer; a multi-part one joined (docs/api.md, pagination)."""
+        return join_parts(self._call_parts(action, retry=retry, **fields))
 
     # -- conversations ---------------------------------------------------------------
 
@@ -304,24 +306,98 @@ class Messenger:
         return record.conversation_id
 
     def create_room(self, label: str, user_ids: list[str]) -> str:
+        """Create a room (this user its moderator) with any number of members.
+
+        The server takes 31 members at creation and 32 per addition; larger
+        rooms are created, then grown, in as many calls as that takes.
+        """
         label = label.removeprefix("#")
         if not label or self.state.room(label) is not None:
             raise MessagingError(f"a room named #{label} already exists on this device")
-        answer = self._call(
-            "create_conversation", retry=False, kind="room", members=sorted(set(user_ids))
-        )
+        members = sorted(set(user_ids) - {self.info.user_id})
+        first, rest = members[:ROOM_CREATE_MEMBERS], members[ROOM_CREATE_MEMBERS:]
+        answer = self._call("create_conversation", retry=False, kind="room", members=first)
         conversation = self._conversation_frame(answer)
         record = self._record(conversation["conversation_id"], kind="room")
         record.label = label
         self._dirty = True
         self.save()
+        for start in range(0, len(rest), ROOM_ADD_MEMBERS):
+            batch = rest[start : start + ROOM_ADD_MEMBERS]
+            self._call("add_members", conversation_id=record.conversation_id, user_ids=batch)
         return record.conversation_id
 
     def add_members(self, target: str, user_ids: list[str]) -> None:
         cid = self.resolve(target)
-        self._call("add_members", conversation_id=cid, user_ids=sorted(set(user_ids)))
+        wanted = sorted(set(user_ids))
+        for start in range(0, len(wanted), ROOM_ADD_MEMBERS):
+            batch = wanted[start : start + ROOM_ADD_MEMBERS]
+            self._call("add_members", conversation_id=cid, user_ids=batch)
         self.refresh(cid)  # the next send rotates to the new roster
+        record = self._record(cid)
+        if record.room_name:
+            # Newcomers see nothing sent before they joined: tell them the room's name.
+            self.send(cid, RoomProfile(record.room_name, record.topic).to_control())
         self.save()
+
+    def remove_members(self, target: str, user_ids: list[str]) -> None:
+        """Remove members (moderators only); every sender rotates before its next message."""
+        cid = self.resolve(target)
+        wanted = sorted(set(user_ids))
+        for start in range(0, len(wanted), ROOM_ADD_MEMBERS):
+            batch = wanted[start : start + ROOM_ADD_MEMBERS]
+            self._call("remove_members", conversation_id=cid, user_ids=batch)
+        self.refresh(cid)
+        self._engine(cid).request_rotation()
+        self.save()
+
+    def leave(self, target: str) -> None:
+        cid = self.resolve(target)
+        self._call("leave", conversation_id=cid)
+        record = self._record(cid)
+        record.left = True
+        self._live.pop(cid, None)
+        record.state = None  # its chain keys serve nobody now
+        self._dirty = True
+        self.save()
+
+    def set_role(self, target: str, user_id: str, role: str) -> None:
+        cid = self.resolve(target)
+        self._call("set_role", conversation_id=cid, user_id=user_id, role=role)
+
+    def members(self, target: str) -> list[dict[str, Any]]:
+        """The room's members as the server lists them, with their roles and device counts."""
+        cid = self.resolve(target)
+        answer = self._call("conversation_devices", conversation_id=cid)
+        devices: dict[str, int] = {}
+        for device in answer.get("devices") or []:
+            user_id = str(device.get("user_id"))
+            devices[user_id] = devices.get(user_id, 0) + 1
+        return [
+            {
+                "user_id": str(m.get("user_id")),
+                "name": self.name_of(str(m.get("user_id"))),
+                "role": str(m.get("role")),
+                "devices": devices.get(str(m.get("user_id")), 0),
+            }
+            for m in answer.get("members") or []
+        ]
+
+    def set_room_profile(self, target: str, name: str, topic: str = "") -> SentMessage:
+        """Give the room a name and topic its members see (end-to-end encrypted)."""
+        cid = self.resolve(target)
+        record = self._record(cid)
+        if record.kind != "room":
+            raise MessagingError("only rooms have a shared name")
+        try:
+            profile = RoomProfile(name, topic)
+        except ProtocolError as exc:
+            raise MessagingError(str(exc)) from None
+        sent = self.send(cid, profile.to_control())
+        record.room_name, record.topic, record.profile_at = name, topic, self._clock()
+        self._dirty = True
+        self.save()
+        return sent
 
     def label_room(self, conversation_id: str, label: str) -> None:
         """Name a room someone else created (labels never leave this device)."""
@@ -358,6 +434,8 @@ class Messenger:
     def display_name(self, record: ConversationRecord) -> str:
         if record.label:
             return f"#{record.label}"
+        if record.room_name:
+            return f"#{record.room_name}"
         if record.peer:
             return self.name_of(record.peer)
         return record.conversation_id
@@ -554,27 +632,27 @@ class Messenger:
     def _prekeys(
         self, conversation: Conversation, needed: list[Address], now: int
     ) -> dict[Address, PrekeyCertificate]:
-        """One prekey per device from ``fetch_bundles``, checked against the member's cert."""
-        wanted = set(needed)
+        """One prekey per device from ``fetch_bundles`` (100 devices a request), each
+        checked against the member's certificate; a prekey that does not verify is dropped.
+        """
+        wanted = sorted(set(needed))
         found: dict[Address, PrekeyCertificate] = {}
-        for user_id in sorted({user for user, _ in needed}):
-            answer = self._call("fetch_bundles", user_id=user_id)
+        for start in range(0, len(wanted), BUNDLES_PER_REQUEST):
+            batch = wanted[start : start + BUNDLES_PER_REQUEST]
+            answer = self._call(
+                "fetch_bundles", devices=[{"user_id": u, "device_id": d} for u, d in batch]
+            )
             for bundle in answer.get("bundles") or []:
-                address = (user_id, str(bundle.get("device_id")))
+                address = (str(bundle.get("user_id")), str(bundle.get("device_id")))
                 member = conversation.members.get(address)
-                if address not in wanted or member is None:
+                if address not in batch or member is None:
                     continue
-                for field_name in ("one_time_prekey", "signed_prekey"):
-                    raw = bundle.get(field_name)
-                    if raw is None:
-                        continue
-                    try:
-                        prekey = PrekeyCertificate.parse(b64d(raw, "prekey"))
-                        prekey.verify(member.certificate, now=now)
-                    except (ProtocolError, ClientError):
-                        continue
-                    found[address] = prekey
-                    break
+                try:
+                    prekey = PrekeyCertificate.parse(b64d(bundle.get("prekey"), "prekey"))
+                    prekey.verify(member.certificate, now=now)
+                except (ProtocolError, ClientError):
+                    continue
+                found[address] = prekey
         return found
 
     def _deliver(self, item: OutboxItem) -> SentMessage:
@@ -694,7 +772,11 @@ class Messenger:
         messages = [f for f in frames if f.get("action") == "message"]
         if any(f.get("action") == "prekeys_low" for f in frames):
             self.replenish_prekeys()
-        events = self._receive(mail, messages, read=read, complete=False) if frames else []
+        events: list[Event] = []
+        for frame in frames:
+            if frame.get("action") == "membership":
+                events += self._membership(frame)
+        events += self._receive(mail, messages, read=read, complete=False) if frames else []
         if self._needs_sync or any(r.seen for r in self.state.conversations.values()):
             events += self.sync(read=read)
         return events
@@ -756,15 +838,17 @@ class Messenger:
         }
         if not (cursors or batch.mail_ids or batch.read):
             return
-        # The server takes at most 500 mail ids and 200 read refs per ack.
-        mail, read = batch.mail_ids, batch.read
+        # The server takes at most 100 cursors, 500 mail ids and 200 read refs per ack.
+        mail, read, pending = batch.mail_ids, batch.read, sorted(cursors.items())
         first = True
-        while first or mail or read:
-            fields: dict[str, Any] = {"mail": mail[:400], "read": read[:200]}
-            if first:
-                fields["cursors"] = cursors
+        while first or mail or read or pending:
+            fields: dict[str, Any] = {
+                "mail": mail[:400],
+                "read": read[:200],
+                "cursors": dict(pending[:100]),
+            }
             self._call("ack", **fields)
-            mail, read, first = mail[400:], read[200:], False
+            mail, read, pending, first = mail[400:], read[200:], pending[100:], False
         for cid, cursor in cursors.items():
             self.state.conversations[cid].acked = cursor
         self._dirty = True
@@ -891,6 +975,9 @@ class Messenger:
                 ReceiptEvent(cid, name, user_id, device_id, kind, tuple(sorted(ids)), tuple(seqs))
             )
             return
+        if isinstance(content, Control) and content.kind == ROOM_PROFILE:
+            self._room_profile(record, content, received, batch)
+            return
         if not isinstance(content, Text):
             batch.events.append(
                 NoticeEvent(cid, "unsupported", f"a {type(content).__name__} message (not shown)")
@@ -932,6 +1019,55 @@ class Messenger:
         batch.delivered.setdefault((cid, user_id), []).append(header.message_id)
         if read and header.burn_after_read_s and seq is not None:
             batch.read.append({"conversation_id": cid, "seq": seq})
+
+    def _room_profile(
+        self, record: ConversationRecord, content: Control, received: Received, batch: _Batch
+    ) -> None:
+        try:
+            profile = RoomProfile.from_control(content)
+        except ProtocolError as exc:
+            batch.events.append(
+                NoticeEvent(record.conversation_id, exc.code, f"a bad room profile: {exc}")
+            )
+            return
+        if received.header.timestamp < record.profile_at:
+            return  # an older profile arriving late
+        record.room_name, record.topic = profile.name, profile.topic
+        record.profile_at = received.header.timestamp
+        self._dirty = True
+        who = self.name_of(received.sender[0])
+        topic = f" (topic: {profile.topic})" if profile.topic else ""
+        batch.events.append(
+            NoticeEvent(
+                record.conversation_id,
+                "room_profile",
+                f"{who} named the room {profile.name}{topic}",
+            )
+        )
+
+    def _membership(self, frame: dict[str, Any]) -> list[Event]:
+        """A ``membership`` push: someone joined, left, was removed, promoted or demoted."""
+        cid = str(frame.get("conversation_id"))
+        users = [str(u) for u in frame.get("users") or []]
+        change = str(frame.get("change"))
+        record = self._record(cid, kind=str(frame.get("kind") or "room"))
+        if self.info.user_id in users and change in ("removed", "left"):
+            record.left = True
+            self._live.pop(cid, None)
+            record.state = None
+        elif self.info.user_id in users and change == "added":
+            record.left = False
+        self._dirty = True
+        names = ", ".join(self.name_of(u) for u in users)
+        by = self.name_of(str(frame.get("by")))
+        text = {
+            "added": f"{by} added {names}",
+            "removed": f"{by} removed {names}",
+            "left": f"{names} left",
+            "promoted": f"{by} made {names} a moderator",
+            "demoted": f"{by} made {names} a member",
+        }.get(change, f"membership changed ({change})")
+        return [NoticeEvent(cid, "membership", text)]
 
     def _prepare_receipts(self, batch: _Batch, *, read: bool) -> list[OutboxItem]:
         if not self._receipts:

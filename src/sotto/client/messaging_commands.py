@@ -114,16 +114,34 @@ def _conversations(args: argparse.Namespace) -> None:
 
 
 def _room(args: argparse.Namespace) -> None:
+    command = args.room_command
+    room = str(getattr(args, "room", "") or "")
+    if room and not room.startswith("#"):
+        raise UsageError("name the room as #ROOM")
     with _messenger(args) as messenger:
-        if args.room_command == "create":
+        if command == "create":
             members = [messenger.resolve_user(m) for m in args.members]
             cid = messenger.create_room(args.name, members)
             print(f"created #{args.name.removeprefix('#')} ({cid}) with {len(members)} member(s)")
-        elif args.room_command == "add":
-            if not args.room.startswith("#"):
-                raise UsageError("name the room as #ROOM")
-            messenger.add_members(args.room, [messenger.resolve_user(u) for u in args.users])
-            print(f"added {len(args.users)} member(s) to {args.room}")
+        elif command == "add":
+            messenger.add_members(room, [messenger.resolve_user(u) for u in args.users])
+            print(f"added {len(args.users)} member(s) to {room}")
+        elif command == "remove":
+            messenger.remove_members(room, [messenger.resolve_user(u) for u in args.users])
+            print(f"removed {len(args.users)} member(s) from {room}")
+        elif command == "leave":
+            messenger.leave(room)
+            print(f"left {room}")
+        elif command in ("promote", "demote"):
+            role = "moderator" if command == "promote" else "member"
+            messenger.set_role(room, messenger.resolve_user(args.user), role)
+            print(f"{args.user} is now a {role} of {room}")
+        elif command == "members":
+            rows = messenger.members(room)
+            print(render_json(rows) if args.json else render_table(rows))
+        elif command == "rename":
+            messenger.set_room_profile(room, args.name, args.topic)
+            print(f"{room} is now named {args.name} for its members")
         else:
             messenger.label_room(args.conversation_id, args.name)
             print(f"{args.conversation_id} is #{args.name.removeprefix('#')} on this device")

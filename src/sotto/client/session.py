@@ -26,7 +26,7 @@ from sotto.protocol.keys import SigningKey
 from .errors import ConnectionLost, ConnectRefused, FrameError, SessionError
 from .server import ServerConfig
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "MAX_MESSAGE_BYTES", "Session"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "MAX_MESSAGE_BYTES", "Session", "join_parts"]
 
 # API Gateway's WebSocket message limit; frames larger than this never arrive.
 MAX_MESSAGE_BYTES = 128 * 1024
@@ -100,13 +100,11 @@ class Session:
     ) -> dict[str, Any]:
         """Send ``{"action", "id", **fields}``; return the answer with that id.
 
-        A multi-part ``bundles`` answer is returned as one frame whose
-        ``bundles`` list joins every part. An error frame raises ``FrameError``.
+        A multi-part answer (docs/api.md, pagination) is returned as one frame
+        whose lists join every part's, in order. An error frame raises
+        ``FrameError``.
         """
-        parts = self.request_parts(action, timeout=timeout, **fields)
-        if len(parts) == 1 and parts[0].get("action") != "bundles":
-            return parts[0]
-        return _join_parts(parts)
+        return join_parts(self.request_parts(action, timeout=timeout, **fields))
 
     def request_parts(
         self, action: str, *, timeout: float = DEFAULT_REQUEST_TIMEOUT_S, **fields: Any
@@ -199,9 +197,12 @@ def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
     )
 
 
-def _join_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def join_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pagination contract: lists are concatenated in part order; the rest repeats."""
     joined = {k: v for k, v in parts[0].items() if k not in ("part", "final")}
-    joined["bundles"] = [b for part in parts for b in (part.get("bundles") or [])]
+    for name, value in parts[0].items():
+        if isinstance(value, list):
+            joined[name] = [item for part in parts for item in (part.get(name) or [])]
     return joined
 
 

@@ -103,6 +103,11 @@ class ConversationRecord:
     pending: list[PendingItem] = field(default_factory=list)
     history: list[StoredMessage] = field(default_factory=list)
     private_sends: int = 0  # to_user envelopes since the last conversation-wide one
+    # room: the name and topic its members share end-to-end (newest by envelope time)
+    room_name: str | None = None
+    topic: str = ""
+    profile_at: int = 0
+    left: bool = False  # this user left or was removed
 
     def mark_seen(self, seq: int) -> None:
         """Record ``seq`` as processed; the cursor moves over every contiguous one."""
@@ -141,6 +146,10 @@ class ConversationRecord:
             "pending": [p.to_json() for p in self.pending[-MAX_PENDING:]],
             "history": [m.to_json() for m in self.history],
             "private_sends": self.private_sends,
+            "room_name": self.room_name,
+            "topic": self.topic,
+            "profile_at": self.profile_at,
+            "left": self.left,
         }
 
     @classmethod
@@ -158,6 +167,10 @@ class ConversationRecord:
             pending=[PendingItem.from_json(p) for p in data["pending"]],
             history=[StoredMessage.from_json(m) for m in data["history"]],
             private_sends=data["private_sends"],
+            room_name=data.get("room_name"),
+            topic=data.get("topic", ""),
+            profile_at=data.get("profile_at", 0),
+            left=data.get("left", False),
         )
 
 
@@ -210,7 +223,12 @@ class MessagingState:
         del self.seen_mail[:-MAX_SEEN_MAIL]
 
     def room(self, label: str) -> ConversationRecord | None:
-        return next((r for r in self.conversations.values() if r.label == label), None)
+        """The room this device labels ``label``, else the one room its members named so."""
+        labelled = next((r for r in self.conversations.values() if r.label == label), None)
+        if labelled is not None:
+            return labelled
+        named = [r for r in self.conversations.values() if r.label is None and r.room_name == label]
+        return named[0] if len(named) == 1 else None
 
     def serialize(self) -> bytes:
         data = {

@@ -202,7 +202,7 @@ class WebSocketGateway:
         if isinstance(message, str):
             try:
                 frame = json.loads(message)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # incl. integers past the digit limit
                 frame = None
             action = (
                 frame.get(topology.WS_ROUTE_SELECTION_FIELD) if isinstance(frame, dict) else None
