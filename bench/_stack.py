@@ -189,7 +189,9 @@ class Device:
 
 
 class BenchStack:
-    def __init__(self) -> None:
+    def __init__(self, *, rate_limit_scale: float = 1000.0) -> None:
+        """``rate_limit_scale``: 1 for the deployment's defaults; cost benchmarks raise it."""
+        self.rate_limit_scale = rate_limit_scale
         self._exit = ExitStack()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -225,7 +227,7 @@ class BenchStack:
         setattr(local_stack, "LocalFunctions", _TrackedFunctions)  # noqa: B010
         try:
             data_dir = Path(self._exit.enter_context(tempfile.TemporaryDirectory()))
-            self._stack = local_stack.LocalStack(data_dir, rate_limit_scale=1000.0)
+            self._stack = local_stack.LocalStack(data_dir, rate_limit_scale=self.rate_limit_scale)
             self.endpoints = self.run(self._stack.start())
             self._exit.callback(lambda: self.run(self._stack.stop()))
         finally:

@@ -64,3 +64,26 @@ def test_bundle_fetches_are_limited_per_device_in_bundles(tight_stack, pair):
     assert codes[5] == "rate_limited"
     assert codes[0] == "bundles"
     assert all("retry_after_s" in a for a in answers if a.get("code") == "rate_limited")
+
+
+def test_sends_are_limited_per_device_inside_the_message_transaction(tight_stack):
+    """Scale 0.1: 30 sends per device per minute; the 31st stores nothing."""
+    from tests.conversations.peers import Peer
+
+    alice = Peer.open(tight_stack, seed_device(tight_stack), prekeys=0)
+    try:
+        cid = alice.socket.request("create_conversation", kind="room", members=[])[
+            "conversation"
+        ]["conversation_id"]
+        alice.join(cid)
+
+        def attempt() -> list[Any]:
+            return [alice.send(cid, f"n{i}") for i in range(31)]
+
+        answers = within_one_window(attempt)
+    finally:
+        alice.close()
+    codes = [a.get("code", a["action"]) for a in answers]
+    assert codes.count("sent") == 30
+    assert codes[-1] == "rate_limited"
+    assert 0 < answers[-1]["retry_after_s"] <= 60

@@ -39,7 +39,11 @@ from ._single_table import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        TransactWriteItemTypeDef,
+        UpdateTypeDef,
+    )
 
 __all__ = [
     "Conversation",
@@ -652,9 +656,17 @@ class ConversationsStore(SingleTableStore):
         for start in range(0, len(requests), 25):
             self._batch_write(requests[start : start + 25])
 
-    def append(self, conversation: Conversation, message: StoredMessage) -> StoredMessage:
+    def append(
+        self,
+        conversation: Conversation,
+        message: StoredMessage,
+        *,
+        charge: UpdateTypeDef | None = None,
+    ) -> StoredMessage:
         """Store a message at the next seq, once per message id; returns what is stored.
 
+        ``charge`` is a rate counter's conditional update (``GuardsStore``),
+        committed with the message or not at all: Conflict("rate_limited").
         Conditional on the roster version the sender's chain was checked
         against: a roster change in between raises Conflict("roster_changed")
         (the caller checks the chain again), so no message is stored for a
@@ -667,9 +679,16 @@ class ConversationsStore(SingleTableStore):
         for _ in range(20):
             stored = replace(message, seq=next_seq)
             items = self._append_items(stored, conversation.roster_version)
+            reasons = {0: "seq_taken", 2: "duplicate"}
+            if charge is not None:
+                # The sender's rate counter rides in the same transaction: one write.
+                reasons[len(items)] = "rate_limited"
+                items.append({"Update": charge})
             try:
-                self._transact(items, {0: "seq_taken", 2: "duplicate"})
+                self._transact(items, reasons)
             except Conflict as conflict:
+                if conflict.reason == "rate_limited":
+                    raise
                 if conflict.reason == "duplicate":
                     existing = self.message_by_id(cid, message.message_id)
                     if existing is not None:

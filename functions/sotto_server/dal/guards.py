@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import UpdateTypeDef
 
 __all__ = ["GuardsStore"]
 
@@ -41,6 +42,26 @@ class GuardsStore:
             raise
         return True
 
+    def count_update(
+        self, bucket: str, subject: str, window_start: int, window: int, limit: int, cost: int = 1
+    ) -> UpdateTypeDef:
+        """The conditional ADD that counts ``cost`` units, as an Update of a transaction.
+
+        A route whose one write is a transaction counts its request there, so
+        the rate limit costs no request of its own.
+        """
+        return {
+            "TableName": self._table,
+            "Key": {"pk": {"S": f"RATE#{bucket}#{subject}#{window_start}"}},
+            "UpdateExpression": "ADD hits :cost SET expires_at = :expires",
+            "ConditionExpression": "attribute_not_exists(hits) OR hits <= :room",
+            "ExpressionAttributeValues": {
+                ":cost": {"N": str(cost)},
+                ":room": {"N": str(limit - cost)},
+                ":expires": {"N": str(window_start + 2 * window)},
+            },
+        }
+
     def count(
         self, bucket: str, subject: str, window_start: int, window: int, limit: int, cost: int = 1
     ) -> bool:
@@ -49,18 +70,9 @@ class GuardsStore:
         One conditional atomic ADD: concurrent callers can never push the
         count past the limit.
         """
+        update = self.count_update(bucket, subject, window_start, window, limit, cost)
         try:
-            self._client.update_item(
-                TableName=self._table,
-                Key={"pk": {"S": f"RATE#{bucket}#{subject}#{window_start}"}},
-                UpdateExpression="ADD hits :cost SET expires_at = :expires",
-                ConditionExpression="attribute_not_exists(hits) OR hits <= :room",
-                ExpressionAttributeValues={
-                    ":cost": {"N": str(cost)},
-                    ":room": {"N": str(limit - cost)},
-                    ":expires": {"N": str(window_start + 2 * window)},
-                },
-            )
+            self._client.update_item(**update)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 return False

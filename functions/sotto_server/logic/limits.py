@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["LIMITS", "Limit", "RateLimited", "check"]
+__all__ = ["LIMITS", "Limit", "RateLimited", "Window", "check", "window_for"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,24 @@ class Counter(Protocol):
     ) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Window:
+    """The counter a request is charged to: which window, and the limit at this scale."""
+
+    limit: Limit
+    subject: str
+    start: int
+
+    def retry_from(self, now_s: int) -> int:
+        return self.start + self.limit.window_s - now_s
+
+
+def window_for(bucket: str, subject: str, now_s: int, scale: float = 1.0) -> Window:
+    base = LIMITS[bucket]
+    limit = Limit(base.bucket, base.per, max(1, int(base.limit * scale)), base.window_s)
+    return Window(limit, subject, now_s - now_s % limit.window_s)
+
+
 def check(
     counter: Counter,
     bucket: str,
@@ -77,11 +95,9 @@ def check(
     A request that would pass the limit counts nothing. ``scale`` multiplies
     every limit (a deployment setting, ``rate_limit_scale``).
     """
-    base = LIMITS[bucket]
-    limit = Limit(base.bucket, base.per, max(1, int(base.limit * scale)), base.window_s)
-    window_start = now_s - now_s % limit.window_s
-    retry = window_start + limit.window_s - now_s
+    window = window_for(bucket, subject, now_s, scale)
+    limit, retry = window.limit, window.retry_from(now_s)
     if cost > limit.limit:
         raise RateLimited(limit, retry)
-    if not counter.count(bucket, subject, window_start, limit.window_s, limit.limit, cost):
+    if not counter.count(bucket, subject, window.start, limit.window_s, limit.limit, cost):
         raise RateLimited(limit, retry)

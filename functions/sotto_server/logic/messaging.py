@@ -19,6 +19,7 @@ from sotto.protocol.keys import IdentityPublicKey
 
 from ..dal.conversations import Conversation, Mail, MailDraft, StoredMessage
 from ..dal.directory import Conflict
+from . import limits
 from .conversations import Stores, limit, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -187,7 +188,6 @@ def _check_chain(
 def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -> Outcome:
     rid = request.id
     cid = request.conversation_id
-    limit(stores, "send_device", caller.device_id, now_ms, rid)
     conversation, roster = _sending_device(stores, caller, cid, rid)
     certificate, identity = _sender_certificate(stores, caller, rid)
     try:
@@ -211,7 +211,16 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     _check_chain(stores, caller, conversation, roster, header.chain_id, rid)
 
     if request.to_user is not None:
+        limit(stores, "send_device", caller.device_id, now_ms, rid)
         return _send_to_user(stores, caller, request, roster, header.message_id, now_ms)
+    window = limits.window_for("send_device", caller.device_id, now_ms // 1000, stores.limit_scale)
+    charge = (
+        None
+        if stores.guards is None
+        else stores.guards.count_update(
+            "send_device", caller.device_id, window.start, window.limit.window_s, window.limit.limit
+        )
+    )
 
     draft = StoredMessage(
         conversation_id=cid,
@@ -225,9 +234,16 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     )
     for _ in range(3):
         try:
-            stored = stores.conversations.append(conversation, draft)
+            stored = stores.conversations.append(conversation, draft, charge=charge)
             break
         except Conflict as conflict:
+            if conflict.reason == "rate_limited":
+                raise Refused(
+                    ErrorCode.RATE_LIMITED,
+                    "too many requests; retry later",
+                    rid,
+                    retry_after_s=window.retry_from(now_ms // 1000),
+                ) from None
             if conflict.reason != "roster_changed":
                 raise Refused(ErrorCode.CONFLICT, "the conversation is busy; retry", rid) from None
             # The roster moved after the chain was checked: check it again.
