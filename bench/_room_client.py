@@ -11,7 +11,7 @@ import json
 import resource
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ def main() -> None:
     original_send = session_module.Session._send
     original_receive = session_module.Session._receive
 
+    waited: defaultdict[str, float] = defaultdict(float)
+
     def counting_send(self: Any, frame: dict[str, Any]) -> None:
         data = json.dumps(frame, separators=(",", ":"))
         sent["bytes"] += len(data)
@@ -35,7 +37,9 @@ def main() -> None:
         original_send(self, frame)
 
     def counting_receive(self: Any, action: str, deadline: float) -> dict[str, Any]:
+        begun = time.perf_counter()
         frame = original_receive(self, action, deadline)
+        waited[action] += time.perf_counter() - begun
         received[0] += len(json.dumps(frame, separators=(",", ":")))
         return frame
 
@@ -64,10 +68,20 @@ def main() -> None:
                 "bytes_up": sent["bytes"],
                 "bytes_down": received[0],
                 "requests": dict(requests),
+                "waited_s": {k: round(v, 2) for k, v in waited.items()},
             }
         )
     )
 
 
 if __name__ == "__main__":
-    main()
+    import os
+
+    if os.environ.get("SOTTO_BENCH_PROFILE"):
+        import cProfile
+        import pstats
+
+        cProfile.run("main()", "/tmp/room_client.prof")
+        pstats.Stats("/tmp/room_client.prof", stream=sys.stderr).sort_stats("cumtime").print_stats(40)
+    else:
+        main()

@@ -172,3 +172,24 @@ def test_directory_reads_many_devices_in_batches_of_a_hundred(stack):
     assert sorted(found) == sorted(d.device_id for d in enrolled)
     users = store.get_users([d.user_id for d in enrolled] * 2)
     assert sorted(users) == sorted(d.user_id for d in enrolled)
+
+
+def test_one_time_prekeys_are_published_consecutively(stack):
+    device = seed_device(stack)
+    assert device.secrets is not None
+    now = int(time.time() * 1000)
+    first, _second, third = device.secrets.new_one_time_prekeys(3, now=now)
+    with Socket(stack, device) as socket:
+        gap = socket.request(
+            "publish_prekeys", one_time_prekeys=[b64(first.serialize()), b64(third.serialize())]
+        )
+        assert gap["code"] == "bad_request"
+        assert "consecutive" in gap["message"]
+        ok = socket.request("publish_prekeys", one_time_prekeys=[b64(first.serialize())])
+        assert ok["one_time_prekeys"] == 1
+        skipping = socket.request("publish_prekeys", one_time_prekeys=[b64(third.serialize())])
+        assert skipping["code"] == "conflict"
+        assert "follow on" in skipping["message"]
+        again = socket.request("publish_prekeys", one_time_prekeys=[b64(first.serialize())])
+        assert again["code"] == "conflict"
+        assert socket.request("prekey_status")["one_time_prekeys"] == 1

@@ -72,9 +72,9 @@ def test_sends_are_limited_per_device_inside_the_message_transaction(tight_stack
 
     alice = Peer.open(tight_stack, seed_device(tight_stack), prekeys=0)
     try:
-        cid = alice.socket.request("create_conversation", kind="room", members=[])[
-            "conversation"
-        ]["conversation_id"]
+        cid = alice.socket.request("create_conversation", kind="room", members=[])["conversation"][
+            "conversation_id"
+        ]
         alice.join(cid)
 
         def attempt() -> list[Any]:

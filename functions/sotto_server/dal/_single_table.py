@@ -108,6 +108,34 @@ class SingleTableStore:
                 raise RuntimeError("DynamoDB left reads unprocessed")
         return found
 
+    def _batch_write(self, requests: list[Any]) -> None:
+        pending: dict[str, Any] = {self._table: requests}
+        for attempt in range(8):
+            response = self._client.batch_write_item(RequestItems=pending)
+            pending = dict(response.get("UnprocessedItems") or {})
+            if not pending:
+                return
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise RuntimeError("DynamoDB left writes unprocessed")
+
+    def _transact_losers(self, items: list[TransactWriteItemTypeDef]) -> list[int]:
+        """One transaction; the indexes of the items whose condition lost ([] if it committed)."""
+        try:
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as error:
+            if error_code(error) != "TransactionCanceledException":
+                raise
+            cancellations = error.response.get("CancellationReasons", [])
+            lost = [
+                index
+                for index, reason in enumerate(cancellations)
+                if reason.get("Code") in ("ConditionalCheckFailed", "TransactionConflict")
+            ]
+            if not lost:
+                raise  # throttling or validation: not a lost condition
+            return lost
+        return []
+
     def _transact(self, items: list[TransactWriteItemTypeDef], reasons: dict[int, str]) -> None:
         """One transaction; a lost condition raises Conflict named by ``reasons[index]``."""
         try:

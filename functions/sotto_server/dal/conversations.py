@@ -22,7 +22,6 @@ room size: gap-free order, since seq N+1 cannot commit before seq N.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -637,16 +636,6 @@ class ConversationsStore(SingleTableStore):
         for start in range(0, len(requests), 25):
             self._batch_write(requests[start : start + 25])
         return stored
-
-    def _batch_write(self, requests: list[Any]) -> None:
-        pending: dict[str, Any] = {self._table: requests}
-        for attempt in range(8):
-            response = self._client.batch_write_item(RequestItems=pending)
-            pending = dict(response.get("UnprocessedItems") or {})
-            if not pending:
-                return
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise RuntimeError("DynamoDB left mailbox writes unprocessed")
 
     def delete_mail(self, device_id: str, mail_ids: Sequence[str]) -> None:
         requests = [

@@ -22,10 +22,7 @@ Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 from __future__ import annotations
 
 import base64
-import random
-import secrets
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -278,113 +275,97 @@ class DirectoryStore(SingleTableStore):
         item = self._get(f"DEVICE#{device_id}", "OTPKCOUNT")
         return 0 if item is None else _n(item, "remaining")
 
-    def take_one_time_prekey(self, device_id: str, *, rounds: int = 16) -> bytes | None:
-        """Remove and return one one-time prekey, or None when none is left.
-
-        The delete is conditional on the item still existing and decrements
-        the counter in the same transaction, so two fetchers racing for one
-        prekey cannot both get it. Racers pick among the first few prekeys at
-        random, so under contention most of them win at their first try.
-        """
-        pk = f"DEVICE#{device_id}"
-        for _ in range(rounds):
-            candidates = list(self._query(pk, "OTPK#", limit=8))
-            if not candidates:
-                return None
-            random.shuffle(candidates)
-            for candidate in candidates:
-                try:
-                    self._transact(
-                        [
-                            {
-                                "Delete": {
-                                    "TableName": self._table,
-                                    "Key": key(pk, _s(candidate, "sk")),
-                                    "ConditionExpression": "attribute_exists(pk)",
-                                }
-                            },
-                            {
-                                "Update": {
-                                    "TableName": self._table,
-                                    "Key": key(pk, "OTPKCOUNT"),
-                                    "UpdateExpression": "ADD remaining :minus_one",
-                                    "ExpressionAttributeValues": {":minus_one": number(-1)},
-                                }
-                            },
-                        ],
-                        {0: "taken"},
-                    )
-                except Conflict:
-                    continue
-                return _bytes(candidate, "certificate")
-        return None
-
     def take_prekeys(self, device_ids: Sequence[str]) -> dict[str, tuple[str, bytes, int]]:
         """One prekey per device: ``(kind, certificate, one-time prekeys left)``.
 
         A one-time prekey when the device has one left ("one_time", removed
         here so nobody else gets it), else its signed prekey ("signed");
-        devices with neither are missing from the answer. Reads and writes
-        are batched (a bundle fetch asks for up to 100 devices): one
-        BatchGetItem of signed prekeys and counters, one Query per device
-        for its first one-time prekeys (concurrently), and one transaction
-        per 50 devices; a device whose take lost a race is retried alone.
+        devices with neither are missing from the answer. Ids only grow, so
+        each device's counter names the next one-time prekey to hand out:
+        per 100 devices, one BatchGetItem of counters and signed prekeys, one
+        transaction moving the counters (each conditional on the value read,
+        so two fetchers never get the same prekey), one BatchGetItem of the
+        prekeys and their deletes. A device whose move lost a race is read
+        and tried again. Every id up to the top is stored: publishes are contiguous and the
+        counter never moves backwards, so no prekey is ever handed out twice.
         """
         unique = list(dict.fromkeys(device_ids))
-        signed = self._batch_get([(f"DEVICE#{d}", "SPK") for d in unique])
-        counts = self._batch_get([(f"DEVICE#{d}", "OTPKCOUNT") for d in unique])
-        holding = [d for d in unique if _n_or_zero(counts.get((f"DEVICE#{d}", "OTPKCOUNT"))) > 0]
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            firsts = dict(
-                zip(
-                    holding,
-                    pool.map(lambda d: list(self._query(f"DEVICE#{d}", "OTPK#", limit=4)), holding),
-                    strict=True,
-                )
-            )
-        chosen = {d: secrets.choice(items) for d, items in firsts.items() if items}
-        taken: dict[str, bytes] = {}
-        pending = sorted(chosen)
-        for start in range(0, len(pending), 50):
-            group = pending[start : start + 50]
-            try:
-                self._transact([item for d in group for item in self._take_items(d, chosen[d])], {})
-            except Conflict:
-                # Someone took one of these first: each device on its own, with retries.
-                for d in group:
-                    one = self.take_one_time_prekey(d)
-                    if one is not None:
-                        taken[d] = one
-                continue
-            taken.update({d: _bytes(chosen[d], "certificate") for d in group})
         answer: dict[str, tuple[str, bytes, int]] = {}
-        for d in unique:
-            left = _n_or_zero(counts.get((f"DEVICE#{d}", "OTPKCOUNT")))
-            if d in taken:
-                answer[d] = ("one_time", taken[d], max(0, left - 1))
-            elif (spk := signed.get((f"DEVICE#{d}", "SPK"))) is not None:
-                answer[d] = ("signed", _bytes(spk, "certificate"), 0)
+        for start in range(0, len(unique), 100):
+            answer.update(self._take_some(unique[start : start + 100]))
         return answer
 
-    def _take_items(self, device_id: str, prekey: Item) -> list[TransactWriteItemTypeDef]:
-        pk = f"DEVICE#{device_id}"
-        return [
-            {
-                "Delete": {
-                    "TableName": self._table,
-                    "Key": key(pk, _s(prekey, "sk")),
-                    "ConditionExpression": "attribute_exists(pk)",
+    def _take_some(self, devices: Sequence[str]) -> dict[str, tuple[str, bytes, int]]:
+        read = self._batch_get(
+            [(f"DEVICE#{d}", sk) for d in devices for sk in ("SPK", "OTPKCOUNT")]
+        )
+        counters = {d: read.get((f"DEVICE#{d}", "OTPKCOUNT")) for d in devices}
+        taken: dict[str, bytes] = {}
+        want = [d for d in devices if _available(counters[d])]
+        for _ in range(8):
+            planned = {d: _n(counters[d] or {}, "next_id") for d in want}
+            moved = self._move_counters(planned)
+            taken.update(self._fetch_and_delete({d: planned[d] for d in moved}))
+            lost = [d for d in want if d not in moved]
+            if not lost:
+                break
+            # Another fetcher moved these first: read where they are now and try again.
+            fresh = self._batch_get([(f"DEVICE#{d}", "OTPKCOUNT") for d in lost])
+            counters.update({d: fresh.get((f"DEVICE#{d}", "OTPKCOUNT")) for d in lost})
+            want = [d for d in lost if _available(counters[d])]
+        answer: dict[str, tuple[str, bytes, int]] = {}
+        for device_id in devices:
+            if device_id in taken:
+                left = max(0, _n_or_zero(counters[device_id]) - 1)
+                answer[device_id] = ("one_time", taken[device_id], left)
+            elif (spk := read.get((f"DEVICE#{device_id}", "SPK"))) is not None:
+                answer[device_id] = ("signed", _bytes(spk, "certificate"), 0)
+        return answer
+
+    def _fetch_and_delete(self, ids: Mapping[str, int]) -> dict[str, bytes]:
+        """The one-time prekeys whose ids this caller just won, read and then deleted."""
+        if not ids:
+            return {}
+        keys = {d: (f"DEVICE#{d}", f"OTPK#{prekey_id:010d}") for d, prekey_id in ids.items()}
+        items = self._batch_get(list(keys.values()))
+        found = {d: _bytes(items[k], "certificate") for d, k in keys.items() if k in items}
+        deletes = [{"DeleteRequest": {"Key": key(*keys[d])}} for d in found]
+        for start in range(0, len(deletes), 25):
+            self._batch_write(deletes[start : start + 25])
+        return found
+
+    def _move_counters(self, planned: Mapping[str, int]) -> set[str]:
+        """Advance each device's next id past the planned one, all in one transaction.
+
+        Returns the devices whose counter moved: a counter someone else moved
+        first cancels the transaction, which is tried again without it.
+        """
+        pending = dict(planned)
+        while pending:
+            order = sorted(pending)
+            items: list[TransactWriteItemTypeDef] = [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"DEVICE#{d}", "OTPKCOUNT"),
+                        "UpdateExpression": "SET next_id = :after ADD remaining :minus_one",
+                        "ConditionExpression": "next_id = :id AND remaining > :zero",
+                        "ExpressionAttributeValues": {
+                            ":after": number(pending[d] + 1),
+                            ":id": number(pending[d]),
+                            ":minus_one": number(-1),
+                            ":zero": number(0),
+                        },
+                    }
                 }
-            },
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": key(pk, "OTPKCOUNT"),
-                    "UpdateExpression": "ADD remaining :minus_one",
-                    "ExpressionAttributeValues": {":minus_one": number(-1)},
-                }
-            },
-        ]
+                for d in order
+            ]
+            lost = self._transact_losers(items)
+            if not lost:
+                return set(pending)
+            for index in lost:
+                pending.pop(order[index])
+        return set()
 
     def put_prekeys(
         self,
@@ -395,7 +376,9 @@ class DirectoryStore(SingleTableStore):
     ) -> None:
         """Publish, all or nothing. ``signed_prekey`` is (prekey_id, expires_at, cert).
 
-        One-time prekey ids must be new: a reused id raises Conflict.
+        One-time prekey ids are consecutive and follow on from the last ones
+        published: Conflict("prekey_ids_do_not_follow") otherwise, or
+        "too_many_prekeys" past the cap.
         """
         pk = f"DEVICE#{device_id}"
         items: list[TransactWriteItemTypeDef] = []
@@ -415,20 +398,32 @@ class DirectoryStore(SingleTableStore):
                     }
                 }
             )
+        ids = [prekey_id for prekey_id, _ in one_time_prekeys]
         if one_time_prekeys:
-            # The protocol caps what a device holds: the count may not pass it.
+            if ids != list(range(ids[0], ids[0] + len(ids))):
+                raise ValueError("one-time prekey ids are published consecutively")
+            # The protocol caps what a device holds: the count may not pass it. Ids
+            # follow on from those published before, so the counter also says
+            # which one is handed out next (take_prekeys).
             items.append(
                 {
                     "Update": {
                         "TableName": self._table,
                         "Key": key(pk, "OTPKCOUNT"),
-                        "UpdateExpression": "ADD remaining :n",
+                        "UpdateExpression": (
+                            "ADD remaining :n "
+                            "SET top_id = :top, next_id = if_not_exists(next_id, :low)"
+                        ),
                         "ConditionExpression": (
-                            "attribute_not_exists(remaining) OR remaining <= :room"
+                            "(attribute_not_exists(remaining) OR remaining <= :room) "
+                            "AND (attribute_not_exists(top_id) OR top_id = :before)"
                         ),
                         "ExpressionAttributeValues": {
                             ":n": number(len(one_time_prekeys)),
                             ":room": number(MAX_ONE_TIME_PREKEYS - len(one_time_prekeys)),
+                            ":top": number(ids[-1]),
+                            ":low": number(ids[0]),
+                            ":before": number(ids[0] - 1),
                         },
                     }
                 }
@@ -449,10 +444,20 @@ class DirectoryStore(SingleTableStore):
             )
         if len(items) > 100 or len(one_time_prekeys) > MAX_ONE_TIME_PREKEYS:
             raise ValueError("at most 98 one-time prekeys per publish")
+        counter = 1 if signed_prekey is not None else 0
         reasons = {i: "prekey_id_reused" for i in range(len(items))}
         if one_time_prekeys:
-            reasons[1 if signed_prekey is not None else 0] = "too_many_prekeys"
-        self._transact(items, reasons)
+            reasons[counter] = "counter"
+        try:
+            self._transact(items, reasons)
+        except Conflict as conflict:
+            if conflict.reason != "counter":
+                raise
+            state = self._get(pk, "OTPKCOUNT") or {}
+            held = _n_or_zero(state)
+            if held + len(ids) > MAX_ONE_TIME_PREKEYS:
+                raise Conflict("too_many_prekeys") from None
+            raise Conflict("prekey_ids_do_not_follow") from None
 
     def signed_prekey_expiry(self, device_id: str) -> int | None:
         item = self._get(f"DEVICE#{device_id}", "SPK")
@@ -805,6 +810,13 @@ class DirectoryStore(SingleTableStore):
                 3: "device_exists",
             },
         )
+
+
+def _available(counter: Item | None) -> bool:
+    """Whether a device's counter says a one-time prekey is left to hand out."""
+    if counter is None or "next_id" not in counter or _n_or_zero(counter) <= 0:
+        return False
+    return _n(counter, "next_id") <= _n(counter, "top_id")
 
 
 def _n_or_zero(item: Item | None) -> int:

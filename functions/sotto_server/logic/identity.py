@@ -105,6 +105,11 @@ def check_prekeys(
             raise Refused(ErrorCode.CONFLICT, "one-time prekey ids repeat", request_id)
         seen.add(prekey.prekey_id)
         checked_one_time.append((prekey.prekey_id, data))
+    checked_one_time.sort()
+    ids = [prekey_id for prekey_id, _ in checked_one_time]
+    if ids and ids != list(range(ids[0], ids[0] + len(ids))):
+        # The directory hands them out by counting up from the last one published.
+        raise Refused(ErrorCode.BAD_REQUEST, "one-time prekey ids must be consecutive", request_id)
     return CheckedPrekeys(checked_signed, checked_one_time)
 
 

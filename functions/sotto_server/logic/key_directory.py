@@ -131,7 +131,9 @@ def publish_prekeys(
                 rid,
             ) from None
         raise Refused(
-            ErrorCode.CONFLICT, "a one-time prekey id was already published", rid
+            ErrorCode.CONFLICT,
+            "one-time prekey ids must follow on from those already published",
+            rid,
         ) from None
     remaining = stores.directory.count_one_time_prekeys(caller.device_id)
     return Outcome(
