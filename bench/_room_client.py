@@ -82,6 +82,7 @@ if __name__ == "__main__":
         import pstats
 
         cProfile.run("main()", "/tmp/room_client.prof")
-        pstats.Stats("/tmp/room_client.prof", stream=sys.stderr).sort_stats("cumtime").print_stats(40)
+        stats = pstats.Stats("/tmp/room_client.prof", stream=sys.stderr)
+        stats.sort_stats("cumtime").print_stats(40)
     else:
         main()
