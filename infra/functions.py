@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aws_cdk import AssetHashType, Duration, RemovalPolicy, Stack
@@ -32,30 +32,19 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 
-# Never Scan: every access pattern is a key lookup or a Query.
-_DDB_READ = (
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:Query",
-    "dynamodb:ConditionCheckItem",
-)
-_DDB_WRITE = (
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:BatchWriteItem",
-)
-# DynamoDB uses the table's key on the caller's behalf.
+# DynamoDB uses the table's key on the caller's behalf: reads decrypt, writes
+# also encrypt. Granted only through DynamoDB, only for callers of this account.
 _KMS_READ = ("kms:Decrypt", "kms:DescribeKey")
 _KMS_WRITE = ("kms:Encrypt", "kms:GenerateDataKey")
 
 
 @dataclass(frozen=True)
 class ConnectionsEndpoint:
-    """Where the @connections API of the WebSocket stage lives, and its IAM resource."""
+    """Where the @connections API of the WebSocket stage lives, and its IAM resources."""
 
     url: str
-    manage_arn: str
+    # The execute-api:ManageConnections resource of one method (POST, GET, DELETE).
+    manage_arn: Callable[[topology.ConnectionMethod], str]
     # Where clients connect, and the audience ("API_ID/STAGE") their tokens name.
     websocket_url: str
     audience: str
@@ -175,7 +164,9 @@ class Functions(Construct):
                 iam.PolicyStatement(
                     sid="ManageConnections",
                     actions=["execute-api:ManageConnections"],
-                    resources=[self._connections.manage_arn],
+                    resources=[
+                        self._connections.manage_arn(method) for method in spec.connection_methods
+                    ],
                 )
             )
         role = iam.Role(
@@ -185,51 +176,48 @@ class Functions(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             inline_policies={"least-privilege": iam.PolicyDocument(statements=statements)},
         )
-        if spec.manages_connections:
-            manage_arn = self._connections.manage_arn
+        for method in spec.connection_methods if spec.manages_connections else ():
+            manage_arn = self._connections.manage_arn(method)
             acknowledge(
                 role,
                 f"AwsSolutions-IAM5[Resource::{nag_token_text(role, manage_arn)}]",
                 "Connection ids are minted per socket at run time; the grant is pinned to this "
-                "API's own stage and its @connections path only.",
+                "API's own stage, one method and its @connections path only.",
             )
         return role
 
     def _table_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
-        statements: list[iam.PolicyStatement] = []
-        read_only = [t for t in spec.tables_read if t not in spec.tables_write]
-        for sid, ids, actions in (
-            ("ReadTables", read_only, _DDB_READ),
-            ("ReadWriteTables", list(spec.tables_write), _DDB_READ + _DDB_WRITE),
-        ):
-            if ids:
-                statements.append(
-                    iam.PolicyStatement(
-                        sid=sid,
-                        actions=list(actions),
-                        resources=[arn for t in ids for arn in self._table_arns(t)],
-                    )
-                )
-        if spec.tables_write:
-            statements.append(
-                iam.PolicyStatement(
-                    sid="UseDataKey",
-                    actions=list(_KMS_READ + _KMS_WRITE),
-                    resources=[self._data_key.key_arn],
-                )
+        """One statement per table (or index) with exactly the actions the function declares."""
+        statements = [
+            iam.PolicyStatement(
+                sid=construct_name(target.replace("/", "_")),
+                actions=[f"dynamodb:{action}" for action in actions],
+                resources=[self._table_arn(target)],
             )
-        elif spec.tables_read:
+            for target, actions in spec.dynamodb_actions.items()
+        ]
+        if spec.dynamodb_actions:
+            stack = Stack.of(self)
             statements.append(
                 iam.PolicyStatement(
-                    sid="UseDataKey", actions=list(_KMS_READ), resources=[self._data_key.key_arn]
+                    sid="UseDataKeyThroughDynamoDB",
+                    actions=list(_KMS_READ + _KMS_WRITE if spec.tables_write else _KMS_READ),
+                    resources=[self._data_key.key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"dynamodb.{stack.region}.{stack.url_suffix}",
+                            "kms:CallerAccount": stack.account,
+                        }
+                    },
                 )
             )
         return statements
 
-    def _table_arns(self, logical_id: str) -> list[str]:
+    def _table_arn(self, target: str) -> str:
+        logical_id, _, index = target.partition("/")
         arn = self._tables[logical_id].table_arn
         # Each index by name: no index/* wildcard.
-        return [arn] + [f"{arn}/index/{ix.name}" for ix in topology.table(logical_id).indexes]
+        return f"{arn}/index/{index}" if index else arn
 
 
 def _tables_of(spec: topology.FunctionSpec) -> list[str]:

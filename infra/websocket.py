@@ -56,13 +56,17 @@ class WebSocket(Construct):
 
     @property
     def connections(self) -> ConnectionsEndpoint:
-        """The @connections endpoint of this stage (boto3's endpoint URL) and its IAM resource."""
-        manage_arn = Stack.of(self).format_arn(
-            service="execute-api",
-            resource=self.api.api_id,
-            resource_name=f"{self.stage.stage_name}/*/@connections/*",
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
+        """The @connections endpoint of this stage (boto3's endpoint URL) and its IAM resources."""
+
+        def manage_arn(method: topology.ConnectionMethod) -> str:
+            # IAM's resource for @connections is API/STAGE/METHOD/@connections/ID.
+            return Stack.of(self).format_arn(
+                service="execute-api",
+                resource=self.api.api_id,
+                resource_name=f"{self.stage.stage_name}/{method}/@connections/*",
+                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+            )
+
         return ConnectionsEndpoint(
             url=self.stage.callback_url,
             manage_arn=manage_arn,

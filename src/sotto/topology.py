@@ -10,12 +10,14 @@ This module is plain data: it imports nothing from AWS or the CDK.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "BUCKETS",
     "CONVERSATION_ROUTES",
+    "DYNAMODB_WRITE_ACTIONS",
     "FUNCTIONS",
     "HTTP_ROUTES",
     "KEYS",
@@ -27,6 +29,8 @@ __all__ = [
     "WS_ROUTES",
     "WS_ROUTE_SELECTION_FIELD",
     "BucketSpec",
+    "ConnectionMethod",
+    "DynamoDBAction",
     "FunctionSpec",
     "HttpRouteSpec",
     "IndexSpec",
@@ -39,6 +43,25 @@ __all__ = [
 
 AttrType = Literal["S", "N", "B"]
 StreamView = Literal["NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY"]
+# DynamoDB actions a function role may be granted, as IAM names them (a
+# transaction is authorized per item: PutItem, UpdateItem, DeleteItem,
+# ConditionCheckItem). Scan is for the admin's few networks only.
+DynamoDBAction = Literal[
+    "GetItem",
+    "BatchGetItem",
+    "Query",
+    "Scan",
+    "ConditionCheckItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+]
+DYNAMODB_WRITE_ACTIONS: frozenset[str] = frozenset(
+    {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
+)
+# @connections methods: POST pushes, GET describes, DELETE closes a socket.
+ConnectionMethod = Literal["POST", "GET", "DELETE"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,10 @@ class TableSpec:
     ttl_attribute: str | None = None
     stream: StreamView | None = None
     purpose: str = ""
+
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        return tuple(index.name for index in self.indexes)
 
 
 @dataclass(frozen=True)
@@ -98,10 +125,33 @@ class FunctionSpec:
     # function also deletes the record of a connection found gone (410).
     manages_connections: bool = False
     purpose: str = ""
+    # Exactly what the role grants on each table it reaches: keys are table
+    # logical ids, or "Table/index" for a Query on an index. Every table in
+    # tables_read/tables_write needs an entry; write actions need tables_write.
+    # tests/infra/test_iam_trace.py proves these against the calls handlers make.
+    dynamodb_actions: Mapping[str, tuple[DynamoDBAction, ...]] = field(default_factory=dict)
+    # The @connections methods a function that manages connections may use.
+    connection_methods: tuple[ConnectionMethod, ...] = ("POST",)
     # Lambda sizing. Memory also buys CPU, which the signature checks on
     # every $connect need; API Gateway gives up on an integration after 29 s.
     memory_mb: int = 512
     timeout_seconds: int = 10
+
+    def __post_init__(self) -> None:
+        reached = {*self.tables_read, *self.tables_write}
+        declared = {key.split("/", 1)[0] for key in self.dynamodb_actions}
+        if reached != declared:
+            raise ValueError(
+                f"function {self.name}: dynamodb_actions must name exactly the tables it "
+                f"reaches ({sorted(reached)}), not {sorted(declared)}"
+            )
+        for key, actions in self.dynamodb_actions.items():
+            table_id, _, index = key.partition("/")
+            if index and (set(actions) != {"Query"} or index not in table(table_id).index_names):
+                raise ValueError(f"function {self.name}: {key} must be a Query on a known index")
+            writes = DYNAMODB_WRITE_ACTIONS.intersection(actions)
+            if writes and table_id not in self.tables_write:
+                raise ValueError(f"function {self.name}: {sorted(writes)} on read-only {key}")
 
     @property
     def module(self) -> str:
@@ -172,6 +222,14 @@ TABLES: tuple[TableSpec, ...] = (
     ),
 )
 
+
+def table(logical_id: str) -> TableSpec:
+    for spec in TABLES:
+        if spec.logical_id == logical_id:
+            return spec
+    raise KeyError(logical_id)
+
+
 BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(
         logical_id="AttachmentsBucket",
@@ -203,30 +261,38 @@ KEYS: tuple[KeySpec, ...] = (
     ),
 )
 
+# $disconnect, and any push that meets 410 Gone, forget the connection: the
+# record (DeleteItem) and its place in the device's presence (UpdateItem).
+_FORGET_CONNECTION: tuple[DynamoDBAction, ...] = ("DeleteItem", "UpdateItem")
+
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="authorizer",
         handler="sotto_server.handlers.authorizer.handler",
         tables_read=("DirectoryTable",),
         tables_write=("GuardsTable",),
+        dynamodb_actions={"DirectoryTable": ("GetItem",), "GuardsTable": ("PutItem",)},
         purpose="$connect REQUEST authorizer: verifies the device-signed connect token.",
     ),
     FunctionSpec(
         name="connect",
         handler="sotto_server.handlers.connect.handler",
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={"ConnectionsTable": ("PutItem", "UpdateItem")},
         purpose="Records the connection with the device the authorizer vouched for.",
     ),
     FunctionSpec(
         name="disconnect",
         handler="sotto_server.handlers.disconnect.handler",
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={"ConnectionsTable": _FORGET_CONNECTION},
         purpose="Removes the connection record.",
     ),
     FunctionSpec(
         name="default",
         handler="sotto_server.handlers.default.handler",
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={"ConnectionsTable": _FORGET_CONNECTION},
         manages_connections=True,
         purpose="Answers unknown actions and malformed frames with an error frame.",
     ),
@@ -234,6 +300,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="ping",
         handler="sotto_server.handlers.ping.handler",
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={"ConnectionsTable": _FORGET_CONNECTION},
         manages_connections=True,
         purpose="Answers ping with pong through @connections.",
     ),
@@ -242,6 +309,14 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.keys.handler",
         # Messages: a newly linked device joins its user's conversation rosters.
         tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable", "MessagesTable"),
+        dynamodb_actions={
+            # Taking a one-time prekey is a conditional delete in a transaction.
+            "DirectoryTable": ("GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem"),
+            "GuardsTable": ("UpdateItem",),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            # The linked device joins the rosters of its user's conversations.
+            "MessagesTable": ("Query", "UpdateItem"),
+        },
         manages_connections=True,
         purpose="Key directory: publish prekeys, fetch key bundles, list devices, link devices.",
     ),
@@ -250,6 +325,11 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.conversations.handler",
         tables_read=("DirectoryTable",),
         tables_write=("MessagesTable", "ConnectionsTable"),
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "BatchGetItem", "Query"),
+            "MessagesTable": ("GetItem", "Query", "PutItem", "UpdateItem"),
+            "ConnectionsTable": _FORGET_CONNECTION,
+        },
         manages_connections=True,
         purpose="Conversations: create direct conversations and rooms, members, rosters.",
     ),
@@ -258,6 +338,11 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.messages.handler",
         tables_read=("DirectoryTable",),
         tables_write=("MessagesTable", "ConnectionsTable"),
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem",),
+            "MessagesTable": ("GetItem", "Query", "PutItem", "UpdateItem", "BatchWriteItem"),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+        },
         manages_connections=True,
         # Fan-out to a large room's online devices takes longer than a lookup.
         timeout_seconds=29,
@@ -273,6 +358,12 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="enroll",
         handler="sotto_server.handlers.enroll.handler",
         tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        # Public: it may create users, devices and links, never delete or scan.
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "PutItem", "UpdateItem"),
+            "GuardsTable": ("UpdateItem",),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+        },
         manages_connections=True,
         purpose="Public HTTP: enrollment with an invite code, and new-device link requests.",
     ),
@@ -281,10 +372,30 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.admin.handler",
         # Messages: a revoked device leaves its user's conversation rosters.
         tables_write=("DirectoryTable", "ConnectionsTable", "MessagesTable"),
+        dynamodb_actions={
+            # Scan: listing networks (few; no index paid on every write for it).
+            "DirectoryTable": (
+                *("GetItem", "Query", "Scan", "PutItem", "UpdateItem", "ConditionCheckItem"),
+            ),
+            "ConnectionsTable": _FORGET_CONNECTION,
+            # Suspension and revocation close every socket of the device.
+            "ConnectionsTable/by_device": ("Query",),
+            "MessagesTable": ("Query", "UpdateItem"),
+        },
         manages_connections=True,
+        # It never pushes: suspension and revocation close sockets at once.
+        connection_methods=("DELETE",),
         purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
     ),
 )
+
+
+def function(name: str) -> FunctionSpec:
+    for spec in FUNCTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
 
 # WebSocket routes of the key directory; each frame names one in "action".
 KEY_ROUTES = (
@@ -337,17 +448,3 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("GET", "/v1/admin/devices/{device_id}", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/devices/{device_id}/revoke", "admin", iam=True),
 )
-
-
-def table(logical_id: str) -> TableSpec:
-    for spec in TABLES:
-        if spec.logical_id == logical_id:
-            return spec
-    raise KeyError(logical_id)
-
-
-def function(name: str) -> FunctionSpec:
-    for spec in FUNCTIONS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)

@@ -78,3 +78,16 @@ def template(synth: Synthesized) -> Template:
 @pytest.fixture(scope="session")
 def template_dict(synth: Synthesized) -> dict[str, Any]:
     return synth.template_dict
+
+
+# The IAM trace check leaves here the grants no traced request used.
+UNUSED_GRANTS = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    unused = config.stash.get(UNUSED_GRANTS, None)
+    if unused is None:
+        return
+    terminalreporter.section("IAM grants never used by a traced request")
+    for line in unused or ["(none)"]:
+        terminalreporter.write_line(line)

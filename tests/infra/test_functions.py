@@ -179,39 +179,42 @@ def test_function_role_has_only_inline_actions_without_wildcards(
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_function_reaches_exactly_its_tables_read_vs_write(
+def test_function_role_grants_exactly_its_declared_dynamodb_actions(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
-    statements = {s["Sid"]: s for s in _statements(synth, spec)}
-    writable = _table_ids(synth, spec.tables_write)
-    read_only = _table_ids(synth, spec.tables_read) - writable
-    write_actions = {
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:BatchWriteItem",
+    granted: dict[str, set[str]] = {}
+    for statement in _statements(synth, spec):
+        actions = {a for a in _actions(statement) if a.startswith("dynamodb:")}
+        for resource in _resources(statement) if actions else ():
+            granted.setdefault(json.dumps(resource, sort_keys=True), set()).update(actions)
+    expected: dict[str, set[str]] = {}
+    for target, declared in spec.dynamodb_actions.items():
+        logical_id, _, index = target.partition("/")
+        arn: Any = {"Fn::GetAtt": [synth.logical_id(synth.stack.tables[logical_id]), "Arn"]}
+        if index:
+            arn = {"Fn::Join": ["", [arn, f"/index/{index}"]]}
+        expected[json.dumps(arn, sort_keys=True)] = {f"dynamodb:{a}" for a in declared}
+    assert granted == expected
+
+
+def test_public_enrollment_may_not_delete_scan_or_batch_write_the_directory() -> None:
+    actions = set(topology.function("enroll").dynamodb_actions["DirectoryTable"])
+    assert not actions & {"DeleteItem", "BatchWriteItem", "Scan"}
+
+
+def test_only_the_admin_function_may_scan() -> None:
+    scanners = {
+        s.name for s in topology.FUNCTIONS for a in s.dynamodb_actions.values() if "Scan" in a
     }
-    granted: set[str] = set()
-    for statement in statements.values():
-        actions = set(_actions(statement))
-        if not any(a.startswith("dynamodb:") for a in actions):
-            continue
-        assert "dynamodb:Scan" not in actions
-        tables = _granted_tables(statement)
-        granted |= tables
-        if actions & write_actions:
-            assert tables <= writable, statement
-        else:
-            assert tables <= read_only | writable, statement
-    assert granted == read_only | writable
+    assert scanners == {"admin"}
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_function_uses_data_key_only_if_it_touches_tables(
+def test_function_uses_data_key_only_through_dynamodb_of_this_account(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
     kms = [s for s in _statements(synth, spec) if any(a.startswith("kms:") for a in _actions(s))]
-    if not (spec.tables_read or spec.tables_write):
+    if not spec.dynamodb_actions:
         assert kms == []
         return
     (statement,) = kms
@@ -219,10 +222,21 @@ def test_function_uses_data_key_only_if_it_touches_tables(
     assert _resources(statement) == [{"Fn::GetAtt": [data_key, "Arn"]}]
     encrypt = {"kms:Encrypt", "kms:GenerateDataKey"} & set(_actions(statement))
     assert bool(encrypt) == bool(spec.tables_write)
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {
+                "Fn::Join": [
+                    "",
+                    ["dynamodb.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}],
+                ]
+            },
+            "kms:CallerAccount": {"Ref": "AWS::AccountId"},
+        }
+    }
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_only_connection_managers_may_manage_connections_of_this_stage(
+def test_connection_managers_may_use_only_their_methods_on_this_stage(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
     manage = [s for s in _statements(synth, spec) if "execute-api:ManageConnections" in _actions(s)]
@@ -231,7 +245,48 @@ def test_only_connection_managers_may_manage_connections_of_this_stage(
         return
     (statement,) = manage
     assert _actions(statement) == ["execute-api:ManageConnections"]
-    (resource,) = _resources(statement)
-    parts = resource["Fn::Join"][1]
-    assert {"Ref": synth.logical_id(synth.stack.websocket.api)} in parts
-    assert parts[-1] == f"/{synth.stack.settings.stage}/*/@connections/*"
+    methods = []
+    for resource in _resources(statement):
+        parts = resource["Fn::Join"][1]
+        assert {"Ref": synth.logical_id(synth.stack.websocket.api)} in parts
+        stage, method, rest = parts[-1].lstrip("/").split("/", 2)
+        assert (stage, rest) == (synth.stack.settings.stage, "@connections/*")
+        methods.append(method)
+    assert sorted(methods) == sorted(spec.connection_methods)
+
+
+def test_only_the_admin_function_may_close_sockets() -> None:
+    closers = {
+        s.name
+        for s in topology.FUNCTIONS
+        if s.manages_connections and "DELETE" in s.connection_methods
+    }
+    assert closers == {"admin"}
+
+
+def test_function_spec_refuses_a_table_without_declared_actions() -> None:
+    with pytest.raises(ValueError, match="dynamodb_actions must name exactly"):
+        topology.FunctionSpec(name="new", handler="m.h", tables_read=("DirectoryTable",))
+
+
+def test_function_spec_refuses_writes_to_a_read_only_table() -> None:
+    with pytest.raises(ValueError, match="read-only"):
+        topology.FunctionSpec(
+            name="new",
+            handler="m.h",
+            tables_read=("DirectoryTable",),
+            dynamodb_actions={"DirectoryTable": ("GetItem", "PutItem")},
+        )
+
+
+def test_function_spec_refuses_an_unknown_index() -> None:
+    with pytest.raises(ValueError, match="known index"):
+        topology.FunctionSpec(
+            name="new",
+            handler="m.h",
+            tables_read=("ConnectionsTable",),
+            dynamodb_actions={
+                "ConnectionsTable": ("GetItem",),
+                "ConnectionsTable/nope": ("Query",),
+            },
+        )

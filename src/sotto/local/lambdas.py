@@ -20,6 +20,7 @@ from typing import Any
 from sotto import topology
 
 from .events import ACCOUNT_ID, REGION
+from .iam_trace import IamRecorder, Invocation, invoking
 
 __all__ = ["FunctionError", "LambdaContext", "LocalFunctions"]
 
@@ -67,8 +68,9 @@ class LambdaContext:
 class LocalFunctions:
     """The functions of ``sotto.topology``, imported on first use."""
 
-    def __init__(self, stage: str = "local") -> None:
+    def __init__(self, stage: str = "local", recorder: IamRecorder | None = None) -> None:
         self._stage = stage
+        self._recorder = recorder
         self._handlers: dict[str, Handler] = {}
 
     def _handler(self, name: str) -> Handler:
@@ -86,8 +88,12 @@ class LocalFunctions:
         )
         # Lambda hands the handler a fresh copy of the JSON it was sent.
         event = json.loads(json.dumps(event))
+        invocation = Invocation(name, str(event.get("requestContext", {}).get("routeKey", "")))
+        if self._recorder is not None:
+            self._recorder.invoked(invocation)
         try:
-            return self._handler(name)(event, context)
+            with invoking(invocation):
+                return self._handler(name)(event, context)
         except Exception as exc:
             # Lambda reports errorMessage = str(exception); the gateway maps an
             # integration error to a generic answer, never to these details.
