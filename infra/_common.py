@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from constructs import Construct
 
 from infra.settings import Settings
 
-__all__ = ["construct_name", "data_removal_policy", "log_retention"]
+__all__ = ["construct_name", "data_removal_policy", "log_group", "log_retention"]
 
 
 def construct_name(name: str) -> str:
@@ -23,6 +25,19 @@ def data_removal_policy(settings: Settings) -> RemovalPolicy:
 
 def log_retention(days: int) -> logs.RetentionDays:
     return _RETENTION[days]
+
+
+def log_group(
+    scope: Construct, construct_id: str, settings: Settings, key: kms.IKey
+) -> logs.LogGroup:
+    """A log group under the stage's logs key, kept as long as the stage says."""
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        retention=log_retention(settings.log_retention_days),
+        encryption_key=key,
+        removal_policy=data_removal_policy(settings),
+    )
 
 
 _RETENTION = {

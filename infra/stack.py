@@ -7,6 +7,8 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from infra.access import Access
+from infra.backup import Backups
 from infra.buckets import Buckets
 from infra.functions import Functions
 from infra.http_api import HttpApi
@@ -33,21 +35,38 @@ class SottoStack(Stack):
             **kwargs,
         )
         self.settings = settings
-        self.keys = Keys(self, "Keys", settings=settings)
-        data_key = self.keys["DataKey"]
+        self.access = Access(self, "Access", settings=settings)
+        self.keys = Keys(self, "Keys", settings=settings, access=self.access)
+        data_key, logs_key = self.keys["DataKey"], self.keys["LogsKey"]
         self.tables = Tables(self, "Tables", settings=settings, key=data_key)
-        self.buckets = Buckets(self, "Buckets", settings=settings, keys=self.keys.by_id)
-        self.websocket = WebSocket(self, "WebSocket", settings=settings)
+        self.backups = Backups(
+            self, "Backups", settings=settings, tables=self.tables.by_id, key=data_key
+        )
+        self.buckets = Buckets(
+            self,
+            "Buckets",
+            settings=settings,
+            keys=self.keys.by_id,
+            compliance_role=self.access.compliance,
+            replication_role=self.access.replication,
+        )
+        archive = next(spec for spec in topology.BUCKETS if spec.object_lock)
+        self.access.grant_archive(self.buckets[archive.logical_id], self.keys[archive.kms_key])
+        self.access.grant_replication(self.buckets[archive.logical_id])
+        self.websocket = WebSocket(self, "WebSocket", settings=settings, logs_key=logs_key)
         self.functions = Functions(
             self,
             "Functions",
             settings=settings,
             tables=self.tables.by_id,
             data_key=data_key,
+            logs_key=logs_key,
             connections=self.websocket.connections,
         )
         self.websocket.add_routes(self.functions.by_name)
-        self.http_api = HttpApi(self, "Http", settings=settings, functions=self.functions.by_name)
+        self.http_api = HttpApi(
+            self, "Http", settings=settings, functions=self.functions.by_name, logs_key=logs_key
+        )
         self._build_outputs()
 
     def _build_outputs(self) -> None:

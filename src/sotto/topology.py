@@ -136,6 +136,9 @@ class FunctionSpec:
     # every $connect need; API Gateway gives up on an integration after 29 s.
     memory_mb: int = 512
     timeout_seconds: int = 10
+    # Reserved concurrency of a function anyone may invoke without credentials,
+    # so a flood there cannot starve the rest (context reserve_public_concurrency).
+    reserved_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         reached = {*self.tables_read, *self.tables_write}
@@ -259,6 +262,12 @@ KEYS: tuple[KeySpec, ...] = (
         env_var="SOTTO_ARCHIVE_KEY_ID",
         purpose="Encrypts the archive and wraps the retention identity; compliance role only.",
     ),
+    KeySpec(
+        logical_id="LogsKey",
+        alias="sotto/logs",
+        env_var="SOTTO_LOGS_KEY_ID",
+        purpose="Encrypts every CloudWatch log group of the stage.",
+    ),
 )
 
 # $disconnect, and any push that meets 410 Gone, forget the connection: the
@@ -273,6 +282,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables_write=("GuardsTable",),
         dynamodb_actions={"DirectoryTable": ("GetItem",), "GuardsTable": ("PutItem",)},
         purpose="$connect REQUEST authorizer: verifies the device-signed connect token.",
+        reserved_concurrency=50,
     ),
     FunctionSpec(
         name="connect",
@@ -353,6 +363,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="info",
         handler="sotto_server.handlers.info.handler",
         purpose="Public HTTP: protocol version and suites this deployment speaks.",
+        reserved_concurrency=5,
     ),
     FunctionSpec(
         name="enroll",
@@ -366,6 +377,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         },
         manages_connections=True,
         purpose="Public HTTP: enrollment with an invite code, and new-device link requests.",
+        reserved_concurrency=10,
     ),
     FunctionSpec(
         name="admin",

@@ -54,10 +54,23 @@ class Synthesized:
         return report
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+# A prod stage pinned to GovCloud, with the principals a prod stage must name.
+GOVCLOUD_ACCOUNT = "123456789012"
+GOVCLOUD_CONTEXT: dict[str, Any] = {
+    "stage": "prod",
+    "region": "us-gov-west-1",
+    "account": GOVCLOUD_ACCOUNT,
+    "compliance_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/RecordsOfficer"],
+    "key_admin_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/KeyCustodian"],
+    "admin_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/SottoAdmin"],
+}
+
+
+def _synthesize(
+    tmp_path_factory: pytest.TempPathFactory, context: dict[str, Any] | None = None
+) -> Synthesized:
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stack = build_app(outdir=str(outdir))
+    app, stack = build_app(outdir=str(outdir), context=context)
     assembly = app.synth()
     artifact = assembly.get_stack_by_name(stack.stack_name)
     template_dict: dict[str, Any] = artifact.template
@@ -68,6 +81,18 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         template_dict=template_dict,
         template=Template.from_json(template_dict),
     )
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The default (cdk.json) stage: dev, environment-agnostic."""
+    return _synthesize(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def govcloud_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """A prod stage pinned to us-gov-west-1 (a second synth: ~8 s)."""
+    return _synthesize(tmp_path_factory, GOVCLOUD_CONTEXT)
 
 
 @pytest.fixture(scope="session")

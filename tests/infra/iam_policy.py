@@ -52,6 +52,10 @@ class PolicyEvaluator:
     def resolve(self, value: Any) -> str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, int | float):
+            return str(value)
         if isinstance(value, dict) and len(value) == 1:
             ((fn, arg),) = value.items()
             if fn == "Ref":
@@ -83,6 +87,10 @@ class PolicyEvaluator:
             ].get("Roles", []):
                 documents.append(resource["Properties"]["PolicyDocument"])
         return [statement for document in documents for statement in _list(document["Statement"])]
+
+    def denies(self, statements: list[dict[str, Any]], request: Request) -> bool:
+        """Whether an explicit Deny matches (resource policies: Principal "*" statements)."""
+        return any(s["Effect"] == "Deny" and self._matches(s, request) for s in statements)
 
     def allows(self, statements: list[dict[str, Any]], request: Request) -> bool:
         matching = [s for s in statements if self._matches(s, request)]
@@ -137,6 +145,8 @@ _PSEUDO = {
 
 
 def _condition(operator: str, actual: str | None, expected: list[str]) -> bool:
+    if operator == "Null":
+        return (actual is None) == (expected == ["true"])
     if_exists = operator.endswith("IfExists")
     base = operator.removesuffix("IfExists")
     if actual is None:
@@ -154,6 +164,15 @@ def _condition(operator: str, actual: str | None, expected: list[str]) -> bool:
         return actual.lower() in [e.lower() for e in expected]
     if base == "Bool":
         return actual.lower() in [e.lower() for e in expected]
+    numeric = {
+        "NumericEquals": float.__eq__,
+        "NumericLessThan": float.__lt__,
+        "NumericLessThanEquals": float.__le__,
+        "NumericGreaterThan": float.__gt__,
+        "NumericGreaterThanEquals": float.__ge__,
+    }
+    if base in numeric:
+        return any(numeric[base](float(actual), float(e)) for e in expected)
     raise ValueError(f"condition operator {operator} is not understood here")
 
 

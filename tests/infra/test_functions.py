@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from infra import packaging
-from infra.functions import POWERTOOLS_LAYER_ACCOUNT
+from infra.functions import ADMIN_PRINCIPALS_ENV
 from sotto import topology
 
 from .conftest import Synthesized
@@ -65,37 +65,46 @@ def test_function_runs_handler_on_arm64_newest_python(
 ) -> None:
     props = _function(synth, spec)
     assert props["Handler"] == spec.handler
-    assert props["Runtime"] == f"python{packaging.PYTHON_VERSION}"
+    assert props["Runtime"] == f"python{synth.stack.settings.python_runtime}"
     assert props["Architectures"] == ["arm64"]
     assert props["MemorySize"] == spec.memory_mb
     assert props["Timeout"] == spec.timeout_seconds
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_function_uses_powertools_layer_for_its_region_and_the_dependency_layer(
+def test_function_uses_only_the_stacks_own_dependency_layer(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
     (dependency_layer,) = synth.of_type("AWS::Lambda::LayerVersion")
-    layers = _function(synth, spec)["Layers"]
-    assert {"Ref": dependency_layer} in layers
-    python = f"python{packaging.PYTHON_VERSION.replace('.', '')}"
-    version = synth.stack.settings.powertools_layer_version
-    assert {
-        "Fn::Join": [
-            "",
-            [
-                "arn:aws:lambda:",
-                {"Ref": "AWS::Region"},
-                f":{POWERTOOLS_LAYER_ACCOUNT}:layer:AWSLambdaPowertoolsPythonV3-{python}-arm64:"
-                f"{version}",
-            ],
-        ]
-    } in layers
+    # No public layer of another account (Powertools' lives in the commercial partition).
+    assert _function(synth, spec)["Layers"] == [{"Ref": dependency_layer}]
+
+
+def test_dependency_layer_bundles_powertools_and_pydantic() -> None:
+    pins = {
+        line.split("==")[0]
+        for line in packaging.LAYER_REQUIREMENTS.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert {"aws-lambda-powertools", "pydantic", "pydantic-core", "cryptography"} <= pins
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_traces_actively_and_public_ones_reserve_concurrency(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    props = _function(synth, spec)
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props.get("ReservedConcurrentExecutions") == spec.reserved_concurrency
+    public = {r.function for r in topology.HTTP_ROUTES if not r.iam} | {topology.WS_AUTHORIZER}
+    assert (spec.reserved_concurrency is not None) == (spec.name in public)
 
 
 def test_dependency_layer_targets_the_function_runtime_and_arm64(synth: Synthesized) -> None:
     (layer,) = synth.of_type("AWS::Lambda::LayerVersion").values()
-    assert layer["Properties"]["CompatibleRuntimes"] == [f"python{packaging.PYTHON_VERSION}"]
+    assert layer["Properties"]["CompatibleRuntimes"] == [
+        f"python{synth.stack.settings.python_runtime}"
+    ]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
 
 
@@ -119,6 +128,8 @@ def test_function_environment_names_its_tables_and_nothing_else(
         expected[topology.table(table).env_var] = {
             "Ref": synth.logical_id(synth.stack.tables[table])
         }
+    if any(route.iam and route.function == spec.name for route in topology.HTTP_ROUTES):
+        expected[ADMIN_PRINCIPALS_ENV] = ",".join(synth.stack.settings.admin_principals)
     if spec.manages_connections:
         expected["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = {
             "Fn::Join": [
@@ -166,12 +177,19 @@ def test_function_role_has_only_inline_actions_without_wildcards(
             "Action": "sts:AssumeRole",
             "Effect": "Allow",
             "Principal": {"Service": "lambda.amazonaws.com"},
+            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
         }
     ]
     assert "ManagedPolicyArns" not in role
     for statement in _statements(synth, spec):
         assert statement["Effect"] == "Allow"
         assert all("*" not in action for action in _actions(statement)), statement
+        if statement["Sid"] == "WriteTraces":  # X-Ray has no resource-level permissions
+            assert sorted(_actions(statement)) == [
+                "xray:PutTelemetryRecords",
+                "xray:PutTraceSegments",
+            ]
+            continue
         assert "*" not in _resources(statement), statement
     # No separate AWS::IAM::Policy attaches more to the role.
     role_id = _function(synth, spec)["Role"]["Fn::GetAtt"][0]

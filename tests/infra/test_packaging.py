@@ -8,7 +8,7 @@ import pytest
 from aws_cdk import aws_lambda as lambda_
 
 from infra import packaging
-from infra.functions import RUNTIME
+from infra.functions import RUNTIMES
 from sotto import topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +18,17 @@ def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def test_runtime_and_layer_build_agree_on_python_version() -> None:
-    assert RUNTIME.name == f"python{packaging.PYTHON_VERSION}"
-    assert RUNTIME.family == lambda_.RuntimeFamily.PYTHON
+def test_runtimes_and_layer_builds_agree_on_python_versions() -> None:
+    assert set(RUNTIMES) == set(packaging.PYTHON_VERSIONS)
+    assert packaging.PYTHON_VERSIONS[0] == packaging.PYTHON_VERSION
+    for version, runtime in RUNTIMES.items():
+        assert runtime.name == f"python{version}"
+        assert runtime.family == lambda_.RuntimeFamily.PYTHON
+
+
+def test_dependency_layer_refuses_a_python_it_has_no_runtime_for(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        packaging.build_dependency_layer(tmp_path, python_version="3.9")
 
 
 def test_lambda_asset_holds_handlers_and_only_the_runtime_part_of_sotto(tmp_path: Path) -> None:

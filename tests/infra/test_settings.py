@@ -59,3 +59,52 @@ def test_settings_reject_bad_context_value_naming_the_key(key: str, value: objec
     with pytest.raises(SettingsError) as excinfo:
         _from({key: value})
     assert key in str(excinfo.value)
+
+
+def test_prod_stage_refuses_log_retention_below_omb_m_21_31() -> None:
+    with pytest.raises(SettingsError, match="M-21-31"):
+        _from({"stage": "prod", "log_retention_days": 90})
+    assert _from({"stage": "dev", "log_retention_days": 30}).log_retention_days == 30
+
+
+def test_archive_lock_is_compliance_in_prod_and_governance_for_a_day_elsewhere() -> None:
+    assert _from({"stage": "prod"}).archive_lock == ("COMPLIANCE", 2557)
+    assert _from({"stage": "dev"}).archive_lock == ("GOVERNANCE", 1)
+
+
+def test_principal_lists_parse_from_the_command_line_and_refuse_wildcards() -> None:
+    role = "arn:aws-us-gov:iam::123456789012:role/RecordsOfficer"
+    settings = _from({"compliance_principals": f"{role}, arn:aws:iam::123456789012:user/ann"})
+    assert settings.compliance_principals == (role, "arn:aws:iam::123456789012:user/ann")
+    with pytest.raises(SettingsError, match="no wildcards"):
+        _from({"admin_principals": ["arn:aws:iam::123456789012:role/*"]})
+    with pytest.raises(SettingsError, match="no wildcards"):
+        _from({"key_admin_principals": "*"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("python_runtime", "3.9"),
+        ("region", "mars-1"),
+        ("account", "12345"),
+        ("archive_replica_bucket_arn", "arn:aws:s3:::replica"),
+    ],
+)
+def test_deployment_target_settings_are_checked(key: str, value: object) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        _from({key: value})
+    assert excinfo.value.key == key
+
+
+def test_runtime_falls_back_one_python_version_by_context() -> None:
+    assert _from({}).python_runtime == "3.14"
+    assert _from({"python_runtime": "3.13"}).python_runtime == "3.13"
+
+
+def test_prod_stage_without_named_principals_does_not_synthesize() -> None:
+    from infra.access import ArchiveAccessError
+    from infra.app import build_app
+
+    with pytest.raises(ArchiveAccessError, match="key_admin_principals"):
+        build_app(context={"stage": "prod"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 
@@ -38,8 +38,11 @@ LOCAL_CREDENTIALS = {
     "aws_secret_access_key": "local-secret-not-a-real-key",
     "region_name": REGION,
 }
-# The bucket policy defaults of cdk.json's context, which a test holds equal.
-ARCHIVE_RETENTION_DAYS = 2557
+# The bucket defaults of cdk.json's context, which a test holds equal. The
+# local stage is not a prod stage: its archive locks in GOVERNANCE mode for a
+# day, as a deployed dev stage's does.
+ARCHIVE_LOCK_MODE: Literal["GOVERNANCE"] = "GOVERNANCE"
+ARCHIVE_RETENTION_DAYS = 1
 NONCURRENT_VERSION_DAYS = 30
 ABORT_INCOMPLETE_UPLOAD_DAYS = 7
 
@@ -250,7 +253,7 @@ def _create_bucket(
                 "ObjectLockEnabled": "Enabled",
                 "Rule": {
                     "DefaultRetention": {
-                        "Mode": "COMPLIANCE",
+                        "Mode": ARCHIVE_LOCK_MODE,
                         "Days": ARCHIVE_RETENTION_DAYS,
                     }
                 },
