@@ -2,7 +2,7 @@
 
 Both are assumable only by the principals named in context
 (``key_admin_principals``, ``compliance_principals``). A prod stage refuses
-to synthesize without them; a dev stage without them trusts this account's
+to synthesize without them (``infra/settings.py``); a dev stage without them trusts this account's
 IAM (any principal an IAM policy lets call ``sts:AssumeRole`` on the role), so
 that a test stage needs no setup. Neither role can do the other's job: the
 key-admin role may change key policies and rotation but never use a key; the
@@ -20,19 +20,7 @@ from constructs import Construct
 from infra._nag import acknowledge, nag_token_text
 from infra.settings import Settings
 
-__all__ = ["Access", "ArchiveAccessError"]
-
-
-class ArchiveAccessError(ValueError):
-    """A prod stage names nobody to administer keys or read the archive."""
-
-    def __init__(self, key: str, stage: str) -> None:
-        super().__init__(key, stage)
-        self.key = key
-        self.stage = stage
-
-    def __str__(self) -> str:
-        return f"context {self.key} must name at least one principal ARN in stage {self.stage!r}"
+__all__ = ["Access"]
 
 
 class Access(Construct):
@@ -79,8 +67,6 @@ class Access(Construct):
     def _build_role(
         self, construct_id: str, context_key: str, principals: tuple[str, ...], purpose: str
     ) -> iam.Role:
-        if not principals and self._settings.is_prod:
-            raise ArchiveAccessError(context_key, self._settings.stage)
         trusted: iam.IPrincipal = (
             iam.CompositePrincipal(*(iam.ArnPrincipal(arn) for arn in principals))
             if principals

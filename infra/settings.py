@@ -175,6 +175,9 @@ class Settings:
             for arn in getattr(self, key):
                 if not _PRINCIPAL_ARN.match(arn):
                     raise SettingsError(key, arn, "IAM role, user or root ARNs (no wildcards)")
+            if self.is_prod and not getattr(self, key):
+                # Dev stages fall back to the account (roles) or nobody (admin API).
+                raise SettingsError(key, (), "at least one principal ARN in a prod stage")
         if self.deployment_role_arn is not None and not _PRINCIPAL_ARN.match(
             self.deployment_role_arn
         ):

@@ -22,9 +22,17 @@ def test_cdk_json_defaults_parse_into_a_dev_stage() -> None:
     assert settings.stack_name == "Sotto-dev"
 
 
+PROD_PRINCIPALS = {
+    key: "arn:aws:iam::123456789012:role/Named"
+    for key in ("compliance_principals", "key_admin_principals", "admin_principals")
+}
+
+
 def test_prod_stage_protects_tables_unless_told_otherwise() -> None:
-    assert _from({"stage": "prod"}).protect_tables
-    assert not _from({"stage": "prod", "deletion_protection": "false"}).protect_tables
+    assert _from({"stage": "prod", **PROD_PRINCIPALS}).protect_tables
+    assert not _from(
+        {"stage": "prod", **PROD_PRINCIPALS, "deletion_protection": "false"}
+    ).protect_tables
     assert _from({"stage": "dev", "deletion_protection": True}).protect_tables
 
 
@@ -33,6 +41,7 @@ def test_command_line_strings_are_parsed() -> None:
         {
             "stage": "staging",
             "prod_stages": "prod,staging",
+            **PROD_PRINCIPALS,
             "archive_retention_days": "3653",
             "ws_throttle_rate": "12.5",
             "apigw_cloudwatch_role": "false",
@@ -63,12 +72,12 @@ def test_settings_reject_bad_context_value_naming_the_key(key: str, value: objec
 
 def test_prod_stage_refuses_log_retention_below_omb_m_21_31() -> None:
     with pytest.raises(SettingsError, match="M-21-31"):
-        _from({"stage": "prod", "log_retention_days": 90})
+        _from({"stage": "prod", **PROD_PRINCIPALS, "log_retention_days": 90})
     assert _from({"stage": "dev", "log_retention_days": 30}).log_retention_days == 30
 
 
 def test_archive_lock_is_compliance_in_prod_and_governance_for_a_day_elsewhere() -> None:
-    assert _from({"stage": "prod"}).archive_lock == ("COMPLIANCE", 2557)
+    assert _from({"stage": "prod", **PROD_PRINCIPALS}).archive_lock == ("COMPLIANCE", 2557)
     assert _from({"stage": "dev"}).archive_lock == ("GOVERNANCE", 1)
 
 
@@ -102,9 +111,15 @@ def test_runtime_falls_back_one_python_version_by_context() -> None:
     assert _from({"python_runtime": "3.13"}).python_runtime == "3.13"
 
 
-def test_prod_stage_without_named_principals_does_not_synthesize() -> None:
-    from infra.access import ArchiveAccessError
-    from infra.app import build_app
-
-    with pytest.raises(ArchiveAccessError, match="key_admin_principals"):
-        build_app(context={"stage": "prod"})
+@pytest.mark.parametrize(
+    "key", ["compliance_principals", "key_admin_principals", "admin_principals"]
+)
+def test_prod_stage_must_name_its_principals(key: str) -> None:
+    named = {
+        k: ["arn:aws:iam::123456789012:role/Named"]
+        for k in ("compliance_principals", "key_admin_principals", "admin_principals")
+    }
+    assert _from({"stage": "prod", **named}).is_prod
+    with pytest.raises(SettingsError) as excinfo:
+        _from({"stage": "prod", **named, key: []})
+    assert excinfo.value.key == key

@@ -17,7 +17,7 @@ import boto3
 
 from sotto import topology
 
-from .events import REGION
+from .events import LOCAL_ACCESS_KEY, REGION
 from .moto_speedups import fast_moto
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ __all__ = ["LOCAL_CREDENTIALS", "LocalResources", "MotoServer", "provision", "ta
 
 # moto accepts any credentials; these make boto3 sign requests as it would in AWS.
 LOCAL_CREDENTIALS = {
-    "aws_access_key_id": "AKIALOCALSOTTO000000",
+    "aws_access_key_id": LOCAL_ACCESS_KEY,
     "aws_secret_access_key": "local-secret-not-a-real-key",
     "region_name": REGION,
 }

@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 
 from .aws import LOCAL_CREDENTIALS, LocalResources, MotoServer, provision
+from .events import LOCAL_ADMIN_ARN
 from .gateway import GatewayLimits, WebSocketGateway
 from .http_server import LocalHttpServer
 from .iam_trace import TRACE_FILE, IamRecorder, carry_context_into_pools
@@ -146,6 +147,8 @@ def _point_handlers_at(
         "SOTTO_WEBSOCKET_URL": websocket,
         "SOTTO_WS_AUDIENCE": f"{API_ID}/{STAGE}",
         "SOTTO_RATE_LIMIT_SCALE": str(rate_limit_scale),
+        # The local stage admits the local credentials' caller, and only it.
+        "SOTTO_ADMIN_PRINCIPALS": LOCAL_ADMIN_ARN,
         "POWERTOOLS_SERVICE_NAME": "sotto",
         "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
         **resources.environment(),
