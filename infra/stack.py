@@ -81,6 +81,19 @@ class SottoStack(Stack):
         CfnOutput(
             self, "HttpApiUrl", value=self.http_api.url, description="Enrollment and admin API"
         )
+        CfnOutput(
+            self,
+            "ComplianceRoleArn",
+            value=self.access.compliance.role_arn,
+            description="Assume to read the archive and manage legal holds",
+        )
+        CfnOutput(
+            self,
+            "KeyAdminRoleArn",
+            value=self.access.key_admin.role_arn,
+            description="Assume to administer (never use) the stage's KMS keys",
+        )
+        CfnOutput(self, "BackupVaultName", value=self.backups.vault.backup_vault_name)
         for spec in topology.BUCKETS:
             CfnOutput(
                 self, f"{spec.logical_id}Name", value=self.buckets[spec.logical_id].bucket_name

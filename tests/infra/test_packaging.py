@@ -62,12 +62,18 @@ def test_layer_requirements_pin_cryptography() -> None:
 
 
 @pytest.mark.synth
-def test_dependency_layer_holds_aarch64_cryptography(synth: object) -> None:
+def test_dependency_layer_holds_aarch64_cryptography_pydantic_and_powertools(synth: object) -> None:
     # The session synth built (or reused) the layer; building again is a cache hit.
     layer = packaging.build_dependency_layer()
     python = layer.path / "python"
     (rust,) = (python / "cryptography" / "hazmat" / "bindings").glob("_rust*.so")
-    header = rust.read_bytes()[:20]
-    assert header[:4] == b"\x7fELF"
-    assert int.from_bytes(header[18:20], "little") == 0xB7  # EM_AARCH64
+    (core,) = (python / "pydantic_core").glob("_pydantic_core*.so")
+    for binary in (rust, core):
+        header = binary.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF"
+        assert int.from_bytes(header[18:20], "little") == 0xB7  # EM_AARCH64
+    # pydantic-core has no stable-ABI wheel: it must be the runtime's own CPython.
+    assert f"cpython-{packaging.PYTHON_VERSION.replace('.', '')}" in core.name
+    # Powertools is bundled: no public layer of another partition is needed.
+    assert (python / "aws_lambda_powertools" / "logging" / "logger.py").is_file()
     assert not (python / "bin").exists()

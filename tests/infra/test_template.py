@@ -371,6 +371,7 @@ def test_kms_aliases_come_from_topology_per_stage(synth: Synthesized) -> None:
 def test_outputs_give_endpoints_bucket_and_table_names(synth: Synthesized) -> None:
     outputs = synth.template_dict["Outputs"]
     expected = {"WebSocketUrl", "ConnectionsUrl", "HttpApiUrl"}
+    expected |= {"ComplianceRoleArn", "KeyAdminRoleArn", "BackupVaultName"}
     expected |= {f"{b.logical_id}Name" for b in topology.BUCKETS}
     expected |= {f"{t.logical_id}Name" for t in topology.TABLES}
     assert set(outputs) == expected

@@ -20,7 +20,6 @@ from ..logic.errors import Refused
 from ..logic.frames import encode, refusal_frame
 from ..logic.outcome import Outcome
 from ..logic.principal import Principal
-from ..logic.requests import parse_frame
 from ._socket import caller, online_pushes, reply
 
 __all__ = ["FANOUT_WORKERS", "Route", "run_route"]
@@ -40,6 +39,8 @@ def run_route(
     route = request.request_context.route_key
     connection_id = request.request_context.connection_id
     model, run = routes[route]
+    from ..logic.requests import parse_frame  # pydantic: on the first frame, not at import
+
     try:
         parsed = parse_frame(model, request.body if isinstance(request.body, str) else None)
         outcome = run(stores(), caller(request), parsed, int(time.time() * 1000))

@@ -21,8 +21,7 @@ def connections_store() -> ConnectionsStore:
 
 
 def caller(event: MessageEvent) -> Principal:
-    context = event.request_context.authorizer
-    return Principal(context.device_id, context.user_id, context.network_id)
+    return event.principal
 
 
 def reply(connection_id: str, frame: bytes) -> PushResult:
