@@ -63,6 +63,11 @@ GOVCLOUD_CONTEXT: dict[str, Any] = {
     "compliance_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/RecordsOfficer"],
     "key_admin_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/KeyCustodian"],
     "admin_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/SottoAdmin"],
+    # The optional cross-region copy of the archive, into the other GovCloud region.
+    "archive_replica_bucket_arn": "arn:aws-us-gov:s3:::agency-sotto-archive-replica",
+    "archive_replica_key_arn": (
+        f"arn:aws-us-gov:kms:us-gov-east-1:{GOVCLOUD_ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+    ),
 }
 
 

@@ -76,3 +76,38 @@ def test_prod_stage_admits_only_the_named_admin_principals(govcloud_synth: Synth
     admin = govcloud_synth.logical_id(govcloud_synth.stack.functions["admin"])
     env = govcloud_synth.resources[admin]["Properties"]["Environment"]["Variables"]
     assert env["SOTTO_ADMIN_PRINCIPALS"] == ",".join(GOVCLOUD_CONTEXT["admin_principals"])
+
+
+def test_archive_replicates_to_the_configured_bucket_under_its_key(
+    govcloud_synth: Synthesized,
+) -> None:
+    (spec,) = [b for b in topology.BUCKETS if b.object_lock]
+    bucket = govcloud_synth.logical_id(govcloud_synth.stack.buckets[spec.logical_id])
+    replication = govcloud_synth.resources[bucket]["Properties"]["ReplicationConfiguration"]
+    role = govcloud_synth.stack.access.replication
+    assert role is not None
+    assert replication["Role"] == {"Fn::GetAtt": [govcloud_synth.logical_id(role), "Arn"]}
+    (rule,) = replication["Rules"]
+    assert rule["Destination"]["Bucket"] == GOVCLOUD_CONTEXT["archive_replica_bucket_arn"]
+    assert rule["Destination"]["EncryptionConfiguration"] == {
+        "ReplicaKmsKeyID": GOVCLOUD_CONTEXT["archive_replica_key_arn"]
+    }
+    assert rule["SourceSelectionCriteria"]["SseKmsEncryptedObjects"] == {"Status": "Enabled"}
+
+
+def test_replication_is_the_only_other_reader_of_the_archive_key(
+    govcloud_synth: Synthesized,
+) -> None:
+    key = govcloud_synth.logical_id(govcloud_synth.stack.keys["ArchiveKey"])
+    statements = govcloud_synth.resources[key]["Properties"]["KeyPolicy"]["Statement"]
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    access = govcloud_synth.stack.access
+    assert access.replication is not None
+    readers = [
+        {"Fn::GetAtt": [govcloud_synth.logical_id(role), "Arn"]}
+        for role in (access.compliance, access.replication)
+    ]
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": readers}}
+    (replication,) = [s for s in statements if s.get("Sid") == "ReplicationReadsThroughS3"]
+    assert replication["Action"] == "kms:Decrypt"
+    assert "kms:ViaService" in replication["Condition"]["StringEquals"]
