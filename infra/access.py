@@ -17,6 +17,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra._common import service_principal
 from infra._nag import acknowledge, nag_token_text
 from infra.settings import Settings
 
@@ -47,10 +48,7 @@ class Access(Construct):
                 self,
                 "ArchiveReplicationRole",
                 description=f"Sotto {settings.stage}: copies the archive to its replica region",
-                assumed_by=iam.ServicePrincipal(
-                    "s3.amazonaws.com",
-                    conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-                ),
+                assumed_by=service_principal(self, "s3.amazonaws.com"),
             )
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_backup as backup
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -21,6 +21,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra._common import service_principal
 from infra._nag import acknowledge
 from infra.settings import Settings
 
@@ -88,10 +89,7 @@ class Backups(Construct):
             self,
             "Role",
             description=f"Sotto {self._settings.stage}: AWS Backup of the record tables",
-            assumed_by=iam.ServicePrincipal(
-                "backup.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-            ),
+            assumed_by=service_principal(self, "backup.amazonaws.com"),
             managed_policies=[
                 iam.ManagedPolicy.from_aws_managed_policy_name(
                     "service-role/AWSBackupServiceRolePolicyForBackup"

@@ -19,7 +19,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra import packaging
-from infra._common import construct_name
+from infra._common import construct_name, service_principal
 from infra._common import log_group as log_group_for
 from infra._nag import acknowledge, nag_token_text
 from infra.settings import Settings
@@ -215,10 +215,7 @@ class Functions(Construct):
             self,
             f"{name}Role",
             description=f"Sotto {self._settings.stage} {spec.name} function",
-            assumed_by=iam.ServicePrincipal(
-                "lambda.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-            ),
+            assumed_by=service_principal(self, "lambda.amazonaws.com"),
             inline_policies={"least-privilege": iam.PolicyDocument(statements=statements)},
         )
         acknowledge(

@@ -6,8 +6,8 @@ archive. Instead, per key:
 
 - KeyAdministration: the key-admin role and CloudFormation's execution role
   may manage the key (policy, rotation, deletion), never use it.
-- DataKey: principals of this account may use it only through DynamoDB, S3
-  and AWS Backup (``kms:ViaService``, ``kms:CallerAccount``); their IAM
+- DataKey: principals of this account may use it only through DynamoDB, S3,
+  SQS and AWS Backup (``kms:ViaService``, ``kms:CallerAccount``); their IAM
   policies say which (function roles: ``infra/functions.py``).
 - ArchiveKey: only the compliance role decrypts; principals of this account
   may only encrypt through S3 (the archiver's SSE-KMS writes); an explicit
@@ -119,10 +119,11 @@ class Keys(Construct):
 
     def _data_key_usage(self) -> list[iam.PolicyStatement]:
         return [
+            # SQS: queues of stream consumers are encrypted with this key too.
             self._account_via(
-                "UseThroughDynamoDBS3AndBackup",
+                "UseThroughDynamoDBS3SQSAndBackup",
                 [*_USE, "kms:CreateGrant"],
-                ["dynamodb", "s3", "backup"],
+                ["dynamodb", "s3", "sqs", "backup"],
             ),
             iam.PolicyStatement(
                 sid="DynamoDBDescribesKey",

@@ -16,7 +16,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra._common import construct_name, log_group
+from infra._common import construct_name, log_group, service_principal
 from infra._nag import acknowledge
 from infra.functions import ConnectionsEndpoint
 from infra.settings import Settings
@@ -142,10 +142,7 @@ class WebSocket(Construct):
         role = iam.Role(
             self,
             "ApiGatewayLogsRole",
-            assumed_by=iam.ServicePrincipal(
-                "apigateway.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
-            ),
+            assumed_by=service_principal(self, "apigateway.amazonaws.com"),
             managed_policies=[
                 iam.ManagedPolicy.from_aws_managed_policy_name(
                     "service-role/AmazonAPIGatewayPushToCloudWatchLogs"
