@@ -40,7 +40,7 @@ LOCAL_ACCESS_KEY = "AKIALOCALSOTTO000000"
 LOCAL_ADMIN_ARN = f"arn:aws:iam::{ACCOUNT_ID}:user/local"
 
 
-def caller_arn(access_key: str) -> str:
+def _caller_arn(access_key: str) -> str:
     return (
         LOCAL_ADMIN_ARN
         if access_key == LOCAL_ACCESS_KEY
@@ -229,7 +229,7 @@ def http_event(
                 "callerId": iam_access_key,
                 "cognitoIdentity": None,
                 "principalOrgId": None,
-                "userArn": caller_arn(iam_access_key),
+                "userArn": _caller_arn(iam_access_key),
                 "userId": iam_access_key,
             }
         }
