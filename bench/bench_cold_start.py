@@ -1,9 +1,11 @@
 """Cold start: the import cost of every Lambda handler module, bounded for WebSocket ones.
 
 Each import runs in a fresh interpreter (as a new Lambda execution
-environment would), alternating with a bare ``import boto3`` so both see
-the same machine load; the table gives the medians and the median of the
-paired ratios, since absolute times on a noisy machine mean little.
+environment would), alternating with a bare ``import boto3``. What is timed
+is the interpreter's CPU time for the import (``time.process_time``): an
+import is CPU-bound work, and CPU time, unlike wall time, does not grow
+when other processes share the machine. The ratio compares the fastest of
+each (as ``timeit`` advises); the table also gives the medians.
 
 Every WebSocket function (the routes' and the $connect authorizer) must stay
 within ``BOUND`` x ``import boto3``: like Powertools' own import-time test
@@ -21,11 +23,11 @@ import sys
 
 from sotto import topology
 
-ROUNDS = 7
+ROUNDS = 9
 BOUND = 1.3
 _PROBE = (
-    "import time, sys; t = time.perf_counter(); import {module}; {then}"
-    "sys.stdout.write(str(time.perf_counter() - t))"
+    "import time, sys; t = time.process_time(); import {module}; {then}"
+    "sys.stdout.write(str(time.process_time() - t))"
 )
 # A handler with a route table builds it on its first frame.
 _FIRST_FRAME = "getattr({module}, 'routes', lambda: None)(); "
@@ -46,15 +48,12 @@ def _seconds(module: str, then: str = "") -> float:
 
 
 def measure(module: str, then: str = "") -> tuple[float, float, float]:
-    """(median seconds, median boto3 seconds, median paired ratio)."""
-    own, base, ratios = [], [], []
+    """(median seconds, median boto3 seconds, fastest over fastest boto3)."""
+    own, base = [], []
     for _ in range(ROUNDS):
-        b = _seconds("boto3")
-        m = _seconds(module, then)
-        own.append(m)
-        base.append(b)
-        ratios.append(m / b)
-    return statistics.median(own), statistics.median(base), statistics.median(ratios)
+        base.append(_seconds("boto3"))
+        own.append(_seconds(module, then))
+    return statistics.median(own), statistics.median(base), min(own) / min(base)
 
 
 def websocket_functions() -> set[str]:
@@ -63,15 +62,15 @@ def websocket_functions() -> set[str]:
 
 def main() -> None:
     bounded = websocket_functions()
-    print(f"\nHandler import cost (median of {ROUNDS} fresh interpreters, paired with boto3)")
-    print(f"{'module':<40} {'ms':>7} {'x boto3':>8} {'1st frame ms':>13} {'bound':>6}")
+    print(f"\nHandler import cost ({ROUNDS} fresh interpreters each, alternating with boto3)")
+    print(f"{'module':<40} {'CPU ms':>10} {'x boto3':>8} {'1st frame ms':>13} {'bound':>6}")
     too_slow = []
     for spec in topology.FUNCTIONS:
         seconds, baseline, ratio = measure(spec.module)
         first, _, _ = measure(spec.module, _FIRST_FRAME.format(module=spec.module))
         bound = f"{BOUND:.1f}" if spec.name in bounded else "-"
         print(
-            f"{spec.module:<40} {seconds * 1000:7.1f} {ratio:8.2f} {first * 1000:13.1f} {bound:>6}"
+            f"{spec.module:<40} {seconds * 1000:10.1f} {ratio:8.2f} {first * 1000:13.1f} {bound:>6}"
         )
         if spec.name in bounded and ratio > BOUND:
             too_slow.append(f"{spec.module}: {ratio:.2f}x boto3 ({baseline * 1000:.0f} ms)")
