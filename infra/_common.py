@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
+from constructs import Construct
 
 from infra.settings import Settings
 
-__all__ = ["construct_name", "data_removal_policy", "log_retention"]
+__all__ = [
+    "construct_name",
+    "data_removal_policy",
+    "log_group",
+    "log_retention",
+    "service_principal",
+]
 
 
 def construct_name(name: str) -> str:
     """``"default"`` -> ``"Default"``, ``"$connect"`` -> ``"Connect"``: names as construct ids."""
     words = name.strip("$").replace("-", "_").split("_")
     return "".join(word[:1].upper() + word[1:] for word in words)
+
+
+def service_principal(scope: Construct, service: str) -> iam.ServicePrincipal:
+    """An AWS service acting for this account only (``aws:SourceAccount``: no confused deputy)."""
+    return iam.ServicePrincipal(
+        service, conditions={"StringEquals": {"aws:SourceAccount": Stack.of(scope).account}}
+    )
 
 
 def data_removal_policy(settings: Settings) -> RemovalPolicy:
@@ -23,6 +39,19 @@ def data_removal_policy(settings: Settings) -> RemovalPolicy:
 
 def log_retention(days: int) -> logs.RetentionDays:
     return _RETENTION[days]
+
+
+def log_group(
+    scope: Construct, construct_id: str, settings: Settings, key: kms.IKey
+) -> logs.LogGroup:
+    """A log group under the stage's logs key, kept as long as the stage says."""
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        retention=log_retention(settings.log_retention_days),
+        encryption_key=key,
+        removal_policy=data_removal_policy(settings),
+    )
 
 
 _RETENTION = {

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, Validations
-from cdk_nag import AwsSolutionsChecks
+from aws_cdk import App, Environment, Validations
+from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks, ServerlessChecks
 
 from infra.settings import Settings
 from infra.stack import SottoStack
@@ -30,7 +30,12 @@ def build_app(
     """The app with one stage of Sotto; ``context`` overrides cdk.json (the CLI's -c wins)."""
     app = App(outdir=outdir, context={**cdk_json_context(), **(context or {})})
     settings = Settings.from_context(app.node.try_get_context)
-    stack = SottoStack(app, settings.stack_name, settings=settings)
+    env = Environment(account=settings.account, region=settings.region)
+    stack = SottoStack(app, settings.stack_name, settings=settings, env=env)
     # Every finding fails the synth unless acknowledged next to its resource.
-    Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
+    Validations.of(app).add_plugins(
+        AwsSolutionsChecks(app, verbose=True),
+        NIST80053R5Checks(app, verbose=True),
+        ServerlessChecks(app, verbose=True),
+    )
     return app, stack

@@ -1,8 +1,13 @@
-"""Lambda functions, one per ``topology.FUNCTIONS`` entry, each with its own role."""
+"""Lambda functions, one per ``topology.FUNCTIONS`` entry, each with its own role.
+
+Every function runs on one code asset and one dependency layer the project
+builds itself (Powertools, pydantic, cryptography): no layer of another
+account or partition, so the stack deploys unchanged in AWS GovCloud (US).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aws_cdk import AssetHashType, Duration, RemovalPolicy, Stack
@@ -15,49 +20,38 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import packaging
-from infra._common import construct_name, data_removal_policy, log_retention
+from infra._common import construct_name, service_principal
+from infra._common import log_group as log_group_for
 from infra._nag import acknowledge, nag_token_text
 from infra.settings import Settings
 from infra.streams import stream_statements
 from sotto import topology
 
-__all__ = [
-    "POWERTOOLS_LAYER_ACCOUNT",
-    "RUNTIME",
-    "ConnectionsEndpoint",
-    "Functions",
-]
+__all__ = ["ADMIN_PRINCIPALS_ENV", "RUNTIMES", "ConnectionsEndpoint", "Functions"]
 
-# Newest Python that both aws-cdk-lib and the public Powertools V3 layer
-# support; packaging.PYTHON_VERSION builds the dependency layer for it.
-RUNTIME = lambda_.Runtime.PYTHON_3_14
+# One per packaging.PYTHON_VERSIONS (context python_runtime); a test holds them together.
+RUNTIMES = {
+    "3.14": lambda_.Runtime.PYTHON_3_14,
+    "3.13": lambda_.Runtime.PYTHON_3_13,
+    "3.12": lambda_.Runtime.PYTHON_3_12,
+}
 ARCHITECTURE = lambda_.Architecture.ARM_64
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+# The caller ARNs the admin API admits (handlers/admin.py reads it).
+ADMIN_PRINCIPALS_ENV = "SOTTO_ADMIN_PRINCIPALS"
 
-# Never Scan: every access pattern is a key lookup or a Query.
-_DDB_READ = (
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:Query",
-    "dynamodb:ConditionCheckItem",
-)
-_DDB_WRITE = (
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:BatchWriteItem",
-)
-# DynamoDB uses the table's key on the caller's behalf.
+# DynamoDB uses the table's key on the caller's behalf: reads decrypt, writes
+# also encrypt. Granted only through DynamoDB, only for callers of this account.
 _KMS_READ = ("kms:Decrypt", "kms:DescribeKey")
 _KMS_WRITE = ("kms:Encrypt", "kms:GenerateDataKey")
 
 
 @dataclass(frozen=True)
 class ConnectionsEndpoint:
-    """Where the @connections API of the WebSocket stage lives, and its IAM resource."""
+    """Where the @connections API of the WebSocket stage lives, and its IAM resources."""
 
     url: str
-    manage_arn: str
+    # The execute-api:ManageConnections resource of one method (POST, GET, DELETE).
+    manage_arn: Callable[[topology.ConnectionMethod], str]
     # Where clients connect, and the audience ("API_ID/STAGE") their tokens name.
     websocket_url: str
     audience: str
@@ -74,6 +68,7 @@ class Functions(Construct):
         settings: Settings,
         tables: Mapping[str, dynamodb.ITable],
         data_key: kms.IKey,
+        logs_key: kms.IKey,
         connections: ConnectionsEndpoint,
         queues: Mapping[str, sqs.IQueue],
     ) -> None:
@@ -82,9 +77,11 @@ class Functions(Construct):
         self._settings = settings
         self._tables = tables
         self._data_key = data_key
+        self._logs_key = logs_key
         self._connections = connections
+        self._runtime = RUNTIMES[settings.python_runtime]
         self._code = self._build_code()
-        self._layers = [self._build_powertools_layer(), self._build_dependency_layer()]
+        self._layers = [self._build_dependency_layer()]
         self.by_name: dict[str, lambda_.Function] = {
             spec.name: self._build_function(spec) for spec in topology.FUNCTIONS
         }
@@ -98,43 +95,31 @@ class Functions(Construct):
             str(asset.path), asset_hash=asset.digest, asset_hash_type=AssetHashType.CUSTOM
         )
 
-    def _build_powertools_layer(self) -> lambda_.ILayerVersion:
-        python = RUNTIME.name.replace(".", "")  # python3.14 -> python314
-        arn = (
-            f"arn:aws:lambda:{Stack.of(self).region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"AWSLambdaPowertoolsPythonV3-{python}-arm64:{self._settings.powertools_layer_version}"
-        )
-        return lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", arn)
-
     def _build_dependency_layer(self) -> lambda_.LayerVersion:
-        asset = packaging.build_dependency_layer()
+        asset = packaging.build_dependency_layer(python_version=self._settings.python_runtime)
         return lambda_.LayerVersion(
             self,
             "DependencyLayer",
             code=lambda_.Code.from_asset(
                 str(asset.path), asset_hash=asset.digest, asset_hash_type=AssetHashType.CUSTOM
             ),
-            compatible_runtimes=[RUNTIME],
+            compatible_runtimes=[self._runtime],
             compatible_architectures=[ARCHITECTURE],
-            description="Sotto handler dependencies (cryptography) for arm64",
+            description="Sotto handler dependencies (Powertools, pydantic, cryptography), arm64",
             removal_policy=RemovalPolicy.DESTROY,
         )
 
     def _build_function(self, spec: topology.FunctionSpec) -> lambda_.Function:
         name = construct_name(spec.name)
-        log_group = logs.LogGroup(
-            self,
-            f"{name}Logs",
-            retention=log_retention(self._settings.log_retention_days),
-            removal_policy=data_removal_policy(self._settings),
-        )
+        log_group = log_group_for(self, f"{name}Logs", self._settings, self._logs_key)
         role = self._build_role(spec, name, log_group)
-        return lambda_.Function(
+        reserved = spec.reserved_concurrency if self._settings.reserve_public_concurrency else None
+        function = lambda_.Function(
             self,
             # Not plain "Default": CDK treats a child with that id as its parent's default child.
             f"{name}Function",
             description=spec.purpose,
-            runtime=RUNTIME,
+            runtime=self._runtime,
             architecture=ARCHITECTURE,
             handler=spec.handler,
             code=self._code,
@@ -144,7 +129,44 @@ class Functions(Construct):
             timeout=Duration.seconds(spec.timeout_seconds),
             environment=self._environment(spec),
             log_group=log_group,
+            reserved_concurrent_executions=reserved,
         )
+        # Active tracing set on the resource: Tracing.ACTIVE would add the X-Ray
+        # grant as a separate policy; the role's own inline policy carries it.
+        cfn = function.node.default_child
+        assert isinstance(cfn, lambda_.CfnFunction)
+        cfn.tracing_config = lambda_.CfnFunction.TracingConfigProperty(mode="Active")
+        self._acknowledge(function, spec, reserved)
+        return function
+
+    def _acknowledge(
+        self, function: lambda_.Function, spec: topology.FunctionSpec, reserved: int | None
+    ) -> None:
+        acknowledge(
+            function,
+            "NIST.800.53.R5-LambdaInsideVPC",
+            "The function reaches only AWS APIs (DynamoDB, @connections) over TLS with SigV4; "
+            "it has no private network resource to reach.",
+        )
+        acknowledge(
+            function,
+            "NIST.800.53.R5-LambdaDLQ",
+            "API Gateway invokes it synchronously; a failed request is answered, never "
+            "queued for retry.",
+        )
+        acknowledge(
+            function,
+            "Serverless-LambdaDLQ",
+            "API Gateway invokes it synchronously; a failed request is answered, never "
+            "queued for retry.",
+        )
+        if reserved is None:
+            acknowledge(
+                function,
+                "NIST.800.53.R5-LambdaConcurrency",
+                "Authenticated routes share the account's concurrency; API Gateway's stage "
+                "throttles and per-device rate limits bound them instead.",
+            )
 
     def _environment(self, spec: topology.FunctionSpec) -> dict[str, str]:
         env = {
@@ -161,6 +183,8 @@ class Functions(Construct):
             # boto3 reads this per-service endpoint, so handlers just call
             # boto3.client("apigatewaymanagementapi"), here and locally.
             env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self._connections.url
+        if any(route.iam and route.function == spec.name for route in topology.HTTP_ROUTES):
+            env[ADMIN_PRINCIPALS_ENV] = ",".join(self._settings.admin_principals)
         return env
 
     def _build_role(
@@ -183,61 +207,85 @@ class Functions(Construct):
                 iam.PolicyStatement(
                     sid="ManageConnections",
                     actions=["execute-api:ManageConnections"],
-                    resources=[self._connections.manage_arn],
+                    resources=[
+                        self._connections.manage_arn(method) for method in spec.connection_methods
+                    ],
                 )
             )
+        statements.append(
+            iam.PolicyStatement(
+                sid="WriteTraces",
+                actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                resources=["*"],
+            )
+        )
         role = iam.Role(
             self,
             f"{name}Role",
             description=f"Sotto {self._settings.stage} {spec.name} function",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            assumed_by=service_principal(self, "lambda.amazonaws.com"),
             inline_policies={"least-privilege": iam.PolicyDocument(statements=statements)},
         )
-        if spec.manages_connections:
-            manage_arn = self._connections.manage_arn
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's PutTraceSegments and PutTelemetryRecords have no resource-level "
+            "permissions; nothing else in the policy uses a wildcard resource.",
+        )
+        acknowledge(
+            role,
+            "Serverless-LambdaStarPermissions",
+            "The only wildcard is X-Ray's, whose two write actions have no resource-level "
+            "permissions.",
+        )
+        acknowledge(
+            role,
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+            "One role per function with its own inline least-privilege policy: nothing to "
+            "share, and nothing another role could attach.",
+        )
+        for method in spec.connection_methods if spec.manages_connections else ():
+            manage_arn = self._connections.manage_arn(method)
             acknowledge(
                 role,
                 f"AwsSolutions-IAM5[Resource::{nag_token_text(role, manage_arn)}]",
                 "Connection ids are minted per socket at run time; the grant is pinned to this "
-                "API's own stage and its @connections path only.",
+                "API's own stage, one method and its @connections path only.",
             )
         return role
 
     def _table_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
-        statements: list[iam.PolicyStatement] = []
-        read_only = [t for t in spec.tables_read if t not in spec.tables_write]
-        for sid, ids, actions in (
-            ("ReadTables", read_only, _DDB_READ),
-            ("ReadWriteTables", list(spec.tables_write), _DDB_READ + _DDB_WRITE),
-        ):
-            if ids:
-                statements.append(
-                    iam.PolicyStatement(
-                        sid=sid,
-                        actions=list(actions),
-                        resources=[arn for t in ids for arn in self._table_arns(t)],
-                    )
-                )
-        if spec.tables_write:
-            statements.append(
-                iam.PolicyStatement(
-                    sid="UseDataKey",
-                    actions=list(_KMS_READ + _KMS_WRITE),
-                    resources=[self._data_key.key_arn],
-                )
+        """One statement per table (or index) with exactly the actions the function declares."""
+        statements = [
+            iam.PolicyStatement(
+                sid=construct_name(target.replace("/", "_")),
+                actions=[f"dynamodb:{action}" for action in actions],
+                resources=[self._table_arn(target)],
             )
-        elif spec.tables_read:
+            for target, actions in spec.dynamodb_actions.items()
+        ]
+        if spec.dynamodb_actions:
+            stack = Stack.of(self)
             statements.append(
                 iam.PolicyStatement(
-                    sid="UseDataKey", actions=list(_KMS_READ), resources=[self._data_key.key_arn]
+                    sid="UseDataKeyThroughDynamoDB",
+                    actions=list(_KMS_READ + _KMS_WRITE if spec.tables_write else _KMS_READ),
+                    resources=[self._data_key.key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"dynamodb.{stack.region}.{stack.url_suffix}",
+                            "kms:CallerAccount": stack.account,
+                        }
+                    },
                 )
             )
         return statements
 
-    def _table_arns(self, logical_id: str) -> list[str]:
+    def _table_arn(self, target: str) -> str:
+        logical_id, _, index = target.partition("/")
         arn = self._tables[logical_id].table_arn
         # Each index by name: no index/* wildcard.
-        return [arn] + [f"{arn}/index/{ix.name}" for ix in topology.table(logical_id).indexes]
+        return f"{arn}/index/{index}" if index else arn
 
 
 def _tables_of(spec: topology.FunctionSpec) -> list[str]:

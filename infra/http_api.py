@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra._common import data_removal_policy, log_retention
+from infra._common import log_group
 from infra._nag import acknowledge
 from infra.settings import Settings
 from sotto import topology
@@ -46,9 +46,11 @@ class HttpApi(Construct):
         *,
         settings: Settings,
         functions: Mapping[str, lambda_.IFunction],
+        logs_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
+        self._logs_key = logs_key
         self.api = self._build_api()
         self._build_stage_settings()
         for spec in topology.HTTP_ROUTES:
@@ -70,12 +72,7 @@ class HttpApi(Construct):
         )
 
     def _build_stage_settings(self) -> None:
-        access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=log_retention(self._settings.log_retention_days),
-            removal_policy=data_removal_policy(self._settings),
-        )
+        access_logs = log_group(self, "AccessLogs", self._settings, self._logs_key)
         stage = self.api.default_stage
         assert stage is not None
         cfn = stage.node.default_child
@@ -89,6 +86,16 @@ class HttpApi(Construct):
             throttling_burst_limit=self._settings.http_throttle_burst,
             detailed_metrics_enabled=True,
         )
+        # The public routes (no credentials) get tighter per-route throttles.
+        cfn.route_settings = {
+            f"{route.method} {route.path}": {
+                "ThrottlingRateLimit": self._settings.public_throttle_rate,
+                "ThrottlingBurstLimit": self._settings.public_throttle_burst,
+                "DetailedMetricsEnabled": True,
+            }
+            for route in topology.HTTP_ROUTES
+            if not route.iam
+        }
 
     def _build_route(self, spec: topology.HttpRouteSpec, function: lambda_.IFunction) -> None:
         name = _route_name(spec)

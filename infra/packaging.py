@@ -25,6 +25,7 @@ __all__ = [
     "LAYER_PLATFORMS",
     "LAYER_REQUIREMENTS",
     "PYTHON_VERSION",
+    "PYTHON_VERSIONS",
     "BuiltAsset",
     "build_dependency_layer",
     "stage_lambda_code",
@@ -33,13 +34,14 @@ __all__ = [
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / "build"
 
-# The Lambda runtime; infra.functions picks the matching CDK Runtime and a
-# test holds the two together.
+# The default Lambda runtime, and the ones a deployment may fall back to
+# (context python_runtime) where a region lacks the newest; infra.functions
+# picks the matching CDK Runtime and a test holds the two together.
 PYTHON_VERSION = "3.14"
-# What the handlers import beyond the runtime (boto3) and the Powertools
-# layer (Powertools with all extras, pydantic included).
+PYTHON_VERSIONS = ("3.14", "3.13", "3.12")
+# What the handlers import beyond the runtime (boto3): Powertools, pydantic, cryptography.
 LAYER_REQUIREMENTS = ROOT / "infra" / "layer-requirements.txt"
-# Lambda's python3.14 runs on Amazon Linux 2023 (glibc 2.34); accept wheels
+# Lambda's python3.12+ runs on Amazon Linux 2023 (glibc 2.34); accept wheels
 # built for any manylinux that old or older.
 LAYER_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
 # Bump to rebuild every cached layer after changing how it is built.
@@ -84,15 +86,19 @@ def stage_lambda_code(build_dir: Path = BUILD_DIR) -> BuiltAsset:
     return BuiltAsset(target, key)
 
 
-def build_dependency_layer(build_dir: Path = BUILD_DIR) -> BuiltAsset:
+def build_dependency_layer(
+    build_dir: Path = BUILD_DIR, python_version: str = PYTHON_VERSION
+) -> BuiltAsset:
     """pip-install the layer requirements for arm64 Lambda, once per requirements hash."""
+    if python_version not in PYTHON_VERSIONS:
+        raise ValueError(f"python {python_version}: expected one of {PYTHON_VERSIONS}")
     requirements = LAYER_REQUIREMENTS.read_bytes()
-    recipe = "\0".join((_LAYER_RECIPE, PYTHON_VERSION, *LAYER_PLATFORMS)).encode()
+    recipe = "\0".join((_LAYER_RECIPE, python_version, *LAYER_PLATFORMS)).encode()
     key = hashlib.sha256(recipe + b"\0" + requirements).hexdigest()
     target = build_dir / "layer" / key[:24]
     if not target.is_dir():
         with _staging_dir(target) as tmp:
-            _pip_install(tmp / "python")
+            _pip_install(tmp / "python", python_version)
     return BuiltAsset(target, key)
 
 
@@ -115,7 +121,7 @@ def _lambda_files() -> list[tuple[str, Path]]:
     return found
 
 
-def _pip_install(target: Path) -> None:
+def _pip_install(target: Path, python_version: str) -> None:
     command = [
         sys.executable,
         "-m",
@@ -130,7 +136,7 @@ def _pip_install(target: Path) -> None:
         "--implementation",
         "cp",
         "--python-version",
-        PYTHON_VERSION,
+        python_version,
         *(arg for platform in LAYER_PLATFORMS for arg in ("--platform", platform)),
         "--target",
         str(target),

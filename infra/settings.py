@@ -11,11 +11,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-__all__ = ["Settings", "SettingsError"]
+from infra.packaging import PYTHON_VERSION, PYTHON_VERSIONS
+
+__all__ = ["LockMode", "Settings", "SettingsError"]
+
+LockMode = Literal["COMPLIANCE", "GOVERNANCE"]
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+# An IAM principal ARN in any partition: a role, a user or an account root.
+_PRINCIPAL_ARN = re.compile(
+    r"^arn:aws(-[a-z-]+)?:iam::\d{12}:(root|role/[\w+=,.@/-]+|user/[\w+=,.@/-]+)$"
+)
+# OMB M-21-31: event logs kept 12 months in active storage.
+OMB_M_21_31_HOT_DAYS = 365
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
     *(1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731),
@@ -50,6 +62,7 @@ class Settings:
     # Default COMPLIANCE retention of every archived object (cannot be
     # shortened or removed once an object is written, not even by root).
     archive_retention_days: int = 2557
+    # Every log group; prod stages may not go below OMB M-21-31's 12 months.
     log_retention_days: int = 365
     access_log_retention_days: int = 365
     attachments_noncurrent_version_days: int = 30
@@ -58,10 +71,39 @@ class Settings:
     ws_throttle_burst: int = 200
     http_throttle_rate: float = 50.0
     http_throttle_burst: int = 100
+    # Per-route throttles of the unauthenticated entry points ($connect, whose
+    # authorizer verifies signatures, and the public HTTP routes).
+    public_throttle_rate: float = 20.0
+    public_throttle_burst: int = 40
     # Multiplies every per-device/network/IP rate limit of docs/api.md.
     rate_limit_scale: float = 1.0
-    # Version of the public AWSLambdaPowertoolsPythonV3 layer.
-    powertools_layer_version: int = 38
+    # The Lambda Python runtime; fall back (3.13, 3.12) where a region lacks the newest.
+    python_runtime: str = PYTHON_VERSION
+    # Pin the stack to one account/region (e.g. us-gov-west-1): ARNs then name
+    # the partition literally. Unset: environment-agnostic (from the credentials).
+    region: str | None = None
+    account: str | None = None
+    # Reserved concurrency of the public functions, so a flood of unauthenticated
+    # requests cannot take the account's concurrency from the messaging routes.
+    reserve_public_concurrency: bool = True
+    # IAM principals (role/user ARNs) that may assume the compliance role (archive
+    # decrypt, legal holds) and the key-admin role, and role ARNs whose callers the
+    # admin API admits. Empty by default: nobody until named.
+    compliance_principals: tuple[str, ...] = ()
+    key_admin_principals: tuple[str, ...] = ()
+    admin_principals: tuple[str, ...] = ()
+    # Who deploys: CloudFormation's execution role must keep administering the
+    # keys it created. None: the CDK bootstrap's default role for this environment.
+    deployment_role_arn: str | None = None
+    # Archive Object Lock retention in stages outside prod_stages (GOVERNANCE
+    # mode there, so test objects can be removed by an authorized principal).
+    dev_archive_retention_days: int = 1
+    # AWS Backup of the directory and messages tables.
+    backup_retention_days: int = 35
+    # Optional cross-region copy of the archive: an Object Lock bucket and its
+    # KMS key in another region, created by the organisation.
+    archive_replica_bucket_arn: str | None = None
+    archive_replica_key_arn: str | None = None
     # API Gateway writes WebSocket logs through one role per account and
     # region; turn off if the organisation already manages that setting.
     apigw_cloudwatch_role: bool = True
@@ -77,6 +119,13 @@ class Settings:
     @property
     def stack_name(self) -> str:
         return f"Sotto-{self.stage}"
+
+    @property
+    def archive_lock(self) -> tuple[LockMode, int]:
+        """Default Object Lock mode and days of the archive: WORM for real in prod stages."""
+        if self.is_prod:
+            return "COMPLIANCE", self.archive_retention_days
+        return "GOVERNANCE", self.dev_archive_retention_days
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> Settings:
@@ -94,21 +143,51 @@ class Settings:
         if not _STAGE_NAME.match(self.stage):
             raise SettingsError("stage", self.stage, "lowercase letters, digits, '-' (<= 16)")
         for key in ("log_retention_days", "access_log_retention_days"):
-            if getattr(self, key) not in LOG_RETENTION_DAYS:
-                raise SettingsError(key, getattr(self, key), f"one of {LOG_RETENTION_DAYS}")
+            days = getattr(self, key)
+            if days not in LOG_RETENTION_DAYS:
+                raise SettingsError(key, days, f"one of {LOG_RETENTION_DAYS}")
+            if self.is_prod and days < OMB_M_21_31_HOT_DAYS:
+                raise SettingsError(key, days, ">= 365 in a prod stage (OMB M-21-31)")
         for key in (
             "archive_retention_days",
             "attachments_noncurrent_version_days",
             "abort_incomplete_upload_days",
             "ws_throttle_burst",
             "http_throttle_burst",
-            "powertools_layer_version",
+            "public_throttle_burst",
+            "dev_archive_retention_days",
+            "backup_retention_days",
         ):
             if getattr(self, key) < 1:
                 raise SettingsError(key, getattr(self, key), "a positive integer")
-        for key in ("ws_throttle_rate", "http_throttle_rate", "rate_limit_scale"):
+        for key in ("ws_throttle_rate", "http_throttle_rate", "public_throttle_rate"):
             if getattr(self, key) <= 0:
                 raise SettingsError(key, getattr(self, key), "a positive number")
+        if self.rate_limit_scale <= 0:
+            raise SettingsError("rate_limit_scale", self.rate_limit_scale, "a positive number")
+        if self.python_runtime not in PYTHON_VERSIONS:
+            raise SettingsError("python_runtime", self.python_runtime, f"one of {PYTHON_VERSIONS}")
+        if self.region is not None and not _REGION.match(self.region):
+            raise SettingsError("region", self.region, "a region name such as us-gov-west-1")
+        if self.account is not None and not _ACCOUNT.match(self.account):
+            raise SettingsError("account", self.account, "a 12-digit account id")
+        for key in ("compliance_principals", "key_admin_principals", "admin_principals"):
+            for arn in getattr(self, key):
+                if not _PRINCIPAL_ARN.match(arn):
+                    raise SettingsError(key, arn, "IAM role, user or root ARNs (no wildcards)")
+            if self.is_prod and not getattr(self, key):
+                # Dev stages fall back to the account (roles) or nobody (admin API).
+                raise SettingsError(key, (), "at least one principal ARN in a prod stage")
+        if self.deployment_role_arn is not None and not _PRINCIPAL_ARN.match(
+            self.deployment_role_arn
+        ):
+            raise SettingsError("deployment_role_arn", self.deployment_role_arn, "a role ARN")
+        if (self.archive_replica_bucket_arn is None) != (self.archive_replica_key_arn is None):
+            raise SettingsError(
+                "archive_replica_bucket_arn",
+                self.archive_replica_bucket_arn,
+                "set together with archive_replica_key_arn",
+            )
 
 
 def _str(key: str, raw: object) -> str:
@@ -149,12 +228,16 @@ def _optional_bool(key: str, raw: object) -> bool | None:
     return None if str(raw).lower() in ("", "auto", "none") else _bool(key, raw)
 
 
+def _optional_str(key: str, raw: object) -> str | None:
+    return _str(key, raw).strip() or None
+
+
 def _str_tuple(key: str, raw: object) -> tuple[str, ...]:
     if isinstance(raw, str):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if isinstance(raw, list | tuple) and all(isinstance(item, str) for item in raw):
         return tuple(raw)
-    raise SettingsError(key, raw, "a list of stage names")
+    raise SettingsError(key, raw, "a list of strings (or one comma-separated string)")
 
 
 _PARSERS: Mapping[str, Callable[[str, object], Any]] = {
@@ -171,6 +254,19 @@ _PARSERS: Mapping[str, Callable[[str, object], Any]] = {
     "http_throttle_rate": _float,
     "http_throttle_burst": _int,
     "rate_limit_scale": _float,
-    "powertools_layer_version": _int,
+    "public_throttle_rate": _float,
+    "public_throttle_burst": _int,
+    "python_runtime": _str,
+    "region": _optional_str,
+    "account": _optional_str,
+    "reserve_public_concurrency": _bool,
     "apigw_cloudwatch_role": _bool,
+    "compliance_principals": _str_tuple,
+    "key_admin_principals": _str_tuple,
+    "admin_principals": _str_tuple,
+    "deployment_role_arn": _optional_str,
+    "dev_archive_retention_days": _int,
+    "backup_retention_days": _int,
+    "archive_replica_bucket_arn": _optional_str,
+    "archive_replica_key_arn": _optional_str,
 }

@@ -7,6 +7,8 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
+from infra.access import Access
+from infra.backup import Backups
 from infra.buckets import Buckets
 from infra.functions import Functions
 from infra.http_api import HttpApi
@@ -34,18 +36,33 @@ class SottoStack(Stack):
             **kwargs,
         )
         self.settings = settings
-        self.keys = Keys(self, "Keys", settings=settings)
-        data_key = self.keys["DataKey"]
+        self.access = Access(self, "Access", settings=settings)
+        self.keys = Keys(self, "Keys", settings=settings, access=self.access)
+        data_key, logs_key = self.keys["DataKey"], self.keys["LogsKey"]
         self.tables = Tables(self, "Tables", settings=settings, key=data_key)
-        self.buckets = Buckets(self, "Buckets", settings=settings, keys=self.keys.by_id)
+        self.backups = Backups(
+            self, "Backups", settings=settings, tables=self.tables.by_id, key=data_key
+        )
+        self.buckets = Buckets(
+            self,
+            "Buckets",
+            settings=settings,
+            keys=self.keys.by_id,
+            compliance_role=self.access.compliance,
+            replication_role=self.access.replication,
+        )
+        archive = next(spec for spec in topology.BUCKETS if spec.object_lock)
+        self.access.grant_archive(self.buckets[archive.logical_id], self.keys[archive.kms_key])
+        self.access.grant_replication(self.buckets[archive.logical_id])
         self.queues = Queues(self, "Queues", settings=settings, key=data_key)
-        self.websocket = WebSocket(self, "WebSocket", settings=settings)
+        self.websocket = WebSocket(self, "WebSocket", settings=settings, logs_key=logs_key)
         self.functions = Functions(
             self,
             "Functions",
             settings=settings,
             tables=self.tables.by_id,
             data_key=data_key,
+            logs_key=logs_key,
             connections=self.websocket.connections,
             queues=self.queues.by_id,
         )
@@ -57,7 +74,9 @@ class SottoStack(Stack):
             functions=self.functions.by_name,
         )
         self.websocket.add_routes(self.functions.by_name)
-        self.http_api = HttpApi(self, "Http", settings=settings, functions=self.functions.by_name)
+        self.http_api = HttpApi(
+            self, "Http", settings=settings, functions=self.functions.by_name, logs_key=logs_key
+        )
         self._build_outputs()
 
     def _build_outputs(self) -> None:
@@ -72,6 +91,19 @@ class SottoStack(Stack):
         CfnOutput(
             self, "HttpApiUrl", value=self.http_api.url, description="Enrollment and admin API"
         )
+        CfnOutput(
+            self,
+            "ComplianceRoleArn",
+            value=self.access.compliance.role_arn,
+            description="Assume to read the archive and manage legal holds",
+        )
+        CfnOutput(
+            self,
+            "KeyAdminRoleArn",
+            value=self.access.key_admin.role_arn,
+            description="Assume to administer (never use) the stage's KMS keys",
+        )
+        CfnOutput(self, "BackupVaultName", value=self.backups.vault.backup_vault_name)
         for spec in topology.BUCKETS:
             CfnOutput(
                 self, f"{spec.logical_id}Name", value=self.buckets[spec.logical_id].bucket_name

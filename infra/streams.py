@@ -52,12 +52,12 @@ class Queues(Construct):
             retention_period=Duration.days(spec.retention_days),
             removal_policy=RemovalPolicy.RETAIN if settings.is_prod else RemovalPolicy.DESTROY,
         )
-        acknowledge(
-            queue,
-            "AwsSolutions-SQS3",
+        reason = (
             "This queue is itself the failure destination of a stream event source: an "
-            "operator reads what failed from it; nothing consumes it automatically.",
+            "operator reads what failed from it; nothing consumes it automatically."
         )
+        acknowledge(queue, "AwsSolutions-SQS3", reason)
+        acknowledge(queue, "Serverless-SQSRedrivePolicy", reason)
         return queue
 
 

@@ -7,6 +7,8 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra._common import data_removal_policy
+from infra._nag import acknowledge
+from infra.backup import BACKED_UP_TABLES
 from infra.settings import Settings
 from sotto import topology
 
@@ -58,6 +60,13 @@ class Tables(Construct):
             deletion_protection=self._settings.protect_tables,
             removal_policy=data_removal_policy(self._settings),
         )
+        if spec.logical_id not in BACKED_UP_TABLES:
+            acknowledge(
+                table,
+                "NIST.800.53.R5-DynamoDBInBackupPlan",
+                "It holds only short-lived items (open sockets, nonces, rate windows) that "
+                "expire within hours; point-in-time recovery covers it.",
+            )
         for index in spec.indexes:
             table.add_global_secondary_index(
                 index_name=index.name,

@@ -11,11 +11,12 @@ from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra._common import construct_name, data_removal_policy, log_retention
+from infra._common import construct_name, log_group, service_principal
 from infra._nag import acknowledge
 from infra.functions import ConnectionsEndpoint
 from infra.settings import Settings
@@ -47,22 +48,29 @@ ACCESS_LOG_FORMAT = {
 class WebSocket(Construct):
     """Build the API and stage first (functions need their address), then ``add_routes``."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, settings: Settings, logs_key: kms.IKey
+    ) -> None:
         super().__init__(scope, construct_id)
         self._settings = settings
+        self._logs_key = logs_key
         self.api = self._build_api()
         self.access_logs = self._build_access_logs()
         self.stage = self._build_stage()
 
     @property
     def connections(self) -> ConnectionsEndpoint:
-        """The @connections endpoint of this stage (boto3's endpoint URL) and its IAM resource."""
-        manage_arn = Stack.of(self).format_arn(
-            service="execute-api",
-            resource=self.api.api_id,
-            resource_name=f"{self.stage.stage_name}/*/@connections/*",
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
+        """The @connections endpoint of this stage (boto3's endpoint URL) and its IAM resources."""
+
+        def manage_arn(method: topology.ConnectionMethod) -> str:
+            # IAM's resource for @connections is API/STAGE/METHOD/@connections/ID.
+            return Stack.of(self).format_arn(
+                service="execute-api",
+                resource=self.api.api_id,
+                resource_name=f"{self.stage.stage_name}/{method}/@connections/*",
+                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+            )
+
         return ConnectionsEndpoint(
             url=self.stage.callback_url,
             manage_arn=manage_arn,
@@ -89,12 +97,7 @@ class WebSocket(Construct):
         )
 
     def _build_access_logs(self) -> logs.LogGroup:
-        return logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=log_retention(self._settings.log_retention_days),
-            removal_policy=data_removal_policy(self._settings),
-        )
+        return log_group(self, "AccessLogs", self._settings, self._logs_key)
 
     def _build_stage(self) -> apigwv2.WebSocketStage:
         stage = apigwv2.WebSocketStage(
@@ -118,6 +121,17 @@ class WebSocket(Construct):
             data_trace_enabled=False,
             detailed_metrics_enabled=True,
         )
+        # WAF cannot attach to WebSocket APIs: the unauthenticated $connect
+        # (whose authorizer verifies a signature) gets a tighter throttle of its own.
+        cfn.route_settings = {
+            "$connect": {
+                "ThrottlingRateLimit": self._settings.public_throttle_rate,
+                "ThrottlingBurstLimit": self._settings.public_throttle_burst,
+                "LoggingLevel": "OFF",
+                "DataTraceEnabled": False,
+                "DetailedMetricsEnabled": True,
+            }
+        }
         if self._settings.apigw_cloudwatch_role:
             stage.node.add_dependency(self._build_account_logging_role())
         return stage
@@ -128,7 +142,7 @@ class WebSocket(Construct):
         role = iam.Role(
             self,
             "ApiGatewayLogsRole",
-            assumed_by=iam.ServicePrincipal("apigateway.amazonaws.com"),
+            assumed_by=service_principal(self, "apigateway.amazonaws.com"),
             managed_policies=[
                 iam.ManagedPolicy.from_aws_managed_policy_name(
                     "service-role/AmazonAPIGatewayPushToCloudWatchLogs"

@@ -9,6 +9,11 @@ import pytest
 from tests.support.stack import SeededDevice, Stack, running_stack, seed_device
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``after_suite`` run last: they check what the whole session did."""
+    items.sort(key=lambda item: item.get_closest_marker("after_suite") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """``sotto local up`` in a subprocess, talked to over real sockets."""

@@ -10,12 +10,14 @@ This module is plain data: it imports nothing from AWS or the CDK.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
     "BUCKETS",
     "CONVERSATION_ROUTES",
+    "DYNAMODB_WRITE_ACTIONS",
     "FUNCTIONS",
     "HTTP_ROUTES",
     "KEYS",
@@ -28,6 +30,8 @@ __all__ = [
     "WS_ROUTES",
     "WS_ROUTE_SELECTION_FIELD",
     "BucketSpec",
+    "ConnectionMethod",
+    "DynamoDBAction",
     "FunctionSpec",
     "HttpRouteSpec",
     "IndexSpec",
@@ -43,6 +47,25 @@ __all__ = [
 
 AttrType = Literal["S", "N", "B"]
 StreamView = Literal["NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES", "KEYS_ONLY"]
+# DynamoDB actions a function role may be granted, as IAM names them (a
+# transaction is authorized per item: PutItem, UpdateItem, DeleteItem,
+# ConditionCheckItem). Scan is for the admin's few networks only.
+DynamoDBAction = Literal[
+    "GetItem",
+    "BatchGetItem",
+    "Query",
+    "Scan",
+    "ConditionCheckItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+]
+DYNAMODB_WRITE_ACTIONS: frozenset[str] = frozenset(
+    {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
+)
+# @connections methods: POST pushes, GET describes, DELETE closes a socket.
+ConnectionMethod = Literal["POST", "GET", "DELETE"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +92,10 @@ class TableSpec:
     ttl_attribute: str | None = None
     stream: StreamView | None = None
     purpose: str = ""
+
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        return tuple(index.name for index in self.indexes)
 
 
 @dataclass(frozen=True)
@@ -133,12 +160,38 @@ class FunctionSpec:
     # function also deletes the record of a connection found gone (410).
     manages_connections: bool = False
     purpose: str = ""
+    # Exactly what the role grants on each table it reaches: keys are table
+    # logical ids, or "Table/index" for a Query on an index. Every table in
+    # tables_read/tables_write needs an entry; write actions need tables_write.
+    # tests/infra/test_iam_trace.py proves these against the calls handlers make.
+    dynamodb_actions: Mapping[str, tuple[DynamoDBAction, ...]] = field(default_factory=dict)
+    # The @connections methods a function that manages connections may use.
+    connection_methods: tuple[ConnectionMethod, ...] = ("POST",)
     # Lambda sizing. Memory also buys CPU, which the signature checks on
     # every $connect need; API Gateway gives up on an integration after 29 s.
     memory_mb: int = 512
     timeout_seconds: int = 10
     # Invoked by a table's stream rather than by a route.
     stream_source: StreamSourceSpec | None = None
+    # Reserved concurrency of a function anyone may invoke without credentials,
+    # so a flood there cannot starve the rest (context reserve_public_concurrency).
+    reserved_concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        reached = {*self.tables_read, *self.tables_write}
+        declared = {key.split("/", 1)[0] for key in self.dynamodb_actions}
+        if reached != declared:
+            raise ValueError(
+                f"function {self.name}: dynamodb_actions must name exactly the tables it "
+                f"reaches ({sorted(reached)}), not {sorted(declared)}"
+            )
+        for key, actions in self.dynamodb_actions.items():
+            table_id, _, index = key.partition("/")
+            if index and (set(actions) != {"Query"} or index not in table(table_id).index_names):
+                raise ValueError(f"function {self.name}: {key} must be a Query on a known index")
+            writes = DYNAMODB_WRITE_ACTIONS.intersection(actions)
+            if writes and table_id not in self.tables_write:
+                raise ValueError(f"function {self.name}: {sorted(writes)} on read-only {key}")
 
     @property
     def module(self) -> str:
@@ -212,6 +265,14 @@ TABLES: tuple[TableSpec, ...] = (
     ),
 )
 
+
+def table(logical_id: str) -> TableSpec:
+    for spec in TABLES:
+        if spec.logical_id == logical_id:
+            return spec
+    raise KeyError(logical_id)
+
+
 BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(
         logical_id="AttachmentsBucket",
@@ -263,7 +324,19 @@ KEYS: tuple[KeySpec, ...] = (
         env_var="SOTTO_ARCHIVE_KEY_ID",
         purpose="Encrypts the archive and wraps the retention identity; compliance role only.",
     ),
+    KeySpec(
+        logical_id="LogsKey",
+        alias="sotto/logs",
+        env_var="SOTTO_LOGS_KEY_ID",
+        purpose="Encrypts every CloudWatch log group of the stage.",
+    ),
 )
+
+# $disconnect, and any push that meets 410 Gone, forget the connection: the
+# record (DeleteItem) and its place in the device's presence (UpdateItem).
+_FORGET_CONNECTION: tuple[DynamoDBAction, ...] = ("DeleteItem", "UpdateItem")
+# WebSocket routes answer their caller, and cut off one no longer in good standing.
+_ANSWER_OR_CUT_OFF: tuple[ConnectionMethod, ...] = ("POST", "DELETE")
 
 FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
@@ -271,7 +344,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.authorizer.handler",
         tables_read=("DirectoryTable",),
         tables_write=("GuardsTable",),
+        dynamodb_actions={"DirectoryTable": ("GetItem",), "GuardsTable": ("PutItem",)},
         purpose="$connect REQUEST authorizer: verifies the device-signed connect token.",
+        reserved_concurrency=50,
     ),
     FunctionSpec(
         name="connect",
@@ -280,12 +355,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         # revocation racing the upgrade cannot leave a socket open.
         tables_read=("DirectoryTable",),
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={
+            "DirectoryTable": ("BatchGetItem",),
+            "ConnectionsTable": ("PutItem", *_FORGET_CONNECTION),
+        },
         purpose="Records the connection with the device the authorizer vouched for.",
     ),
     FunctionSpec(
         name="disconnect",
         handler="sotto_server.handlers.disconnect.handler",
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={"ConnectionsTable": _FORGET_CONNECTION},
         purpose="Removes the connection record.",
     ),
     FunctionSpec(
@@ -294,7 +374,13 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         # Every frame first checks its device and user are still active.
         tables_read=("DirectoryTable",),
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={
+            "DirectoryTable": ("BatchGetItem",),
+            "ConnectionsTable": _FORGET_CONNECTION,
+        },
         manages_connections=True,
+        # DELETE: a caller found revoked or suspended loses its socket.
+        connection_methods=_ANSWER_OR_CUT_OFF,
         purpose="Answers unknown actions and malformed frames with an error frame.",
     ),
     FunctionSpec(
@@ -303,14 +389,31 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         # Every frame first checks its device and user are still active.
         tables_read=("DirectoryTable",),
         tables_write=("ConnectionsTable",),
+        dynamodb_actions={
+            "DirectoryTable": ("BatchGetItem",),
+            "ConnectionsTable": _FORGET_CONNECTION,
+        },
         manages_connections=True,
+        # DELETE: a caller found revoked or suspended loses its socket.
+        connection_methods=_ANSWER_OR_CUT_OFF,
         purpose="Answers ping with pong through @connections.",
     ),
     FunctionSpec(
         name="keys",
         handler="sotto_server.handlers.keys.handler",
         tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        dynamodb_actions={
+            # Taking one-time prekeys: batched reads, a counter transaction, batched deletes;
+            # a link approval checks the approver in its transaction.
+            "DirectoryTable": (
+                *("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem"),
+                *("BatchWriteItem", "ConditionCheckItem"),
+            ),
+            "GuardsTable": ("UpdateItem",),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+        },
         manages_connections=True,
+        connection_methods=_ANSWER_OR_CUT_OFF,
         purpose="Key directory: publish prekeys, fetch key bundles, list devices, link devices.",
     ),
     FunctionSpec(
@@ -318,7 +421,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.conversations.handler",
         tables_read=("DirectoryTable",),
         tables_write=("MessagesTable", "ConnectionsTable", "GuardsTable"),
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "BatchGetItem", "Query"),
+            "MessagesTable": (
+                *("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem"),
+                "ConditionCheckItem",
+            ),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            "GuardsTable": ("UpdateItem",),
+        },
         manages_connections=True,
+        connection_methods=_ANSWER_OR_CUT_OFF,
         purpose="Conversations: direct conversations and rooms, moderation, leaving, rosters.",
     ),
     FunctionSpec(
@@ -326,7 +439,18 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.messages.handler",
         tables_read=("DirectoryTable",),
         tables_write=("MessagesTable", "ConnectionsTable", "GuardsTable"),
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "BatchGetItem"),
+            "MessagesTable": (
+                *("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem"),
+                "BatchWriteItem",
+            ),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            # The send counter rides in the message's transaction.
+            "GuardsTable": ("UpdateItem",),
+        },
         manages_connections=True,
+        connection_methods=_ANSWER_OR_CUT_OFF,
         # Fan-out to a large room's online devices takes longer than a lookup.
         timeout_seconds=29,
         memory_mb=1024,
@@ -337,7 +461,15 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="sotto_server.handlers.rosters.handler",
         tables_read=("DirectoryTable",),
         tables_write=("MessagesTable", "ConnectionsTable"),
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "Query"),
+            "MessagesTable": ("GetItem", "Query", "UpdateItem", "ConditionCheckItem"),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            "ConnectionsTable/by_device": ("Query",),
+        },
         manages_connections=True,
+        # It only closes sockets (a revoked device's, a suspended user's).
+        connection_methods=("DELETE",),
         # A user's conversations are walked in one invocation (a few thousand
         # conditional writes at most); a retry repeats only what is left.
         timeout_seconds=300,
@@ -356,23 +488,58 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="info",
         handler="sotto_server.handlers.info.handler",
         purpose="Public HTTP: protocol version and suites this deployment speaks.",
+        reserved_concurrency=5,
     ),
     FunctionSpec(
         name="enroll",
         handler="sotto_server.handlers.enroll.handler",
         tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        # Public: it may create users, devices and links, never delete or scan.
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "PutItem", "UpdateItem"),
+            "GuardsTable": ("UpdateItem",),
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+        },
         manages_connections=True,
         purpose="Public HTTP: enrollment with an invite code, and new-device link requests.",
+        reserved_concurrency=10,
     ),
     FunctionSpec(
         name="admin",
         handler="sotto_server.handlers.admin.handler",
         # Rosters follow revocations through the directory stream (``rosters``).
         tables_write=("DirectoryTable", "ConnectionsTable"),
+        dynamodb_actions={
+            # Scan: listing networks (few; no index paid on every write for it).
+            "DirectoryTable": (
+                *("GetItem", "Query", "Scan", "PutItem", "UpdateItem", "ConditionCheckItem"),
+            ),
+            # Suspension and revocation close every socket of the device: its
+            # presence item and its connection records.
+            "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            "ConnectionsTable/by_device": ("Query",),
+        },
         manages_connections=True,
+        # It never pushes: suspension and revocation close sockets at once.
+        connection_methods=("DELETE",),
         purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
     ),
 )
+
+
+def queue(logical_id: str) -> QueueSpec:
+    for spec in QUEUES:
+        if spec.logical_id == logical_id:
+            return spec
+    raise KeyError(logical_id)
+
+
+def function(name: str) -> FunctionSpec:
+    for spec in FUNCTIONS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
 
 # WebSocket routes of the key directory; each frame names one in "action".
 KEY_ROUTES = (
@@ -428,24 +595,3 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("GET", "/v1/admin/devices/{device_id}", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/devices/{device_id}/revoke", "admin", iam=True),
 )
-
-
-def table(logical_id: str) -> TableSpec:
-    for spec in TABLES:
-        if spec.logical_id == logical_id:
-            return spec
-    raise KeyError(logical_id)
-
-
-def queue(logical_id: str) -> QueueSpec:
-    for spec in QUEUES:
-        if spec.logical_id == logical_id:
-            return spec
-    raise KeyError(logical_id)
-
-
-def function(name: str) -> FunctionSpec:
-    for spec in FUNCTIONS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)

@@ -54,10 +54,28 @@ class Synthesized:
         return report
 
 
-@pytest.fixture(scope="session")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+# A prod stage pinned to GovCloud, with the principals a prod stage must name.
+GOVCLOUD_ACCOUNT = "123456789012"
+GOVCLOUD_CONTEXT: dict[str, Any] = {
+    "stage": "prod",
+    "region": "us-gov-west-1",
+    "account": GOVCLOUD_ACCOUNT,
+    "compliance_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/RecordsOfficer"],
+    "key_admin_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/KeyCustodian"],
+    "admin_principals": [f"arn:aws-us-gov:iam::{GOVCLOUD_ACCOUNT}:role/SottoAdmin"],
+    # The optional cross-region copy of the archive, into the other GovCloud region.
+    "archive_replica_bucket_arn": "arn:aws-us-gov:s3:::agency-sotto-archive-replica",
+    "archive_replica_key_arn": (
+        f"arn:aws-us-gov:kms:us-gov-east-1:{GOVCLOUD_ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+    ),
+}
+
+
+def _synthesize(
+    tmp_path_factory: pytest.TempPathFactory, context: dict[str, Any] | None = None
+) -> Synthesized:
     outdir = tmp_path_factory.mktemp("cdk.out")
-    app, stack = build_app(outdir=str(outdir))
+    app, stack = build_app(outdir=str(outdir), context=context)
     assembly = app.synth()
     artifact = assembly.get_stack_by_name(stack.stack_name)
     template_dict: dict[str, Any] = artifact.template
@@ -71,6 +89,18 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 
 
 @pytest.fixture(scope="session")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The default (cdk.json) stage: dev, environment-agnostic."""
+    return _synthesize(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def govcloud_synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """A prod stage pinned to us-gov-west-1 (a second synth: ~8 s)."""
+    return _synthesize(tmp_path_factory, GOVCLOUD_CONTEXT)
+
+
+@pytest.fixture(scope="session")
 def template(synth: Synthesized) -> Template:
     return synth.template
 
@@ -78,3 +108,16 @@ def template(synth: Synthesized) -> Template:
 @pytest.fixture(scope="session")
 def template_dict(synth: Synthesized) -> dict[str, Any]:
     return synth.template_dict
+
+
+# The IAM trace check leaves here the grants no traced request used.
+UNUSED_GRANTS = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    unused = config.stash.get(UNUSED_GRANTS, None)
+    if unused is None:
+        return
+    terminalreporter.section("IAM grants never used by a traced request")
+    for line in unused or ["(none)"]:
+        terminalreporter.write_line(line)

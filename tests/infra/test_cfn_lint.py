@@ -15,7 +15,9 @@ ALLOWED_WARNINGS = {"W3005"}
 
 
 def test_cfn_lint_finds_no_errors_or_unexpected_warnings(synth: Synthesized) -> None:
-    matches = lint_file(synth.template_path, config=ManualArgs(regions=["us-east-1"]))
+    # The environment-agnostic template, for a commercial and both GovCloud regions.
+    regions = ["us-east-1", "us-gov-west-1", "us-gov-east-1"]
+    matches = lint_file(synth.template_path, config=ManualArgs(regions=regions))
     errors = [str(m) for m in matches if m.rule.id.startswith("E")]
     warnings = [
         str(m) for m in matches if m.rule.id.startswith("W") and m.rule.id not in ALLOWED_WARNINGS

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from infra import packaging
-from infra.functions import POWERTOOLS_LAYER_ACCOUNT
+from infra.functions import ADMIN_PRINCIPALS_ENV
 from sotto import topology
 
 from .conftest import Synthesized
@@ -65,37 +65,46 @@ def test_function_runs_handler_on_arm64_newest_python(
 ) -> None:
     props = _function(synth, spec)
     assert props["Handler"] == spec.handler
-    assert props["Runtime"] == f"python{packaging.PYTHON_VERSION}"
+    assert props["Runtime"] == f"python{synth.stack.settings.python_runtime}"
     assert props["Architectures"] == ["arm64"]
     assert props["MemorySize"] == spec.memory_mb
     assert props["Timeout"] == spec.timeout_seconds
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_function_uses_powertools_layer_for_its_region_and_the_dependency_layer(
+def test_function_uses_only_the_stacks_own_dependency_layer(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
     (dependency_layer,) = synth.of_type("AWS::Lambda::LayerVersion")
-    layers = _function(synth, spec)["Layers"]
-    assert {"Ref": dependency_layer} in layers
-    python = f"python{packaging.PYTHON_VERSION.replace('.', '')}"
-    version = synth.stack.settings.powertools_layer_version
-    assert {
-        "Fn::Join": [
-            "",
-            [
-                "arn:aws:lambda:",
-                {"Ref": "AWS::Region"},
-                f":{POWERTOOLS_LAYER_ACCOUNT}:layer:AWSLambdaPowertoolsPythonV3-{python}-arm64:"
-                f"{version}",
-            ],
-        ]
-    } in layers
+    # No public layer of another account (Powertools' lives in the commercial partition).
+    assert _function(synth, spec)["Layers"] == [{"Ref": dependency_layer}]
+
+
+def test_dependency_layer_bundles_powertools_and_pydantic() -> None:
+    pins = {
+        line.split("==")[0]
+        for line in packaging.LAYER_REQUIREMENTS.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert {"aws-lambda-powertools", "pydantic", "pydantic-core", "cryptography"} <= pins
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_traces_actively_and_public_ones_reserve_concurrency(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    props = _function(synth, spec)
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props.get("ReservedConcurrentExecutions") == spec.reserved_concurrency
+    public = {r.function for r in topology.HTTP_ROUTES if not r.iam} | {topology.WS_AUTHORIZER}
+    assert (spec.reserved_concurrency is not None) == (spec.name in public)
 
 
 def test_dependency_layer_targets_the_function_runtime_and_arm64(synth: Synthesized) -> None:
     (layer,) = synth.of_type("AWS::Lambda::LayerVersion").values()
-    assert layer["Properties"]["CompatibleRuntimes"] == [f"python{packaging.PYTHON_VERSION}"]
+    assert layer["Properties"]["CompatibleRuntimes"] == [
+        f"python{synth.stack.settings.python_runtime}"
+    ]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
 
 
@@ -119,6 +128,8 @@ def test_function_environment_names_its_tables_and_nothing_else(
         expected[topology.table(table).env_var] = {
             "Ref": synth.logical_id(synth.stack.tables[table])
         }
+    if any(route.iam and route.function == spec.name for route in topology.HTTP_ROUTES):
+        expected[ADMIN_PRINCIPALS_ENV] = ",".join(synth.stack.settings.admin_principals)
     if spec.manages_connections:
         expected["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = {
             "Fn::Join": [
@@ -166,12 +177,19 @@ def test_function_role_has_only_inline_actions_without_wildcards(
             "Action": "sts:AssumeRole",
             "Effect": "Allow",
             "Principal": {"Service": "lambda.amazonaws.com"},
+            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
         }
     ]
     assert "ManagedPolicyArns" not in role
     for statement in _statements(synth, spec):
         assert statement["Effect"] == "Allow"
         assert all("*" not in action for action in _actions(statement)), statement
+        if statement["Sid"] == "WriteTraces":  # X-Ray has no resource-level permissions
+            assert sorted(_actions(statement)) == [
+                "xray:PutTelemetryRecords",
+                "xray:PutTraceSegments",
+            ]
+            continue
         assert "*" not in _resources(statement), statement
     # No separate AWS::IAM::Policy attaches more to the role.
     role_id = _function(synth, spec)["Role"]["Fn::GetAtt"][0]
@@ -179,39 +197,44 @@ def test_function_role_has_only_inline_actions_without_wildcards(
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_function_reaches_exactly_its_tables_read_vs_write(
+def test_function_role_grants_exactly_its_declared_dynamodb_actions(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
-    statements = {s["Sid"]: s for s in _statements(synth, spec)}
-    writable = _table_ids(synth, spec.tables_write)
-    read_only = _table_ids(synth, spec.tables_read) - writable
-    write_actions = {
-        "dynamodb:PutItem",
-        "dynamodb:UpdateItem",
-        "dynamodb:DeleteItem",
-        "dynamodb:BatchWriteItem",
+    granted: dict[str, set[str]] = {}
+    for statement in _statements(synth, spec):
+        actions = {a for a in _actions(statement) if a.startswith("dynamodb:")}
+        for resource in _resources(statement) if actions else ():
+            if "StreamArn" in json.dumps(resource):
+                continue  # a stream's reader is the Lambda service, not the handler
+            granted.setdefault(json.dumps(resource, sort_keys=True), set()).update(actions)
+    expected: dict[str, set[str]] = {}
+    for target, declared in spec.dynamodb_actions.items():
+        logical_id, _, index = target.partition("/")
+        arn: Any = {"Fn::GetAtt": [synth.logical_id(synth.stack.tables[logical_id]), "Arn"]}
+        if index:
+            arn = {"Fn::Join": ["", [arn, f"/index/{index}"]]}
+        expected[json.dumps(arn, sort_keys=True)] = {f"dynamodb:{a}" for a in declared}
+    assert granted == expected
+
+
+def test_public_enrollment_may_not_delete_scan_or_batch_write_the_directory() -> None:
+    actions = set(topology.function("enroll").dynamodb_actions["DirectoryTable"])
+    assert not actions & {"DeleteItem", "BatchWriteItem", "Scan"}
+
+
+def test_only_the_admin_function_may_scan() -> None:
+    scanners = {
+        s.name for s in topology.FUNCTIONS for a in s.dynamodb_actions.values() if "Scan" in a
     }
-    granted: set[str] = set()
-    for statement in statements.values():
-        actions = set(_actions(statement))
-        if not any(a.startswith("dynamodb:") for a in actions):
-            continue
-        assert "dynamodb:Scan" not in actions
-        tables = _granted_tables(statement)
-        granted |= tables
-        if actions & write_actions:
-            assert tables <= writable, statement
-        else:
-            assert tables <= read_only | writable, statement
-    assert granted == read_only | writable
+    assert scanners == {"admin"}
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_function_uses_data_key_only_if_it_touches_tables(
+def test_function_uses_data_key_only_through_dynamodb_of_this_account(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
     kms = [s for s in _statements(synth, spec) if any(a.startswith("kms:") for a in _actions(s))]
-    if not (spec.tables_read or spec.tables_write):
+    if not spec.dynamodb_actions:
         assert kms == []
         return
     (statement,) = kms
@@ -219,10 +242,21 @@ def test_function_uses_data_key_only_if_it_touches_tables(
     assert _resources(statement) == [{"Fn::GetAtt": [data_key, "Arn"]}]
     encrypt = {"kms:Encrypt", "kms:GenerateDataKey"} & set(_actions(statement))
     assert bool(encrypt) == bool(spec.tables_write)
+    assert statement["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {
+                "Fn::Join": [
+                    "",
+                    ["dynamodb.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}],
+                ]
+            },
+            "kms:CallerAccount": {"Ref": "AWS::AccountId"},
+        }
+    }
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
-def test_only_connection_managers_may_manage_connections_of_this_stage(
+def test_connection_managers_may_use_only_their_methods_on_this_stage(
     synth: Synthesized, spec: topology.FunctionSpec
 ) -> None:
     manage = [s for s in _statements(synth, spec) if "execute-api:ManageConnections" in _actions(s)]
@@ -231,7 +265,52 @@ def test_only_connection_managers_may_manage_connections_of_this_stage(
         return
     (statement,) = manage
     assert _actions(statement) == ["execute-api:ManageConnections"]
-    (resource,) = _resources(statement)
-    parts = resource["Fn::Join"][1]
-    assert {"Ref": synth.logical_id(synth.stack.websocket.api)} in parts
-    assert parts[-1] == f"/{synth.stack.settings.stage}/*/@connections/*"
+    methods = []
+    for resource in _resources(statement):
+        parts = resource["Fn::Join"][1]
+        assert {"Ref": synth.logical_id(synth.stack.websocket.api)} in parts
+        stage, method, rest = parts[-1].lstrip("/").split("/", 2)
+        assert (stage, rest) == (synth.stack.settings.stage, "@connections/*")
+        methods.append(method)
+    assert sorted(methods) == sorted(spec.connection_methods)
+
+
+def test_only_who_revokes_or_cuts_off_may_close_sockets() -> None:
+    """The admin API (suspend, revoke), the directory stream's second sweep, and each
+    WebSocket route function for a caller its standing check refuses; nobody else."""
+    closers = {
+        s.name
+        for s in topology.FUNCTIONS
+        if s.manages_connections and "DELETE" in s.connection_methods
+    }
+    frame_routes = {r.function for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
+    assert closers == {"admin", "rosters", "default"} | frame_routes
+    assert "enroll" not in closers
+
+
+def test_function_spec_refuses_a_table_without_declared_actions() -> None:
+    with pytest.raises(ValueError, match="dynamodb_actions must name exactly"):
+        topology.FunctionSpec(name="new", handler="m.h", tables_read=("DirectoryTable",))
+
+
+def test_function_spec_refuses_writes_to_a_read_only_table() -> None:
+    with pytest.raises(ValueError, match="read-only"):
+        topology.FunctionSpec(
+            name="new",
+            handler="m.h",
+            tables_read=("DirectoryTable",),
+            dynamodb_actions={"DirectoryTable": ("GetItem", "PutItem")},
+        )
+
+
+def test_function_spec_refuses_an_unknown_index() -> None:
+    with pytest.raises(ValueError, match="known index"):
+        topology.FunctionSpec(
+            name="new",
+            handler="m.h",
+            tables_read=("ConnectionsTable",),
+            dynamodb_actions={
+                "ConnectionsTable": ("GetItem",),
+                "ConnectionsTable/nope": ("Query",),
+            },
+        )

@@ -101,6 +101,7 @@ def test_local_bucket_policy_defaults_equal_cdk_context():
     from sotto.local import aws
 
     context = json.loads((Path(__file__).parents[2] / "cdk.json").read_text())["context"]
-    assert context["archive_retention_days"] == aws.ARCHIVE_RETENTION_DAYS
+    assert context["dev_archive_retention_days"] == aws.ARCHIVE_RETENTION_DAYS
+    assert aws.ARCHIVE_LOCK_MODE == "GOVERNANCE"  # "local" is not a prod stage
     assert context["attachments_noncurrent_version_days"] == aws.NONCURRENT_VERSION_DAYS
     assert context["abort_incomplete_upload_days"] == aws.ABORT_INCOMPLETE_UPLOAD_DAYS

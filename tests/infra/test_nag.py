@@ -1,4 +1,5 @@
-"""cdk-nag AwsSolutions runs on every synth and nothing is left unacknowledged."""
+"""cdk-nag's AwsSolutions, NIST 800-53 R5 and Serverless packs run on every synth and
+nothing is left unacknowledged."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from .conftest import Synthesized
 
 pytestmark = pytest.mark.synth
 
-_RULE = re.compile(r"^AwsSolutions::AwsSolutions-[A-Z]+\d+(\[.+\])?$")
+PACKS = ("AwsSolutions", "NIST.800.53.R5", "Serverless")
+_RULE = re.compile(
+    r"^(AwsSolutions::AwsSolutions-[A-Z]+\d+|NIST\.800\.53\.R5::NIST\.800\.53\.R5-[A-Za-z0-9]+"
+    r"|Serverless::Serverless-[A-Za-z0-9]+)(\[.+\])?$"
+)
 
 
 def _acknowledgments(synth: Synthesized) -> dict[tuple[str, str], str]:
@@ -33,7 +38,7 @@ def _suppressed(report: dict[str, Any]) -> list[dict[str, Any]]:
 def test_nag_reports_no_unacknowledged_errors_or_warnings(synth: Synthesized) -> None:
     report = synth.validation_report()
     plugins = {p["pluginName"]: p for p in report["pluginReports"]}
-    assert "AwsSolutions" in plugins, "cdk-nag did not run"
+    assert set(PACKS) <= set(plugins), "a cdk-nag pack did not run"
     for plugin in plugins.values():
         assert plugin["violations"] == [], plugin["violations"]
         assert plugin["conclusion"] == "success"

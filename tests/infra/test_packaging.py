@@ -8,7 +8,7 @@ import pytest
 from aws_cdk import aws_lambda as lambda_
 
 from infra import packaging
-from infra.functions import RUNTIME
+from infra.functions import RUNTIMES
 from sotto import topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,9 +18,17 @@ def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 
-def test_runtime_and_layer_build_agree_on_python_version() -> None:
-    assert RUNTIME.name == f"python{packaging.PYTHON_VERSION}"
-    assert RUNTIME.family == lambda_.RuntimeFamily.PYTHON
+def test_runtimes_and_layer_builds_agree_on_python_versions() -> None:
+    assert set(RUNTIMES) == set(packaging.PYTHON_VERSIONS)
+    assert packaging.PYTHON_VERSIONS[0] == packaging.PYTHON_VERSION
+    for version, runtime in RUNTIMES.items():
+        assert runtime.name == f"python{version}"
+        assert runtime.family == lambda_.RuntimeFamily.PYTHON
+
+
+def test_dependency_layer_refuses_a_python_it_has_no_runtime_for(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected one of"):
+        packaging.build_dependency_layer(tmp_path, python_version="3.9")
 
 
 def test_lambda_asset_holds_handlers_and_only_the_runtime_part_of_sotto(tmp_path: Path) -> None:
@@ -54,12 +62,18 @@ def test_layer_requirements_pin_cryptography() -> None:
 
 
 @pytest.mark.synth
-def test_dependency_layer_holds_aarch64_cryptography(synth: object) -> None:
+def test_dependency_layer_holds_aarch64_cryptography_pydantic_and_powertools(synth: object) -> None:
     # The session synth built (or reused) the layer; building again is a cache hit.
     layer = packaging.build_dependency_layer()
     python = layer.path / "python"
     (rust,) = (python / "cryptography" / "hazmat" / "bindings").glob("_rust*.so")
-    header = rust.read_bytes()[:20]
-    assert header[:4] == b"\x7fELF"
-    assert int.from_bytes(header[18:20], "little") == 0xB7  # EM_AARCH64
+    (core,) = (python / "pydantic_core").glob("_pydantic_core*.so")
+    for binary in (rust, core):
+        header = binary.read_bytes()[:20]
+        assert header[:4] == b"\x7fELF"
+        assert int.from_bytes(header[18:20], "little") == 0xB7  # EM_AARCH64
+    # pydantic-core has no stable-ABI wheel: it must be the runtime's own CPython.
+    assert f"cpython-{packaging.PYTHON_VERSION.replace('.', '')}" in core.name
+    # Powertools is bundled: no public layer of another partition is needed.
+    assert (python / "aws_lambda_powertools" / "logging" / "logger.py").is_file()
     assert not (python / "bin").exists()

@@ -25,8 +25,14 @@ EXPECTED_COUNTS = {
     "AWS::Lambda::LayerVersion": 1,
     # One per route integration, plus the authorizer's.
     "AWS::Lambda::Permission": len(topology.WS_ROUTES) + len(topology.HTTP_ROUTES) + 1,
-    # One per function, plus API Gateway's account-wide logging role.
-    "AWS::IAM::Role": len(topology.FUNCTIONS) + 1,
+    # One per function, API Gateway's account-wide logging role, the key-admin
+    # and compliance roles, and AWS Backup's.
+    "AWS::IAM::Role": len(topology.FUNCTIONS) + 4,
+    # The compliance role's archive access.
+    "AWS::IAM::ManagedPolicy": 1,
+    "AWS::Backup::BackupVault": 1,
+    "AWS::Backup::BackupPlan": 1,
+    "AWS::Backup::BackupSelection": 1,
     # One per function, plus one access log per API.
     "AWS::Logs::LogGroup": len(topology.FUNCTIONS) + 2,
     "AWS::ApiGatewayV2::Api": 2,
@@ -324,7 +330,9 @@ def test_attachments_bucket_cleans_up_uploads_and_old_versions(synth: Synthesize
     } in rules
 
 
-def test_archive_bucket_is_worm_in_compliance_mode(synth: Synthesized) -> None:
+def test_dev_stage_archive_locks_in_governance_mode_for_a_day(synth: Synthesized) -> None:
+    # Test stages must not create objects nobody can delete for seven years;
+    # tests/infra/test_govcloud.py checks COMPLIANCE mode in a prod stage.
     (spec,) = [b for b in topology.BUCKETS if b.object_lock]
     props = _bucket(synth, spec.logical_id)["Properties"]
     assert props["ObjectLockEnabled"] is True
@@ -332,8 +340,8 @@ def test_archive_bucket_is_worm_in_compliance_mode(synth: Synthesized) -> None:
         "ObjectLockEnabled": "Enabled",
         "Rule": {
             "DefaultRetention": {
-                "Mode": "COMPLIANCE",
-                "Days": synth.stack.settings.archive_retention_days,
+                "Mode": "GOVERNANCE",
+                "Days": synth.stack.settings.dev_archive_retention_days,
             }
         },
     }
@@ -367,6 +375,7 @@ def test_kms_aliases_come_from_topology_per_stage(synth: Synthesized) -> None:
 def test_outputs_give_endpoints_bucket_and_table_names(synth: Synthesized) -> None:
     outputs = synth.template_dict["Outputs"]
     expected = {"WebSocketUrl", "ConnectionsUrl", "HttpApiUrl"}
+    expected |= {"ComplianceRoleArn", "KeyAdminRoleArn", "BackupVaultName"}
     expected |= {f"{b.logical_id}Name" for b in topology.BUCKETS}
     expected |= {f"{t.logical_id}Name" for t in topology.TABLES}
     assert set(outputs) == expected

@@ -1,4 +1,4 @@
-"""Every event the local gateway builds parses with Powertools' models.
+"""Every event the local gateway builds parses with Powertools' models, and with ours.
 
 Shapes are checked for arbitrary inputs (hypothesis) and, through recorded
 examples in tests/events/, the same files feed the handler tests.
@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event import (
     APIGatewayAuthorizerRequestEvent,
 )
@@ -24,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sotto.local import events
-from sotto_server.events import ConnectEvent, MessageEvent
+from sotto_server import events as ours
+from sotto_server.events import ConnectEvent, DisconnectEvent, EventError, MessageEvent
 
 EVENTS = Path(__file__).parent.parent / "events"
 
@@ -77,8 +79,9 @@ def test_authorizer_event_reads_as_a_request_authorizer_event(info):
 def test_connect_event_parses_with_powertools_and_carries_authorizer(info):
     event = events.connect_event(info, info.connected_at_ms)
     parse(event=event, model=APIGatewayWebSocketConnectEventModel)
-    ours = parse(event=event, model=ConnectEvent)
-    assert ours.request_context.authorizer.device_id == "dev-1"
+    connect = ours.parse(event, ConnectEvent)
+    assert connect.principal.device_id == "dev-1"
+    assert connect.connected_at_s == info.connected_at_ms // 1000
 
 
 @settings(max_examples=60)
@@ -88,7 +91,11 @@ def test_message_event_parses_with_powertools(info, route, body):
     parsed = parse(event=event, model=APIGatewayWebSocketMessageEventModel)
     assert parsed.request_context.route_key == route
     assert parsed.is_base64_encoded == isinstance(body, bytes)
-    assert parse(event=event, model=MessageEvent).request_context.authorizer.user_id == "user-1"
+    message = ours.parse(event, MessageEvent)
+    assert message.principal.user_id == "user-1"
+    assert message.request_context.route_key == route
+    assert message.request_context.connection_id == info.connection_id
+    assert message.is_base64_encoded == isinstance(body, bytes)
 
 
 @settings(max_examples=60)
@@ -97,6 +104,7 @@ def test_disconnect_event_parses_with_powertools(info, code, reason):
     event = events.disconnect_event(info, code, reason, info.connected_at_ms + 10)
     parsed = parse(event=event, model=APIGatewayWebSocketDisconnectEventModel)
     assert parsed.request_context.disconnect_status_code == code
+    assert ours.parse(event, DisconnectEvent).disconnect_status_code == code
 
 
 @settings(max_examples=60)
@@ -125,6 +133,19 @@ def test_http_event_parses_with_powertools(method, headers, body, iam):
     assert parsed.pathParameters == {"device_id": "dev-1"}
     assert parsed.queryStringParameters == {"a": "1,2", "b": ""}
     assert (parsed.requestContext.authorizer is not None) == iam
+
+
+def test_our_models_refuse_an_event_without_what_api_gateway_always_sends():
+    event = json.loads((EVENTS / "ws_message_ping.json").read_text())
+    assert ours.parse(event, MessageEvent).principal.device_id
+    without_authorizer = json.loads(json.dumps(event))
+    del without_authorizer["requestContext"]["authorizer"]["device_id"]
+    with pytest.raises(EventError, match="authorizer"):
+        ours.parse(without_authorizer, MessageEvent)
+    with pytest.raises(EventError, match="eventType"):
+        ours.parse(event, ConnectEvent)
+    with pytest.raises(EventError, match="requestContext"):
+        ours.parse({}, MessageEvent)
 
 
 def test_recorded_events_parse_with_their_models():

@@ -14,12 +14,14 @@ from botocore.credentials import Credentials
 from tests.support.stack import CREDENTIALS
 
 
-def request(url: str, *, signed: bool = False, method: str = "GET") -> tuple[int, Any]:
+def request(
+    url: str, *, signed: bool = False, method: str = "GET", access_key: str | None = None
+) -> tuple[int, Any]:
     headers: dict[str, str] = {}
     if signed:
         aws = AWSRequest(method=method, url=url)
         credentials = Credentials(
-            CREDENTIALS["aws_access_key_id"], CREDENTIALS["aws_secret_access_key"]
+            access_key or CREDENTIALS["aws_access_key_id"], CREDENTIALS["aws_secret_access_key"]
         )
         SigV4Auth(credentials, "execute-api", CREDENTIALS["region_name"]).add_auth(aws)
         headers = dict(aws.headers.items())
@@ -51,6 +53,17 @@ def test_admin_route_with_sigv4_returns_the_device(stack, device):
     assert status == 200
     assert body["device_id"] == device.device_id
     assert body["status"] == "active"
+
+
+def test_admin_route_refuses_an_iam_caller_not_named_as_admin(stack, device):
+    # IAM would let any principal with execute-api:Invoke through; the handler
+    # admits only the deployment's admin principals (locally: the local user).
+    url = f"{stack.endpoints['http']}/v1/admin/devices/{device.device_id}"
+    status, body = request(url, signed=True, access_key="AKIAOTHERPRINCIPAL00")
+    assert status == 403
+    assert body["code"] == "forbidden"
+    assert "arn:" not in body["message"]
+    assert "admin caller refused" in stack.log()
 
 
 def test_admin_route_answers_404_for_unknown_device(stack):

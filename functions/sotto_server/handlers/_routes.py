@@ -20,7 +20,6 @@ from ..logic.errors import Refused
 from ..logic.frames import encode, refusal_frame
 from ..logic.outcome import Outcome
 from ..logic.principal import Principal
-from ..logic.requests import parse_frame
 from ._socket import online_pushes, reply, standing_caller
 
 __all__ = ["FANOUT_WORKERS", "Route", "run_route"]
@@ -45,6 +44,8 @@ def run_route(
         logger.info("refused: not in good standing", route=route)
         metrics.add_metric(name="RefusedStanding", unit=MetricUnit.Count, value=1)
         return
+    from ..logic.requests import parse_frame  # pydantic: on the first frame, not at import
+
     try:
         parsed = parse_frame(model, request.body if isinstance(request.body, str) else None)
         outcome = run(stores(), principal, parsed, int(time.time() * 1000))

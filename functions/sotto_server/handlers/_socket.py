@@ -36,8 +36,7 @@ def directory_store() -> DirectoryStore:
 
 
 def caller(event: MessageEvent) -> Principal:
-    context = event.request_context.authorizer
-    return Principal(context.device_id, context.user_id, context.network_id)
+    return event.principal
 
 
 def standing_caller(event: MessageEvent) -> Principal | None:

@@ -1,23 +1,35 @@
-"""The stores each domain's handlers work with, built from the environment."""
+"""The stores each domain's handlers work with, built from the environment.
+
+The storage and logic modules load with a function's route table, on its
+first frame: at import they would cost the cold start more than boto3 does.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..aws import dynamodb_client
 from ..config import settings
-from ..dal.conversations import ConversationsStore
-from ..dal.directory import DirectoryStore
-from ..dal.guards import GuardsStore
-from ..logic import conversations
-from ..logic.key_directory import Stores
+
+if TYPE_CHECKING:
+    from ..dal.conversations import ConversationsStore
+    from ..logic import conversations
+    from ..logic.key_directory import Stores
 
 __all__ = ["conversations_store", "messaging_stores", "stores"]
 
 
 def conversations_store() -> ConversationsStore:
+    from ..dal.conversations import ConversationsStore
+
     return ConversationsStore(dynamodb_client(), settings().table_name("MessagesTable"))
 
 
 def stores() -> Stores:
+    from ..dal.directory import DirectoryStore
+    from ..dal.guards import GuardsStore
+    from ..logic.key_directory import Stores
+
     config = settings()
     return Stores(
         directory=DirectoryStore(dynamodb_client(), config.table_name("DirectoryTable")),
@@ -27,6 +39,10 @@ def stores() -> Stores:
 
 
 def messaging_stores() -> conversations.Stores:
+    from ..dal.directory import DirectoryStore
+    from ..dal.guards import GuardsStore
+    from ..logic import conversations
+
     config = settings()
     return conversations.Stores(
         directory=DirectoryStore(dynamodb_client(), config.table_name("DirectoryTable")),

@@ -1,17 +1,27 @@
-"""Admin HTTP API (IAM-authorized by API Gateway before this code runs; docs/api.md)."""
+"""Admin HTTP API (docs/api.md).
+
+API Gateway has IAM-authorized the request before this code runs; this
+function then admits only the principals the deployment names
+(``SOTTO_ADMIN_PRINCIPALS``, context ``admin_principals``) and logs every
+caller, admitted or not.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from functools import cache
 from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..aws import connections_client
 from ..logic import admin
+from ..logic.admin_callers import admitted
 from ..logic.errors import ErrorCode, Refused
 from ..logic.push import disconnect
 from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
@@ -40,6 +50,22 @@ def _disconnect(connection_id: str) -> None:
 
 def _refused(refused: Refused) -> Response[str]:
     return refused_response(refused)
+
+
+@cache
+def _admin_principals() -> tuple[str, ...]:
+    raw = os.environ.get("SOTTO_ADMIN_PRINCIPALS", "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _admit_named_principals(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Any:
+    caller = app.current_event.request_context.authorizer.iam.user_arn
+    route = app.current_event.route_key
+    if not admitted(caller, _admin_principals()):
+        logger.warning("admin caller refused", caller=caller, route=route)
+        raise Refused(ErrorCode.FORBIDDEN, "this caller is not an administrator of the deployment")
+    logger.info("admin call", caller=caller, route=route)
+    return next_middleware(app)
 
 
 @app.post("/v1/admin/networks")
@@ -106,6 +132,7 @@ def revoke_device(device_id: str) -> dict[str, Any]:
 
 
 app.exception_handler(Refused)(_refused)
+app.use(middlewares=[_admit_named_principals])
 
 
 @logger.inject_lambda_context

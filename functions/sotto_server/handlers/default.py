@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..events import MessageEvent
+from ..events import MessageEvent, parse
 from ..logic.errors import ErrorCode, Refused
 from ..logic.frames import error_frame, refusal_frame
-from ..logic.requests import load_object, request_id_of
 from ._socket import reply, standing_caller
 
 logger = Logger()
@@ -22,6 +20,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(event=event, model=MessageEvent)
     if standing_caller(request) is None:
         return {"statusCode": 200}
+    # The frame module (pydantic) loads on the first frame, not in the cold start's import.
+    from ..logic.requests import load_object, request_id_of
+
     body = None if request.is_base64_encoded else request.body
     try:
         frame = load_object(body if isinstance(body, str) else None)

@@ -6,13 +6,11 @@ import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..events import MessageEvent
+from ..events import MessageEvent, parse
 from ..logic.errors import Refused
 from ..logic.frames import encode, refusal_frame
-from ..logic.requests import PingRequest, parse_frame
 from ._socket import reply, standing_caller
 
 logger = Logger()
@@ -23,6 +21,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse(event=event, model=MessageEvent)
     if standing_caller(request) is None:
         return {"statusCode": 200}
+    # The frame models (pydantic) load on the first frame, not in the cold start's import.
+    from ..logic.requests import PingRequest, parse_frame
+
     body = request.body if isinstance(request.body, str) else None
     try:
         ping = parse_frame(PingRequest, body)

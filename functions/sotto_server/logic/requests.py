@@ -109,7 +109,9 @@ DeviceKeyField = Annotated[bytes, _decoder(MAX_DEVICE_KEY), Field(min_length=1)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # defer_build: a model's validator is built when a frame first needs it, not
+    # at import (cold start: each function builds only the models it uses).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class _Frame(_Model):

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 
 from sotto import topology
 
-from .events import REGION
+from .events import LOCAL_ACCESS_KEY, REGION
 from .moto_speedups import fast_moto
 
 if TYPE_CHECKING:
@@ -34,12 +34,15 @@ __all__ = ["LOCAL_CREDENTIALS", "LocalResources", "MotoServer", "provision", "ta
 
 # moto accepts any credentials; these make boto3 sign requests as it would in AWS.
 LOCAL_CREDENTIALS = {
-    "aws_access_key_id": "AKIALOCALSOTTO000000",
+    "aws_access_key_id": LOCAL_ACCESS_KEY,
     "aws_secret_access_key": "local-secret-not-a-real-key",
     "region_name": REGION,
 }
-# The bucket policy defaults of cdk.json's context, which a test holds equal.
-ARCHIVE_RETENTION_DAYS = 2557
+# The bucket defaults of cdk.json's context, which a test holds equal. The
+# local stage is not a prod stage: its archive locks in GOVERNANCE mode for a
+# day, as a deployed dev stage's does.
+ARCHIVE_LOCK_MODE: Literal["GOVERNANCE"] = "GOVERNANCE"
+ARCHIVE_RETENTION_DAYS = 1
 NONCURRENT_VERSION_DAYS = 30
 ABORT_INCOMPLETE_UPLOAD_DAYS = 7
 
@@ -265,7 +268,7 @@ def _create_bucket(
                 "ObjectLockEnabled": "Enabled",
                 "Rule": {
                     "DefaultRetention": {
-                        "Mode": "COMPLIANCE",
+                        "Mode": ARCHIVE_LOCK_MODE,
                         "Days": ARCHIVE_RETENTION_DAYS,
                     }
                 },

@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 
 __all__ = [
     "ACCOUNT_ID",
+    "LOCAL_ACCESS_KEY",
+    "LOCAL_ADMIN_ARN",
     "REGION",
     "ConnectionInfo",
     "authorizer_event",
@@ -31,6 +33,19 @@ __all__ = [
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
+# The local credentials' access key, and the caller ARN the HTTP API passes
+# for it: the one principal the local stage's admin API admits. Any other key
+# becomes another user of the account (as other credentials would in AWS).
+LOCAL_ACCESS_KEY = "AKIALOCALSOTTO000000"
+LOCAL_ADMIN_ARN = f"arn:aws:iam::{ACCOUNT_ID}:user/local"
+
+
+def _caller_arn(access_key: str) -> str:
+    return (
+        LOCAL_ADMIN_ARN
+        if access_key == LOCAL_ACCESS_KEY
+        else f"arn:aws:iam::{ACCOUNT_ID}:user/{access_key}"
+    )
 
 
 def new_connection_id() -> str:
@@ -214,7 +229,7 @@ def http_event(
                 "callerId": iam_access_key,
                 "cognitoIdentity": None,
                 "principalOrgId": None,
-                "userArn": f"arn:aws:iam::{ACCOUNT_ID}:user/local",
+                "userArn": _caller_arn(iam_access_key),
                 "userId": iam_access_key,
             }
         }

@@ -8,9 +8,11 @@ they do in Lambda while the gateway's event loop stays free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +22,7 @@ from typing import Any
 from sotto import topology
 
 from .events import ACCOUNT_ID, REGION
+from .iam_trace import IamRecorder, Invocation, invoking
 
 __all__ = ["FunctionError", "LambdaContext", "LocalFunctions"]
 
@@ -64,12 +67,25 @@ class LambdaContext:
         return max(0, self.deadline_ms - int(time.time() * 1000))
 
 
+# Functions whose handler keeps the event being handled in module state
+# (Powertools' HTTP resolver holds ``current_event``, a BatchProcessor its
+# records): Lambda runs one event per execution environment at a time, so
+# here these run one invocation at a time, or concurrent requests would read
+# each other's events. WebSocket route handlers keep none and run concurrently.
+_ONE_AT_A_TIME = frozenset(
+    {route.function for route in topology.HTTP_ROUTES}
+    | {spec.name for spec in topology.FUNCTIONS if spec.stream_source is not None}
+)
+
+
 class LocalFunctions:
     """The functions of ``sotto.topology``, imported on first use."""
 
-    def __init__(self, stage: str = "local") -> None:
+    def __init__(self, stage: str = "local", recorder: IamRecorder | None = None) -> None:
         self._stage = stage
+        self._recorder = recorder
         self._handlers: dict[str, Handler] = {}
+        self._environments = {name: threading.Lock() for name in _ONE_AT_A_TIME}
 
     def _handler(self, name: str) -> Handler:
         if name not in self._handlers:
@@ -86,8 +102,13 @@ class LocalFunctions:
         )
         # Lambda hands the handler a fresh copy of the JSON it was sent.
         event = json.loads(json.dumps(event))
+        invocation = Invocation(name, str(event.get("requestContext", {}).get("routeKey", "")))
+        if self._recorder is not None:
+            self._recorder.invoked(invocation)
+        environment = self._environments.get(name, contextlib.nullcontext())
         try:
-            return self._handler(name)(event, context)
+            with environment, invoking(invocation):
+                return self._handler(name)(event, context)
         except Exception as exc:
             # Lambda reports errorMessage = str(exception); the gateway maps an
             # integration error to a generic answer, never to these details.

@@ -25,8 +25,10 @@ import boto3
 from sotto import topology
 
 from .aws import LOCAL_CREDENTIALS, LocalResources, MotoServer, provision
+from .events import LOCAL_ADMIN_ARN
 from .gateway import GatewayLimits, WebSocketGateway
 from .http_server import LocalHttpServer
+from .iam_trace import TRACE_FILE, IamRecorder, carry_context_into_pools
 from .lambdas import LocalFunctions
 from .streams import StreamPoller
 
@@ -76,7 +78,11 @@ class LocalStack:
         aws_endpoint = self._moto.start()
         resources = provision(aws_endpoint, STAGE)
 
-        functions = LocalFunctions(STAGE)
+        # What each handler asks of AWS, for the check against the template's roles.
+        carry_context_into_pools()
+        recorder = IamRecorder(self.data_dir / TRACE_FILE, _physical_tables(resources))
+        recorder.install(boto3.DEFAULT_SESSION or _default_session())
+        functions = LocalFunctions(STAGE, recorder)
         self._gateway = WebSocketGateway(
             functions, api_id=API_ID, stage=STAGE, limits=self.limits, port=self.port
         )
@@ -162,6 +168,8 @@ def _point_handlers_at(
         "SOTTO_WEBSOCKET_URL": websocket,
         "SOTTO_WS_AUDIENCE": f"{API_ID}/{STAGE}",
         "SOTTO_RATE_LIMIT_SCALE": str(rate_limit_scale),
+        # The local stage admits the local credentials' caller, and only it.
+        "SOTTO_ADMIN_PRINCIPALS": LOCAL_ADMIN_ARN,
         "POWERTOOLS_SERVICE_NAME": "sotto",
         "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
         **resources.environment(),
@@ -172,11 +180,23 @@ def _point_handlers_at(
         os.environ.pop(name, None)
 
 
+def _default_session() -> boto3.session.Session:
+    """The session behind the handlers' ``boto3.client(...)`` calls."""
+    boto3.setup_default_session()
+    assert boto3.DEFAULT_SESSION is not None
+    return boto3.DEFAULT_SESSION
+
+
+def _physical_tables(resources: LocalResources) -> dict[str, str]:
+    return {physical: logical for logical, physical in resources.tables.items()}
+
+
 def _create_default_network(resources: LocalResources) -> dict[str, str]:
     """Every start is a first start (moto keeps state in memory): make a network to invite into."""
     from sotto_server.dal.directory import DirectoryStore, Network
 
-    client = boto3.client("dynamodb")  # the environment set above points it at moto
+    # A session of its own: the default one is the handlers', and traced as theirs.
+    client = boto3.session.Session().client("dynamodb")  # the environment points it at moto
     network = Network(f"net-{secrets.token_hex(6)}", "Local", int(time.time() * 1000))
     DirectoryStore(client, resources.tables["DirectoryTable"]).create_network(network)
     return {"network_id": network.network_id, "name": network.name}

@@ -1,0 +1,202 @@
+"""Record, as IAM sees them, the AWS requests each Lambda function makes.
+
+moto enforces no IAM, so a handler that calls something its role does not
+grant works here and fails in AWS. The local stack therefore records every
+request the handlers send through boto3's default session (the one their
+``boto3.client(...)`` calls use), in IAM's terms: the action each request is
+authorized as (a ``TransactWriteItems`` is one ``PutItem``/``UpdateItem``/...
+per item), the resource by logical id, and the function and route that made
+it. ``tests/infra/test_iam_trace.py`` checks every record against that
+function's role in the synthesized template.
+
+Lambda runs each function in a process of its own; the local stack runs all
+of them in one. Which function is running travels in a context variable set
+by ``sotto.local.lambdas``, and :func:`carry_context_into_pools` makes every
+task a handler hands to a thread pool (fan-out) run in its submitter's
+context, so those requests are attributed too. A request made outside any
+invocation is recorded with function ``None``: the check fails on it.
+
+Each distinct record is appended once, as a JSON line, to
+``DATA_DIR/iam-trace.jsonl`` when first seen, so the file is complete even if
+the stack is killed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TRACE_FILE",
+    "IamRecorder",
+    "Invocation",
+    "TracedCall",
+    "carry_context_into_pools",
+    "invoking",
+    "read_trace",
+]
+
+TRACE_FILE = "iam-trace.jsonl"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    function: str
+    route: str
+
+
+@dataclass(frozen=True)
+class TracedCall:
+    """One IAM authorization: ``action`` on ``resource`` by ``function`` serving ``route``.
+
+    ``resource`` names the target without physical names: ``table:<logical id>``,
+    ``table:<logical id>/index/<name>`` or ``connections:<METHOD>``. An
+    ``action`` of ``None`` records that the route ran (so a function that
+    calls nothing, such as ``info``, still shows as exercised).
+    """
+
+    function: str | None
+    route: str
+    action: str | None = None
+    resource: str | None = None
+
+
+_CURRENT: contextvars.ContextVar[Invocation | None] = contextvars.ContextVar(
+    "sotto_local_invocation", default=None
+)
+
+
+@contextmanager
+def invoking(invocation: Invocation) -> Iterator[None]:
+    """Attribute the requests made in this context (and its pool tasks) to ``invocation``."""
+    token = _CURRENT.set(invocation)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+_ORIGINAL_SUBMIT = ThreadPoolExecutor.submit
+_patched = False
+
+
+def carry_context_into_pools() -> None:
+    """Run every ``ThreadPoolExecutor`` task in a copy of its submitter's context.
+
+    Only the local stack calls this (for its own process): in Lambda the
+    function is the process, so there is nothing to carry.
+    """
+    global _patched
+    if _patched:
+        return
+
+    def submit(self: ThreadPoolExecutor, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return _ORIGINAL_SUBMIT(self, contextvars.copy_context().run, fn, *args, **kwargs)
+
+    ThreadPoolExecutor.submit = submit  # type: ignore[method-assign, assignment]
+    _patched = True
+
+
+# DynamoDB operations that IAM authorizes as one action per request.
+_DYNAMODB_SINGLE = {
+    "GetItem",
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "Query",
+    "Scan",
+    "DescribeTable",
+}
+# A transaction is authorized per item, as the item's own action.
+_TRANSACT_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Get": "GetItem",
+}
+_CONNECTION_METHODS = {
+    "PostToConnection": "POST",
+    "GetConnection": "GET",
+    "DeleteConnection": "DELETE",
+}
+
+
+class IamRecorder:
+    """Installs on a boto3 session; appends each new :class:`TracedCall` to ``path``."""
+
+    def __init__(self, path: Path, tables: Mapping[str, str]) -> None:
+        """``tables``: physical table name -> logical id."""
+        self.path = path
+        self._tables = dict(tables)
+        self._seen: set[TracedCall] = set()
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+
+    def install(self, session: Any) -> None:
+        events = session.events
+        # provide-client-params sees the caller's own parameters, before serialization.
+        events.register("provide-client-params", self._on_request)
+
+    def invoked(self, invocation: Invocation) -> None:
+        self._record(TracedCall(invocation.function, invocation.route))
+
+    def _on_request(self, params: Mapping[str, Any], model: Any, **_: Any) -> None:
+        invocation = _CURRENT.get()
+        function = invocation.function if invocation else None
+        route = invocation.route if invocation else ""
+        service = model.service_model.service_name
+        for action, resource in self._authorizations(service, model.name, params):
+            self._record(TracedCall(function, route, action, resource))
+
+    def _authorizations(
+        self, service: str, operation: str, params: Mapping[str, Any]
+    ) -> Iterator[tuple[str, str]]:
+        if service == "dynamodb":
+            yield from self._dynamodb(operation, params)
+        elif service == "apigatewaymanagementapi":
+            yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
+        else:
+            # Not mapped to IAM resources yet: the check cannot grant it by accident.
+            yield f"{service}:{operation}", f"{service}:*"
+
+    def _dynamodb(self, operation: str, params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        if operation in _DYNAMODB_SINGLE:
+            resource = self._table(params["TableName"])
+            if params.get("IndexName"):
+                resource += f"/index/{params['IndexName']}"
+            yield f"dynamodb:{operation}", resource
+        elif operation in ("BatchGetItem", "BatchWriteItem"):
+            for table in params["RequestItems"]:
+                yield f"dynamodb:{operation}", self._table(table)
+        elif operation in ("TransactWriteItems", "TransactGetItems"):
+            for entry in params["TransactItems"]:
+                ((kind, item),) = entry.items()
+                yield f"dynamodb:{_TRANSACT_ACTIONS[kind]}", self._table(item["TableName"])
+        else:
+            yield f"dynamodb:{operation}", "table:*"
+
+    def _table(self, name: str) -> str:
+        return f"table:{self._tables.get(name, name)}"
+
+    def _record(self, call: TracedCall) -> None:
+        with self._lock:
+            if call in self._seen:
+                return
+            self._seen.add(call)
+            with self.path.open("a") as out:
+                out.write(json.dumps(asdict(call), sort_keys=True) + "\n")
+
+
+def read_trace(path: Path) -> list[TracedCall]:
+    return [
+        TracedCall(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()
+    ]
