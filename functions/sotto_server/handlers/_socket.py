@@ -6,15 +6,18 @@ and ping import only this, so their cold start stays small.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..aws import connections_client, dynamodb_client
 from ..config import settings
 from ..dal.connections import ConnectionsStore
-from ..dal.directory import DirectoryStore
 from ..events import MessageEvent
 from ..logic.frames import refusal_frame
 from ..logic.principal import Principal
 from ..logic.push import PushResult, disconnect, push
-from ..logic.standing import NotInGoodStanding, in_good_standing
+
+if TYPE_CHECKING:
+    from ..dal.directory import DirectoryStore
 
 __all__ = [
     "caller",
@@ -32,6 +35,9 @@ def connections_store() -> ConnectionsStore:
 
 
 def directory_store() -> DirectoryStore:
+    # On the first frame, not at import: $disconnect never needs it (cold start).
+    from ..dal.directory import DirectoryStore
+
     return DirectoryStore(dynamodb_client(), settings().table_name("DirectoryTable"))
 
 
@@ -45,6 +51,8 @@ def standing_caller(event: MessageEvent) -> Principal | None:
     A revoked device or suspended user gets one error frame (``revoked`` or
     ``suspended``) and then loses the socket, whatever route it called.
     """
+    from ..logic.standing import NotInGoodStanding, in_good_standing
+
     principal = caller(event)
     try:
         return in_good_standing(directory_store(), principal)

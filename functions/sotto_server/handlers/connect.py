@@ -15,7 +15,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..dal.connections import CONNECTION_TTL_SECONDS, Connection
 from ..events import ConnectEvent, parse
-from ..logic.standing import NotInGoodStanding, in_good_standing
 from ._socket import connections_store, directory_store
 
 logger = Logger()
@@ -38,6 +37,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             expires_at=connected_at + CONNECTION_TTL_SECONDS,
         )
     )
+    from ..logic.standing import NotInGoodStanding, in_good_standing  # first event, not import
+
     try:
         in_good_standing(directory_store(), principal)
     except NotInGoodStanding as refused:
