@@ -87,3 +87,12 @@ def test_sends_are_limited_per_device_inside_the_message_transaction(tight_stack
     assert codes.count("sent") == 30
     assert codes[-1] == "rate_limited"
     assert 0 < answers[-1]["retry_after_s"] <= 60
+
+
+def test_the_documented_limits_are_the_enforced_ones():
+    from pathlib import Path
+
+    from sotto_server.logic.limits import docs_table
+
+    api = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    assert docs_table() in api

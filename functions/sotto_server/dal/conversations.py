@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "MAX_MESSAGE_LIFETIME_MS",
     "Conversation",
     "ConversationsStore",
     "Mail",
@@ -57,6 +58,8 @@ __all__ = [
 # Mail nobody collects is dropped after this long (the sender's chain is
 # rotated long before).
 MAIL_TTL_SECONDS = 30 * 24 * 3600
+# The server keeps a message at most this long (the network policy's longest expiry).
+MAX_MESSAGE_LIFETIME_MS = 365 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -694,7 +697,10 @@ class ConversationsStore(SingleTableStore):
         self, message: StoredMessage, roster_version: int
     ) -> list[TransactWriteItemTypeDef]:
         cid = message.conversation_id
-        ttl = {"expires_at": number(message.expires_at // 1000 + 1)} if message.expires_at else {}
+        # A message without expiry still leaves the server after its maximum
+        # lifetime (clients keep their own history): storage is bounded.
+        ends = message.expires_at or message.server_time + MAX_MESSAGE_LIFETIME_MS
+        ttl = {"expires_at": number(ends // 1000 + 1)}
         return [
             {
                 "Update": {

@@ -1,14 +1,15 @@
 """Rate limits: fixed windows counted in the guards table.
 
-The table in docs/api.md is generated from ``LIMITS``; change both together.
+The table in docs/api.md is ``docs_table()``; ``tests/identity/test_rate_limits.py``
+holds the two equal.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-__all__ = ["LIMITS", "Limit", "RateLimited", "Window", "check", "window_for"]
+__all__ = ["LIMITS", "Limit", "RateLimited", "Window", "check", "docs_table", "window_for"]
 
 
 @dataclass(frozen=True)
@@ -17,37 +18,68 @@ class Limit:
     per: str  # what the subject is: "ip", "device", "network", "user"
     limit: int
     window_s: int
+    what: str  # for people: the docs/api.md row
 
 
 LIMITS: dict[str, Limit] = {
     limit.bucket: limit
     for limit in (
-        Limit("enroll_ip", "ip", 20, 60),
-        Limit("enroll_network", "network", 200, 3600),
+        Limit(
+            "enroll_ip",
+            "ip",
+            20,
+            60,
+            "enrollment and link requests (`/v1/enroll*`, `/v1/link/requests`)",
+        ),
+        Limit("enroll_network", "network", 200, 3600, "enrollment"),
         # A new device polls its link's status while the person approves it.
-        Limit("link_poll_ip", "ip", 120, 60),
+        Limit("link_poll_ip", "ip", 120, 60, "link status polls (`/v1/link/status`)"),
         # Counted in bundles: one sender rotating a 1000-member room of
         # phones, laptops and tablets fetches about 3,000 at once.
-        Limit("fetch_device", "device", 5000, 600),
-        Limit("fetch_network", "network", 50000, 600),
-        Limit("publish_device", "device", 20, 3600),
-        Limit("publish_network", "network", 2000, 3600),
-        Limit("link_device", "device", 10, 3600),
+        Limit(
+            "fetch_device",
+            "device",
+            5000,
+            600,
+            "bundles fetched (`fetch_bundles`, per device asked for)",
+        ),
+        Limit("fetch_network", "network", 50000, 600, "bundles fetched (`fetch_bundles`)"),
+        Limit("publish_device", "device", 20, 3600, "`publish_prekeys`"),
+        Limit("publish_network", "network", 2000, 3600, "`publish_prekeys`"),
+        Limit("link_device", "device", 10, 3600, "`link_create`"),
         # Nobody buries another user in rooms: rooms are made at a human pace.
-        Limit("room_create_user", "user", 30, 3600),
-        Limit("direct_create_user", "user", 200, 3600),
-        Limit("membership_device", "device", 120, 3600),
-        # Messaging: generous for people, bounded for scripts.
-        Limit("send_device", "device", 300, 60),
+        Limit("room_create_user", "user", 30, 3600, "rooms created (`create_conversation`, room)"),
+        Limit("direct_create_user", "user", 200, 3600, "direct conversations created"),
+        Limit(
+            "membership_device", "device", 120, 3600, "`add_members`, `remove_members`, `set_role`"
+        ),
+        # Messaging: generous for people, bounded for scripts. The send
+        # counter rides in the message's own transaction (still one write).
+        Limit("send_device", "device", 300, 60, "`send`"),
         # A 1000-member room's rotation is 50-75 distribute frames.
-        Limit("distribute_device", "device", 600, 600),
-        # New chains per sender device and conversation: rotations follow
-        # membership and device changes; each one is mail for every device.
-        Limit("chain_device", "device", 120, 3600),
-        Limit("sync_device", "device", 600, 60),
-        Limit("ack_device", "device", 600, 60),
+        Limit("distribute_device", "device", 600, 600, "`distribute` frames"),
+        # New chains per sender device: rotations follow membership and device
+        # changes, and each one is mail for every device of a conversation.
+        Limit(
+            "chain_device", "device", 120, 3600, "new chains (a `distribute` with a new `chain_id`)"
+        ),
+        Limit("sync_device", "device", 600, 60, "`sync`"),
+        Limit("ack_device", "device", 600, 60, "`ack`"),
     )
 }
+
+
+def _window(seconds: int) -> str:
+    return {60: "minute", 600: "10 minutes", 3600: "hour"}[seconds]
+
+
+def docs_table() -> str:
+    """The rate-limit table of docs/api.md (a test holds the two equal)."""
+    rows = ["| What | Per | Limit |", "|---|---|---|"]
+    for limit in LIMITS.values():
+        per = "source IP" if limit.per == "ip" else limit.per
+        rows.append(f"| {limit.what} | {per} | {limit.limit:,} per {_window(limit.window_s)} |")
+    return "\n".join(rows)
 
 
 class RateLimited(Exception):
@@ -77,7 +109,7 @@ class Window:
 
 def window_for(bucket: str, subject: str, now_s: int, scale: float = 1.0) -> Window:
     base = LIMITS[bucket]
-    limit = Limit(base.bucket, base.per, max(1, int(base.limit * scale)), base.window_s)
+    limit = replace(base, limit=max(1, int(base.limit * scale)))
     return Window(limit, subject, now_s - now_s % limit.window_s)
 
 

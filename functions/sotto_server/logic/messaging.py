@@ -17,7 +17,13 @@ from sotto.protocol.envelope import ExpiryPolicy, verify_envelope
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
 
-from ..dal.conversations import Conversation, Mail, MailDraft, StoredMessage
+from ..dal.conversations import (
+    MAX_MESSAGE_LIFETIME_MS,
+    Conversation,
+    Mail,
+    MailDraft,
+    StoredMessage,
+)
 from ..dal.directory import Conflict
 from . import limits
 from .conversations import Stores, limit, roster_entry
@@ -312,7 +318,8 @@ def _sent(rid: str | None, message: StoredMessage) -> dict[str, Any]:
 
 
 def _live(message: StoredMessage, now_ms: int, device_created_at: int) -> bool:
-    if message.expires_at and message.expires_at <= now_ms:
+    ends = message.expires_at or message.server_time + MAX_MESSAGE_LIFETIME_MS
+    if ends <= now_ms:
         return False  # TTL deletion lags; expired is gone
     # A device linked later gets no earlier history.
     return message.server_time >= device_created_at
