@@ -65,3 +65,52 @@ def test_cli_send_listen_conversations_room_and_verify(
     assert number in theirs  # both sides see the same safety number
     confirmed = run(capsys, "verify", "erin", "--confirm", "--profile", "dave")
     assert "status  verified" in confirmed
+
+
+def test_cli_room_moderation(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    users = {}
+    for name in ("gwen", "hank", "iris"):
+        code = invite(stack, handle=f"{name}-{tmp_path.name[-6:]}")["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
+        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    run(capsys, "room", "create", "crew", users["hank"], users["iris"], "--profile", "gwen")
+    out = run(
+        capsys,
+        "room",
+        "rename",
+        "#crew",
+        "Night shift",
+        "--topic",
+        "handover at 6",
+        "--profile",
+        "gwen",
+    )
+    assert "Night shift" in out
+    run(capsys, "room", "promote", "#crew", users["hank"], "--profile", "gwen")
+    members = json.loads(run(capsys, "room", "members", "#crew", "--json", "--profile", "gwen"))
+    roles = {m["user_id"]: m["role"] for m in members}
+    assert roles == {
+        users["gwen"]: "moderator",
+        users["hank"]: "moderator",
+        users["iris"]: "member",
+    }
+    shown = run(capsys, "listen", "--once", "--profile", "iris")
+    assert "named the room Night shift (topic: handover at 6)" in shown
+    # Iris knows the room by its shared name, without a local label.
+    run(capsys, "send", "#Night shift", "hello all", "--profile", "iris")
+    assert "hello all" in run(capsys, "listen", "--once", "--profile", "hank")
+    run(capsys, "room", "remove", "#Night shift", users["iris"], "--profile", "hank")
+    run(capsys, "send", "#crew", "after iris", "--profile", "gwen")
+    assert "after iris" not in run(capsys, "listen", "--once", "--profile", "iris")
+    assert "after iris" in run(capsys, "listen", "--once", "--profile", "hank")
+    run(capsys, "room", "demote", "#Night shift", users["gwen"], "--profile", "hank")
+    out = run(capsys, "room", "leave", "#crew", "--profile", "gwen")
+    assert out.strip() == "left #crew"
