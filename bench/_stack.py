@@ -129,8 +129,8 @@ class _TrackedFunctions(LocalFunctions):
 
     made: ClassVar[list[_TrackedFunctions]] = []
 
-    def __init__(self, stage: str = "local") -> None:
-        super().__init__(stage)
+    def __init__(self, stage: str = "local", recorder: Any = None) -> None:
+        super().__init__(stage, recorder)
         _TrackedFunctions.made.append(self)
         self.idle = threading.Condition()
         self.running = 0

@@ -22,7 +22,7 @@ Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -275,37 +275,49 @@ class DirectoryStore(SingleTableStore):
         item = self._get(f"DEVICE#{device_id}", "OTPKCOUNT")
         return 0 if item is None else _n(item, "remaining")
 
-    def take_prekeys(self, device_ids: Sequence[str]) -> dict[str, tuple[str, bytes, int]]:
+    def take_prekeys(
+        self, device_ids: Sequence[str], *, cleanup: list[Callable[[], None]] | None = None
+    ) -> dict[str, tuple[str, bytes, int]]:
         """One prekey per device: ``(kind, certificate, one-time prekeys left)``.
 
-        A one-time prekey when the device has one left ("one_time", removed
-        here so nobody else gets it), else its signed prekey ("signed");
-        devices with neither are missing from the answer. Ids only grow, so
-        each device's counter names the next one-time prekey to hand out:
-        per 100 devices, one BatchGetItem of counters and signed prekeys, one
-        transaction moving the counters (each conditional on the value read,
-        so two fetchers never get the same prekey), one BatchGetItem of the
-        prekeys and their deletes. A device whose move lost a race is read
-        and tried again. Every id up to the top is stored: publishes are contiguous and the
-        counter never moves backwards, so no prekey is ever handed out twice.
+        A one-time prekey when the device has one left ("one_time": nobody
+        else gets it), else its signed prekey ("signed"); devices with
+        neither are missing from the answer. One-time prekey ids are
+        published consecutively, so each device's counter names the next one
+        to hand out: per 100 devices, one BatchGetItem of the counters, one
+        transaction moving them on (each conditional on the value read, so
+        two fetchers never get the same prekey; a device another fetcher
+        moved first is read again and retried), one BatchGetItem of the
+        prekeys won, one of the signed prekeys of the devices left without.
+        The won prekeys' deletes are housekeeping (a counter never moves
+        back): with ``cleanup`` they are queued there to run after the answer.
         """
         unique = list(dict.fromkeys(device_ids))
         answer: dict[str, tuple[str, bytes, int]] = {}
+        deletes: list[Any] = []
         for start in range(0, len(unique), 100):
-            answer.update(self._take_some(unique[start : start + 100]))
+            answer.update(self._take_some(unique[start : start + 100], deletes))
+        if cleanup is None:
+            self._delete_all(deletes)
+        elif deletes:
+            cleanup.append(lambda: self._delete_all(deletes))
         return answer
 
-    def _take_some(self, devices: Sequence[str]) -> dict[str, tuple[str, bytes, int]]:
-        read = self._batch_get(
-            [(f"DEVICE#{d}", sk) for d in devices for sk in ("SPK", "OTPKCOUNT")]
-        )
+    def _delete_all(self, deletes: Sequence[Any]) -> None:
+        for start in range(0, len(deletes), 25):
+            self._batch_write(list(deletes[start : start + 25]))
+
+    def _take_some(
+        self, devices: Sequence[str], deletes: list[Any]
+    ) -> dict[str, tuple[str, bytes, int]]:
+        read = self._batch_get([(f"DEVICE#{d}", "OTPKCOUNT") for d in devices])
         counters = {d: read.get((f"DEVICE#{d}", "OTPKCOUNT")) for d in devices}
         taken: dict[str, bytes] = {}
         want = [d for d in devices if _available(counters[d])]
         for _ in range(8):
             planned = {d: _n(counters[d] or {}, "next_id") for d in want}
             moved = self._move_counters(planned)
-            taken.update(self._fetch_and_delete({d: planned[d] for d in moved}))
+            taken.update(self._fetch_won({d: planned[d] for d in moved}, deletes))
             lost = [d for d in want if d not in moved]
             if not lost:
                 break
@@ -313,25 +325,26 @@ class DirectoryStore(SingleTableStore):
             fresh = self._batch_get([(f"DEVICE#{d}", "OTPKCOUNT") for d in lost])
             counters.update({d: fresh.get((f"DEVICE#{d}", "OTPKCOUNT")) for d in lost})
             want = [d for d in lost if _available(counters[d])]
+        # Signed prekeys only for the devices without a one-time prekey for us.
+        rest = [d for d in devices if d not in taken]
+        signed = self._batch_get([(f"DEVICE#{d}", "SPK") for d in rest]) if rest else {}
         answer: dict[str, tuple[str, bytes, int]] = {}
         for device_id in devices:
             if device_id in taken:
                 left = max(0, _n_or_zero(counters[device_id]) - 1)
                 answer[device_id] = ("one_time", taken[device_id], left)
-            elif (spk := read.get((f"DEVICE#{device_id}", "SPK"))) is not None:
+            elif (spk := signed.get((f"DEVICE#{device_id}", "SPK"))) is not None:
                 answer[device_id] = ("signed", _bytes(spk, "certificate"), 0)
         return answer
 
-    def _fetch_and_delete(self, ids: Mapping[str, int]) -> dict[str, bytes]:
-        """The one-time prekeys whose ids this caller just won, read and then deleted."""
+    def _fetch_won(self, ids: Mapping[str, int], deletes: list[Any]) -> dict[str, bytes]:
+        """The one-time prekeys whose ids this caller just won; their deletes are queued."""
         if not ids:
             return {}
         keys = {d: (f"DEVICE#{d}", f"OTPK#{prekey_id:010d}") for d, prekey_id in ids.items()}
         items = self._batch_get(list(keys.values()))
         found = {d: _bytes(items[k], "certificate") for d, k in keys.items() if k in items}
-        deletes = [{"DeleteRequest": {"Key": key(*keys[d])}} for d in found]
-        for start in range(0, len(deletes), 25):
-            self._batch_write(deletes[start : start + 25])
+        deletes.extend({"DeleteRequest": {"Key": key(*keys[d])}} for d in found)
         return found
 
     def _move_counters(self, planned: Mapping[str, int]) -> set[str]:

@@ -61,4 +61,6 @@ def run_route(
         pushes = online_pushes(encoded)
         list(_pool.map(lambda push: reply(*push), pushes))
         metrics.add_metric(name="Pushes", unit=MetricUnit.Count, value=len(pushes))
+    for task in outcome.afterwards:
+        task()
     metrics.add_metric(name="Answered", unit=MetricUnit.Count, value=1)

@@ -181,8 +181,10 @@ def fetch_bundles(
             unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "revoked"})
         else:
             eligible.append((user_id, device_id))
-    taken = directory.take_prekeys([device_id for _, device_id in eligible])
     outcome = Outcome()
+    taken = directory.take_prekeys(
+        [device_id for _, device_id in eligible], cleanup=outcome.afterwards
+    )
     bundles: list[dict[str, Any]] = []
     for user_id, device_id in eligible:
         if device_id not in taken:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,10 +14,13 @@ MAX_FRAME_BYTES = 100 * 1024
 
 @dataclass
 class Outcome:
-    """Frames for the caller, and (device_id, frame) notices for other devices."""
+    """Frames for the caller, (device_id, frame) notices for other devices, and
+    housekeeping nobody waits for (run after the answer went out; it must be
+    safe to lose, as a Lambda may stop after answering)."""
 
     replies: list[dict[str, Any]] = field(default_factory=list)
     notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    afterwards: list[Callable[[], None]] = field(default_factory=list)
 
 
 def paginate(
