@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from sotto.client.errors import PassphraseError, ProfileError, UsageError
 from sotto.client.profile import (
@@ -57,7 +58,7 @@ def test_truncated_keystore_is_reported_corrupt(home: Path) -> None:
     data = profile.keystore_path.read_bytes()
     profile.keystore_path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptKeystore):
-        profile.load_keys(PASSPHRASE)
+        Profile.open(profile.name, home).load_keys(PASSPHRASE)  # a new process opens it
 
 
 def test_unknown_profile_is_named_in_the_error(home: Path) -> None:
@@ -174,3 +175,66 @@ def test_cli_whoami_needs_no_passphrase_and_prints_no_secrets(
     assert '"device_id": "dev-1"' in result.out
     assert info.identity_key is not None
     assert info.identity_key not in result.out
+
+
+def test_one_key_derivation_per_process_and_the_state_files_are_sealed(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile, _, keys = make_profile(home)
+    derived = []
+    original = Argon2id.derive
+
+    def counting(self: Argon2id, data: bytes) -> bytes:
+        derived.append(1)
+        return original(self, data)
+
+    monkeypatch.setattr(Argon2id, "derive", counting)
+    again = Profile.open(profile.name, home)
+    for _ in range(3):
+        loaded = again.load_keys(PASSPHRASE)
+        again.save_keys(loaded, PASSPHRASE)
+    assert len(derived) == 1
+    assert loaded.device.serialize() == keys.device.serialize()
+    state = profile.path / "state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for path in state.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert keys.device.device_id.encode() not in path.read_bytes()  # sealed, not plain
+
+
+def test_a_state_file_swapped_for_another_is_refused(home: Path) -> None:
+    profile, _, _ = make_profile(home)
+    vault = Profile.open(profile.name, home).unlock(PASSPHRASE)
+    vault.write("conv-a", b"one conversation")
+    vault.write("conv-b", b"another")
+    (profile.path / "state" / "conv-a").write_bytes(
+        (profile.path / "state" / "conv-b").read_bytes()
+    )
+    with pytest.raises(CorruptKeystore, match="conv-a"):
+        vault.read("conv-a")
+
+
+def test_a_keystore_of_the_earlier_format_moves_into_the_vault(home: Path) -> None:
+    from sotto import keystore as keystore_file
+    from sotto.protocol.device import DeviceSecrets
+    from sotto.protocol.keys import IdentityKeyPair
+
+    identity = IdentityKeyPair.generate()
+    device = DeviceSecrets.create(identity, "usr-1", "dev-1", now=1_700_000_000_000)
+    (home / "old").mkdir(parents=True, mode=0o700)
+    keystore_file.save(
+        home / "old" / "keystore",
+        {
+            "device": device.serialize(),
+            "identity": identity.private_bytes(),
+            "published_through": (7).to_bytes(4, "big"),
+        },
+        PASSPHRASE,
+    )
+    profile = Profile("old", home)
+    keys = profile.load_keys(PASSPHRASE)
+    assert keys.device.serialize() == device.serialize()
+    assert keys.published_through == 7
+    assert keys.identity is not None
+    reopened = Profile("old", home).load_keys(PASSPHRASE)  # the new format, from a new process
+    assert reopened.device.serialize() == device.serialize()

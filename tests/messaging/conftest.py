@@ -1,9 +1,8 @@
 """Fixtures for messaging over the real local stack: people with enrolled and linked
 devices, each device a ``Messenger`` (the SDK) with its own profile and keystore.
 
-Keystores written by the messenger use the lowest Argon2id parameters the
-format accepts, so the suite spends its time on messaging rather than on the
-KDF; enrollment itself uses the defaults.
+Keystores use the default Argon2id parameters: a command derives the key
+once (``Profile.unlock``), so the suite needs no weakened KDF.
 """
 
 from __future__ import annotations
@@ -25,11 +24,9 @@ from sotto.client.events import Event, MessageEvent
 from sotto.client.messaging import Messenger
 from sotto.client.profile import Profile
 from sotto.client.server import ServerConfig, resolve_server
-from sotto.protocol.keystore import KdfParams
 from tests.support.stack import Stack, invite
 
 PASSPHRASE = "correct horse battery"
-FAST_KDF = KdfParams(memory_kib=19 * 1024, iterations=2, lanes=1)
 
 
 class QuietUi:
@@ -57,7 +54,7 @@ def open_messenger(home: Path, name: str, **kwargs: object) -> Messenger:
     profile = Profile.open(name, home)
     info = profile.read_info()
     keys = profile.load_keys(PASSPHRASE)
-    return Messenger.open(profile, info, keys, PASSPHRASE, kdf=FAST_KDF, **kwargs)
+    return Messenger.open(profile, info, keys, PASSPHRASE, **kwargs)
 
 
 def enroll_person(stack: Stack, server: ServerConfig, home: Path, handle: str) -> str:

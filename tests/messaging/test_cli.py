@@ -114,3 +114,62 @@ def test_cli_room_moderation(
     run(capsys, "room", "demote", "#Night shift", users["gwen"], "--profile", "hank")
     out = run(capsys, "room", "leave", "#crew", "--profile", "gwen")
     assert out.strip() == "left #crew"
+
+
+def test_commands_work_beside_a_running_listener(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A person keeps `listen` open all day: send, verify, contacts, conversations beside it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SOTTO_HOME", str(home))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    users = {}
+    suffix = tmp_path.name[-6:]
+    for name in ("kim", "lee"):
+        code = invite(stack, handle=f"{name}-{suffix}")["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
+        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    env = {**os.environ, "SOTTO_HOME": str(home), "SOTTO_PASSPHRASE": PASSPHRASE}
+    listener = subprocess.Popen(
+        [sys.executable, "-m", "sotto.cli", "listen", "--json", "--profile", "lee"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(3)  # it has synced and waits for pushes
+        run(capsys, "contacts", "add", "kim", users["kim"], "--profile", "lee")
+        run(capsys, "send", "kim", "from lee beside the listener", "--profile", "lee")
+        assert "kim" in run(capsys, "contacts", "--profile", "lee")
+        assert run(capsys, "conversations", "--json", "--profile", "lee")
+        assert "safety" in run(capsys, "verify", users["kim"], "--profile", "lee")
+        run(capsys, "send", users["lee"], "to the listener", "--profile", "kim")
+        deadline = time.monotonic() + 30
+        seen = []
+        assert listener.stdout is not None
+        while time.monotonic() < deadline:
+            line = listener.stdout.readline()
+            if not line:
+                break
+            event = json.loads(line)
+            if event["type"] == "message":
+                seen.append(event["text"])
+            if "to the listener" in seen:
+                break
+        assert "to the listener" in seen
+    finally:
+        listener.terminate()
+        listener.wait(timeout=20)
+    # The profile is whole afterwards: kim got lee's message, nothing shows twice.
+    assert "from lee beside the listener" in run(capsys, "listen", "--once", "--profile", "kim")
+    assert "to the listener" not in run(capsys, "listen", "--once", "--profile", "lee")

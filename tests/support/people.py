@@ -19,17 +19,14 @@ from sotto.client.messaging import Messenger
 from sotto.client.profile import DeviceKeys, Profile, ProfileInfo
 from sotto.client.server import ServerConfig, from_endpoints
 from sotto.protocol.device import DeviceSecrets
-from sotto.protocol.keystore import KdfParams
 from sotto_server.dal.directory import DeviceRecord, DirectoryStore
 from sotto_server.logic.identity import signing_key_der
 
 from .stack import SeededDevice, Socket, Stack, publish_prekeys, seed_device
 
-__all__ = ["FAST_KDF", "PASSPHRASE", "add_device", "messenger_for", "seed_person", "server_of"]
+__all__ = ["PASSPHRASE", "add_device", "messenger_for", "seed_person", "server_of"]
 
 PASSPHRASE = "correct horse battery"
-# The lowest Argon2id the keystore format accepts: these tests measure messaging.
-FAST_KDF = KdfParams(memory_kib=19 * 1024, iterations=2, lanes=1)
 
 
 @dataclass
@@ -110,13 +107,12 @@ def messenger_for(stack: Stack, home: Path, device: SeededDevice, **kwargs: obje
         )
         with Profile.create(name, home) as profile:
             profile.write_info(info)
-            profile.save_keys(keys, PASSPHRASE, params=FAST_KDF)
+            profile.save_keys(keys, PASSPHRASE)
     profile = Profile.open(name, home)
     return Messenger.open(
         profile,
         profile.read_info(),
         profile.load_keys(PASSPHRASE),
         PASSPHRASE,
-        kdf=FAST_KDF,
         **kwargs,
     )

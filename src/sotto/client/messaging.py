@@ -22,19 +22,23 @@ does no cryptography itself. Its rules:
   (sending) or is reported as a notice (receiving) until the person runs
   ``sotto verify USER --accept-change``.
 
-One process at a time may use a profile's messaging state: the profile's
-``lock`` file is held while a ``Messenger`` is open.
+Several processes may use a profile at once (a ``listen`` beside ``send``,
+``verify``, ``contacts``...): every operation runs under the profile's lock
+(``Vault.lock``, held for the operation only, never while waiting for
+pushes), first reads again what another process wrote, and at its end
+writes only the state files it changed. The passphrase's key derivation runs
+once per process (``Profile.unlock``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
+import functools
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.content import Content, Control, Receipt, Text
@@ -57,7 +61,6 @@ from sotto.protocol.errors import (
     UnknownSender,
 )
 from sotto.protocol.keys import IdentityPublicKey
-from sotto.protocol.keystore import DEFAULT_KDF, KdfParams
 from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 
@@ -68,9 +71,8 @@ from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
 from .profile import DeviceKeys, Profile, ProfileInfo
 from .session import Session, join_parts
 from .store import (
-    ENTRY,
     ConversationRecord,
-    MessagingState,
+    MessagingStore,
     OutboxItem,
     PendingItem,
     StoredMessage,
@@ -85,6 +87,8 @@ __all__ = [
     "SessionLike",
 ]
 
+T = TypeVar("T")
+P = ParamSpec("P")
 DISTRIBUTIONS_PER_FRAME = 40  # docs/api.md: at most 40 per distribute frame
 BUNDLES_PER_REQUEST = 100  # docs/api.md: at most 100 devices per fetch_bundles
 ROOM_CREATE_MEMBERS = 31  # docs/api.md: members named at creation, besides the creator
@@ -137,6 +141,18 @@ class _Batch:
     delivered: dict[tuple[str, str], list[bytes]]  # (conversation, sender user) -> ids
 
 
+def _operation(
+    method: Callable[Concatenate[Messenger, P], T],
+) -> Callable[Concatenate[Messenger, P], T]:
+    """Run a Messenger method as one ``operation`` (locked, refreshed, saved)."""
+
+    def run(self: Messenger, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self.operation():
+            return method(self, *args, **kwargs)
+
+    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+
+
 class Messenger:
     """``with Messenger.open(profile, info, keys, passphrase) as m: m.send_text(...)``."""
 
@@ -149,7 +165,6 @@ class Messenger:
         *,
         connect: Callable[[], SessionLike] | None = None,
         clock: Callable[[], int] = now_ms,
-        kdf: KdfParams = DEFAULT_KDF,
         receipts: bool = True,
     ) -> None:
         identity = info.identity_public()
@@ -161,15 +176,22 @@ class Messenger:
             lambda: Session.open(info.server, info.device_id, keys.device.signing_key)
         )
         self._clock = clock
-        self._kdf = kdf
         self._receipts = receipts
         self._session: SessionLike | None = None
-        self._lock: IO[bytes] | None = None
-        self.state = MessagingState.parse(keys.extra.get(ENTRY))
+        self._identity = identity
+        self._vault = profile.unlock(passphrase)
+        self._store = MessagingStore(self._vault)
+        self._depth = 0
+        with self._vault.lock():
+            self.state = self._store.load()
+            self._keys_written = _keys_digest(keys)
         self.local = LocalDevice(keys.device, identity, self.state.tracker)
         self._live: dict[str, Conversation] = {}
+        self._touched: set[str] = set()
         self._dirty = False
-        self._needs_sync = False
+        # A Messenger just opened has missed what arrived while it was closed:
+        # its first poll syncs before it hands out any push.
+        self._needs_sync = True
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -177,9 +199,7 @@ class Messenger:
     def open(
         cls, profile: Profile, info: ProfileInfo, keys: DeviceKeys, passphrase: str, **kwargs: Any
     ) -> Messenger:
-        messenger = cls(profile, info, keys, passphrase, **kwargs)
-        messenger._acquire_lock()
-        return messenger
+        return cls(profile, info, keys, passphrase, **kwargs)
 
     def __enter__(self) -> Messenger:
         return self
@@ -189,38 +209,63 @@ class Messenger:
 
     def close(self) -> None:
         try:
-            if self._dirty:
-                self.save()
+            if self._dirty or self._touched:
+                with self.operation():
+                    pass
         finally:
             if self._session is not None:
                 with contextlib.suppress(ClientError):
                     self._session.close()
                 self._session = None
-            if self._lock is not None:
-                self._lock.close()  # closing the file releases the lock
-                self._lock = None
 
-    def _acquire_lock(self) -> None:
-        path = self.profile.path / "lock"
-        handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")  # noqa: SIM115
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise MessagingError(
-                f"profile {self.profile.name!r} is in use by another sotto process "
-                "(listen or chat); use 'sotto chat' to send and receive at once"
-            ) from None
-        self._lock = handle
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One operation on the profile's state: locked, refreshed first, saved at the end.
+
+        Re-entrant: only the outermost block reads and writes the files.
+        """
+        with self._vault.lock():
+            outermost = self._depth == 0
+            self._depth += 1
+            try:
+                if outermost:
+                    self._refresh_from_disk()
+                yield
+            finally:
+                self._depth -= 1
+                if outermost:
+                    self.save()
+
+    def _refresh_from_disk(self) -> None:
+        """What another process (a ``send`` beside this ``listen``) wrote since we last looked."""
+        rebuild = False
+        if self._vault.changed("device"):
+            self.keys = self.profile.read_keys(self._vault)
+            self._keys_written = _keys_digest(self.keys)
+            rebuild = True
+        tracker = self.state.tracker
+        changed = self._store.refresh(self.state)
+        if rebuild or self.state.tracker is not tracker:
+            # Engines hold the device and its tracker: parse them again on use.
+            self.local = LocalDevice(self.keys.device, self._identity, self.state.tracker)
+            self._live.clear()
+        for cid in changed:
+            self._live.pop(cid, None)
 
     def save(self) -> None:
-        """Seal every conversation state, the tracker and the history into the keystore."""
-        self.purge()
-        for cid, conversation in self._live.items():
-            self.state.conversations[cid].state = conversation.serialize()
-        self.keys.extra[ENTRY] = self.state.serialize()
-        self.profile.save_keys(self.keys, self._passphrase, params=self._kdf)
-        self._dirty = False
+        """Write what this process changed: the touched conversations, the device's state."""
+        with self._vault.lock():
+            self.purge()
+            for cid, conversation in self._live.items():
+                self.state.conversations[cid].state = conversation.serialize()
+                self._touched.add(cid)
+            self._store.save(self.state, only=self._touched)
+            digest = _keys_digest(self.keys)
+            if digest != self._keys_written:
+                self.profile.write_keys(self._vault, self.keys)
+                self._keys_written = digest
+            self._touched.clear()
+            self._dirty = False
 
     # -- transport -------------------------------------------------------------------
 
@@ -275,6 +320,7 @@ class Messenger:
                 return handle
         return "you" if user_id == self.info.user_id else user_id
 
+    @_operation
     def add_contact(self, handle: str, user_id: str) -> None:
         self.state.contacts[handle.removeprefix("@")] = user_id
         self._dirty = True
@@ -288,8 +334,19 @@ class Messenger:
             return record.conversation_id
         if target in self.state.conversations:
             return target
+        user_id = self.resolve_user(target)
+        known = next(
+            (
+                r.conversation_id
+                for r in self.state.conversations.values()
+                if r.kind == "direct" and r.peer == user_id and not r.left
+            ),
+            None,
+        )
+        if known is not None:
+            return known  # no round trip: the direct conversation of two users never changes
         try:
-            return self.direct(self.resolve_user(target))
+            return self.direct(user_id)
         except FrameError as exc:
             if exc.code not in ("not_found", "bad_request"):
                 raise
@@ -298,6 +355,7 @@ class Messenger:
                 return target
             raise MessagingError(f"no user or conversation {target!r}") from None
 
+    @_operation
     def direct(self, user_id: str) -> str:
         answer = self._call("create_conversation", kind="direct", user_id=user_id)
         conversation = self._conversation_frame(answer)
@@ -305,6 +363,7 @@ class Messenger:
         record.peer = user_id
         return record.conversation_id
 
+    @_operation
     def create_room(self, label: str, user_ids: list[str]) -> str:
         """Create a room (this user its moderator) with any number of members.
 
@@ -327,6 +386,7 @@ class Messenger:
             self._call("add_members", conversation_id=record.conversation_id, user_ids=batch)
         return record.conversation_id
 
+    @_operation
     def add_members(self, target: str, user_ids: list[str]) -> None:
         cid = self.resolve(target)
         wanted = sorted(set(user_ids))
@@ -340,6 +400,7 @@ class Messenger:
             self.send(cid, RoomProfile(record.room_name, record.topic).to_control())
         self.save()
 
+    @_operation
     def remove_members(self, target: str, user_ids: list[str]) -> None:
         """Remove members (moderators only); every sender rotates before its next message."""
         cid = self.resolve(target)
@@ -351,6 +412,7 @@ class Messenger:
         self._engine(cid).request_rotation()
         self.save()
 
+    @_operation
     def leave(self, target: str) -> None:
         cid = self.resolve(target)
         self._call("leave", conversation_id=cid)
@@ -361,6 +423,7 @@ class Messenger:
         self._dirty = True
         self.save()
 
+    @_operation
     def set_role(self, target: str, user_id: str, role: str) -> None:
         cid = self.resolve(target)
         self._call("set_role", conversation_id=cid, user_id=user_id, role=role)
@@ -383,6 +446,7 @@ class Messenger:
             for m in answer.get("members") or []
         ]
 
+    @_operation
     def set_room_profile(self, target: str, name: str, topic: str = "") -> SentMessage:
         """Give the room a name and topic its members see (end-to-end encrypted)."""
         cid = self.resolve(target)
@@ -399,6 +463,7 @@ class Messenger:
         self.save()
         return sent
 
+    @_operation
     def label_room(self, conversation_id: str, label: str) -> None:
         """Name a room someone else created (labels never leave this device)."""
         label = label.removeprefix("#")
@@ -408,6 +473,7 @@ class Messenger:
         self._record(conversation_id).label = label
         self._dirty = True
 
+    @_operation
     def conversations(self) -> list[dict[str, Any]]:
         """The server's list, with this device's labels and last local message."""
         listed = self._call_parts("list_conversations")
@@ -440,6 +506,7 @@ class Messenger:
             return self.name_of(record.peer)
         return record.conversation_id
 
+    @_operation
     def history(self, target: str) -> list[StoredMessage]:
         cid = target if target in self.state.conversations else self.resolve(target)
         self.purge()
@@ -454,6 +521,7 @@ class Messenger:
         return conversation
 
     def _record(self, cid: str, *, kind: str | None = None) -> ConversationRecord:
+        self._touched.add(cid)  # whoever asks may change it; unchanged files are not rewritten
         record = self.state.conversations.get(cid)
         if record is None:
             record = ConversationRecord(cid, kind or "unknown")
@@ -478,6 +546,7 @@ class Messenger:
         self._live[cid] = live
         return live
 
+    @_operation
     def refresh(self, cid: str) -> Conversation:
         """Fetch the roster, verify every certificate against trusted identities, set members."""
         parts = self._call_parts("conversation_devices", conversation_id=cid)
@@ -544,6 +613,7 @@ class Messenger:
         timers = MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
         return self.send(cid, Text(text), timers=timers)
 
+    @_operation
     def send(
         self,
         cid: str,
@@ -559,7 +629,7 @@ class Messenger:
             try:
                 return self._deliver(item)
             except FrameError as exc:
-                self.state.outbox.remove(item)
+                self._record(cid).outbox.remove(item)
                 self._forget_sent(cid, item.message_id)
                 # A distribution to a device the server no longer lists is refused outright
                 # (invalid_envelope): the same repair as stale_devices.
@@ -609,7 +679,7 @@ class Messenger:
             distributions=[d.data for d in outgoing.distributions],
             to_user=to_user,
         )
-        self.state.outbox.append(item)
+        record.outbox.append(item)
         if isinstance(content, Text):
             header = outgoing.header
             record.add_history(
@@ -682,8 +752,9 @@ class Messenger:
                 if exc.code != "conflict" or attempt == MAX_SEND_ATTEMPTS - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
-        if item in self.state.outbox:
-            self.state.outbox.remove(item)
+        outbox = self._record(item.conversation_id).outbox
+        if item in outbox:
+            outbox.remove(item)
         self._dirty = True
         seq, server_time = answer.get("seq"), answer.get("server_time")
         record = self._record(item.conversation_id)
@@ -706,6 +777,7 @@ class Messenger:
         record = self._record(cid)
         record.history = [m for m in record.history if m.message_id != message_id]
 
+    @_operation
     def flush_outbox(self) -> list[SentMessage]:
         """Send what a previous run prepared but could not confirm (same bytes)."""
         sent = []
@@ -713,7 +785,7 @@ class Messenger:
             try:
                 sent.append(self._deliver(item))
             except FrameError as exc:
-                self.state.outbox.remove(item)
+                self._record(item.conversation_id).outbox.remove(item)
                 self._forget_sent(item.conversation_id, item.message_id)
                 self._dirty = True
                 if exc.code != "stale_devices":
@@ -722,6 +794,7 @@ class Messenger:
 
     # -- receiving -------------------------------------------------------------------
 
+    @_operation
     def sync(self, *, read: bool = False) -> list[Event]:
         """Everything missed, page by page: process, save, then acknowledge.
 
@@ -748,7 +821,7 @@ class Messenger:
                 return events
 
     def poll(self, timeout: float, *, read: bool = False) -> list[Event]:
-        """Wait up to ``timeout`` s for pushes; process every one that is waiting.
+        """Wait up to ``timeout`` s for pushes (unlocked); process every one that is waiting.
 
         A lost connection is reopened and followed by a sync; a gap in a
         conversation's seqs is filled by a sync.
@@ -761,17 +834,22 @@ class Messenger:
             self._reconnect()
             return self.sync(read=read)
         if first is None:
-            if self.purge():
-                self.save()
+            with self.operation():
+                self.purge()
             return []
         frames = [first]
         with contextlib.suppress(ConnectionLost):
             while (frame := self.session.next_push(0)) is not None:
                 frames.append(frame)
+        with self.operation():
+            return self._process_pushes(frames, read=read)
+
+    def _process_pushes(self, frames: list[dict[str, Any]], *, read: bool) -> list[Event]:
         mail = [f for f in frames if f.get("action") == "mail"]
         messages = [f for f in frames if f.get("action") == "message"]
         if any(f.get("action") == "prekeys_low" for f in frames):
-            self.replenish_prekeys()
+            with contextlib.suppress(ClientError):  # a closed socket: the next poll reconnects
+                self.replenish_prekeys()
         events: list[Event] = []
         for frame in frames:
             if frame.get("action") == "membership":
@@ -1083,6 +1161,7 @@ class Messenger:
                     batch.events.append(NoticeEvent(cid, "receipt", f"receipt not sent: {exc}"))
         return items
 
+    @_operation
     def mark_read(self, events: list[Event]) -> None:
         """The person has now seen these messages: read receipts, burn clocks start."""
         batch = _Batch([], [], [], {})
@@ -1121,6 +1200,7 @@ class Messenger:
 
     # -- prekeys and trust -----------------------------------------------------------
 
+    @_operation
     def replenish_prekeys(self) -> None:
         """Top up one-time prekeys (private halves saved before publishing)."""
         session = self.session
@@ -1158,6 +1238,7 @@ class Messenger:
             changed=changed,
         )
 
+    @_operation
     def verify(
         self, user_id: str, *, confirm: bool = False, accept_change: bool = False
     ) -> SafetyReport:
@@ -1209,3 +1290,9 @@ def _expired(envelope: bytes, now: int) -> bool:
     except ProtocolError:
         return True
     return bool(header.expires_at) and header.expires_at <= now
+
+
+def _keys_digest(keys: DeviceKeys) -> bytes:
+    return hashlib.sha256(
+        keys.device.serialize() + keys.published_through.to_bytes(4, "big")
+    ).digest()

@@ -4,10 +4,13 @@
 
     $SOTTO_HOME/<name>/profile.json   non-secret: server, network, user, device, handle,
                                       the identity PUBLIC key (mode 0600 all the same)
-    $SOTTO_HOME/<name>/keystore       sealed (sotto.keystore): "device" = DeviceSecrets,
-                                      "identity" = identity private key, if this device has it,
-                                      "messaging" = conversations, trust, local history
-    $SOTTO_HOME/<name>/lock           held by the one process using the messaging state
+    $SOTTO_HOME/<name>/keystore       sealed under the passphrase (sotto.keystore): the
+                                      data key, and the identity private key if this
+                                      device has it
+    $SOTTO_HOME/<name>/state/         sealed under the data key (``vault``): "device" =
+                                      DeviceSecrets and the prekey watermark, and the
+                                      messaging state (``store``)
+    $SOTTO_HOME/<name>/lock           held while one operation changes the state
 
 ``SOTTO_HOME`` defaults to ``$XDG_CONFIG_HOME/sotto`` (``~/.config/sotto``).
 ``SOTTO_PASSPHRASE`` supplies the keystore passphrase; otherwise it is prompted for.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hmac
 import json
 import os
 import re
@@ -26,7 +30,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sotto import keystore
 from sotto.protocol.device import DeviceSecrets
 from sotto.protocol.errors import CorruptKeystore, MalformedMessage
 from sotto.protocol.keys import IdentityKeyPair, IdentityPublicKey
@@ -35,9 +38,11 @@ from sotto.protocol.keystore import DEFAULT_KDF, MIN_PASSPHRASE_LENGTH, KdfParam
 from .encoding import b64d, b64e
 from .errors import PassphraseError, ProfileError, ServerResolutionError, UsageError
 from .server import ServerConfig
+from .vault import Vault
 
 __all__ = [
     "KEYSTORE_FILE",
+    "LEGACY_MESSAGING_FILE",
     "PROFILE_FILE",
     "DeviceKeys",
     "Profile",
@@ -51,10 +56,14 @@ __all__ = [
 PROFILE_FILE = "profile.json"
 KEYSTORE_FILE = "keystore"
 PROFILE_VERSION = 1
+# Entries of the earlier single-file keystore, moved into the vault on first unlock.
 _ENTRY_DEVICE = "device"
 _ENTRY_IDENTITY = "identity"
 _ENTRY_PUBLISHED = "published_through"
-_OWN_ENTRIES = frozenset({_ENTRY_DEVICE, _ENTRY_IDENTITY, _ENTRY_PUBLISHED})
+_LEGACY_MESSAGING = "messaging"
+_DEVICE_FILE = "device"
+# The messaging state as the earlier format kept it; ``store`` splits it up.
+LEGACY_MESSAGING_FILE = "legacy-messaging"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -165,8 +174,6 @@ class DeviceKeys:
     identity: IdentityKeyPair | None = field(default=None, repr=False)
     # Highest one-time prekey id published; kept beside the prekeys so the two never disagree.
     published_through: int = 0
-    # Other keystore entries (messaging state), kept verbatim so every save preserves them.
-    extra: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class Profile:
@@ -175,6 +182,8 @@ class Profile:
         self.path = (home or sotto_home()) / name
         # Set by a flow once the server may know this device: then a failure keeps the keys.
         self.keep = False
+        self._vault: Vault | None = None  # unlocked once per process (one key derivation)
+        self._unlocked_with = b""
 
     @property
     def info_path(self) -> Path:
@@ -242,28 +251,80 @@ class Profile:
             handle.write("\n")
         os.replace(temp, self.info_path)
 
+    def unlock(self, passphrase: str) -> Vault:
+        """The profile's vault: the passphrase's key derivation runs once per process.
+
+        A keystore of the earlier single-file format (every secret and the
+        messaging state under the passphrase) is moved into the vault here.
+        """
+        if self._vault is not None and hmac.compare_digest(
+            self._unlocked_with, passphrase.encode()
+        ):
+            return self._vault
+        vault, entries = Vault.unlock(self.path, passphrase)
+        if vault is None:
+            vault = self._migrate(entries, passphrase)
+        self._vault, self._unlocked_with = vault, passphrase.encode()
+        return vault
+
+    def _migrate(self, entries: dict[str, bytes], passphrase: str) -> Vault:
+        if _ENTRY_DEVICE not in entries:
+            raise CorruptKeystore("keystore does not hold this device's secrets")
+        vault = Vault.new(self.path, identity=entries.get(_ENTRY_IDENTITY))
+        published = entries.get(_ENTRY_PUBLISHED)
+        vault.write(_DEVICE_FILE, _device_file(entries[_ENTRY_DEVICE], published))
+        if _LEGACY_MESSAGING in entries:
+            vault.write(LEGACY_MESSAGING_FILE, entries[_LEGACY_MESSAGING])
+        # Last: until the new keystore is in place the old one still opens everything.
+        vault.seal(passphrase)
+        return vault
+
+    @property
+    def vault(self) -> Vault:
+        if self._vault is None:
+            raise ProfileError(f"profile {self.name!r} is not unlocked")
+        return self._vault
+
     def load_keys(self, passphrase: str) -> DeviceKeys:
         """Open the keystore; KeystoreError (wrong passphrase, corrupt, permissions) passes up."""
-        entries = keystore.load(self.keystore_path, passphrase)
+        vault = self.unlock(passphrase)
+        return self.read_keys(vault)
+
+    def read_keys(self, vault: Vault) -> DeviceKeys:
+        raw = vault.read(_DEVICE_FILE)
+        if raw is None:
+            raise CorruptKeystore("the profile does not hold this device's secrets")
         try:
-            device = DeviceSecrets.parse(entries[_ENTRY_DEVICE])
+            data = json.loads(raw)
+            device = DeviceSecrets.parse(b64d(data["device"], "device secrets"))
+            through = int(data["published_through"])
             identity = None
-            if _ENTRY_IDENTITY in entries:
-                identity = IdentityKeyPair.from_private_bytes(entries[_ENTRY_IDENTITY])
-            through = int.from_bytes(entries.get(_ENTRY_PUBLISHED, b""), "big")
-        except (KeyError, MalformedMessage, ValueError):
-            raise CorruptKeystore("keystore does not hold this device's secrets") from None
-        extra = {k: v for k, v in entries.items() if k not in _OWN_ENTRIES}
-        return DeviceKeys(device, identity, through, extra)
+            if vault.identity_private is not None:
+                identity = IdentityKeyPair.from_private_bytes(vault.identity_private)
+        except (KeyError, MalformedMessage, ValueError, TypeError):
+            raise CorruptKeystore("the profile's device secrets are damaged") from None
+        return DeviceKeys(device, identity, through)
 
     def save_keys(
         self, keys: DeviceKeys, passphrase: str, *, params: KdfParams = DEFAULT_KDF
     ) -> None:
-        entries = {
-            **keys.extra,
-            _ENTRY_DEVICE: keys.device.serialize(),
-            _ENTRY_PUBLISHED: keys.published_through.to_bytes(4, "big"),
-        }
-        if keys.identity is not None:
-            entries[_ENTRY_IDENTITY] = keys.identity.private_bytes()
-        keystore.save(self.keystore_path, entries, passphrase, params=params)
+        """Write the device's secrets; a new profile's keystore is made (one derivation)."""
+        if self._vault is None and not self.keystore_path.exists():
+            identity = keys.identity.private_bytes() if keys.identity is not None else None
+            vault = Vault.new(self.path, identity=identity)
+            self.write_keys(vault, keys)
+            vault.seal(passphrase, params=params)
+            self._vault, self._unlocked_with = vault, passphrase.encode()
+            return
+        self.write_keys(self.unlock(passphrase), keys)
+
+    def write_keys(self, vault: Vault, keys: DeviceKeys) -> None:
+        vault.write(
+            _DEVICE_FILE,
+            _device_file(keys.device.serialize(), keys.published_through.to_bytes(4, "big")),
+        )
+
+
+def _device_file(device: bytes, published: bytes | None) -> bytes:
+    through = int.from_bytes(published or b"", "big")
+    return json.dumps({"device": b64e(device), "published_through": through}).encode()

@@ -1,22 +1,26 @@
-"""A device's messaging state, kept in its sealed keystore (entry ``messaging``).
+"""A device's messaging state, sealed in the profile's vault (``vault.py``), a file a part.
 
 Everything here is secret or private (chain keys inside the conversation
-states, plaintext history, who talks to whom), so it lives only inside the
-keystore's AEAD (docs/protocol.md §10, §14.3). The encoding is JSON with
+states, plaintext history, who talks to whom), so it lives only under the
+profile's data key (docs/protocol.md §10, §14.3). The encoding is JSON with
 binary values as base64url; it is versioned and parsed strictly enough that a
-damaged entry is an error, never a silent reset (a reset would forget chain
+damaged file is an error, never a silent reset (a reset would forget chain
 keys and the identities this device trusts).
 
-Per conversation: the engine state (``Conversation.serialize()``), the sync
-cursor (highest seq accounted for) plus the seqs seen above it, envelopes
-waiting for their chain's distribution (``unknown_chain``), and the local
-history with each message's deletion deadline. Per device: the identity
-tracker, recently processed mail ids, the outbox (prepared but unconfirmed
-sends, replayed byte-identically after a crash or reconnect), contacts.
+``messaging``: the device's identity tracker, recently processed mail ids and
+contacts. ``conv-<hash of the id>``, one per conversation: the engine state
+(``Conversation.serialize()``), the sync cursor (highest seq accounted for)
+plus the seqs seen above it, envelopes waiting for their chain's
+distribution, the local history with each message's deletion deadline, and
+the outbox (prepared but unconfirmed sends, replayed byte-identically after a
+crash or reconnect) — in the same file as the engine state that prepared
+them, so the advanced chain and its envelope are written together.
+``MessagingStore.save`` writes only the files whose contents changed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,18 +29,21 @@ from sotto.protocol.safety import IdentityTracker
 
 from .encoding import b64d, b64e
 from .errors import ClientError
+from .profile import LEGACY_MESSAGING_FILE
+from .vault import Vault
 
 __all__ = [
-    "ENTRY",
     "ConversationRecord",
     "MessagingState",
+    "MessagingStore",
     "OutboxItem",
     "PendingItem",
     "StoredMessage",
 ]
 
-ENTRY = "messaging"
 VERSION = 1
+DEVICE_FILE = "messaging"
+CONVERSATION_PREFIX = "conv-"
 MAX_SEEN_MAIL = 2000  # mail ids remembered to drop a push that races its own sync
 MAX_HISTORY = 500  # messages kept per conversation (oldest dropped first)
 MAX_PENDING = 1000  # envelopes kept per conversation while their chain is missing
@@ -108,6 +115,7 @@ class ConversationRecord:
     topic: str = ""
     profile_at: int = 0
     left: bool = False  # this user left or was removed
+    outbox: list[OutboxItem] = field(default_factory=list)
 
     def mark_seen(self, seq: int) -> None:
         """Record ``seq`` as processed; the cursor moves over every contiguous one."""
@@ -150,6 +158,7 @@ class ConversationRecord:
             "topic": self.topic,
             "profile_at": self.profile_at,
             "left": self.left,
+            "outbox": [o.to_json() for o in self.outbox],
         }
 
     @classmethod
@@ -171,6 +180,7 @@ class ConversationRecord:
             topic=data.get("topic", ""),
             profile_at=data.get("profile_at", 0),
             left=data.get("left", False),
+            outbox=[OutboxItem.from_json(o) for o in data.get("outbox", [])],
         )
 
 
@@ -210,13 +220,22 @@ class OutboxItem:
         )
 
 
+def file_of(conversation_id: str) -> str:
+    """A conversation's file name: a hash, so ids never reach the file system as names."""
+    return CONVERSATION_PREFIX + hashlib.sha256(conversation_id.encode()).hexdigest()[:40]
+
+
 @dataclass
 class MessagingState:
     tracker: IdentityTracker = field(default_factory=IdentityTracker)
     conversations: dict[str, ConversationRecord] = field(default_factory=dict)
     seen_mail: list[str] = field(default_factory=list)
-    outbox: list[OutboxItem] = field(default_factory=list)
     contacts: dict[str, str] = field(default_factory=dict)  # handle -> user_id
+
+    @property
+    def outbox(self) -> list[OutboxItem]:
+        """Every prepared, unconfirmed send, across conversations (oldest first per one)."""
+        return [item for record in self.conversations.values() for item in record.outbox]
 
     def remember_mail(self, mail_id: str) -> None:
         self.seen_mail.append(mail_id)
@@ -230,32 +249,126 @@ class MessagingState:
         named = [r for r in self.conversations.values() if r.label is None and r.room_name == label]
         return named[0] if len(named) == 1 else None
 
-    def serialize(self) -> bytes:
+    def device_part(self) -> bytes:
         data = {
             "version": VERSION,
             "tracker": b64e(self.tracker.serialize()),
-            "conversations": [r.to_json() for r in self.conversations.values()],
             "seen_mail": self.seen_mail,
-            "outbox": [o.to_json() for o in self.outbox],
             "contacts": self.contacts,
         }
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
-    @classmethod
-    def parse(cls, raw: bytes | None) -> MessagingState:
-        if raw is None:
-            return cls()
+    def load_device_part(self, raw: bytes) -> None:
         try:
             data = json.loads(raw)
             if data.get("version") != VERSION:
                 raise ValueError(f"version {data.get('version')!r}")
-            records = [ConversationRecord.from_json(r) for r in data["conversations"]]
-            return cls(
-                tracker=IdentityTracker.parse(b64d(data["tracker"], "identity tracker")),
-                conversations={r.conversation_id: r for r in records},
-                seen_mail=[str(m) for m in data["seen_mail"]],
-                outbox=[OutboxItem.from_json(o) for o in data["outbox"]],
-                contacts={str(k): str(v) for k, v in data["contacts"].items()},
-            )
+            self.tracker = IdentityTracker.parse(b64d(data["tracker"], "identity tracker"))
+            self.seen_mail = [str(m) for m in data["seen_mail"]]
+            self.contacts = {str(k): str(v) for k, v in data["contacts"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ClientError(f"the keystore's messaging state is damaged: {exc}") from None
+            raise ClientError(f"the profile's messaging state is damaged: {exc}") from None
+
+
+def _record_bytes(record: ConversationRecord) -> bytes:
+    data = {"version": VERSION, "record": record.to_json()}
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _parse_record(raw: bytes) -> ConversationRecord:
+    try:
+        data = json.loads(raw)
+        if data.get("version") != VERSION:
+            raise ValueError(f"version {data.get('version')!r}")
+        return ConversationRecord.from_json(data["record"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ClientError(f"a conversation's state is damaged: {exc}") from None
+
+
+class MessagingStore:
+    """Reads and writes a ``MessagingState`` as vault files, only those that changed."""
+
+    def __init__(self, vault: Vault) -> None:
+        self._vault = vault
+        self._written: dict[str, bytes] = {}  # file -> the digest of what it holds
+
+    def load(self) -> MessagingState:
+        state = MessagingState()
+        legacy = self._vault.read(LEGACY_MESSAGING_FILE)
+        raw = self._vault.read(DEVICE_FILE)
+        if raw is None and legacy is not None:
+            state = _parse_legacy(legacy)
+            self.save(state)
+            return state
+        if raw is not None:
+            state.load_device_part(raw)
+            self._written[DEVICE_FILE] = _digest(raw)
+        for name in self._vault.names(CONVERSATION_PREFIX):
+            record = self._read_record(name)
+            if record is not None:
+                state.conversations[record.conversation_id] = record
+        return state
+
+    def _read_record(self, name: str) -> ConversationRecord | None:
+        raw = self._vault.read(name)
+        if raw is None:
+            return None
+        self._written[name] = _digest(raw)
+        return _parse_record(raw)
+
+    def save(self, state: MessagingState, *, only: set[str] | None = None) -> None:
+        """Write the device's part and the conversations in ``only`` (all if None)."""
+        self._put(DEVICE_FILE, state.device_part())
+        for cid, record in state.conversations.items():
+            if only is None or cid in only:
+                self._put(file_of(cid), _record_bytes(record))
+
+    def _put(self, name: str, data: bytes) -> None:
+        digest = _digest(data)
+        if self._written.get(name) != digest:
+            self._vault.write(name, data)
+            self._written[name] = digest
+
+    def refresh(self, state: MessagingState) -> set[str]:
+        """Read again what another process wrote; the conversations it changed."""
+        changed: set[str] = set()
+        if self._vault.changed(DEVICE_FILE):
+            raw = self._vault.read(DEVICE_FILE)
+            if raw is not None:
+                state.load_device_part(raw)
+                self._written[DEVICE_FILE] = _digest(raw)
+        names = {file_of(cid): cid for cid in state.conversations}
+        for name in self._vault.names(CONVERSATION_PREFIX):
+            if name in names and not self._vault.changed(name):
+                continue
+            record = self._read_record(name)
+            if record is not None:
+                state.conversations[record.conversation_id] = record
+                changed.add(record.conversation_id)
+        return changed
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _parse_legacy(raw: bytes) -> MessagingState:
+    """The state an earlier version kept in the keystore, as one JSON document."""
+    try:
+        data = json.loads(raw)
+        if data.get("version") != VERSION:
+            raise ValueError(f"version {data.get('version')!r}")
+        records = {
+            r["conversation_id"]: ConversationRecord.from_json(r) for r in data["conversations"]
+        }
+        for item in data["outbox"]:
+            outbox = OutboxItem.from_json(item)
+            records[outbox.conversation_id].outbox.append(outbox)
+        return MessagingState(
+            tracker=IdentityTracker.parse(b64d(data["tracker"], "identity tracker")),
+            conversations=records,
+            seen_mail=[str(m) for m in data["seen_mail"]],
+            contacts={str(k): str(v) for k, v in data["contacts"].items()},
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ClientError(f"the earlier messaging state is damaged: {exc}") from None
