@@ -16,7 +16,7 @@ from sotto.protocol import connect_token
 from sotto.protocol.attachments import Encryptor
 from sotto.protocol.content import Location, Text
 from sotto.protocol.distribution import seal_key_distribution
-from sotto.protocol.envelope import seal_envelope
+from sotto.protocol.envelope import Envelope, seal_envelope
 from sotto.protocol.keys import IdentityKeyPair, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, seal_keystore
 from sotto.protocol.ratchet import ReceiverChain, SenderChain, membership_digest
@@ -54,13 +54,22 @@ def ratchet() -> dict[str, object]:
     chain = SenderChain.create(members, now=NOW, rng=drbg("vectors/ratchet"))
     start = chain.payload()
     steps = [chain.next_key(members, now=NOW) for _ in range(5)]
+    salts = [drbg(f"vectors/ratchet/salt/{k.iteration}")(16) for k in steps]
     return {
         "members": [list(m) for m in members],
         "membership_digest": membership_digest(members).hex(),
         "chain_key": start.chain_key.hex(),
         "payload": start.serialize().hex(),
         "steps": [
-            {"iteration": k.iteration, "key": k.key.hex(), "nonce": k.nonce.hex()} for k in steps
+            {
+                "iteration": k.iteration,
+                "seed": k.seed.hex(),
+                "salt": salt.hex(),
+                "key": k.keys(salt).key.hex(),
+                "nonce": k.keys(salt).nonce.hex(),
+                "key_commitment": k.keys(salt).commitment.hex(),
+            }
+            for k, salt in zip(steps, salts, strict=True)
         ],
         "next_chain_key": chain.chain_key.hex(),
     }
@@ -80,14 +89,8 @@ def chain_state() -> dict[str, object]:
         "sender_iteration": chain.iteration,
         "receiver_chain": receiver.serialize().hex(),
         "receiver_next_iteration": receiver.next_iteration,
-        "skipped": [
-            {"iteration": k.iteration, "key": k.key.hex(), "nonce": k.nonce.hex()}
-            for k in keys[1:3]
-        ],
-        "used": [
-            {"iteration": k.iteration, "key": k.key.hex(), "nonce": k.nonce.hex()}
-            for k in (keys[0], keys[3])
-        ],
+        "skipped": [{"iteration": k.iteration, "seed": k.seed.hex()} for k in keys[1:3]],
+        "used": [{"iteration": k.iteration, "seed": k.seed.hex()} for k in (keys[0], keys[3])],
     }
 
 
@@ -142,7 +145,8 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
         envelopes.append(
             {
                 "content": content.serialize().hex(),
-                "message_id": drbg(f"vectors/envelope/{key_iteration}")(16).hex(),
+                "message_id": Envelope.parse(data).header.message_id.hex(),
+                "salt": Envelope.parse(data).header.salt.hex(),
                 "iteration": key_iteration,
                 "expires_in_ms": options.get("expires_in_ms", 0),
                 "burn_after_read_s": options.get("burn_after_read_s", 0),
@@ -157,8 +161,8 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
             "error": "suite_downgrade",
         },
         {
-            "description": "version 2",
-            "envelope": (b"\x02" + first[1:]).hex(),
+            "description": "version 1 (v2 receivers refuse it)",
+            "envelope": (b"\x01" + first[1:]).hex(),
             "error": "unsupported_version",
         },
         {

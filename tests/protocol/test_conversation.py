@@ -473,11 +473,12 @@ def test_state_holds_no_key_of_a_used_message(pair: Hub):
     chain_id = outs[0].header.chain_id
     early = Conversation.parse(pair["bob"].conv.serialize(), pair["bob"].local)
     used = [early._chains[chain_id].peek(i) for i in range(3)]
+    salts = [out.header.salt for out in outs]
     assert pair.deliver("bob") == ["m0", "m1", "m2"]
     for state in (pair["bob"].conv.serialize(), pair["alice"].conv.serialize()):
-        for key in used:
-            assert key.key not in state
-            assert key.nonce not in state
+        for step, salt in zip(used, salts, strict=True):
+            assert step.seed not in state
+            assert step.keys(salt).key not in state
         assert early._chains[chain_id].chain_key not in state
 
 

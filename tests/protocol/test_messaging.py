@@ -236,7 +236,7 @@ def test_receiver_rejects_suite_downgrade(pair: Conversation, bob: Party):
 
 def test_receiver_rejects_unknown_version(pair: Conversation, bob: Party):
     with pytest.raises(errors.UnsupportedVersion):
-        pair.receive(bob, b"\x02" + pair.send()[1:])
+        pair.receive(bob, b"\x01" + pair.send()[1:])  # a version 1 envelope
 
 
 def test_receiver_rejects_replayed_message_id(pair: Conversation, bob: Party):

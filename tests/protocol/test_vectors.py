@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sotto.protocol import connect_token, errors
 from sotto.protocol.attachments import Decryptor, Encryptor
@@ -65,7 +67,13 @@ def test_ratchet_vectors():
     chain = ReceiverChain.from_payload(payload, "alice", "phone")
     for step in v["steps"]:
         key = chain.peek(step["iteration"])
-        assert (key.key.hex(), key.nonce.hex()) == (step["key"], step["nonce"])
+        assert key.seed.hex() == step["seed"]
+        keys = key.keys(h(step["salt"]))
+        assert (keys.key.hex(), keys.nonce.hex(), keys.commitment.hex()) == (
+            step["key"],
+            step["nonce"],
+            step["key_commitment"],
+        )
         chain.commit(step["iteration"])
     assert chain.chain_key.hex() == v["next_chain_key"]
 
@@ -100,16 +108,16 @@ def test_envelope_vectors_are_reproduced_byte_for_byte():
         cert.device_id,
     )
     for item in v["envelopes"]:
-        key = sender_chain.peek(item["iteration"])
+        keys = sender_chain.peek(item["iteration"]).keys(h(item["salt"]))
         sender_chain.commit(item["iteration"])
         size_class, padded = pad(h(item["content"]))
         expires = item["expires_in_ms"]
         header = EnvelopeHeader(
             v["conversation_id"], cert.user_id, cert.device_id, h(item["message_id"]), v["now"],
             v["now"] + expires if expires else 0, item["burn_after_read_s"], size_class,
-            h(v["chain_id"]), item["iteration"],
+            h(v["chain_id"]), item["iteration"], h(item["salt"]), keys.commitment,
         )  # fmt: skip
-        ciphertext = AESGCM(key.key).encrypt(key.nonce, padded, header.core())
+        ciphertext = AESGCM(keys.key).encrypt(keys.nonce, padded, header.core())
         digest = hashlib.sha384(ciphertext).digest()
         signature = signing.sign("envelope", header.core() + digest)
         rebuilt = Envelope(header, digest, ciphertext, signature).serialize()
@@ -187,11 +195,15 @@ def test_content_inside_envelope_vectors_parses():
 
 
 def test_hmac_step_matches_the_spec_formula():
-    """The spec's ratchet formula, computed here with hmac directly."""
+    """The spec's ratchet and message-key formulas, computed with hmac and HKDF directly."""
     v = load("ratchet")
-    ck = h(v["chain_key"])
-    material = hmac.digest(ck, b"\x01", hashlib.sha384)
-    assert (material[:32].hex(), material[32:44].hex()) == (
-        v["steps"][0]["key"],
-        v["steps"][0]["nonce"],
-    )
+    step = v["steps"][0]
+    seed = hmac.digest(h(v["chain_key"]), b"\x01", hashlib.sha384)[:32]
+    assert seed.hex() == step["seed"]
+
+    def hkdf(info: bytes, length: int) -> bytes:
+        return HKDF(hashes.SHA384(), length, salt=h(step["salt"]), info=info).derive(seed)
+
+    material = hkdf(b"sotto-v2 message-key\x00", 44)
+    assert (material[:32].hex(), material[32:].hex()) == (step["key"], step["nonce"])
+    assert hkdf(b"sotto-v2 key-commitment\x00", 32).hex() == step["key_commitment"]

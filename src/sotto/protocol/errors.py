@@ -16,6 +16,7 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     ├── BadSignature                 [bad_signature] the device signature does not verify
     ├── HeaderTampered               [header_tampered] a signed header field was altered
     ├── CiphertextTampered           [ciphertext_tampered] ciphertext != signed digest
+    ├── KeyCommitmentMismatch        [key_commitment_mismatch] chain key != the signed commitment
     ├── DecryptionFailed             [decryption_failed] AEAD/HPKE open failed (opaque)
     ├── WrongRecipient               [wrong_recipient] addressed to another device
     ├── WrongConversation            [wrong_conversation] for another conversation
@@ -63,6 +64,7 @@ __all__ = [
     "DeviceRevoked",
     "HeaderTampered",
     "IdentityChanged",
+    "KeyCommitmentMismatch",
     "KeystoreError",
     "LimitExceeded",
     "MalformedMessage",
@@ -161,6 +163,17 @@ class HeaderTampered(ProtocolError):
 
 class CiphertextTampered(ProtocolError):
     code = "ciphertext_tampered"
+
+
+class KeyCommitmentMismatch(ProtocolError):
+    """The signed header commits to another message key than this chain derives.
+
+    The sender gave this device a different chain key under that chain id than
+    the one it sealed with (or the chain state is corrupt); checked before the
+    AEAD runs, so one envelope never opens to different content for different members.
+    """
+
+    code = "key_commitment_mismatch"
 
 
 class DecryptionFailed(ProtocolError):
