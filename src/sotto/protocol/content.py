@@ -96,7 +96,7 @@ class File(Content):
     TYPE: ClassVar[int] = 0x02
     object_id: str
     key: bytes
-    digest: bytes  # attachments.Encryptor.digest: SHA-384 over header and chunk tags
+    digest: bytes  # attachments.Encryptor.digest: SHA-384 of the whole encrypted stream
     size: int
     name: str
     media_type: str
