@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sotto.protocol import errors
 from sotto.protocol.certificates import DeviceCertificate, DeviceRevocation, Revocations
@@ -191,16 +192,53 @@ def _offsets(data: bytes) -> dict[str, int]:
     }
 
 
-def test_receiver_rejects_tampered_header(pair: Conversation, bob: Party):
-    data = pair.send()
-    with pytest.raises(errors.HeaderTampered):
-        pair.receive(bob, flip(data, _offsets(data)["timestamp"] + 7))
+class _CountingAESGCM:
+    """Stands in for AESGCM in envelope.py and counts decryptions."""
+
+    decrypts = 0
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        return self._aead.encrypt(nonce, data, associated_data)
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        type(self).decrypts += 1
+        return self._aead.decrypt(nonce, data, associated_data)
 
 
-def test_receiver_rejects_tampered_digest_field_as_header_tamper(pair: Conversation, bob: Party):
+@pytest.mark.parametrize("field", ["timestamp", "digest", "signature"])
+def test_receiver_never_decrypts_an_envelope_whose_signature_fails(
+    pair: Conversation, bob: Party, monkeypatch: pytest.MonkeyPatch, field: str
+):
+    """Decrypt after verify: a changed header field, digest or signature is bad_signature,
+    and the AEAD never runs on it (no validity oracle); the key stays usable."""
+    monkeypatch.setattr("sotto.protocol.envelope.AESGCM", _CountingAESGCM)
+    monkeypatch.setattr(_CountingAESGCM, "decrypts", 0)
     data = pair.send()
-    with pytest.raises(errors.HeaderTampered):
-        pair.receive(bob, flip(data, _offsets(data)["digest"]))
+    offset = _offsets(data)[field] + (7 if field == "timestamp" else 0)
+    with pytest.raises(errors.BadSignature):
+        pair.receive(bob, flip(data, offset))
+    assert _CountingAESGCM.decrypts == 0
+    assert pair.receive(bob, data).content == Text("hello")  # type: ignore[attr-defined]
+    assert _CountingAESGCM.decrypts == 1
+
+
+def test_server_and_receiver_name_the_same_rule_for_a_tampered_header(
+    pair: Conversation, bob: Party
+):
+    """The verification layer is one: what the server reports, the receiver reports."""
+    tampered = flip(pair.send(), 40)
+    with pytest.raises(errors.BadSignature):
+        pair.receive(bob, tampered)
+    with pytest.raises(errors.BadSignature):
+        verify_envelope(
+            tampered,
+            sender_certificate=pair.sender.certificate,
+            sender_identity=pair.sender.identity_public,
+            now=NOW,
+        )
 
 
 def test_receiver_rejects_tampered_ciphertext(pair: Conversation, bob: Party):

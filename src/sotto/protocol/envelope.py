@@ -38,12 +38,10 @@ from .errors import (
     BadSignature,
     CiphertextTampered,
     DecryptionFailed,
-    HeaderTampered,
     KeyCommitmentMismatch,
     LimitExceeded,
     MalformedMessage,
     MessageExpired,
-    ProtocolError,
     SenderMismatch,
     UnknownChain,
     WrongConversation,
@@ -272,6 +270,16 @@ def _check_time(header: EnvelopeHeader, now: int, policy: ExpiryPolicy) -> None:
         raise MalformedMessage("burn-after-read exceeds the network policy")
 
 
+def _check_signed(envelope: Envelope, certificate: DeviceCertificate) -> None:
+    """The signature over the header, then the ciphertext against the header's digest."""
+    if not certificate.device_key.verify(LABEL, envelope.signed_bytes(), envelope.signature):
+        raise BadSignature("envelope signature does not verify")
+    if not hmac.compare_digest(
+        hashlib.sha384(envelope.ciphertext).digest(), envelope.ciphertext_digest
+    ):
+        raise CiphertextTampered("ciphertext does not match the signed digest")
+
+
 def verify_envelope(
     data: bytes,
     *,
@@ -281,19 +289,15 @@ def verify_envelope(
     revocations: Revocations | None = None,
     policy: ExpiryPolicy = ExpiryPolicy(),
 ) -> Envelope:
-    """What a server (holding no keys) can check: sender, certificate, signature, digest, time.
+    """What anyone can check without keys: sender, certificate, signature, digest, time.
 
-    Without the chain key a server cannot tell a tampered header from a
-    tampered signature; both are ``BadSignature`` here.
+    This is also the verification layer of ``open_envelope``: a changed header
+    field or signature is ``bad_signature``, a changed ciphertext under a valid
+    signature ``ciphertext_tampered``.
     """
     envelope = Envelope.parse(data)
     _check_sender(envelope, sender_certificate, sender_identity, now, revocations)
-    if not sender_certificate.device_key.verify(LABEL, envelope.signed_bytes(), envelope.signature):
-        raise BadSignature("envelope signature does not verify")
-    if not hmac.compare_digest(
-        hashlib.sha384(envelope.ciphertext).digest(), envelope.ciphertext_digest
-    ):
-        raise CiphertextTampered("ciphertext does not match the signed digest")
+    _check_signed(envelope, sender_certificate)
     _check_time(envelope.header, now, policy)
     return envelope
 
@@ -304,14 +308,6 @@ def _committed_keys(chain: ReceiverChain, header: EnvelopeHeader) -> SealingKeys
     if not hmac.compare_digest(keys.commitment, header.key_commitment):
         raise KeyCommitmentMismatch("the chain key does not derive this message's committed key")
     return keys
-
-
-def _aead_open(chain: ReceiverChain, header: EnvelopeHeader, ciphertext: bytes) -> bytes | None:
-    try:
-        keys = _committed_keys(chain, header)
-        return AESGCM(keys.key).decrypt(keys.nonce, ciphertext, header.core())
-    except (InvalidTag, ProtocolError):
-        return None
 
 
 def open_envelope(
@@ -326,12 +322,12 @@ def open_envelope(
     revocations: Revocations | None = None,
     policy: ExpiryPolicy = ExpiryPolicy(),
 ) -> OpenedMessage:
-    """Verify and decrypt; state (chain, replay guard) changes only on success.
+    """Verify, then decrypt; state (chain, replay guard) changes only on success.
 
     Order: 1 parse (malformed / unsupported_version / suite_downgrade);
     2 conversation; 3 sender certificate (sender_mismatch, bad_certificate,
     certificate_expired, device_revoked); 4 signature and digest
-    (bad_signature, header_tampered, ciphertext_tampered); 5 time
+    (bad_signature, ciphertext_tampered); 5 time
     (message_expired); 6 replay; 7 chain (unknown_chain, sender_mismatch,
     too_many_skipped, message_key_unavailable, key_commitment_mismatch);
     8 AEAD (decryption_failed); 9 padding and content (malformed).
@@ -341,30 +337,12 @@ def open_envelope(
     if header.conversation_id != conversation_id:
         raise WrongConversation(f"envelope is for conversation {header.conversation_id!r}")
     _check_sender(envelope, sender_certificate, sender_identity, now, revocations)
-    chain = chains.get(header.chain_id)
-    signature_ok = sender_certificate.device_key.verify(
-        LABEL, envelope.signed_bytes(), envelope.signature
-    )
-    digest_ok = hmac.compare_digest(
-        hashlib.sha384(envelope.ciphertext).digest(), envelope.ciphertext_digest
-    )
-    if not signature_ok:
-        # Diagnose with the chain key, without consuming it: if the AEAD (which
-        # authenticates the core header) and the digest both hold, only the
-        # signature bytes can have changed. The message is rejected either way.
-        if (
-            chain is not None
-            and digest_ok
-            and _aead_open(chain, header, envelope.ciphertext) is not None
-        ):
-            raise BadSignature("envelope signature does not verify")
-        if chain is not None:
-            raise HeaderTampered("signed header fields were altered")
-        raise BadSignature("envelope signature does not verify (no chain key to diagnose)")
-    if not digest_ok:
-        raise CiphertextTampered("ciphertext does not match the signed digest")
+    # Nothing keyed touches an envelope whose signature failed: no AEAD, no
+    # commitment check, so its bytes can never serve as a validity oracle.
+    _check_signed(envelope, sender_certificate)
     _check_time(header, now, policy)
     replay.check(header.message_id)
+    chain = chains.get(header.chain_id)
     if chain is None:
         raise UnknownChain(f"no chain {header.chain_id.hex()} for this sender")
     if (chain.sender_user_id, chain.sender_device_id) != (

@@ -14,7 +14,6 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     ├── SenderMismatch               [sender_mismatch] claimed sender != certificate
     ├── UnknownSender                [unknown_sender] sender device is not a member
     ├── BadSignature                 [bad_signature] the device signature does not verify
-    ├── HeaderTampered               [header_tampered] a signed header field was altered
     ├── CiphertextTampered           [ciphertext_tampered] ciphertext != signed digest
     ├── KeyCommitmentMismatch        [key_commitment_mismatch] chain key != the signed commitment
     ├── DecryptionFailed             [decryption_failed] AEAD/HPKE open failed (opaque)
@@ -62,7 +61,6 @@ __all__ = [
     "CorruptKeystore",
     "DecryptionFailed",
     "DeviceRevoked",
-    "HeaderTampered",
     "IdentityChanged",
     "KeyCommitmentMismatch",
     "KeystoreError",
@@ -155,10 +153,6 @@ class UnknownSender(ProtocolError):
 
 class BadSignature(ProtocolError):
     code = "bad_signature"
-
-
-class HeaderTampered(ProtocolError):
-    code = "header_tampered"
 
 
 class CiphertextTampered(ProtocolError):
