@@ -1,9 +1,19 @@
 """A device's own secrets: its signing key, certificate and HPKE prekeys.
 
-The signed prekey is rotated (``SIGNED_PREKEY_ROTATION_MS``) and old ones are
-kept only until they expire, so a key distribution in flight can still be
-opened. One-time prekeys are deleted the moment one has opened a message
-(forward secrecy: a later device compromise cannot open that distribution).
+Forward secrecy of a key distribution ends when the private key it was sealed
+to is deleted, so prekey private keys live as briefly as delivery allows:
+
+* one-time prekeys (senders use one whenever the directory has one) are
+  deleted the moment one has opened a distribution;
+* the signed prekey, the fallback, is rotated every
+  ``SIGNED_PREKEY_ROTATION_MS`` (2 days), senders may seal to it for
+  ``SIGNED_PREKEY_VALIDITY_MS`` (7 days), and its private key is deleted
+  ``SIGNED_PREKEY_GRACE_MS`` (2 days) after that, for distributions still in
+  a mailbox: at most 9 days after it was made (``prune``).
+
+A distribution that arrives after its prekey was deleted is
+``prekey_unavailable``; the recipient asks the sender for a new one
+(docs/protocol.md §5).
 """
 
 from __future__ import annotations
@@ -18,15 +28,19 @@ from .wire import MessageType, Reader, Writer, check_identifier, parse_prefix
 __all__ = [
     "DEVICE_CERT_VALIDITY_MS",
     "MAX_ONE_TIME_PREKEYS",
-    "PREKEY_VALIDITY_MS",
+    "ONE_TIME_PREKEY_VALIDITY_MS",
+    "SIGNED_PREKEY_GRACE_MS",
     "SIGNED_PREKEY_ROTATION_MS",
+    "SIGNED_PREKEY_VALIDITY_MS",
     "DeviceSecrets",
 ]
 
 DAY_MS = 24 * 3600 * 1000
 DEVICE_CERT_VALIDITY_MS = 365 * DAY_MS
-SIGNED_PREKEY_ROTATION_MS = 7 * DAY_MS
-PREKEY_VALIDITY_MS = 30 * DAY_MS
+SIGNED_PREKEY_ROTATION_MS = 2 * DAY_MS
+SIGNED_PREKEY_VALIDITY_MS = 7 * DAY_MS
+SIGNED_PREKEY_GRACE_MS = 2 * DAY_MS
+ONE_TIME_PREKEY_VALIDITY_MS = 30 * DAY_MS  # unused: nothing was sealed to it yet
 MAX_ONE_TIME_PREKEYS = 1000
 
 
@@ -66,6 +80,9 @@ class DeviceSecrets:
         return device
 
     def _new_prekey(self, kind: int, now: int, rng: Random) -> tuple[KemKeyPair, PrekeyCertificate]:
+        validity = (
+            SIGNED_PREKEY_VALIDITY_MS if kind == PrekeyKind.SIGNED else ONE_TIME_PREKEY_VALIDITY_MS
+        )
         pair = KemKeyPair.generate(rng)
         cert = PrekeyCertificate.issue(
             self.signing_key,
@@ -75,13 +92,13 @@ class DeviceSecrets:
             self.next_prekey_id,
             pair.public,
             created_at=now,
-            expires_at=now + PREKEY_VALIDITY_MS,
+            expires_at=now + validity,
         )
         self.next_prekey_id += 1
         return pair, cert
 
     def rotate_signed_prekey(self, *, now: int, rng: Random = system_random) -> PrekeyCertificate:
-        """Make a new signed prekey to publish; drop the ones that have expired."""
+        """Make a new signed prekey to publish; delete the ones past their grace period."""
         self.prune(now=now)
         pair, cert = self._new_prekey(PrekeyKind.SIGNED, now, rng)
         self.signed_prekeys[cert.prekey_id] = (pair, cert)
@@ -115,8 +132,12 @@ class DeviceSecrets:
         self.one_time_prekeys.pop(prekey_id, None)
 
     def prune(self, *, now: int) -> None:
-        for table in (self.signed_prekeys, self.one_time_prekeys):
-            for prekey_id in [i for i, (_, c) in table.items() if c.expires_at <= now]:
+        """Delete private keys nothing may be sealed to any more (signed: after a grace)."""
+        for table, grace in (
+            (self.signed_prekeys, SIGNED_PREKEY_GRACE_MS),
+            (self.one_time_prekeys, 0),
+        ):
+            for prekey_id in [i for i, (_, c) in table.items() if c.expires_at + grace <= now]:
                 del table[prekey_id]
 
     def serialize(self) -> bytes:
