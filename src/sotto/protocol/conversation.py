@@ -399,6 +399,28 @@ class Conversation:
         """Start a new sender chain on the next send (e.g. after a suspected compromise)."""
         self._rotate_pending = True
 
+    def restored(self) -> None:
+        """This state came from a keystore older than the last save: never continue its chain.
+
+        The client calls it when it detects a rollback (docs/protocol.md
+        §14.6). The sender chain is dropped at once (so ``redistribute`` cannot
+        hand out a rolled-back position either) and the next send starts and
+        distributes a new one. Even before that, no key and nonce repeat: the
+        per-message salt differs (§6).
+        """
+        self._chain = None
+        self._rotate_pending = True
+
+    @property
+    def sender_position(self) -> tuple[bytes, int] | None:
+        """``(chain id, next iteration)`` of this device's chain, or None.
+
+        What a client compares with the last envelope the server stored from
+        this device: a chain the state does not hold, or an iteration at or
+        beyond this one, means the state was rolled back (§14.6).
+        """
+        return None if self._chain is None else (self._chain.chain_id, self._chain.iteration)
+
     # -- sending -------------------------------------------------------------------------
 
     def rotation_reason(self, *, now: int) -> str | None:

@@ -18,6 +18,7 @@ A distribution that arrives after its prekey was deleted is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .certificates import DeviceCertificate, PrekeyCertificate, PrekeyKind
@@ -29,6 +30,7 @@ __all__ = [
     "DEVICE_CERT_VALIDITY_MS",
     "MAX_ONE_TIME_PREKEYS",
     "ONE_TIME_PREKEY_VALIDITY_MS",
+    "RESTORE_PREKEY_ID_GAP",
     "SIGNED_PREKEY_GRACE_MS",
     "SIGNED_PREKEY_ROTATION_MS",
     "SIGNED_PREKEY_VALIDITY_MS",
@@ -42,6 +44,7 @@ SIGNED_PREKEY_VALIDITY_MS = 7 * DAY_MS
 SIGNED_PREKEY_GRACE_MS = 2 * DAY_MS
 ONE_TIME_PREKEY_VALIDITY_MS = 30 * DAY_MS  # unused: nothing was sealed to it yet
 MAX_ONE_TIME_PREKEYS = 1000
+RESTORE_PREKEY_ID_GAP = 1 << 20  # past every id a rolled-back device may have published
 
 
 @dataclass
@@ -139,6 +142,26 @@ class DeviceSecrets:
         ):
             for prekey_id in [i for i, (_, c) in table.items() if c.expires_at + grace <= now]:
                 del table[prekey_id]
+
+    def restored(
+        self, *, now: int, keep_one_time: Iterable[int] = (), rng: Random = system_random
+    ) -> PrekeyCertificate:
+        """This state came from a keystore older than the last save (a backup, a snapshot).
+
+        One-time prekeys used since that save are back in it: delete every one
+        the directory no longer holds (``keep_one_time``: the ids it still
+        has; none by default), so none of them opens a recorded distribution
+        again. Skip past every prekey id published since the save (a new key
+        under a published id would never open what was sealed to the old one)
+        and make a new signed prekey, which the caller publishes.
+        """
+        keep = set(keep_one_time)
+        for prekey_id in [i for i in self.one_time_prekeys if i not in keep]:
+            del self.one_time_prekeys[prekey_id]
+        if self.next_prekey_id + RESTORE_PREKEY_ID_GAP >= 2**32:
+            raise LimitExceeded("prekey id", self.next_prekey_id, 2**32 - RESTORE_PREKEY_ID_GAP)
+        self.next_prekey_id += RESTORE_PREKEY_ID_GAP
+        return self.rotate_signed_prekey(now=now, rng=rng)
 
     def serialize(self) -> bytes:
         w = Writer().prefix(MessageType.DEVICE_SECRETS).text8(self.user_id).text8(self.device_id)
