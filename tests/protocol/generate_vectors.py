@@ -9,20 +9,33 @@ All byte strings are lowercase hex.
 
 from __future__ import annotations
 
+import base64
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from sotto.protocol import connect_token
 from sotto.protocol.attachments import Encryptor
-from sotto.protocol.content import Location, Text
-from sotto.protocol.distribution import seal_key_distribution
+from sotto.protocol.certificates import DeviceRevocation
+from sotto.protocol.content import (
+    CallSignal,
+    Content,
+    Control,
+    File,
+    Location,
+    Receipt,
+    Text,
+    UnknownContent,
+    pad,
+)
+from sotto.protocol.distribution import KeyDistribution, seal_key_distribution
 from sotto.protocol.envelope import Envelope, seal_envelope
 from sotto.protocol.keys import IdentityKeyPair, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, seal_keystore
 from sotto.protocol.ratchet import ReceiverChain, SenderChain, membership_digest
 from sotto.protocol.safety import safety_number
 
-from .helpers import DAY, NOW, drbg, make_party
+from .helpers import DAY, NOW, Party, drbg, make_party
 
 VECTORS = Path(__file__).parent / "vectors"
 CONV = "room-1"
@@ -116,12 +129,30 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
         "sender_certificate": alice.certificate.serialize().hex(),
         "sender_signing_private": alice.device.signing_key.private_bytes().hex(),
     }
+    secrets_before = bob.device.serialize()
+    [one_time] = bob.device.new_one_time_prekeys(1, now=NOW - DAY, rng=drbg("vectors/otk"))
+    kd_one_time = seal_key_distribution(
+        alice.device,
+        chain,
+        conversation_id=CONV,
+        recipient_certificate=bob.certificate,
+        recipient_identity=bob.identity_public,
+        recipient_prekey=one_time,
+        now=NOW,
+        rng=drbg("vectors/kd-one-time"),
+    )
     distribution = {
         **common,
         "recipient_identity_public": bob.identity_public.serialize().hex(),
-        "recipient_device_secrets": bob.device.serialize().hex(),
+        "recipient_device_secrets": secrets_before.hex(),
         "key_distribution": kd.hex(),
         "expected_payload": payload.serialize().hex(),
+        "one_time": {
+            "recipient_device_secrets": bob.device.serialize().hex(),
+            "prekey_id": one_time.prekey_id,
+            "key_distribution": kd_one_time.hex(),
+        },
+        "invalid": _invalid_distributions(kd, alice),
     }
     envelopes = []
     for content, options in (
@@ -171,6 +202,36 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
             "error": "bad_signature",
         },
         {"description": "trailing byte", "envelope": (first + b"\x00").hex(), "error": "malformed"},
+        {
+            "description": "header field (timestamp) altered, not re-signed",
+            "envelope": _flip(first, 45).hex(),  # a timestamp byte (ids room-1, alice, phone)
+            "error": "bad_signature",
+        },
+        {
+            "description": "ciphertext altered (signature and digest intact)",
+            "envelope": _flip(first, len(first) - 150).hex(),
+            "error": "ciphertext_tampered",
+        },
+        {
+            "description": "key commitment altered and re-signed by the sender",
+            "envelope": _resigned_envelope(first, alice, key_commitment=bytes(32)).hex(),
+            "error": "key_commitment_mismatch",
+        },
+        {
+            "description": "salt altered and re-signed by the sender",
+            "envelope": _resigned_envelope(first, alice, salt=bytes(16)).hex(),
+            "error": "key_commitment_mismatch",
+        },
+        {
+            "description": "unknown chain id, re-signed by the sender",
+            "envelope": _resigned_envelope(first, alice, chain_id=bytes(16)).hex(),
+            "error": "unknown_chain",
+        },
+        {
+            "description": "for another conversation",
+            "envelope": _resigned_envelope(first, alice, conversation_id="room-2").hex(),
+            "error": "wrong_conversation",
+        },
     ]
     envelope_vectors = {
         **common,
@@ -181,6 +242,58 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
         "invalid": invalid,
     }
     return distribution, envelope_vectors
+
+
+def _resigned_envelope(data: bytes, sender: Party, **changes: object) -> bytes:
+    envelope = Envelope.parse(data)
+    header = replace(envelope.header, **changes)  # type: ignore[arg-type]
+    signed = replace(envelope, header=header)
+    signature = sender.device.signing_key.sign("envelope", signed.signed_bytes())
+    return replace(signed, signature=signature).serialize()
+
+
+def _resigned_distribution(kd: bytes, sender: Party, **changes: object) -> bytes:
+    parsed = replace(KeyDistribution.parse(kd), **changes)  # type: ignore[arg-type]
+    signature = sender.device.signing_key.sign("key-distribution", parsed.body())
+    return replace(parsed, signature=signature).serialize()
+
+
+def _invalid_distributions(kd: bytes, sender: Party) -> list[dict[str, str]]:
+    sealed = KeyDistribution.parse(kd).sealed
+    cases = [
+        ("suite id changed", kd[:1] + b"\x00\x02" + kd[3:], "suite_downgrade"),
+        ("version 1", b"\x01" + kd[1:], "unsupported_version"),
+        ("trailing byte", kd + b"\x00", "malformed"),
+        ("last signature byte flipped", kd[:-1] + bytes([kd[-1] ^ 1]), "bad_signature"),
+        ("timestamp altered, not re-signed", _flip(kd, 58), "bad_signature"),
+        (
+            "addressed to another device (re-signed)",
+            _resigned_distribution(kd, sender, recipient_device_id="laptop"),
+            "wrong_recipient",
+        ),
+        (
+            "moved to another conversation (re-signed)",
+            _resigned_distribution(kd, sender, conversation_id="room-2"),
+            "wrong_conversation",
+        ),
+        (
+            "sealed chain key altered (re-signed)",
+            _resigned_distribution(kd, sender, sealed=_flip(sealed, len(sealed) - 1)),
+            "decryption_failed",
+        ),
+        (
+            "sealed to a prekey the recipient does not hold (re-signed)",
+            _resigned_distribution(kd, sender, prekey_id=999),
+            "prekey_unavailable",
+        ),
+    ]
+    return [{"description": d, "key_distribution": x.hex(), "error": e} for d, x, e in cases]
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 1
+    return bytes(out)
 
 
 def attachment() -> dict[str, object]:
@@ -195,6 +308,39 @@ def attachment() -> dict[str, object]:
         "plaintext": plaintext.hex(),
         "stream": stream.hex(),
         "digest": enc.digest.hex(),
+        "invalid": _invalid_streams(key),
+    }
+
+
+def _invalid_streams(key: bytes) -> dict[str, object]:
+    """A small stream (two full chunks and a final one) and what each change gives."""
+    plaintext = drbg("vectors/attachment/short")(2 * 4096 + 100)
+    enc = Encryptor(key, chunk_size=4096, rng=drbg("vectors/attachment/short-salt"))
+    stream = bytes(enc.update(plaintext) + enc.finalize())
+    frame = 8 + 4096 + 16
+    head, f0, f1, last = (
+        stream[:40],
+        stream[40 : 40 + frame],
+        stream[40 + frame : 40 + 2 * frame],
+        stream[40 + 2 * frame :],
+    )
+    bad_size = stream[:4] + (100).to_bytes(4, "big") + stream[8:]
+    cases = [
+        ("chunks 0 and 1 swapped", head + f1 + f0 + last, "attachment_out_of_order"),
+        ("chunk 1 dropped", head + f0 + last, "attachment_out_of_order"),
+        ("chunk 0 duplicated", head + f0 + f0 + f1 + last, "attachment_out_of_order"),
+        ("final chunk cut off", head + f0 + f1, "attachment_truncated"),
+        ("cut inside the final chunk", stream[:-60], "attachment_truncated"),
+        ("a ciphertext byte flipped", _flip(stream, 100), "attachment_tampered"),
+        ("a salt byte flipped", _flip(stream, 39), "attachment_tampered"),
+        ("one byte after the final chunk", stream + b"\x00", "attachment_tampered"),
+        ("chunk size 100 in the header", bad_size, "malformed"),
+    ]
+    return {
+        "plaintext_size": len(plaintext),
+        "stream": stream.hex(),
+        "digest": enc.digest.hex(),
+        "cases": [{"description": d, "stream": x.hex(), "error": e} for d, x, e in cases],
     }
 
 
@@ -219,8 +365,24 @@ def keystore() -> dict[str, object]:
         params=params,
         rng=drbg("vectors/keystore"),
     )
+    header = 4 + 4 + 4 + 1
+    out_of_range = sealed[:4] + (1024).to_bytes(4, "big") + sealed[8:]
+    invalid = [
+        ("another passphrase", sealed, "wrong horse battery staple", "wrong_passphrase"),
+        ("a salt byte flipped", _flip(sealed, header), None, "wrong_passphrase"),
+        ("the check value flipped", _flip(sealed, header + 16 + 12), None, "wrong_passphrase"),
+        ("an iterations byte changed", _flip(sealed, 11), None, "wrong_passphrase"),
+        ("a body byte flipped", _flip(sealed, len(sealed) - 1), None, "corrupt_keystore"),
+        ("memory 1 MiB, under the floor", out_of_range, None, "corrupt_keystore"),
+        ("truncated", sealed[:-1], None, "corrupt_keystore"),
+        ("not a keystore", b"sotto", None, "corrupt_keystore"),
+    ]
     return {
         "passphrase": "correct horse battery staple",
+        "invalid": [
+            {"description": d, "keystore": x.hex(), "passphrase": pw, "error": e}
+            for d, x, pw, e in invalid
+        ],
         "memory_kib": params.memory_kib,
         "iterations": params.iterations,
         "lanes": params.lanes,
@@ -235,7 +397,72 @@ def token() -> dict[str, object]:
     key = SigningKey.generate(drbg("vectors/token"))
     nonce = drbg("vectors/token/nonce")(16)
     issued = connect_token.issue("phone-1", key.key, "abc123/prod", now=NOW // 1000, nonce=nonce)
+    claims_b64, signature_b64 = issued.split(".")
+    other_key = SigningKey.generate(drbg("vectors/token/other"))
+    forged = connect_token.issue(
+        "phone-1", other_key.key, "abc123/prod", now=NOW // 1000, nonce=nonce
+    )
+    loose = (
+        base64.urlsafe_b64encode(
+            json.dumps(
+                {
+                    "v": 1,
+                    "dev": "phone-1",
+                    "ts": NOW // 1000,
+                    "nonce": nonce.hex(),
+                    "aud": "abc123/prod",
+                }
+            ).encode()
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+    v2 = (
+        base64.urlsafe_b64encode(
+            base64.urlsafe_b64decode(claims_b64 + "==").replace(b'"v":1', b'"v":2')
+        )
+        .rstrip(b"=")
+        .decode()
+    )
+    invalid: list[dict[str, object]] = [
+        {"description": "signed by another key", "token": forged, "error": "bad_signature"},
+        {
+            "description": "signature byte changed",
+            "token": f"{claims_b64}.{_b64_flip(signature_b64)}",
+            "error": "bad_signature",
+        },
+        {
+            "description": "another audience",
+            "token": issued,
+            "error": "wrong_audience",
+            "audience": "abc123/dev",
+        },
+        {
+            "description": "301 s later",
+            "token": issued,
+            "error": "stale_token",
+            "now": NOW // 1000 + 301,
+        },
+        {
+            "description": "claims not canonical",
+            "token": f"{loose}.{signature_b64}",
+            "error": "bad_token",
+        },
+        {
+            "description": "base64 padding",
+            "token": f"{claims_b64}=.{signature_b64}",
+            "error": "bad_token",
+        },
+        {"description": "three parts", "token": f"{issued}.x", "error": "bad_token"},
+        {
+            "description": "version 2",
+            "token": f"{v2}.{signature_b64}",
+            "error": "unsupported_version",
+        },
+        {"description": "too long", "token": "a" * 1025, "error": "bad_token"},
+    ]
     return {
+        "invalid": invalid,
         "signing_private": key.private_bytes().hex(),
         "signing_public": key.public.serialize().hex(),
         "device_id": "phone-1",
@@ -243,6 +470,74 @@ def token() -> dict[str, object]:
         "now": NOW // 1000,
         "nonce": nonce.hex(),
         "token": issued,
+    }
+
+
+def _b64_flip(text: str) -> str:
+    """Change one base64url character in the middle (a different, still valid encoding)."""
+    i = len(text) // 2
+    return text[:i] + ("A" if text[i] != "A" else "B") + text[i + 1 :]
+
+
+def content() -> dict[str, object]:
+    """Every content type's encoding (§7): what each parses to."""
+    message_id, call_id = drbg("vectors/content/m")(16), drbg("vectors/content/c")(16)
+    items: list[tuple[str, Content]] = [
+        ("text", Text("hello, bob")),
+        (
+            "file",
+            File(
+                "obj-1",
+                drbg("vectors/content/k")(32),
+                drbg("vectors/content/d")(48),
+                12345,
+                "report.pdf",
+                "application/pdf",
+            ),
+        ),
+        ("location", Location(515_007_000, -1_276_000, 12, NOW)),
+        ("receipt", Receipt(Receipt.READ, (message_id, call_id))),
+        ("control", Control(Control.DELETE_MESSAGE, message_id)),
+        ("call_signal", CallSignal(call_id, CallSignal.OFFER, "v=0\r\no=- 0 0 IN IP4 0.0.0.0")),
+        ("unknown type 0x7f", UnknownContent(0x7F, b"future")),
+    ]
+    return {
+        "contents": [
+            {
+                "name": name,
+                "content": item.serialize().hex(),
+                "size_class": pad(item.serialize())[0],
+                "fields": _fields(item),
+            }
+            for name, item in items
+        ]
+    }
+
+
+def _fields(item: Content) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in vars(item).items():
+        if isinstance(value, bytes):
+            out[key] = value.hex()
+        elif isinstance(value, tuple):
+            out[key] = [v.hex() for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def revocation() -> dict[str, object]:
+    rng = drbg("vectors/revocation")
+    identity = IdentityKeyPair.generate(rng)
+    revoked = DeviceRevocation.issue(identity, "alice", "laptop", revoked_at=NOW)
+    return {
+        "identity_private": identity.private_bytes().hex(),
+        "identity_public": identity.public.serialize().hex(),
+        "user_id": "alice",
+        "device_id": "laptop",
+        "revoked_at": NOW,
+        "tbs": revoked.tbs().hex(),
+        "revocation": revoked.serialize().hex(),
     }
 
 
@@ -258,6 +553,8 @@ def build() -> dict[str, dict[str, object]]:
         "safety_number": safety(),
         "keystore": keystore(),
         "connect_token": token(),
+        "content": content(),
+        "revocation": revocation(),
     }
 
 

@@ -156,3 +156,32 @@ def test_certificate_construction_rejects_invalid_fields(alice: Party):
         replace(alice.certificate, expires_at=alice.certificate.issued_at + 400 * DAY)
     with pytest.raises(errors.MalformedMessage):
         DeviceCertificate.parse(alice.certificate.serialize()[:-1])
+
+
+def test_device_secrets_parser_checks_what_the_spec_says(alice: Party, bob: Party):
+    alice.device.new_one_time_prekeys(2, now=NOW, rng=drbg("o"))
+    good = alice.device.serialize()
+    swapped = DeviceSecrets(
+        alice.device.user_id,
+        alice.device.device_id,
+        alice.device.signing_key,
+        alice.device.certificate,
+        signed_prekeys=dict(alice.device.one_time_prekeys),  # one-time prekeys as signed ones
+        one_time_prekeys={},
+        next_prekey_id=alice.device.next_prekey_id,
+    ).serialize()
+    stale_counter = DeviceSecrets(
+        alice.device.user_id,
+        alice.device.device_id,
+        alice.device.signing_key,
+        alice.device.certificate,
+        signed_prekeys=dict(alice.device.signed_prekeys),
+        next_prekey_id=1,  # below the ids in use
+    ).serialize()
+    foreign_certificate = DeviceSecrets(
+        alice.device.user_id, "laptop", alice.device.signing_key, alice.device.certificate
+    ).serialize()
+    assert DeviceSecrets.parse(good).serialize() == good
+    for bad in (swapped, stale_counter, foreign_certificate, good + b"\x00"):
+        with pytest.raises(errors.MalformedMessage):
+            DeviceSecrets.parse(bad)

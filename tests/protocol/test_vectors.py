@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sotto.protocol import connect_token, errors
 from sotto.protocol.attachments import Decryptor, Encryptor
-from sotto.protocol.certificates import DeviceCertificate
+from sotto.protocol.certificates import DeviceCertificate, DeviceRevocation, Revocations
 from sotto.protocol.content import pad, parse_content, unpad
 from sotto.protocol.device import DeviceSecrets
 from sotto.protocol.distribution import open_key_distribution
@@ -95,6 +96,46 @@ def test_key_distribution_vector_opens():
     assert (chain.chain_id, chain.chain_key) == (expected.chain_id, expected.chain_key)
 
 
+def _open_vector_distribution(v: dict[str, Any], data: bytes, secrets: str) -> ReceiverChain:
+    return open_key_distribution(
+        data,
+        DeviceSecrets.parse(h(secrets)),
+        IdentityPublicKey.parse(h(v["recipient_identity_public"])),
+        sender_certificate=DeviceCertificate.parse(h(v["sender_certificate"])),
+        sender_identity=IdentityPublicKey.parse(h(v["sender_identity_public"])),
+        now=v["now"],
+        replay=ReplayGuard(),
+        conversation_id=v["conversation_id"],
+    )
+
+
+def test_one_time_prekey_distribution_vector_opens_and_consumes_the_prekey():
+    v = load("key_distribution")
+    one_time = v["one_time"]
+    recipient = DeviceSecrets.parse(h(one_time["recipient_device_secrets"]))
+    assert one_time["prekey_id"] in recipient.one_time_prekeys
+    chain = open_key_distribution(
+        h(one_time["key_distribution"]),
+        recipient,
+        IdentityPublicKey.parse(h(v["recipient_identity_public"])),
+        sender_certificate=DeviceCertificate.parse(h(v["sender_certificate"])),
+        sender_identity=IdentityPublicKey.parse(h(v["sender_identity_public"])),
+        now=v["now"],
+        replay=ReplayGuard(),
+    )
+    assert chain.chain_key == ChainKeyPayload.parse(h(v["expected_payload"])).chain_key
+    assert one_time["prekey_id"] not in recipient.one_time_prekeys
+
+
+def test_invalid_distribution_vectors_fail_with_their_code():
+    v = load("key_distribution")
+    assert len(v["invalid"]) >= 8
+    for bad in v["invalid"]:
+        with pytest.raises(errors.ProtocolError) as caught:
+            _open_vector_distribution(v, h(bad["key_distribution"]), v["recipient_device_secrets"])
+        assert caught.value.code == bad["error"], bad["description"]
+
+
 def test_envelope_vectors_are_reproduced_byte_for_byte():
     v = load("envelope")
     signing = SigningKey.from_private_bytes(h(v["sender_signing_private"]))
@@ -158,6 +199,70 @@ def test_attachment_vector():
     dec = Decryptor(h(v["file_key"]))
     plain = dec.update(h(v["stream"])) + dec.finalize(expected_digest=h(v["digest"]))
     assert plain.hex() == v["plaintext"]
+
+
+def test_invalid_attachment_vectors_fail_with_their_code():
+    v = load("attachment")
+    short = v["invalid"]
+    dec = Decryptor(h(v["file_key"]))
+    dec.update(h(short["stream"]))
+    dec.finalize(expected_digest=h(short["digest"]), expected_size=short["plaintext_size"])
+    for bad in short["cases"]:
+        with pytest.raises(errors.ProtocolError) as caught:
+            _decrypt(
+                h(v["file_key"]), h(bad["stream"]), h(short["digest"]), short["plaintext_size"]
+            )
+        assert caught.value.code == bad["error"], bad["description"]
+
+
+def _decrypt(key: bytes, stream: bytes, digest: bytes, size: int) -> bytes:
+    dec = Decryptor(key)
+    return dec.update(stream) + dec.finalize(expected_digest=digest, expected_size=size)
+
+
+def test_invalid_keystore_vectors_fail_with_their_code():
+    v = load("keystore")
+    for bad in v["invalid"]:
+        with pytest.raises(errors.KeystoreError) as caught:
+            open_keystore(h(bad["keystore"]), bad["passphrase"] or v["passphrase"])
+        assert caught.value.code == bad["error"], bad["description"]
+
+
+def test_invalid_connect_token_vectors_fail_with_their_code():
+    v = load("connect_token")
+    key = SigningKey.from_private_bytes(h(v["signing_private"])).key.public_key()
+    for bad in v["invalid"]:
+        with pytest.raises(errors.TokenError) as caught:
+            connect_token.verify(
+                bad["token"], key, audience=bad.get("audience", v["audience"]),
+                now=bad.get("now", v["now"]),
+            )  # fmt: skip
+        assert caught.value.code == bad["error"], bad["description"]
+
+
+def test_content_vectors_parse_to_their_fields():
+    for item in load("content")["contents"]:
+        content = parse_content(h(item["content"]))
+        assert content.serialize().hex() == item["content"], item["name"]
+        assert generate_vectors._fields(content) == item["fields"], item["name"]
+        assert pad(content.serialize())[0] == item["size_class"]
+
+
+def test_revocation_vector_verifies_and_its_ecdsa_half_is_reproduced():
+    v = load("revocation")
+    identity = IdentityKeyPair.from_private_bytes(h(v["identity_private"]))
+    assert identity.public.serialize().hex() == v["identity_public"]
+    revocation = DeviceRevocation.parse(h(v["revocation"]))
+    assert (revocation.user_id, revocation.device_id, revocation.revoked_at) == (
+        v["user_id"], v["device_id"], v["revoked_at"],
+    )  # fmt: skip
+    assert revocation.tbs().hex() == v["tbs"]
+    assert identity.sign("device-revocation", revocation.tbs())[0] == revocation.ecdsa_signature
+    revocations = Revocations()
+    revocations.add(revocation, identity.public)
+    assert revocations.is_revoked("alice", "laptop")
+    with pytest.raises(errors.BadCertificate):
+        replace(revocation, revoked_at=v["revoked_at"] + 1).verify(identity.public)
 
 
 def test_safety_number_vector():

@@ -182,15 +182,31 @@ class DeviceSecrets:
         device_id = check_identifier(r.text8(), "device id")
         signing_key = SigningKey.from_private_bytes(r.take(48))
         cert = DeviceCertificate.parse(r.var16())
-        if cert.device_key != signing_key.public:
-            raise MalformedMessage("device certificate does not match the signing key")
+        if cert.device_key != signing_key.public or (cert.user_id, cert.device_id) != (
+            user_id,
+            device_id,
+        ):
+            raise MalformedMessage("device certificate does not match the device")
         device = cls(user_id, device_id, signing_key, cert, next_prekey_id=r.u32())
-        for table in (device.signed_prekeys, device.one_time_prekeys):
+        for kind, table in (
+            (PrekeyKind.SIGNED, device.signed_prekeys),
+            (PrekeyKind.ONE_TIME, device.one_time_prekeys),
+        ):
+            previous = 0
             for _ in range(r.u16()):
                 prekey_cert = PrekeyCertificate.parse(r.var16())
                 pair = KemKeyPair.from_private_bytes(r.take(112))
                 if pair.public != prekey_cert.public_key:
                     raise MalformedMessage("prekey private key does not match its certificate")
+                if (prekey_cert.user_id, prekey_cert.device_id, prekey_cert.kind) != (
+                    user_id,
+                    device_id,
+                    kind,
+                ):
+                    raise MalformedMessage("prekey certificate of another device or kind")
+                if not previous < prekey_cert.prekey_id < device.next_prekey_id:
+                    raise MalformedMessage("prekey ids must ascend and stay below the next id")
+                previous = prekey_cert.prekey_id
                 table[prekey_cert.prekey_id] = (pair, prekey_cert)
         r.done()
         return device
