@@ -28,12 +28,29 @@ from sotto.protocol.content import (
     UnknownContent,
     pad,
 )
+from sotto.protocol.conversation import Conversation, LocalDevice, Member
 from sotto.protocol.distribution import KeyDistribution, seal_key_distribution
 from sotto.protocol.envelope import Envelope, seal_envelope
 from sotto.protocol.keys import IdentityKeyPair, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, seal_keystore
+from sotto.protocol.membership import (
+    Add,
+    Change,
+    ConversationKind,
+    Create,
+    Leave,
+    MemberEntry,
+    MembershipOperation,
+    MembershipState,
+    Rebind,
+    Remove,
+    Role,
+    SetRole,
+    sign_operation,
+    verify_log,
+)
 from sotto.protocol.ratchet import ReceiverChain, SenderChain, membership_digest
-from sotto.protocol.safety import safety_number
+from sotto.protocol.safety import IdentityTracker, safety_number
 
 from .helpers import DAY, NOW, Party, drbg, make_party
 
@@ -541,6 +558,120 @@ def revocation() -> dict[str, object]:
     }
 
 
+def _op(signer: Party, state: MembershipState | None, change: Change, at: int) -> bytes:
+    return sign_operation(
+        signer.device, signer.identity_public, state, change, now=at, conversation_id=CONV
+    )
+
+
+def _unchecked_op(signer: Party, state: MembershipState, change: Change, at: int) -> bytes:
+    """What a hostile client sends: signed, but not checked against the rules first."""
+    op = MembershipOperation(
+        state.conversation_id, state.seq + 1, state.head, at, signer.device.certificate, change,
+        bytes(96),
+    )  # fmt: skip
+    signature = signer.device.signing_key.sign("membership", op.body())
+    return replace(op, signature=signature).serialize()
+
+
+def membership() -> dict[str, object]:
+    """A room's log from its creation (§15), the state it verifies to, and broken logs."""
+    alice, bob, carol, dave = (make_party(u) for u in ("alice", "bob", "carol", "dave"))
+    bob2 = make_party("bob", "laptop", seed="vectors/bob reinstalled")
+    everyone = [alice, bob, carol, dave, bob2]
+    keys = [p.identity_public for p in everyone]
+
+    def entry(party: Party, role: int = Role.MEMBER) -> MemberEntry:
+        return MemberEntry.of(party.user_id, party.identity_public, role)
+
+    steps: list[tuple[Party, Change]] = [
+        (alice, Create(ConversationKind.ROOM, (entry(alice, Role.MODERATOR), entry(bob)))),
+        (alice, Add((entry(carol), entry(dave)))),
+        (alice, SetRole("bob", Role.MODERATOR)),
+        (bob, Remove(("dave",))),
+        (bob2, Rebind(bob2.identity_public.fingerprint)),
+        (carol, Leave()),
+    ]
+    ops: list[bytes] = []
+    state: MembershipState | None = None
+    at = NOW
+    for signer, change in steps:
+        at += 1000
+        ops.append(_op(signer, state, change, at))
+        state = verify_log(ops, keys, conversation_id=CONV, now=at)
+    assert state is not None
+    base = verify_log(ops[:3], keys, conversation_id=CONV, now=at)
+    fork = _op(alice, base, Remove(("carol",)), at)
+    after_add = verify_log(ops[:2], keys, conversation_id=CONV, now=at)
+    by_member = _unchecked_op(carol, after_add, Add((entry(bob2),)), at)
+    self_promotion = _unchecked_op(carol, base, SetRole("carol", Role.MODERATOR), at)
+    broken = [
+        ("empty log", [], "log_truncated"),
+        ("starts after its creation", ops[1:], "log_truncated"),
+        ("signature byte flipped", [ops[0], _flip(ops[1], len(ops[1]) - 3)], "membership_forged"),
+        (
+            "operations 1 and 2 swapped",
+            [ops[0], ops[2], ops[1], *ops[3:]],
+            "operation_out_of_order",
+        ),
+        ("operation 2 missing", [ops[0], ops[1], *ops[3:]], "operation_out_of_order"),
+        ("operation 1 replayed at the end", [*ops, ops[1]], "operation_replayed"),
+        ("a fork at 3 followed by the log's 4", [*ops[:3], fork, *ops[4:]], "log_forked"),
+        ("a member adds", [*ops[:2], by_member], "not_moderator"),
+        ("a member promotes itself", [*ops[:3], self_promotion], "self_promotion"),
+    ]
+    return {
+        "conversation_id": CONV,
+        "now": at,
+        "identities": [k.serialize().hex() for k in keys],
+        "operations": [op.hex() for op in ops],
+        "hashes": [MembershipOperation.parse(op).hash.hex() for op in ops],
+        "state": state.serialize().hex(),
+        "invalid": [
+            {"description": d, "operations": [o.hex() for o in x], "error": e} for d, x, e in broken
+        ],
+    }
+
+
+def conversation_state() -> dict[str, object]:
+    """Alice's engine state (0x34) after a verified log, one send and one receipt from Bob."""
+    alice, bob = make_party("alice"), make_party("bob")
+    create = Create(
+        ConversationKind.ROOM,
+        (MemberEntry.of("alice", alice.identity_public, Role.MODERATOR),
+         MemberEntry.of("bob", bob.identity_public)),
+    )  # fmt: skip
+    log = [_op(alice, None, create, NOW)]
+    engines = {}
+    for party in (alice, bob):
+        local = LocalDevice(party.device, party.identity_public, IdentityTracker())
+        engine = Conversation(CONV, local, rng=drbg(f"vectors/conv/{party.user_id}"))
+        others = [Member(p.certificate, p.identity_public) for p in (alice, bob) if p is not party]
+        engine.update_membership(log, others, now=NOW)
+        engines[party.user_id] = engine
+    sent = engines["alice"].prepare_send(
+        Text("hello"), now=NOW, prekeys={bob.address: bob.prekey()}
+    )
+    engines["bob"].receive_distribution(sent.distributions[0].data, now=NOW)
+    engines["bob"].receive_envelope(sent.envelope, now=NOW)
+    reply = engines["bob"].prepare_send(
+        Text("hi alice"), now=NOW, prekeys={alice.address: alice.prekey()}
+    )
+    engines["alice"].receive_distribution(reply.distributions[0].data, now=NOW)
+    engines["alice"].receive_envelope(reply.envelope, now=NOW)
+    local = engines["alice"].local
+    return {
+        "conversation_id": CONV,
+        "device_secrets": local.secrets.serialize().hex(),
+        "identity_public": local.identity.serialize().hex(),
+        "tracker": local.tracker.serialize().hex(),
+        "state": engines["alice"].serialize().hex(),
+        "sender_chain_id": sent.header.chain_id.hex(),
+        "receiver_chain_id": reply.header.chain_id.hex(),
+        "membership_head": engines["alice"].membership.head.hex(),  # type: ignore[union-attr]
+    }
+
+
 def build() -> dict[str, dict[str, object]]:
     distribution, envelopes = messaging()
     return {
@@ -555,6 +686,8 @@ def build() -> dict[str, dict[str, object]]:
         "connect_token": token(),
         "content": content(),
         "revocation": revocation(),
+        "membership": membership(),
+        "conversation_state": conversation_state(),
     }
 
 

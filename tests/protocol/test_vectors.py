@@ -18,14 +18,16 @@ from sotto.protocol import connect_token, errors
 from sotto.protocol.attachments import Decryptor, Encryptor
 from sotto.protocol.certificates import DeviceCertificate, DeviceRevocation, Revocations
 from sotto.protocol.content import pad, parse_content, unpad
+from sotto.protocol.conversation import Conversation, LocalDevice
 from sotto.protocol.device import DeviceSecrets
 from sotto.protocol.distribution import open_key_distribution
 from sotto.protocol.envelope import Envelope, EnvelopeHeader, open_envelope, verify_envelope
 from sotto.protocol.keys import IdentityKeyPair, IdentityPublicKey, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, open_keystore, seal_keystore
+from sotto.protocol.membership import MembershipOperation, MembershipState, verify_log
 from sotto.protocol.ratchet import ChainKeyPayload, ReceiverChain, membership_digest
 from sotto.protocol.replay import ReplayGuard
-from sotto.protocol.safety import safety_number
+from sotto.protocol.safety import IdentityTracker, safety_number
 
 from . import generate_vectors
 
@@ -263,6 +265,48 @@ def test_revocation_vector_verifies_and_its_ecdsa_half_is_reproduced():
     assert revocations.is_revoked("alice", "laptop")
     with pytest.raises(errors.BadCertificate):
         replace(revocation, revoked_at=v["revoked_at"] + 1).verify(identity.public)
+
+
+def test_membership_log_vector_verifies_to_its_state():
+    v = load("membership")
+    identities = [IdentityPublicKey.parse(h(k)) for k in v["identities"]]
+    ops = [h(op) for op in v["operations"]]
+    assert [MembershipOperation.parse(op).hash.hex() for op in ops] == v["hashes"]
+    state = verify_log(ops, identities, conversation_id=v["conversation_id"], now=v["now"])
+    assert state.serialize().hex() == v["state"]
+    assert MembershipState.parse(h(v["state"])) == state
+    # Incrementally, one operation at a time, the same state.
+    step = verify_log(ops[:1], identities, conversation_id=v["conversation_id"], now=v["now"])
+    for op in ops[1:]:
+        step = step.extend([op], identities, now=v["now"])
+    assert step == state
+
+
+def test_invalid_membership_log_vectors_fail_with_their_code():
+    v = load("membership")
+    identities = [IdentityPublicKey.parse(h(k)) for k in v["identities"]]
+    for bad in v["invalid"]:
+        with pytest.raises(errors.MembershipError) as caught:
+            verify_log(
+                [h(op) for op in bad["operations"]], identities,
+                conversation_id=v["conversation_id"], now=v["now"],
+            )  # fmt: skip
+        assert caught.value.code == bad["error"], bad["description"]
+
+
+def test_conversation_state_vector_parses_and_reserializes_exactly():
+    v = load("conversation_state")
+    local = LocalDevice(
+        DeviceSecrets.parse(h(v["device_secrets"])),
+        IdentityPublicKey.parse(h(v["identity_public"])),
+        IdentityTracker.parse(h(v["tracker"])),
+    )
+    conversation = Conversation.parse(h(v["state"]), local)
+    assert conversation.serialize().hex() == v["state"]
+    assert conversation.sender_chain_id == h(v["sender_chain_id"])
+    assert conversation.receiver_chain_ids(("bob", "phone")) == (h(v["receiver_chain_id"]),)
+    assert conversation.membership is not None
+    assert conversation.membership.head.hex() == v["membership_head"]
 
 
 def test_safety_number_vector():

@@ -13,6 +13,7 @@ and the local gateway are adapters around it. Modules:
 * ``ratchet``       sender chains (symmetric ratchet, skipped keys, rotation)
 * ``distribution``  key-distribution messages (chain key to one device)
 * ``envelope``      signed, padded conversation messages
+* ``membership``    the signed, hash-chained membership log and its verifier
 * ``conversation``  one device's client state machine for one conversation
 * ``content``       content types and padding
 * ``attachments``   streaming chunked AEAD

@@ -294,21 +294,32 @@ class DeviceRevocation:
 
 @dataclass
 class Revocations:
-    """The revoked devices a verifier knows of: ``(user_id, device_id)`` pairs.
+    """The revoked devices a verifier knows of, each with the time it was revoked (ms).
 
     ``add`` accepts only identity-signed revocations; ``revoke`` is for a
     decision the caller authenticated some other way (e.g. an admin revocation
-    from the organisation's authenticated directory).
+    from the organisation's authenticated directory), with the time it
+    recorded. A device is revoked for everything from ``revoked_at`` on;
+    what it signed before (membership operations, §15) still counts.
     """
 
-    _revoked: set[tuple[str, str]] = field(default_factory=set)
+    _revoked: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add(self, revocation: DeviceRevocation, identity: IdentityPublicKey) -> None:
         revocation.verify(identity)
-        self._revoked.add((revocation.user_id, revocation.device_id))
+        self._record(revocation.user_id, revocation.device_id, revocation.revoked_at)
 
-    def revoke(self, user_id: str, device_id: str) -> None:
-        self._revoked.add((check_identifier(user_id, "user id"), device_id))
+    def revoke(self, user_id: str, device_id: str, *, revoked_at: int = 0) -> None:
+        """Revoke from ``revoked_at`` (default 0: since ever, voiding its old operations too)."""
+        check_identifier(user_id, "user id")
+        check_identifier(device_id, "device id")
+        self._record(user_id, device_id, revoked_at)
 
-    def is_revoked(self, user_id: str, device_id: str) -> bool:
-        return (user_id, device_id) in self._revoked
+    def _record(self, user_id: str, device_id: str, revoked_at: int) -> None:
+        address = (user_id, device_id)
+        self._revoked[address] = min(revoked_at, self._revoked.get(address, revoked_at))
+
+    def is_revoked(self, user_id: str, device_id: str, *, at: int | None = None) -> bool:
+        """Revoked at all (``at`` None), or by the time ``at``."""
+        revoked_at = self._revoked.get((user_id, device_id))
+        return revoked_at is not None and (at is None or revoked_at <= at)

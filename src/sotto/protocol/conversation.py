@@ -27,7 +27,7 @@ time (``SenderChain.rotation_reason``), or on ``request_rotation``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -37,11 +37,16 @@ from .device import DeviceSecrets
 from .distribution import KeyDistribution, open_key_distribution, seal_key_distribution
 from .envelope import Envelope, EnvelopeHeader, ExpiryPolicy, open_envelope, seal_envelope
 from .errors import (
+    BadCertificate,
+    CertificateError,
     IdentityChanged,
     LimitExceeded,
     MalformedMessage,
     MessageExpired,
+    NotAMember,
+    NotPermitted,
     PrekeysRequired,
+    ProtocolError,
     RatchetError,
     ReplayedMessage,
     UnknownSender,
@@ -49,6 +54,7 @@ from .errors import (
     WrongRecipient,
 )
 from .keys import ECDSA_PUBLIC_LENGTH, MLDSA_PUBLIC_LENGTH, IdentityPublicKey, Random, system_random
+from .membership import MembershipState, verify_log
 from .ratchet import (
     MAX_CHAIN_AGE_MS,
     MAX_MESSAGES_PER_CHAIN,
@@ -76,6 +82,7 @@ __all__ = [
     "MessageTimers",
     "Outgoing",
     "Received",
+    "RefusedDevice",
     "deletion_deadline",
     "must_delete",
 ]
@@ -253,14 +260,36 @@ class InstalledChain:
 
 
 @dataclass(frozen=True)
+class RefusedDevice:
+    """A device the server listed that the verified membership does not justify, and why."""
+
+    address: Address
+    error: ProtocolError
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+
+@dataclass(frozen=True)
 class MembershipChange:
+    """What changed; show ``joined``, ``left`` and ``new_devices`` to the person."""
+
     added: tuple[Address, ...]
     removed: tuple[Address, ...]
     replaced: tuple[Address, ...]  # same (user, device), new certificate
+    joined: tuple[str, ...] = ()  # users, from the verified log
+    left: tuple[str, ...] = ()
+    refused: tuple[RefusedDevice, ...] = ()  # listed by the server, no chain key for them
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed or self.replaced)
+        return bool(self.added or self.removed or self.replaced or self.joined or self.left)
+
+    @property
+    def new_devices(self) -> tuple[Address, ...]:
+        """Devices added for users who were already members (a user's new phone, say)."""
+        return tuple(a for a in self.added if a[0] not in self.joined)
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -285,6 +314,7 @@ class Conversation:
         own = local.as_member()
         self._members: dict[Address, Member] = {own.address: own}
         self._digest = membership_digest(self._members)
+        self._membership: MembershipState | None = None  # None: an unverified roster (v1)
         self._chain: SenderChain | None = None
         self._rotate_pending = False
         self._chains: dict[bytes, ReceiverChain] = {}
@@ -331,6 +361,20 @@ class Conversation:
         return self._digest
 
     @property
+    def membership(self) -> MembershipState | None:
+        """The verified membership log's state, or None while the roster is unverified."""
+        return self._membership
+
+    @property
+    def is_member(self) -> bool:
+        """False once the verified log no longer binds this device's user to its identity."""
+        if self._membership is None:
+            return True
+        return (
+            self._membership.fingerprint(self._local.address[0]) == self._local.identity.fingerprint
+        )
+
+    @property
     def sender_chain_id(self) -> bytes | None:
         return self._chain.chain_id if self._chain is not None else None
 
@@ -344,7 +388,11 @@ class Conversation:
     # -- membership ----------------------------------------------------------------------
 
     def set_members(self, members: Iterable[Member], *, now: int) -> MembershipChange:
-        """Replace the member devices (this device is always one); atomic on error.
+        """Replace the member devices from an unverified roster (v1); atomic on error.
+
+        Kept for clients that do not yet verify the membership log; once a
+        conversation has a verified membership (``update_membership``) it is
+        refused, so a roster can never override the log.
 
         New or changed certificates are verified against the member's identity
         (``bad_certificate``, ``certificate_expired``, ``device_revoked``), and
@@ -353,6 +401,106 @@ class Conversation:
         (``IdentityTracker.accept_change``). Any change makes the next send
         rotate; removed or replaced devices' receiver chains are deleted.
         """
+        if self._membership is not None:
+            raise NotPermitted("this conversation's members come from its verified log")
+        return self._apply_members(members, now=now, verified=())
+
+    def update_membership(
+        self,
+        operations: Sequence[bytes],
+        devices: Iterable[Member],
+        *,
+        now: int,
+        identities: Iterable[IdentityPublicKey] = (),
+        served_seq: int | None = None,
+    ) -> MembershipChange:
+        """Verify new membership operations, then keep only the devices the log justifies.
+
+        The first call verifies the log from its creation operation; later
+        ones continue from the verified head (``served_seq``: the head the
+        server reports, to detect a truncated log). ``devices`` is the
+        server's list of member devices; each is kept only if its user is a
+        member of the log, its identity is the one the log binds that user to,
+        and its certificate verifies under it. Every other one is reported in
+        ``refused`` and gets no chain key. Signers' identity keys are looked
+        up by fingerprint among ``identities`` and the devices' identities.
+        A log fingerprint that differs from the tracker's raises
+        ``identity_changed``. Atomic: on any error nothing changes.
+        """
+        devices = list(devices)
+        pool = [*identities, *(m.identity for m in devices), self._local.identity]
+        revocations = self._local.revocations
+        if self._membership is None:
+            state = verify_log(
+                operations, pool, conversation_id=self._id, now=now, revocations=revocations
+            )
+        else:
+            state = self._membership.extend(
+                operations, pool, now=now, revocations=revocations, served_seq=served_seq
+            )
+        for user_id, entry in state.members.items():
+            known = self._local.tracker.get(user_id)
+            if known is not None and known.fingerprint != entry.fingerprint:
+                raise IdentityChanged(user_id, known.fingerprint, entry.fingerprint)
+        accepted, refused = self._justified(state, devices, now)
+        previous = (
+            set(self._membership.members)
+            if self._membership is not None
+            else {a[0] for a in self._members}
+        )
+        change = self._apply_members(accepted, now=now, verified=accepted)
+        self._membership = state
+        by_fingerprint = {identity.fingerprint: identity for identity in pool}
+        for user_id, entry in state.members.items():
+            identity = by_fingerprint.get(entry.fingerprint)
+            if identity is not None:
+                self._local.tracker.check(user_id, identity)  # first sight: recorded unverified
+        return MembershipChange(
+            change.added,
+            change.removed,
+            change.replaced,
+            joined=tuple(sorted(set(state.members) - previous)),
+            left=tuple(sorted(previous - set(state.members))),
+            refused=tuple(refused),
+        )
+
+    def _justified(
+        self, state: MembershipState, devices: list[Member], now: int
+    ) -> tuple[list[Member], list[RefusedDevice]]:
+        """Split the server's device list into what the log and certificates justify, and not."""
+        accepted: list[Member] = []
+        refused: list[RefusedDevice] = []
+        for member in devices:
+            if not isinstance(member, Member):
+                raise MalformedMessage("devices must be Member values")
+            if member.address == self._local.address:
+                continue
+            bound = state.fingerprint(member.user_id)
+            error: ProtocolError | None = None
+            if bound is None:
+                error = NotAMember(f"{member.user_id!r} is not a member of the verified log")
+            elif member.identity.fingerprint != bound:
+                error = BadCertificate(
+                    f"device {member.device_id!r} is certified by an identity the log does not "
+                    f"bind to {member.user_id!r}"
+                )
+            elif self._members.get(member.address) != member:
+                try:
+                    member.certificate.verify(
+                        member.identity, now=now, revocations=self._local.revocations
+                    )
+                except CertificateError as exc:
+                    error = exc
+            if error is None:
+                accepted.append(member)
+            else:
+                refused.append(RefusedDevice(member.address, error))
+        return accepted, refused
+
+    def _apply_members(
+        self, members: Iterable[Member], *, now: int, verified: Iterable[Member]
+    ) -> MembershipChange:
+        """``set_members``'s work; certificates of ``verified`` members are not checked again."""
         own = self._local.as_member()
         new: dict[Address, Member] = {}
         for member in members:
@@ -374,8 +522,9 @@ class Conversation:
             known = self._local.tracker.get(user_id)
             if known is not None and known.fingerprint != identity.fingerprint:
                 raise IdentityChanged(user_id, known.fingerprint, identity.fingerprint)
+        checked = {m.address for m in verified}
         for address, member in new.items():
-            if self._members.get(address) != member:
+            if self._members.get(address) != member and address not in checked:
                 member.certificate.verify(
                     member.identity, now=now, revocations=self._local.revocations
                 )
@@ -450,6 +599,8 @@ class Conversation:
         else the signed prekey), or ``prekeys_required`` names the missing
         devices. The returned distributions must be delivered before the envelope.
         """
+        if not self.is_member:
+            raise NotAMember("this device's user is not a member of the verified log")
         timers = timers if timers is not None else self._settings.timers
         timers.check(self._settings.policy)
         reason = self.rotation_reason(now=now)
@@ -497,6 +648,8 @@ class Conversation:
         For a device whose distribution was lost. It can read the messages
         sent from now on, not the earlier ones on this chain (their keys are gone).
         """
+        if not self.is_member:
+            raise NotAMember("this device's user is not a member of the verified log")
         if self._chain is None:
             raise RatchetError("no sender chain to redistribute")
         if address not in self._members or address == self._local.address:
@@ -637,6 +790,10 @@ class Conversation:
         w.u64(s.policy.max_expiry_ms).u32(s.policy.max_burn_after_read_s)
         w.u64(s.timers.expires_in_ms).u32(s.timers.burn_after_read_s)
         w.u32(s.max_messages).u64(s.max_age_ms)
+        if self._membership is None:
+            w.u8(0)
+        else:
+            w.u8(1).var32(self._membership.serialize())
         identities = {m.user_id: m.identity for m in self._members.values()}
         w.u16(len(identities))
         for user_id in sorted(identities):
@@ -684,6 +841,11 @@ class Conversation:
         except LimitExceeded as exc:
             raise MalformedMessage(f"default timers exceed the policy: {exc.detail}") from None
         conversation = cls(conversation_id, local, settings=settings, rng=rng)
+        membership = None
+        if _flag(r.u8(), "membership flag"):
+            membership = MembershipState.parse(r.var32())
+            if membership.conversation_id != conversation_id:
+                raise MalformedMessage("membership state of another conversation")
 
         identities: dict[str, IdentityPublicKey] = {}
         for _ in range(r.u16()):
@@ -713,6 +875,13 @@ class Conversation:
             raise MalformedMessage("this device is not a member with its own certificate")
         if len(members) > MAX_MEMBER_DEVICES:
             raise MalformedMessage(f"more than {MAX_MEMBER_DEVICES} member devices")
+        if membership is not None and any(
+            membership.fingerprint(a[0]) != m.identity.fingerprint
+            for a, m in members.items()
+            if a != local.address
+        ):
+            raise MalformedMessage("a member device the membership state does not justify")
+        conversation._membership = membership
         conversation._members = members
         conversation._digest = membership_digest(members)
 

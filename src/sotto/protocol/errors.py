@@ -31,6 +31,17 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     │   ├── AttachmentTampered       [attachment_tampered] a chunk fails to decrypt
     │   ├── AttachmentTruncated      [attachment_truncated] stream ends early
     │   └── AttachmentOutOfOrder     [attachment_out_of_order] chunk index unexpected
+    ├── MembershipError              [membership_error] the membership log does not verify
+    │   ├── ForgedOperation          [membership_forged] bad signature/certificate/identity binding
+    │   ├── NotPermitted             [membership_not_permitted] the signer may not make this change
+    │   │   ├── NotModerator         [not_moderator] only a moderator may do this
+    │   │   └── SelfPromotion        [self_promotion] a member changing its own role
+    │   ├── OperationReplayed        [operation_replayed] at or before the verified head
+    │   ├── OperationOutOfOrder      [operation_out_of_order] a gap, a reordering, time going back
+    │   ├── LogForked                [log_forked] does not follow the verified head
+    │   ├── LogTruncated             [log_truncated] no creation, or shorter than verified
+    │   ├── IdentityUnavailable      [identity_unavailable] no key for a signer's identity
+    │   └── NotAMember               [not_a_member] a device or user the log does not justify
     ├── IdentityChanged              [identity_changed] a known user's identity key changed
     ├── PrekeyError                  [prekey_unavailable] prekey unknown or already used
     ├── LimitExceeded                [limit_exceeded] a size or count limit (local misuse)
@@ -61,19 +72,30 @@ __all__ = [
     "CorruptKeystore",
     "DecryptionFailed",
     "DeviceRevoked",
+    "ForgedOperation",
     "IdentityChanged",
+    "IdentityUnavailable",
     "KeyCommitmentMismatch",
     "KeystoreError",
     "LimitExceeded",
+    "LogForked",
+    "LogTruncated",
     "MalformedMessage",
+    "MembershipError",
     "MessageExpired",
     "MessageKeyUnavailable",
+    "NotAMember",
+    "NotModerator",
+    "NotPermitted",
+    "OperationOutOfOrder",
+    "OperationReplayed",
     "PrekeyError",
     "PrekeysRequired",
     "ProtocolError",
     "RatchetError",
     "ReplayedMessage",
     "RotationRequired",
+    "SelfPromotion",
     "SenderMismatch",
     "SuiteDowngrade",
     "TokenError",
@@ -241,6 +263,58 @@ class AttachmentTruncated(AttachmentError):
 
 class AttachmentOutOfOrder(AttachmentError):
     code = "attachment_out_of_order"
+
+
+class MembershipError(ProtocolError):
+    """A membership operation or log does not verify; ``code`` names the rule."""
+
+    code = "membership_error"
+
+
+class ForgedOperation(MembershipError):
+    """Signature, signer certificate or the identity the log binds the signer to fails."""
+
+    code = "membership_forged"
+
+
+class NotPermitted(MembershipError):
+    code = "membership_not_permitted"
+
+
+class NotModerator(NotPermitted):
+    code = "not_moderator"
+
+
+class SelfPromotion(NotPermitted):
+    code = "self_promotion"
+
+
+class OperationReplayed(MembershipError):
+    code = "operation_replayed"
+
+
+class OperationOutOfOrder(MembershipError):
+    code = "operation_out_of_order"
+
+
+class LogForked(MembershipError):
+    code = "log_forked"
+
+
+class LogTruncated(MembershipError):
+    code = "log_truncated"
+
+
+class IdentityUnavailable(MembershipError):
+    """No identity key with the fingerprint a signer's certificate names was supplied."""
+
+    code = "identity_unavailable"
+
+
+class NotAMember(MembershipError):
+    """A listed user or device the verified log does not justify (a ghost)."""
+
+    code = "not_a_member"
 
 
 class IdentityChanged(ProtocolError):
