@@ -29,7 +29,11 @@ from sotto.protocol.content import (
     pad,
 )
 from sotto.protocol.conversation import Conversation, LocalDevice, Member
-from sotto.protocol.distribution import KeyDistribution, seal_key_distribution
+from sotto.protocol.distribution import (
+    KeyDistribution,
+    seal_key_distribution,
+    seal_session_distribution,
+)
 from sotto.protocol.envelope import Envelope, seal_envelope
 from sotto.protocol.keys import IdentityKeyPair, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, seal_keystore
@@ -49,8 +53,9 @@ from sotto.protocol.membership import (
     sign_operation,
     verify_log,
 )
-from sotto.protocol.ratchet import ReceiverChain, SenderChain, membership_digest
+from sotto.protocol.ratchet import ReceiverChain, SenderChain, chain_step, membership_digest
 from sotto.protocol.safety import IdentityTracker, safety_number
+from sotto.protocol.sessions import PairwiseSessions
 
 from .helpers import DAY, NOW, Party, drbg, make_party
 
@@ -170,6 +175,7 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
             "key_distribution": kd_one_time.hex(),
         },
         "invalid": _invalid_distributions(kd, alice),
+        "session": _session_vector(alice, bob, chain),
     }
     envelopes = []
     for content, options in (
@@ -261,6 +267,36 @@ def messaging() -> tuple[dict[str, object], dict[str, object]]:
     return distribution, envelope_vectors
 
 
+def _session_vector(alice: Party, bob: Party, chain: SenderChain) -> dict[str, object]:
+    """A prekey distribution that establishes a session (§16), then two over it."""
+    rng = drbg("vectors/session")
+    offered = PairwiseSessions.new_send_session(
+        bob.address,
+        bob.certificate.device_key.serialize(),
+        bob.identity_public.fingerprint,
+        now=NOW,
+        rng=rng,
+    )
+    establish = seal_key_distribution(
+        alice.device, chain, conversation_id=CONV, recipient_certificate=bob.certificate,
+        recipient_identity=bob.identity_public, recipient_prekey=bob.prekey(), now=NOW,
+        rng=rng, session=offered,
+    )  # fmt: skip
+    steps, session = [], offered
+    for _ in range(2):
+        data, session = seal_session_distribution(
+            alice.device, chain, session, conversation_id="room-2", now=NOW, rng=rng
+        )
+        steps.append(data)
+    return {
+        "session_id": offered.session_id.hex(),
+        "session_key": offered.chain_key.hex(),
+        "establishing_distribution": establish.hex(),
+        "session_distributions": [d.hex() for d in steps],
+        "step_seeds": [chain_step(offered.chain_key)[0].hex()],
+    }
+
+
 def _resigned_envelope(data: bytes, sender: Party, **changes: object) -> bytes:
     envelope = Envelope.parse(data)
     header = replace(envelope.header, **changes)  # type: ignore[arg-type]
@@ -282,7 +318,7 @@ def _invalid_distributions(kd: bytes, sender: Party) -> list[dict[str, str]]:
         ("version 1", b"\x01" + kd[1:], "unsupported_version"),
         ("trailing byte", kd + b"\x00", "malformed"),
         ("last signature byte flipped", kd[:-1] + bytes([kd[-1] ^ 1]), "bad_signature"),
-        ("timestamp altered, not re-signed", _flip(kd, 58), "bad_signature"),
+        ("timestamp altered, not re-signed", _flip(kd, 52), "bad_signature"),
         (
             "addressed to another device (re-signed)",
             _resigned_distribution(kd, sender, recipient_device_id="laptop"),

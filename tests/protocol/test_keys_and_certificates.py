@@ -185,3 +185,15 @@ def test_device_secrets_parser_checks_what_the_spec_says(alice: Party, bob: Part
     for bad in (swapped, stale_counter, foreign_certificate, good + b"\x00"):
         with pytest.raises(errors.MalformedMessage):
             DeviceSecrets.parse(bad)
+
+
+def test_certificate_signature_check_is_cached_only_for_the_same_value(alice: Party):
+    cert = DeviceCertificate.parse(alice.certificate.serialize())
+    cert.verify(alice.identity_public, now=NOW)
+    cert.verify(alice.identity_public, now=NOW)  # the cached answer
+    altered = replace(cert, expires_at=cert.expires_at - 1)  # a new value: checked again
+    with pytest.raises(errors.BadCertificate):
+        altered.verify(alice.identity_public, now=NOW)
+    with pytest.raises(errors.CertificateExpired):  # the window is checked every time
+        cert.verify(alice.identity_public, now=cert.expires_at)
+    assert cert == alice.certificate  # the cache is not part of the value

@@ -50,7 +50,7 @@ class Conversation:
                 now=NOW,
                 replay=party.replay,
                 conversation_id=CONV,
-            )
+            ).chain
             self.receivers[party.user_id + "/" + party.device.device_id] = {chain.chain_id: chain}
 
     def distribute(self, party: Party, **kwargs: object) -> bytes:
@@ -172,7 +172,7 @@ def test_one_time_prekey_opens_once_and_is_deleted(alice: Party, bob: Party):
         now=NOW,
         replay=bob.replay,
     )
-    assert opened.chain_key == chain.chain_key
+    assert opened.chain.chain_key == chain.chain_key
     assert otk.prekey_id not in bob.device.one_time_prekeys
     with pytest.raises(errors.PrekeyError):
         bob.device.prekey(otk.kind, otk.prekey_id)
@@ -378,7 +378,7 @@ def _open_kd(data: bytes, party: Party, sender: Party, **kwargs: object) -> Rece
         "replay": party.replay,
     }
     options.update(kwargs)
-    return open_key_distribution(data, party.device, party.identity_public, **options)  # type: ignore[arg-type]
+    return open_key_distribution(data, party.device, party.identity_public, **options).chain  # type: ignore[arg-type]
 
 
 def test_key_distribution_for_another_device_is_wrong_recipient(

@@ -20,7 +20,7 @@ from sotto.protocol.certificates import DeviceCertificate, DeviceRevocation, Rev
 from sotto.protocol.content import pad, parse_content, unpad
 from sotto.protocol.conversation import Conversation, LocalDevice
 from sotto.protocol.device import DeviceSecrets
-from sotto.protocol.distribution import open_key_distribution
+from sotto.protocol.distribution import KeyDistribution, open_key_distribution
 from sotto.protocol.envelope import Envelope, EnvelopeHeader, open_envelope, verify_envelope
 from sotto.protocol.keys import IdentityKeyPair, IdentityPublicKey, KemKeyPair, SigningKey
 from sotto.protocol.keystore import KdfParams, open_keystore, seal_keystore
@@ -28,6 +28,7 @@ from sotto.protocol.membership import MembershipOperation, MembershipState, veri
 from sotto.protocol.ratchet import ChainKeyPayload, ReceiverChain, membership_digest
 from sotto.protocol.replay import ReplayGuard
 from sotto.protocol.safety import IdentityTracker, safety_number
+from sotto.protocol.sessions import PairwiseSessions
 
 from . import generate_vectors
 
@@ -83,23 +84,13 @@ def test_ratchet_vectors():
 
 def test_key_distribution_vector_opens():
     v = load("key_distribution")
-    recipient = DeviceSecrets.parse(h(v["recipient_device_secrets"]))
-    chain = open_key_distribution(
-        h(v["key_distribution"]),
-        recipient,
-        IdentityPublicKey.parse(h(v["recipient_identity_public"])),
-        sender_certificate=DeviceCertificate.parse(h(v["sender_certificate"])),
-        sender_identity=IdentityPublicKey.parse(h(v["sender_identity_public"])),
-        now=v["now"],
-        replay=ReplayGuard(),
-        conversation_id=v["conversation_id"],
-    )
+    chain = _open_vector_distribution(v, h(v["key_distribution"]), v["recipient_device_secrets"])
     expected = ChainKeyPayload.parse(h(v["expected_payload"]))
     assert (chain.chain_id, chain.chain_key) == (expected.chain_id, expected.chain_key)
 
 
 def _open_vector_distribution(v: dict[str, Any], data: bytes, secrets: str) -> ReceiverChain:
-    return open_key_distribution(
+    opened = open_key_distribution(
         data,
         DeviceSecrets.parse(h(secrets)),
         IdentityPublicKey.parse(h(v["recipient_identity_public"])),
@@ -109,6 +100,7 @@ def _open_vector_distribution(v: dict[str, Any], data: bytes, secrets: str) -> R
         replay=ReplayGuard(),
         conversation_id=v["conversation_id"],
     )
+    return opened.chain
 
 
 def test_one_time_prekey_distribution_vector_opens_and_consumes_the_prekey():
@@ -125,8 +117,46 @@ def test_one_time_prekey_distribution_vector_opens_and_consumes_the_prekey():
         now=v["now"],
         replay=ReplayGuard(),
     )
-    assert chain.chain_key == ChainKeyPayload.parse(h(v["expected_payload"])).chain_key
+    assert chain.chain.chain_key == ChainKeyPayload.parse(h(v["expected_payload"])).chain_key
     assert one_time["prekey_id"] not in recipient.one_time_prekeys
+
+
+def test_session_vectors_establish_a_session_and_open_over_it():
+    v = load("key_distribution")
+    session = v["session"]
+    recipient = DeviceSecrets.parse(h(v["recipient_device_secrets"]))
+    recipient_identity = IdentityPublicKey.parse(h(v["recipient_identity_public"]))
+    sender_certificate = DeviceCertificate.parse(h(v["sender_certificate"]))
+    sender_identity = IdentityPublicKey.parse(h(v["sender_identity_public"]))
+    sessions = PairwiseSessions()
+
+    def open_one(data: bytes) -> Any:
+        return open_key_distribution(
+            data, recipient, recipient_identity, sender_certificate=sender_certificate,
+            sender_identity=sender_identity, now=v["now"], replay=ReplayGuard(), sessions=sessions,
+        )  # fmt: skip
+
+    established = open_one(h(session["establishing_distribution"]))
+    assert established.session_id.hex() == session["session_id"]
+    assert established.session_key.hex() == session["session_key"]
+    sender = (sender_certificate.user_id, sender_certificate.device_id)
+    sessions.install_receive(
+        sender, sender_certificate.device_key.serialize(), sender_identity.fingerprint,
+        established.session_id, established.session_key, now=v["now"],
+    )  # fmt: skip
+    expected = ChainKeyPayload.parse(h(v["expected_payload"]))
+    for data in session["session_distributions"]:
+        opened = open_one(h(data))
+        assert opened.chain.chain_key == expected.chain_key
+    # The spec's step formula, by hand: seed_0 = HMAC-SHA384(SK_0, 0x01)[0:32].
+    seed = hmac.digest(h(session["session_key"]), b"\x01", hashlib.sha384)[:32]
+    assert seed.hex() == session["step_seeds"][0]
+    first = KeyDistribution.parse(h(session["session_distributions"][0]))
+    material = HKDF(hashes.SHA384(), 44, salt=first.salt, info=b"sotto-v2 session-step\x00").derive(
+        seed
+    )
+    payload = AESGCM(material[:32]).decrypt(material[32:], first.sealed, first.header())
+    assert ChainKeyPayload.parse(payload).chain_key == expected.chain_key
 
 
 def test_invalid_distribution_vectors_fail_with_their_code():

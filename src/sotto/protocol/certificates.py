@@ -77,6 +77,9 @@ class DeviceCertificate:
     expires_at: int
     ecdsa_signature: bytes
     mldsa_signature: bytes
+    # The identity key both signatures were verified under (this value is immutable, so
+    # the answer cannot change): every envelope re-checks its sender's certificate.
+    _verified_by: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     LABEL = "device-certificate"
 
@@ -138,8 +141,13 @@ class DeviceCertificate:
         """
         if identity.fingerprint != self.identity_fingerprint:
             raise BadCertificate("certificate names a different identity key")
-        if not identity.verify(self.LABEL, self.tbs(), self.ecdsa_signature, self.mldsa_signature):
-            raise BadCertificate("identity signature on device certificate does not verify")
+        key = identity.serialize()
+        if self._verified_by != key:
+            if not identity.verify(
+                self.LABEL, self.tbs(), self.ecdsa_signature, self.mldsa_signature
+            ):
+                raise BadCertificate("identity signature on device certificate does not verify")
+            object.__setattr__(self, "_verified_by", key)
         if not self.issued_at <= now < self.expires_at:
             raise CertificateExpired(
                 f"device certificate valid {self.issued_at}..{self.expires_at}, now {now}"

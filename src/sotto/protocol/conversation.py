@@ -32,9 +32,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .certificates import DeviceCertificate, PrekeyCertificate, Revocations
-from .content import Content
+from .content import Content, Control
 from .device import DeviceSecrets
-from .distribution import KeyDistribution, open_key_distribution, seal_key_distribution
+from .distribution import (
+    KeyDistribution,
+    open_key_distribution,
+    seal_key_distribution,
+    seal_session_distribution,
+)
 from .envelope import Envelope, EnvelopeHeader, ExpiryPolicy, open_envelope, seal_envelope
 from .errors import (
     BadCertificate,
@@ -64,7 +69,16 @@ from .ratchet import (
 )
 from .replay import ReplayGuard
 from .safety import IdentityTracker
-from .wire import ID_LENGTH, MessageType, Reader, Writer, check_identifier, parse_prefix
+from .sessions import NO_SESSION, PairwiseSessions, SendSession
+from .wire import (
+    ID_LENGTH,
+    MessageType,
+    Reader,
+    Writer,
+    check_identifier,
+    check_random_id,
+    parse_prefix,
+)
 
 __all__ = [
     "CONVERSATION_REPLAY_CAPACITY",
@@ -121,15 +135,16 @@ def must_delete(header: EnvelopeHeader, *, now: int, first_read_at: int | None) 
 class LocalDevice:
     """This device: shared by all its conversations, persisted by the client (not here).
 
-    ``receive_distribution`` deletes one-time prekeys from ``secrets`` and
-    ``set_members`` records first-seen identities in ``tracker``: persist both
-    after those calls.
+    ``receive_distribution`` deletes one-time prekeys from ``secrets``,
+    ``set_members`` records first-seen identities in ``tracker``, and sends
+    and distributions advance ``sessions``: persist them after those calls.
     """
 
     secrets: DeviceSecrets
     identity: IdentityPublicKey
     tracker: IdentityTracker
     revocations: Revocations | None = None
+    sessions: PairwiseSessions | None = None  # None: every rotation seals to a prekey (v1)
 
     def __post_init__(self) -> None:
         if self.secrets.certificate.identity_fingerprint != self.identity.fingerprint:
@@ -322,6 +337,7 @@ class Conversation:
         self._retired: OrderedDict[bytes, None] = OrderedDict()
         self._watermarks: dict[Address, int] = {}  # newest created_at retired, per sender
         self._replay = ReplayGuard(CONVERSATION_REPLAY_CAPACITY)
+        self._redistribution_requests: set[Address] = set()
 
     @classmethod
     def create(
@@ -581,8 +597,26 @@ class Conversation:
         return self._chain.rotation_reason(self._digest, now=now)
 
     def prekeys_needed(self, *, now: int) -> list[Address]:
-        """The devices whose prekey the next ``prepare_send`` needs (empty if no rotation)."""
-        return self._recipients() if self.rotation_reason(now=now) is not None else []
+        """The devices whose prekey the next ``prepare_send`` needs (empty if no rotation).
+
+        With pairwise sessions, only the devices this device has no usable
+        session with; the others get a session distribution (§16).
+        """
+        if self.rotation_reason(now=now) is None:
+            return []
+        return [a for a in self._recipients() if self._send_session(a, now) is None]
+
+    def _send_session(self, address: Address, now: int) -> SendSession | None:
+        sessions = self._local.sessions
+        if sessions is None:
+            return None
+        member = self._members[address]
+        return sessions.send_session(
+            address,
+            member.certificate.device_key.serialize(),
+            member.identity.fingerprint,
+            now=now,
+        )
 
     def prepare_send(
         self,
@@ -595,9 +629,11 @@ class Conversation:
         """Encrypt ``content``; rotate first if needed. Atomic: on any error nothing changed.
 
         When a rotation is due, ``prekeys`` must hold a prekey certificate for
-        every other member device (a one-time prekey if the server had one,
-        else the signed prekey), or ``prekeys_required`` names the missing
-        devices. The returned distributions must be delivered before the envelope.
+        every device ``prekeys_needed`` names (a one-time prekey if the server
+        had one, else the signed prekey), or ``prekeys_required`` names the
+        missing ones; devices with a pairwise session need none. The returned
+        distributions must be delivered before the envelope, and the state
+        (this conversation and ``LocalDevice.sessions``) persisted before either.
         """
         if not self.is_member:
             raise NotAMember("this device's user is not a member of the verified log")
@@ -606,12 +642,12 @@ class Conversation:
         reason = self.rotation_reason(now=now)
         chain = self._chain
         distributions: tuple[Distribution, ...] = ()
+        sessions: list[SendSession] = []
         if reason is not None or chain is None:
-            recipients = self._recipients()
-            missing = [a for a in recipients if prekeys is None or a not in prekeys]
+            prekeys = prekeys or {}
+            missing = [a for a in self.prekeys_needed(now=now) if a not in prekeys]
             if missing:
                 raise PrekeysRequired(missing)
-            assert prekeys is not None
             chain = SenderChain.create(
                 self._digest,
                 now=now,
@@ -619,10 +655,12 @@ class Conversation:
                 max_messages=self._settings.max_messages,
                 max_age_ms=self._settings.max_age_ms,
             )
-            distributions = tuple(
-                self._seal_distribution(chain, address, prekeys[address], now)
-                for address in recipients
-            )
+            sealed = [
+                self._seal_distribution(chain, address, prekeys.get(address), now)
+                for address in self._recipients()
+            ]
+            distributions = tuple(d for d, _ in sealed)
+            sessions = [session for _, session in sealed if session is not None]
         envelope = seal_envelope(
             self._local.secrets,
             chain,
@@ -637,16 +675,26 @@ class Conversation:
         )
         self._chain = chain
         self._rotate_pending = False
+        self._store_sessions(sessions)
+        self._redistribution_requests.difference_update(d.address for d in distributions)
         header = Envelope.parse(envelope).header
         return Outgoing(envelope, header, distributions, reason)
 
+    def _store_sessions(self, sessions: list[SendSession]) -> None:
+        if self._local.sessions is not None:
+            for session in sessions:
+                self._local.sessions.store_send(session)
+
     def redistribute(
-        self, address: Address, prekey: PrekeyCertificate, *, now: int
+        self, address: Address, prekey: PrekeyCertificate | None = None, *, now: int
     ) -> Distribution:
         """Repair: the current chain, at its current iteration, for one member device.
 
-        For a device whose distribution was lost. It can read the messages
-        sent from now on, not the earlier ones on this chain (their keys are gone).
+        For a device whose distribution was lost, or that asked for one
+        (``redistribution_requests``). It can read the messages sent from now
+        on, not the earlier ones on this chain (their keys are gone). Goes over
+        the pairwise session if there is one, else needs ``prekey``
+        (``prekeys_required``).
         """
         if not self.is_member:
             raise NotAMember("this device's user is not a member of the verified log")
@@ -654,12 +702,42 @@ class Conversation:
             raise RatchetError("no sender chain to redistribute")
         if address not in self._members or address == self._local.address:
             raise UnknownSender(f"{address} is not another member device")
-        return self._seal_distribution(self._chain, address, prekey, now)
+        distribution, session = self._seal_distribution(self._chain, address, prekey, now)
+        self._store_sessions([session] if session is not None else [])
+        self._redistribution_requests.discard(address)
+        return distribution
 
     def _seal_distribution(
-        self, chain: SenderChain, address: Address, prekey: PrekeyCertificate, now: int
-    ) -> Distribution:
+        self,
+        chain: SenderChain,
+        address: Address,
+        prekey: PrekeyCertificate | None,
+        now: int,
+    ) -> tuple[Distribution, SendSession | None]:
+        """Over the session if there is one, else to ``prekey`` (offering a new session)."""
+        session = self._send_session(address, now)
+        if session is not None:
+            data, advanced = seal_session_distribution(
+                self._local.secrets,
+                chain,
+                session,
+                conversation_id=self._id,
+                now=now,
+                rng=self._rng,
+            )
+            return Distribution(address[0], address[1], data), advanced
+        if prekey is None:
+            raise PrekeysRequired([address])
         member = self._members[address]
+        offered = None
+        if self._local.sessions is not None:
+            offered = PairwiseSessions.new_send_session(
+                address,
+                member.certificate.device_key.serialize(),
+                member.identity.fingerprint,
+                now=now,
+                rng=self._rng,
+            )
         data = seal_key_distribution(
             self._local.secrets,
             chain,
@@ -670,8 +748,9 @@ class Conversation:
             now=now,
             revocations=self._local.revocations,
             rng=self._rng,
+            session=offered,
         )
-        return Distribution(address[0], address[1], data)
+        return Distribution(address[0], address[1], data), offered
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -681,8 +760,11 @@ class Conversation:
         Errors, in order: ``malformed`` (and version/suite), ``wrong_recipient``,
         ``wrong_conversation``, ``unknown_sender``, then those of
         ``open_key_distribution``; a chain already installed (or retired) is
-        ``replayed_message``. State changes only on success (the one-time
-        prekey is deleted as soon as it opened the distribution).
+        ``replayed_message``; a session distribution over a session this
+        device does not hold is ``unknown_session`` (ask for a new one:
+        ``redistribution_request``). State changes only on success, except
+        that a one-time prekey or a session step is spent as soon as it opened
+        the distribution; a prekey distribution offering a session installs it.
         """
         kd = KeyDistribution.parse(data)
         if (kd.recipient_user_id, kd.recipient_device_id) != self._local.address:
@@ -694,7 +776,7 @@ class Conversation:
         if member is None or sender == self._local.address:
             raise UnknownSender(f"{sender[0]}/{sender[1]} is not a member device")
         replay = _DeferredReplay(self._replay)
-        chain = open_key_distribution(
+        opened = open_key_distribution(
             data,
             self._local.secrets,
             self._local.identity,
@@ -704,7 +786,18 @@ class Conversation:
             replay=replay,
             conversation_id=self._id,
             revocations=self._local.revocations,
+            sessions=self._local.sessions,
         )
+        if opened.session_key is not None and self._local.sessions is not None:
+            self._local.sessions.install_receive(
+                sender,
+                member.certificate.device_key.serialize(),
+                member.identity.fingerprint,
+                opened.session_id,
+                opened.session_key,
+                now=now,
+            )
+        chain = opened.chain
         if chain.chain_id in self._chains or chain.chain_id in self._retired:
             raise ReplayedMessage(f"chain {chain.chain_id.hex()} was already installed")
         if chain.created_at < self._watermarks.get(sender, -1):
@@ -754,7 +847,47 @@ class Conversation:
         except MessageExpired:
             self._burn(sender, header)  # the signature was verified before the time check
             raise
+        if isinstance(opened.content, Control) and opened.content.kind == Control.REDISTRIBUTE:
+            self._redistribution_asked(sender, opened.content.payload)
         return Received(sender, opened.header, opened.content)
+
+    # -- redistribution requests (§16) ---------------------------------------------------
+
+    def redistribution_request(self, sender: Address, session_id: bytes = NO_SESSION) -> Control:
+        """Content asking ``sender`` for its current chain again; send it like any message.
+
+        For ``unknown_session`` (pass the error's ``session_id``), or a chain
+        lost with this device's state (``unknown_chain`` that never resolves).
+        """
+        if sender not in self._members or sender == self._local.address:
+            raise UnknownSender(f"{sender} is not another member device")
+        payload = (
+            Writer()
+            .text8(sender[0])
+            .text8(sender[1])
+            .raw(check_random_id(session_id, "session id"))
+        )
+        return Control(Control.REDISTRIBUTE, bytes(payload))
+
+    @property
+    def redistribution_requests(self) -> tuple[Address, ...]:
+        """Devices that asked this one for its chain: ``redistribute`` to each (sorted)."""
+        return tuple(sorted(self._redistribution_requests))
+
+    def _redistribution_asked(self, requester: Address, payload: bytes) -> None:
+        try:
+            r = Reader(payload, "redistribution request")
+            target = (r.text8(), r.text8())
+            r.take(ID_LENGTH)
+            r.done()
+        except MalformedMessage:
+            return  # an authentic message with a payload we cannot act on: shown, not obeyed
+        if target != self._local.address:
+            return
+        # Whatever it names, the requester's side of our session may be gone: next time, HPKE.
+        if self._local.sessions is not None:
+            self._local.sessions.drop_send(requester)
+        self._redistribution_requests.add(requester)
 
     def _burn(self, sender: Address, header: EnvelopeHeader) -> None:
         chain = self._chains.get(header.chain_id)
@@ -779,6 +912,7 @@ class Conversation:
         for chain_id in self._by_sender.pop(address, []):
             self._retire(chain_id)
         self._watermarks.pop(address, None)
+        self._redistribution_requests.discard(address)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -819,6 +953,9 @@ class Conversation:
         w.u32(self._replay.capacity).u32(len(self._replay))
         for message_id in self._replay:
             w.raw(message_id)
+        w.u16(len(self._redistribution_requests))
+        for address in sorted(self._redistribution_requests):
+            w.text8(address[0]).text8(address[1])
         return bytes(w)
 
     @classmethod
@@ -931,6 +1068,15 @@ class Conversation:
                 raise MalformedMessage("replay set ids are not unique")
             replay.record(message_id)
         conversation._replay = replay
+        last_sender = None
+        for _ in range(r.u16()):
+            sender = (r.text8(), r.text8())
+            if sender not in members or sender == local.address:
+                raise MalformedMessage("redistribution request from a device that is not a member")
+            if last_sender is not None and sender <= last_sender:
+                raise MalformedMessage("redistribution requests are not sorted and unique")
+            conversation._redistribution_requests.add(sender)
+            last_sender = sender
         r.done()
         return conversation
 

@@ -44,6 +44,7 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     │   └── NotAMember               [not_a_member] a device or user the log does not justify
     ├── IdentityChanged              [identity_changed] a known user's identity key changed
     ├── PrekeyError                  [prekey_unavailable] prekey unknown or already used
+    ├── UnknownSession               [unknown_session] a pairwise session this device does not hold
     ├── LimitExceeded                [limit_exceeded] a size or count limit (local misuse)
     └── KeystoreError
         ├── WrongPassphrase          [wrong_passphrase]
@@ -102,6 +103,7 @@ __all__ = [
     "TooManySkipped",
     "UnknownChain",
     "UnknownSender",
+    "UnknownSession",
     "UnsupportedVersion",
     "WrongConversation",
     "WrongPassphrase",
@@ -331,6 +333,21 @@ class IdentityChanged(ProtocolError):
 
 class PrekeyError(ProtocolError):
     code = "prekey_unavailable"
+
+
+class UnknownSession(ProtocolError):
+    """A distribution over a pairwise session this device does not hold (state lost, expired).
+
+    The recipient asks the sender for a new distribution (docs/protocol.md §16):
+    ``peer`` and ``session_id`` name what to ask for.
+    """
+
+    code = "unknown_session"
+
+    def __init__(self, peer: tuple[str, str], session_id: bytes) -> None:
+        super().__init__(f"no session {session_id.hex()[:16]} with {peer[0]}/{peer[1]}")
+        self.peer = peer
+        self.session_id = session_id
 
 
 class LimitExceeded(ProtocolError):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import MalformedMessage, MessageKeyUnavailable, RotationRequired, TooManySkipped
@@ -65,7 +65,10 @@ __all__ = [
     "ReceiverChain",
     "SealingKeys",
     "SenderChain",
+    "advance_to",
+    "chain_step",
     "membership_digest",
+    "seed_at",
 ]
 
 CHAIN_KEY_LENGTH = 32
@@ -115,10 +118,70 @@ class MessageKey:
         return f"MessageKey(iteration={self.iteration}, <secret>)"
 
 
-def _step(chain_key: bytes) -> tuple[bytes, bytes]:
+def chain_step(chain_key: bytes) -> tuple[bytes, bytes]:
+    """``(seed_i, CK_{i+1})`` from ``CK_i`` (§6); also the pairwise sessions' step (§16)."""
     seed = hmac.digest(chain_key, b"\x01", hashlib.sha384)[:SEED_LENGTH]
     next_key = hmac.digest(chain_key, b"\x02", hashlib.sha384)[:CHAIN_KEY_LENGTH]
     return seed, next_key
+
+
+def _forward(
+    chain_key: bytes, next_index: int, index: int, limit: int, max_skip: int
+) -> tuple[bytes, bytes, list[tuple[int, bytes]]]:
+    """Seed of ``index``, chain key after it, and the seeds passed on the way."""
+    if index >= limit:
+        raise MessageKeyUnavailable(f"step {index} is beyond the chain's limit {limit}")
+    if index - next_index > max_skip:
+        raise TooManySkipped(f"jump from {next_index} to {index} exceeds {max_skip}")
+    passed = []
+    for i in range(next_index, index):
+        seed, chain_key = chain_step(chain_key)
+        passed.append((i, seed))
+    seed, chain_key = chain_step(chain_key)
+    return seed, chain_key, passed
+
+
+def seed_at(
+    chain_key: bytes,
+    next_index: int,
+    skipped: Mapping[int, bytes],
+    index: int,
+    *,
+    limit: int,
+    max_skip: int,
+) -> bytes:
+    """The seed of step ``index`` of a receiving ratchet whose next step is ``next_index``.
+
+    Shared by receiver chains (§6) and pairwise sessions (§16); changes nothing.
+    """
+    if index < next_index:
+        if index not in skipped:
+            raise MessageKeyUnavailable(f"step {index} already used or evicted")
+        return skipped[index]
+    return _forward(chain_key, next_index, index, limit, max_skip)[0]
+
+
+def advance_to(
+    chain_key: bytes,
+    next_index: int,
+    skipped: OrderedDict[int, bytes],
+    index: int,
+    *,
+    limit: int,
+    max_skip: int,
+    max_skipped: int,
+) -> bytes:
+    """Mark step ``index`` used: drop its seed, keep the skipped ones (``skipped`` is
+    updated, oldest evicted beyond ``max_skipped``); returns the chain key to keep."""
+    if index < next_index:
+        if skipped.pop(index, None) is None:
+            raise MessageKeyUnavailable(f"step {index} already used or evicted")
+        return chain_key
+    _, chain_key, passed = _forward(chain_key, next_index, index, limit, max_skip)
+    skipped.update(passed)
+    while len(skipped) > max_skipped:
+        skipped.popitem(last=False)
+    return chain_key
 
 
 Members = Iterable[tuple[str, str]] | bytes
@@ -225,7 +288,7 @@ class SenderChain:
         reason = self.rotation_reason(members, now=now)
         if reason is not None:
             raise RotationRequired(reason)
-        seed, self.chain_key = _step(self.chain_key)
+        seed, self.chain_key = chain_step(self.chain_key)
         message_key = MessageKey(self.chain_id, self.iteration, seed)
         self.iteration += 1
         return message_key
@@ -280,41 +343,21 @@ class ReceiverChain:
             payload.created_at,
         )
 
-    def _derive(self, iteration: int) -> tuple[bytes, bytes, list[tuple[int, bytes]]]:
-        if iteration >= MAX_MESSAGES_PER_CHAIN:
-            raise MessageKeyUnavailable(f"iteration {iteration} is beyond any chain's limit")
-        if iteration - self.next_iteration > MAX_SKIP:
-            raise TooManySkipped(
-                f"jump from {self.next_iteration} to {iteration} exceeds {MAX_SKIP}"
-            )
-        chain_key, passed = self.chain_key, []
-        for i in range(self.next_iteration, iteration):
-            seed, chain_key = _step(chain_key)
-            passed.append((i, seed))
-        seed, chain_key = _step(chain_key)
-        return seed, chain_key, passed
-
     def peek(self, iteration: int) -> MessageKey:
         """The seed for ``iteration`` without changing any state (nothing is deleted)."""
-        if iteration < self.next_iteration:
-            if iteration not in self.skipped:
-                raise MessageKeyUnavailable(f"key {iteration} already used or evicted")
-            return MessageKey(self.chain_id, iteration, self.skipped[iteration])
-        seed, _, _ = self._derive(iteration)
+        seed = seed_at(
+            self.chain_key, self.next_iteration, self.skipped, iteration,
+            limit=MAX_MESSAGES_PER_CHAIN, max_skip=MAX_SKIP,
+        )  # fmt: skip
         return MessageKey(self.chain_id, iteration, seed)
 
     def commit(self, iteration: int) -> None:
-        """Mark ``iteration`` used: delete its key; remember the ones skipped over."""
-        if iteration < self.next_iteration:
-            if self.skipped.pop(iteration, None) is None:
-                raise MessageKeyUnavailable(f"key {iteration} already used or evicted")
-            return
-        _, self.chain_key, passed = self._derive(iteration)
-        for i, seed in passed:
-            self.skipped[i] = seed
-        while len(self.skipped) > MAX_SKIPPED_KEYS:
-            self.skipped.popitem(last=False)
-        self.next_iteration = iteration + 1
+        """Mark ``iteration`` used: delete its seed; remember the ones skipped over."""
+        self.chain_key = advance_to(
+            self.chain_key, self.next_iteration, self.skipped, iteration,
+            limit=MAX_MESSAGES_PER_CHAIN, max_skip=MAX_SKIP, max_skipped=MAX_SKIPPED_KEYS,
+        )  # fmt: skip
+        self.next_iteration = max(self.next_iteration, iteration + 1)
 
     def serialize(self) -> bytes:
         """``prefix(0x33) || text8 sender_user_id || text8 sender_device_id || chain_id

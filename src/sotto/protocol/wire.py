@@ -59,6 +59,7 @@ class MessageType:
     RECEIVER_CHAIN_STATE = 0x33
     CONVERSATION_STATE = 0x34
     MEMBERSHIP_STATE = 0x35
+    SESSIONS = 0x36
 
 
 def domain(label: str) -> bytes:
