@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from sotto.protocol import errors
-from sotto.protocol.certificates import PrekeyCertificate
+from sotto.protocol.certificates import PrekeyCertificate, Revocations
 from sotto.protocol.content import Control, Text
 from sotto.protocol.conversation import Address, Conversation, LocalDevice, Member, Outgoing
 from sotto.protocol.distribution import DistributionMode, KeyDistribution
@@ -311,3 +311,15 @@ def test_without_a_session_store_every_rotation_seals_to_a_prekey(alice: Party, 
     assert KeyDistribution.parse(first.distributions[0].data).session_id == bytes(16)
     conv.request_rotation()
     assert conv.prekeys_needed(now=NOW) == [("bob", "phone")]
+
+
+def test_no_session_distribution_to_a_revoked_device(alice: Party, bob: Party):
+    net = Net([alice, bob])
+    net.send("alice", "x")
+    net.deliver("bob")
+    revocations = Revocations()
+    revocations.revoke("bob", "phone", revoked_at=NOW)
+    object.__setattr__(net["alice"].local, "revocations", revocations)
+    net["alice"].convs["room-1"].request_rotation()
+    with pytest.raises(errors.DeviceRevoked):
+        net.send("alice", "y")

@@ -717,6 +717,8 @@ class Conversation:
         """Over the session if there is one, else to ``prekey`` (offering a new session)."""
         session = self._send_session(address, now)
         if session is not None:
+            member = self._members[address]  # as sealing to a prekey does: current, unrevoked
+            member.certificate.verify(member.identity, now=now, revocations=self._local.revocations)
             data, advanced = seal_session_distribution(
                 self._local.secrets,
                 chain,
