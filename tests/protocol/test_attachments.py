@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +19,7 @@ from sotto.protocol.attachments import (
     encrypted_size,
 )
 
+from .gcm import Gcm, same_tag_ciphertext
 from .helpers import drbg, flip
 
 KEY = bytes(range(32))
@@ -113,6 +118,36 @@ def test_digest_mismatch_is_tampered():
     stream, digest = encrypt(bytes(100))
     with pytest.raises(errors.AttachmentTampered):
         decrypt(stream, expected_digest=flip(digest, 0))
+
+
+def test_key_holder_cannot_substitute_a_stream_with_the_same_tags():
+    """Issue 8 item 3: any member knows the file key and could rewrite the S3 object.
+
+    The forged stream's frames carry the original GCM tags (GHASH is linear, so
+    a key holder can change ciphertext blocks without changing a tag): every
+    chunk still authenticates, so only a digest over the ciphertext catches it.
+    """
+    stream, digest = encrypt(bytes(2 * CHUNK + 10))
+    header = stream[:HEADER_LENGTH]
+    stream_key = HKDF(
+        hashes.SHA384(), 32, salt=header[-32:], info=b"sotto-v2 attachment\x00" + header
+    ).derive(KEY)
+    frame = stream[HEADER_LENGTH : HEADER_LENGTH + FRAME]
+    nonce = bytes(3) + (0).to_bytes(8, "big") + b"\x00"  # chunk 0, not final
+    forged_frame = frame[:8] + same_tag_ciphertext(Gcm(stream_key, nonce), header, frame[8:], 3, 9)
+    forged = header + forged_frame + stream[HEADER_LENGTH + FRAME :]
+    assert forged != stream
+    dec = Decryptor(KEY)
+    substituted = dec.update(forged)  # every chunk authenticates
+    assert substituted != bytes(len(substituted))
+    with pytest.raises(errors.AttachmentTampered):
+        dec.finalize(expected_digest=digest, expected_size=2 * CHUNK + 10)
+
+
+def test_digest_is_sha384_of_the_whole_stream():
+    """Anyone can check a stored object against the signed digest without the key."""
+    stream, digest = encrypt(bytes(3 * CHUNK + 7), pieces=5)
+    assert digest == hashlib.sha384(stream).digest()
 
 
 def test_memory_stays_bounded_by_one_chunk():

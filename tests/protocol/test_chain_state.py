@@ -44,18 +44,16 @@ def test_chain_state_vector_parses_and_reserializes_exactly():
     assert receiver.serialize().hex() == v["receiver_chain"]
     assert receiver.next_iteration == v["receiver_next_iteration"]
     for item in v["skipped"]:
-        key = receiver.peek(item["iteration"])
-        assert (key.key.hex(), key.nonce.hex()) == (item["key"], item["nonce"])
-    # Forward secrecy: no key of a message already used is in either state.
+        assert receiver.peek(item["iteration"]).seed.hex() == item["seed"]
+    # Forward secrecy: no seed of a message already used is in either state.
     for item in v["used"]:
         for state in (v["sender_chain"], v["receiver_chain"]):
-            assert item["key"] not in state
-            assert item["nonce"] not in state
+            assert item["seed"] not in state
         with pytest.raises(errors.MessageKeyUnavailable):
             receiver.peek(item["iteration"])
     # The sender's next key is the receiver's next key.
     next_key = sender.next_key(MEMBERS, now=NOW)
-    assert receiver.peek(next_key.iteration).key == next_key.key
+    assert receiver.peek(next_key.iteration).seed == next_key.seed
 
 
 def test_chain_state_vector_is_reproduced():
@@ -73,13 +71,11 @@ def test_sender_state_parsed_midway_continues_identically(before: int, after: in
     resumed = SenderChain.parse(data)
     assert resumed.serialize() == data
     got += [resumed.next_key(MEMBERS, now=NOW) for _ in range(after)]
-    assert [(k.iteration, k.key, k.nonce) for k in got] == [
-        (k.iteration, k.key, k.nonce) for k in expected
-    ]
+    assert [(k.iteration, k.seed) for k in got] == [(k.iteration, k.seed) for k in expected]
     assert resumed.serialize() == straight.serialize()
     # Nothing in the state derives an already used key.
     for key in got:
-        assert key.key not in resumed.serialize()
+        assert key.seed not in resumed.serialize()
 
 
 def _receiver_keys(order: list[int], cut: int) -> tuple[list[MessageKey | str], bytes, bytes]:
@@ -112,7 +108,7 @@ def test_receiver_state_parsed_midway_continues_identically(order: list[int], da
     assert resumed == straight
     for key in got:
         if isinstance(key, MessageKey):
-            assert key.key not in resumed  # used keys are gone from the state
+            assert key.seed not in resumed  # used keys are gone from the state
 
 
 def test_receiver_state_keeps_the_skipped_window_bounded():
@@ -156,7 +152,7 @@ def test_receiver_state_rejects_bad_encodings():
     data = receiver.serialize()
     header = 4 + 1 + 5 + 1 + 5 + 16 + 32  # prefix, ids, chain id, chain key
     first = header + 4 + 8 + 2  # the first skipped entry
-    second = first + 48
+    second = first + 4 + 32  # u32 iteration + seed(32) per entry
     cases = {
         "trailing": data + b"\x00",
         "truncated": data[:-1],

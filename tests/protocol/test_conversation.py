@@ -31,7 +31,7 @@ from sotto.protocol.conversation import (
     deletion_deadline,
     must_delete,
 )
-from sotto.protocol.device import DeviceSecrets
+from sotto.protocol.device import RESTORE_PREKEY_ID_GAP, DeviceSecrets
 from sotto.protocol.envelope import Envelope, ExpiryPolicy
 from sotto.protocol.keys import IdentityKeyPair
 from sotto.protocol.replay import ReplayGuard
@@ -473,11 +473,12 @@ def test_state_holds_no_key_of_a_used_message(pair: Hub):
     chain_id = outs[0].header.chain_id
     early = Conversation.parse(pair["bob"].conv.serialize(), pair["bob"].local)
     used = [early._chains[chain_id].peek(i) for i in range(3)]
+    salts = [out.header.salt for out in outs]
     assert pair.deliver("bob") == ["m0", "m1", "m2"]
     for state in (pair["bob"].conv.serialize(), pair["alice"].conv.serialize()):
-        for key in used:
-            assert key.key not in state
-            assert key.nonce not in state
+        for step, salt in zip(used, salts, strict=True):
+            assert step.seed not in state
+            assert step.keys(salt).key not in state
         assert early._chains[chain_id].chain_key not in state
 
 
@@ -574,3 +575,53 @@ def test_old_chain_is_never_reinstalled_even_after_the_replay_set_forgets(alice:
     reloaded = Conversation.parse(conv.serialize(), hub["bob"].local)
     with pytest.raises(errors.ReplayedMessage, match="older than"):
         reloaded.receive_distribution(first, now=hub.now)
+
+
+# --- rollback (docs/protocol.md §14.6) --------------------------------------------------
+
+
+def test_rolled_back_sender_never_repeats_a_key_and_nonce(pair: Hub):
+    """A restored backup continues the old chain position; the salt still changes the keys."""
+    alice = pair["alice"]
+    pair.send("alice", "before the backup")
+    backup = alice.conv.serialize()
+    original = pair.send("alice", "after the backup")
+    alice.conv = Conversation.parse(backup, alice.local, rng=drbg("after restore"))
+    replayed = pair.send("alice", "sent from the restored state")
+    assert (replayed.header.chain_id, replayed.header.iteration) == (
+        original.header.chain_id,
+        original.header.iteration,
+    )
+    assert replayed.header.salt != original.header.salt
+    assert replayed.header.key_commitment != original.header.key_commitment
+    # Bob already used that position: the message from the rolled-back state is refused.
+    assert pair.deliver("bob") == [
+        "before the backup", "after the backup", "message_key_unavailable"
+    ]  # fmt: skip
+
+
+def test_restored_conversation_starts_a_new_chain_before_sending(pair: Hub):
+    alice = pair["alice"]
+    first = pair.send("alice", "one")
+    backup = alice.conv.serialize()
+    pair.send("alice", "two")
+    alice.conv = Conversation.parse(backup, alice.local, rng=drbg("after restore"))
+    alice.conv.restored()
+    assert alice.conv.sender_position is None
+    assert alice.conv.rotation_reason(now=NOW) == "no sender chain yet"
+    out = pair.send("alice", "three")
+    assert out.header.chain_id != first.header.chain_id
+    assert [d.address for d in out.distributions] == [("bob", "phone")]
+    assert pair.deliver("bob") == ["one", "two", "three"]
+    assert alice.conv.sender_position == (out.header.chain_id, 1)
+
+
+def test_restored_device_forgets_one_time_prekeys_and_skips_published_ids(alice: Party):
+    device = alice.device
+    kept, used = device.new_one_time_prekeys(2, now=NOW, rng=drbg("o"))
+    before = device.next_prekey_id
+    signed = device.restored(now=NOW, keep_one_time=[kept.prekey_id], rng=drbg("r"))
+    assert set(device.one_time_prekeys) == {kept.prekey_id}  # `used` no longer opens anything
+    assert signed.prekey_id >= before + RESTORE_PREKEY_ID_GAP
+    assert device.current_signed_prekey() == signed
+    assert used.prekey_id not in device.one_time_prekeys

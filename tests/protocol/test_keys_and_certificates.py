@@ -14,7 +14,13 @@ from sotto.protocol.certificates import (
     PrekeyKind,
     Revocations,
 )
-from sotto.protocol.device import SIGNED_PREKEY_ROTATION_MS, DeviceSecrets
+from sotto.protocol.device import (
+    ONE_TIME_PREKEY_VALIDITY_MS,
+    SIGNED_PREKEY_GRACE_MS,
+    SIGNED_PREKEY_ROTATION_MS,
+    SIGNED_PREKEY_VALIDITY_MS,
+    DeviceSecrets,
+)
 from sotto.protocol.keys import (
     IdentityKeyPair,
     IdentityPublicKey,
@@ -106,16 +112,34 @@ def test_prekey_certificate_verifies_and_detects_tamper(alice: Party):
         prekey.verify(alice.certificate, now=prekey.expires_at)
 
 
-def test_signed_prekey_rotates_and_keeps_the_previous_until_expiry(alice: Party):
+def test_signed_prekey_rotates_and_keeps_the_previous_until_its_grace_ends(alice: Party):
     first = alice.prekey()
-    later = NOW + SIGNED_PREKEY_ROTATION_MS
+    later = first.created_at + SIGNED_PREKEY_ROTATION_MS
     assert alice.device.signed_prekey_due(now=later)
     second = alice.device.rotate_signed_prekey(now=later, rng=drbg("r"))
     assert second.prekey_id != first.prekey_id
-    assert alice.device.prekey(PrekeyKind.SIGNED, first.prekey_id)  # still opens in-flight mail
-    alice.device.prune(now=first.expires_at)
+    alice.device.prune(now=first.expires_at)  # senders may no longer use it...
+    assert alice.device.prekey(PrekeyKind.SIGNED, first.prekey_id)  # ...mail in flight opens
+    alice.device.prune(now=first.expires_at + SIGNED_PREKEY_GRACE_MS)
     with pytest.raises(errors.PrekeyError):
         alice.device.prekey(PrekeyKind.SIGNED, first.prekey_id)
+
+
+def test_signed_prekey_private_key_lives_at_most_nine_days(alice: Party):
+    """Forward secrecy of distributions sealed to it ends when it is deleted (§6.1)."""
+    first = alice.prekey()
+    assert first.expires_at - first.created_at == SIGNED_PREKEY_VALIDITY_MS == 7 * DAY
+    lifetime = SIGNED_PREKEY_VALIDITY_MS + SIGNED_PREKEY_GRACE_MS
+    alice.device.rotate_signed_prekey(now=first.created_at + lifetime, rng=drbg("r"))
+    assert first.prekey_id not in alice.device.signed_prekeys
+    assert lifetime == 9 * DAY
+
+
+def test_one_time_prekeys_wait_longer_than_signed_ones_because_nothing_used_them(alice: Party):
+    [otk] = alice.device.new_one_time_prekeys(1, now=NOW, rng=drbg("o"))
+    assert otk.expires_at - otk.created_at == ONE_TIME_PREKEY_VALIDITY_MS
+    alice.device.prune(now=otk.expires_at)
+    assert otk.prekey_id not in alice.device.one_time_prekeys
 
 
 def test_device_secrets_round_trip(alice: Party):
@@ -132,3 +156,44 @@ def test_certificate_construction_rejects_invalid_fields(alice: Party):
         replace(alice.certificate, expires_at=alice.certificate.issued_at + 400 * DAY)
     with pytest.raises(errors.MalformedMessage):
         DeviceCertificate.parse(alice.certificate.serialize()[:-1])
+
+
+def test_device_secrets_parser_checks_what_the_spec_says(alice: Party, bob: Party):
+    alice.device.new_one_time_prekeys(2, now=NOW, rng=drbg("o"))
+    good = alice.device.serialize()
+    swapped = DeviceSecrets(
+        alice.device.user_id,
+        alice.device.device_id,
+        alice.device.signing_key,
+        alice.device.certificate,
+        signed_prekeys=dict(alice.device.one_time_prekeys),  # one-time prekeys as signed ones
+        one_time_prekeys={},
+        next_prekey_id=alice.device.next_prekey_id,
+    ).serialize()
+    stale_counter = DeviceSecrets(
+        alice.device.user_id,
+        alice.device.device_id,
+        alice.device.signing_key,
+        alice.device.certificate,
+        signed_prekeys=dict(alice.device.signed_prekeys),
+        next_prekey_id=1,  # below the ids in use
+    ).serialize()
+    foreign_certificate = DeviceSecrets(
+        alice.device.user_id, "laptop", alice.device.signing_key, alice.device.certificate
+    ).serialize()
+    assert DeviceSecrets.parse(good).serialize() == good
+    for bad in (swapped, stale_counter, foreign_certificate, good + b"\x00"):
+        with pytest.raises(errors.MalformedMessage):
+            DeviceSecrets.parse(bad)
+
+
+def test_certificate_signature_check_is_cached_only_for_the_same_value(alice: Party):
+    cert = DeviceCertificate.parse(alice.certificate.serialize())
+    cert.verify(alice.identity_public, now=NOW)
+    cert.verify(alice.identity_public, now=NOW)  # the cached answer
+    altered = replace(cert, expires_at=cert.expires_at - 1)  # a new value: checked again
+    with pytest.raises(errors.BadCertificate):
+        altered.verify(alice.identity_public, now=NOW)
+    with pytest.raises(errors.CertificateExpired):  # the window is checked every time
+        cert.verify(alice.identity_public, now=cert.expires_at)
+    assert cert == alice.certificate  # the cache is not part of the value

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sotto.protocol import errors
 from sotto.protocol.certificates import DeviceCertificate, DeviceRevocation, Revocations
@@ -49,7 +50,7 @@ class Conversation:
                 now=NOW,
                 replay=party.replay,
                 conversation_id=CONV,
-            )
+            ).chain
             self.receivers[party.user_id + "/" + party.device.device_id] = {chain.chain_id: chain}
 
     def distribute(self, party: Party, **kwargs: object) -> bytes:
@@ -171,7 +172,7 @@ def test_one_time_prekey_opens_once_and_is_deleted(alice: Party, bob: Party):
         now=NOW,
         replay=bob.replay,
     )
-    assert opened.chain_key == chain.chain_key
+    assert opened.chain.chain_key == chain.chain_key
     assert otk.prekey_id not in bob.device.one_time_prekeys
     with pytest.raises(errors.PrekeyError):
         bob.device.prekey(otk.kind, otk.prekey_id)
@@ -191,16 +192,53 @@ def _offsets(data: bytes) -> dict[str, int]:
     }
 
 
-def test_receiver_rejects_tampered_header(pair: Conversation, bob: Party):
-    data = pair.send()
-    with pytest.raises(errors.HeaderTampered):
-        pair.receive(bob, flip(data, _offsets(data)["timestamp"] + 7))
+class _CountingAESGCM:
+    """Stands in for AESGCM in envelope.py and counts decryptions."""
+
+    decrypts = 0
+
+    def __init__(self, key: bytes) -> None:
+        self._aead = AESGCM(key)
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        return self._aead.encrypt(nonce, data, associated_data)
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        type(self).decrypts += 1
+        return self._aead.decrypt(nonce, data, associated_data)
 
 
-def test_receiver_rejects_tampered_digest_field_as_header_tamper(pair: Conversation, bob: Party):
+@pytest.mark.parametrize("field", ["timestamp", "digest", "signature"])
+def test_receiver_never_decrypts_an_envelope_whose_signature_fails(
+    pair: Conversation, bob: Party, monkeypatch: pytest.MonkeyPatch, field: str
+):
+    """Decrypt after verify: a changed header field, digest or signature is bad_signature,
+    and the AEAD never runs on it (no validity oracle); the key stays usable."""
+    monkeypatch.setattr("sotto.protocol.envelope.AESGCM", _CountingAESGCM)
+    monkeypatch.setattr(_CountingAESGCM, "decrypts", 0)
     data = pair.send()
-    with pytest.raises(errors.HeaderTampered):
-        pair.receive(bob, flip(data, _offsets(data)["digest"]))
+    offset = _offsets(data)[field] + (7 if field == "timestamp" else 0)
+    with pytest.raises(errors.BadSignature):
+        pair.receive(bob, flip(data, offset))
+    assert _CountingAESGCM.decrypts == 0
+    assert pair.receive(bob, data).content == Text("hello")  # type: ignore[attr-defined]
+    assert _CountingAESGCM.decrypts == 1
+
+
+def test_server_and_receiver_name_the_same_rule_for_a_tampered_header(
+    pair: Conversation, bob: Party
+):
+    """The verification layer is one: what the server reports, the receiver reports."""
+    tampered = flip(pair.send(), 40)
+    with pytest.raises(errors.BadSignature):
+        pair.receive(bob, tampered)
+    with pytest.raises(errors.BadSignature):
+        verify_envelope(
+            tampered,
+            sender_certificate=pair.sender.certificate,
+            sender_identity=pair.sender.identity_public,
+            now=NOW,
+        )
 
 
 def test_receiver_rejects_tampered_ciphertext(pair: Conversation, bob: Party):
@@ -236,7 +274,7 @@ def test_receiver_rejects_suite_downgrade(pair: Conversation, bob: Party):
 
 def test_receiver_rejects_unknown_version(pair: Conversation, bob: Party):
     with pytest.raises(errors.UnsupportedVersion):
-        pair.receive(bob, b"\x02" + pair.send()[1:])
+        pair.receive(bob, b"\x01" + pair.send()[1:])  # a version 1 envelope
 
 
 def test_receiver_rejects_replayed_message_id(pair: Conversation, bob: Party):
@@ -340,7 +378,7 @@ def _open_kd(data: bytes, party: Party, sender: Party, **kwargs: object) -> Rece
         "replay": party.replay,
     }
     options.update(kwargs)
-    return open_key_distribution(data, party.device, party.identity_public, **options)  # type: ignore[arg-type]
+    return open_key_distribution(data, party.device, party.identity_public, **options).chain  # type: ignore[arg-type]
 
 
 def test_key_distribution_for_another_device_is_wrong_recipient(

@@ -29,9 +29,26 @@ def _pair(n: int = 0) -> tuple[SenderChain, ReceiverChain]:
 
 def test_every_message_gets_a_unique_key():
     sender, _ = _pair()
-    keys = [sender.next_key(MEMBERS, now=NOW) for _ in range(200)]
+    salt = bytes(16)
+    keys = [sender.next_key(MEMBERS, now=NOW).keys(salt) for _ in range(200)]
     assert len({k.key for k in keys}) == 200
     assert len({k.nonce for k in keys}) == 200
+
+
+def test_rolled_back_sender_never_reuses_key_and_nonce():
+    """A restored backup replays the chain key; the per-message salt still makes new keys."""
+    sender, _ = _pair()
+    restored = SenderChain.parse(sender.serialize())
+    first = sender.next_key(MEMBERS, now=NOW).keys(drbg("salt a")(16))
+    again = restored.next_key(MEMBERS, now=NOW).keys(drbg("salt b")(16))
+    assert first.key != again.key
+    assert first.nonce != again.nonce
+
+
+def test_message_key_refuses_a_salt_of_the_wrong_length():
+    sender, _ = _pair()
+    with pytest.raises(errors.MalformedMessage):
+        sender.next_key(MEMBERS, now=NOW).keys(bytes(15))
 
 
 def test_sender_forgets_used_chain_keys():

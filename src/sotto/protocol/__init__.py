@@ -12,7 +12,9 @@ and the local gateway are adapters around it. Modules:
 * ``pairwise``      HPKE sealing with an ``info`` that binds both parties
 * ``ratchet``       sender chains (symmetric ratchet, skipped keys, rotation)
 * ``distribution``  key-distribution messages (chain key to one device)
+* ``sessions``      pairwise sessions: chain keys over a symmetric ratchet per device pair
 * ``envelope``      signed, padded conversation messages
+* ``membership``    the signed, hash-chained membership log and its verifier
 * ``conversation``  one device's client state machine for one conversation
 * ``content``       content types and padding
 * ``attachments``   streaming chunked AEAD

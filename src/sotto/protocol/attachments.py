@@ -5,6 +5,7 @@ Wire (docs/protocol.md §8)::
     header = prefix(0x20) || chunk_size(u32) || salt(32)                 40 bytes
     frame  = index(u64) || AES-256-GCM(k, nonce(index, final), chunk, aad = header)
     stream = header || frame_0 || ... || frame_n                        frame_n is final
+    digest = SHA-384(stream)
 
     k      = HKDF-SHA384(ikm = file key, salt = salt,
                          info = "sotto-v1 attachment\\0" || header), 32 bytes
@@ -20,9 +21,11 @@ stream removes the final chunk (``AttachmentTruncated``); any other change
 fails the tag (``AttachmentTampered``). The salt gives every stream its own
 key even if a file key were ever reused, so nonces never repeat under a key.
 
-``digest`` is SHA-384 over the header and every chunk's tag. With the file
-key it commits to the whole stream (the tags are MACs of the chunks) and it
-costs nothing per byte; it is not a key-less integrity hash.
+``digest`` is SHA-384 over the whole stream, computed as it is written and
+read (memory stays O(chunk)). It travels in the signed File content, so the
+stream is bound to the message: the GCM tags alone are not enough, because
+everyone who holds the file key (every member) can build another stream with
+the same tags. Being key-less, it also lets anyone check a stored object.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ class Encryptor:
             self.header,
             memoryview(out)[start : start + len(chunk) + TAG],
         )
-        self._hash.update(memoryview(out)[start + written - TAG : start + written])
+        self._hash.update(memoryview(out)[offset : start + written])
         self._index += 1
         return INDEX + written
 
@@ -208,7 +211,7 @@ class Decryptor:
             plain = self._aead.decrypt(_nonce(index, final), frame[INDEX:], self._header)
         except InvalidTag:
             raise AttachmentTampered(f"chunk {index} does not authenticate") from None
-        self._hash.update(frame[len(frame) - TAG :])
+        self._hash.update(frame)
         self._index += 1
         self.plaintext_size += len(plain)
         return plain

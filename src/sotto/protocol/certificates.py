@@ -77,6 +77,9 @@ class DeviceCertificate:
     expires_at: int
     ecdsa_signature: bytes
     mldsa_signature: bytes
+    # The identity key both signatures were verified under (this value is immutable, so
+    # the answer cannot change): every envelope re-checks its sender's certificate.
+    _verified_by: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     LABEL = "device-certificate"
 
@@ -138,8 +141,13 @@ class DeviceCertificate:
         """
         if identity.fingerprint != self.identity_fingerprint:
             raise BadCertificate("certificate names a different identity key")
-        if not identity.verify(self.LABEL, self.tbs(), self.ecdsa_signature, self.mldsa_signature):
-            raise BadCertificate("identity signature on device certificate does not verify")
+        key = identity.serialize()
+        if self._verified_by != key:
+            if not identity.verify(
+                self.LABEL, self.tbs(), self.ecdsa_signature, self.mldsa_signature
+            ):
+                raise BadCertificate("identity signature on device certificate does not verify")
+            object.__setattr__(self, "_verified_by", key)
         if not self.issued_at <= now < self.expires_at:
             raise CertificateExpired(
                 f"device certificate valid {self.issued_at}..{self.expires_at}, now {now}"
@@ -294,21 +302,32 @@ class DeviceRevocation:
 
 @dataclass
 class Revocations:
-    """The revoked devices a verifier knows of: ``(user_id, device_id)`` pairs.
+    """The revoked devices a verifier knows of, each with the time it was revoked (ms).
 
     ``add`` accepts only identity-signed revocations; ``revoke`` is for a
     decision the caller authenticated some other way (e.g. an admin revocation
-    from the organisation's authenticated directory).
+    from the organisation's authenticated directory), with the time it
+    recorded. A device is revoked for everything from ``revoked_at`` on;
+    what it signed before (membership operations, §15) still counts.
     """
 
-    _revoked: set[tuple[str, str]] = field(default_factory=set)
+    _revoked: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add(self, revocation: DeviceRevocation, identity: IdentityPublicKey) -> None:
         revocation.verify(identity)
-        self._revoked.add((revocation.user_id, revocation.device_id))
+        self._record(revocation.user_id, revocation.device_id, revocation.revoked_at)
 
-    def revoke(self, user_id: str, device_id: str) -> None:
-        self._revoked.add((check_identifier(user_id, "user id"), device_id))
+    def revoke(self, user_id: str, device_id: str, *, revoked_at: int = 0) -> None:
+        """Revoke from ``revoked_at`` (default 0: since ever, voiding its old operations too)."""
+        check_identifier(user_id, "user id")
+        check_identifier(device_id, "device id")
+        self._record(user_id, device_id, revoked_at)
 
-    def is_revoked(self, user_id: str, device_id: str) -> bool:
-        return (user_id, device_id) in self._revoked
+    def _record(self, user_id: str, device_id: str, revoked_at: int) -> None:
+        address = (user_id, device_id)
+        self._revoked[address] = min(revoked_at, self._revoked.get(address, revoked_at))
+
+    def is_revoked(self, user_id: str, device_id: str, *, at: int | None = None) -> bool:
+        """Revoked at all (``at`` None), or by the time ``at``."""
+        revoked_at = self._revoked.get((user_id, device_id))
+        return revoked_at is not None and (at is None or revoked_at <= at)

@@ -96,7 +96,7 @@ class File(Content):
     TYPE: ClassVar[int] = 0x02
     object_id: str
     key: bytes
-    digest: bytes  # attachments.Encryptor.digest: SHA-384 over header and chunk tags
+    digest: bytes  # attachments.Encryptor.digest: SHA-384 of the whole encrypted stream
     size: int
     name: str
     media_type: str
@@ -180,11 +180,17 @@ class Receipt(Content):
 
 @dataclass(frozen=True)
 class Control(Content):
-    """Conversation control (membership change, chain rotation notice, delete, ...)."""
+    """Conversation control (membership change, chain rotation notice, delete, ...).
+
+    ``REDISTRIBUTE``: the sender asks one device to send its current chain
+    again (it lost its state, or a session): ``text8 user_id || text8
+    device_id || session_id(16)`` of the device asked (docs/protocol.md §16).
+    """
 
     MEMBERSHIP_CHANGED: ClassVar[int] = 1
     CHAIN_ROTATED: ClassVar[int] = 2
     DELETE_MESSAGE: ClassVar[int] = 3
+    REDISTRIBUTE: ClassVar[int] = 4
     TYPE: ClassVar[int] = 0x05
     kind: int
     payload: bytes

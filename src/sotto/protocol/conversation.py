@@ -27,21 +27,31 @@ time (``SenderChain.rotation_reason``), or on ``request_rotation``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .certificates import DeviceCertificate, PrekeyCertificate, Revocations
-from .content import Content
+from .content import Content, Control
 from .device import DeviceSecrets
-from .distribution import KeyDistribution, open_key_distribution, seal_key_distribution
+from .distribution import (
+    KeyDistribution,
+    open_key_distribution,
+    seal_key_distribution,
+    seal_session_distribution,
+)
 from .envelope import Envelope, EnvelopeHeader, ExpiryPolicy, open_envelope, seal_envelope
 from .errors import (
+    BadCertificate,
+    CertificateError,
     IdentityChanged,
     LimitExceeded,
     MalformedMessage,
     MessageExpired,
+    NotAMember,
+    NotPermitted,
     PrekeysRequired,
+    ProtocolError,
     RatchetError,
     ReplayedMessage,
     UnknownSender,
@@ -49,6 +59,7 @@ from .errors import (
     WrongRecipient,
 )
 from .keys import ECDSA_PUBLIC_LENGTH, MLDSA_PUBLIC_LENGTH, IdentityPublicKey, Random, system_random
+from .membership import MembershipState, verify_log
 from .ratchet import (
     MAX_CHAIN_AGE_MS,
     MAX_MESSAGES_PER_CHAIN,
@@ -58,7 +69,16 @@ from .ratchet import (
 )
 from .replay import ReplayGuard
 from .safety import IdentityTracker
-from .wire import ID_LENGTH, MessageType, Reader, Writer, check_identifier, parse_prefix
+from .sessions import NO_SESSION, PairwiseSessions, SendSession
+from .wire import (
+    ID_LENGTH,
+    MessageType,
+    Reader,
+    Writer,
+    check_identifier,
+    check_random_id,
+    parse_prefix,
+)
 
 __all__ = [
     "CONVERSATION_REPLAY_CAPACITY",
@@ -76,6 +96,7 @@ __all__ = [
     "MessageTimers",
     "Outgoing",
     "Received",
+    "RefusedDevice",
     "deletion_deadline",
     "must_delete",
 ]
@@ -114,15 +135,16 @@ def must_delete(header: EnvelopeHeader, *, now: int, first_read_at: int | None) 
 class LocalDevice:
     """This device: shared by all its conversations, persisted by the client (not here).
 
-    ``receive_distribution`` deletes one-time prekeys from ``secrets`` and
-    ``set_members`` records first-seen identities in ``tracker``: persist both
-    after those calls.
+    ``receive_distribution`` deletes one-time prekeys from ``secrets``,
+    ``set_members`` records first-seen identities in ``tracker``, and sends
+    and distributions advance ``sessions``: persist them after those calls.
     """
 
     secrets: DeviceSecrets
     identity: IdentityPublicKey
     tracker: IdentityTracker
     revocations: Revocations | None = None
+    sessions: PairwiseSessions | None = None  # None: every rotation seals to a prekey (v1)
 
     def __post_init__(self) -> None:
         if self.secrets.certificate.identity_fingerprint != self.identity.fingerprint:
@@ -253,14 +275,36 @@ class InstalledChain:
 
 
 @dataclass(frozen=True)
+class RefusedDevice:
+    """A device the server listed that the verified membership does not justify, and why."""
+
+    address: Address
+    error: ProtocolError
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+
+@dataclass(frozen=True)
 class MembershipChange:
+    """What changed; show ``joined``, ``left`` and ``new_devices`` to the person."""
+
     added: tuple[Address, ...]
     removed: tuple[Address, ...]
     replaced: tuple[Address, ...]  # same (user, device), new certificate
+    joined: tuple[str, ...] = ()  # users, from the verified log
+    left: tuple[str, ...] = ()
+    refused: tuple[RefusedDevice, ...] = ()  # listed by the server, no chain key for them
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed or self.replaced)
+        return bool(self.added or self.removed or self.replaced or self.joined or self.left)
+
+    @property
+    def new_devices(self) -> tuple[Address, ...]:
+        """Devices added for users who were already members (a user's new phone, say)."""
+        return tuple(a for a in self.added if a[0] not in self.joined)
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -285,6 +329,7 @@ class Conversation:
         own = local.as_member()
         self._members: dict[Address, Member] = {own.address: own}
         self._digest = membership_digest(self._members)
+        self._membership: MembershipState | None = None  # None: an unverified roster (v1)
         self._chain: SenderChain | None = None
         self._rotate_pending = False
         self._chains: dict[bytes, ReceiverChain] = {}
@@ -292,6 +337,7 @@ class Conversation:
         self._retired: OrderedDict[bytes, None] = OrderedDict()
         self._watermarks: dict[Address, int] = {}  # newest created_at retired, per sender
         self._replay = ReplayGuard(CONVERSATION_REPLAY_CAPACITY)
+        self._redistribution_requests: set[Address] = set()
 
     @classmethod
     def create(
@@ -331,6 +377,20 @@ class Conversation:
         return self._digest
 
     @property
+    def membership(self) -> MembershipState | None:
+        """The verified membership log's state, or None while the roster is unverified."""
+        return self._membership
+
+    @property
+    def is_member(self) -> bool:
+        """False once the verified log no longer binds this device's user to its identity."""
+        if self._membership is None:
+            return True
+        return (
+            self._membership.fingerprint(self._local.address[0]) == self._local.identity.fingerprint
+        )
+
+    @property
     def sender_chain_id(self) -> bytes | None:
         return self._chain.chain_id if self._chain is not None else None
 
@@ -344,7 +404,11 @@ class Conversation:
     # -- membership ----------------------------------------------------------------------
 
     def set_members(self, members: Iterable[Member], *, now: int) -> MembershipChange:
-        """Replace the member devices (this device is always one); atomic on error.
+        """Replace the member devices from an unverified roster (v1); atomic on error.
+
+        Kept for clients that do not yet verify the membership log; once a
+        conversation has a verified membership (``update_membership``) it is
+        refused, so a roster can never override the log.
 
         New or changed certificates are verified against the member's identity
         (``bad_certificate``, ``certificate_expired``, ``device_revoked``), and
@@ -353,6 +417,106 @@ class Conversation:
         (``IdentityTracker.accept_change``). Any change makes the next send
         rotate; removed or replaced devices' receiver chains are deleted.
         """
+        if self._membership is not None:
+            raise NotPermitted("this conversation's members come from its verified log")
+        return self._apply_members(members, now=now, verified=())
+
+    def update_membership(
+        self,
+        operations: Sequence[bytes],
+        devices: Iterable[Member],
+        *,
+        now: int,
+        identities: Iterable[IdentityPublicKey] = (),
+        served_seq: int | None = None,
+    ) -> MembershipChange:
+        """Verify new membership operations, then keep only the devices the log justifies.
+
+        The first call verifies the log from its creation operation; later
+        ones continue from the verified head (``served_seq``: the head the
+        server reports, to detect a truncated log). ``devices`` is the
+        server's list of member devices; each is kept only if its user is a
+        member of the log, its identity is the one the log binds that user to,
+        and its certificate verifies under it. Every other one is reported in
+        ``refused`` and gets no chain key. Signers' identity keys are looked
+        up by fingerprint among ``identities`` and the devices' identities.
+        A log fingerprint that differs from the tracker's raises
+        ``identity_changed``. Atomic: on any error nothing changes.
+        """
+        devices = list(devices)
+        pool = [*identities, *(m.identity for m in devices), self._local.identity]
+        revocations = self._local.revocations
+        if self._membership is None:
+            state = verify_log(
+                operations, pool, conversation_id=self._id, now=now, revocations=revocations
+            )
+        else:
+            state = self._membership.extend(
+                operations, pool, now=now, revocations=revocations, served_seq=served_seq
+            )
+        for user_id, entry in state.members.items():
+            known = self._local.tracker.get(user_id)
+            if known is not None and known.fingerprint != entry.fingerprint:
+                raise IdentityChanged(user_id, known.fingerprint, entry.fingerprint)
+        accepted, refused = self._justified(state, devices, now)
+        previous = (
+            set(self._membership.members)
+            if self._membership is not None
+            else {a[0] for a in self._members}
+        )
+        change = self._apply_members(accepted, now=now, verified=accepted)
+        self._membership = state
+        by_fingerprint = {identity.fingerprint: identity for identity in pool}
+        for user_id, entry in state.members.items():
+            identity = by_fingerprint.get(entry.fingerprint)
+            if identity is not None:
+                self._local.tracker.check(user_id, identity)  # first sight: recorded unverified
+        return MembershipChange(
+            change.added,
+            change.removed,
+            change.replaced,
+            joined=tuple(sorted(set(state.members) - previous)),
+            left=tuple(sorted(previous - set(state.members))),
+            refused=tuple(refused),
+        )
+
+    def _justified(
+        self, state: MembershipState, devices: list[Member], now: int
+    ) -> tuple[list[Member], list[RefusedDevice]]:
+        """Split the server's device list into what the log and certificates justify, and not."""
+        accepted: list[Member] = []
+        refused: list[RefusedDevice] = []
+        for member in devices:
+            if not isinstance(member, Member):
+                raise MalformedMessage("devices must be Member values")
+            if member.address == self._local.address:
+                continue
+            bound = state.fingerprint(member.user_id)
+            error: ProtocolError | None = None
+            if bound is None:
+                error = NotAMember(f"{member.user_id!r} is not a member of the verified log")
+            elif member.identity.fingerprint != bound:
+                error = BadCertificate(
+                    f"device {member.device_id!r} is certified by an identity the log does not "
+                    f"bind to {member.user_id!r}"
+                )
+            elif self._members.get(member.address) != member:
+                try:
+                    member.certificate.verify(
+                        member.identity, now=now, revocations=self._local.revocations
+                    )
+                except CertificateError as exc:
+                    error = exc
+            if error is None:
+                accepted.append(member)
+            else:
+                refused.append(RefusedDevice(member.address, error))
+        return accepted, refused
+
+    def _apply_members(
+        self, members: Iterable[Member], *, now: int, verified: Iterable[Member]
+    ) -> MembershipChange:
+        """``set_members``'s work; certificates of ``verified`` members are not checked again."""
         own = self._local.as_member()
         new: dict[Address, Member] = {}
         for member in members:
@@ -374,8 +538,9 @@ class Conversation:
             known = self._local.tracker.get(user_id)
             if known is not None and known.fingerprint != identity.fingerprint:
                 raise IdentityChanged(user_id, known.fingerprint, identity.fingerprint)
+        checked = {m.address for m in verified}
         for address, member in new.items():
-            if self._members.get(address) != member:
+            if self._members.get(address) != member and address not in checked:
                 member.certificate.verify(
                     member.identity, now=now, revocations=self._local.revocations
                 )
@@ -399,6 +564,28 @@ class Conversation:
         """Start a new sender chain on the next send (e.g. after a suspected compromise)."""
         self._rotate_pending = True
 
+    def restored(self) -> None:
+        """This state came from a keystore older than the last save: never continue its chain.
+
+        The client calls it when it detects a rollback (docs/protocol.md
+        §14.6). The sender chain is dropped at once (so ``redistribute`` cannot
+        hand out a rolled-back position either) and the next send starts and
+        distributes a new one. Even before that, no key and nonce repeat: the
+        per-message salt differs (§6).
+        """
+        self._chain = None
+        self._rotate_pending = True
+
+    @property
+    def sender_position(self) -> tuple[bytes, int] | None:
+        """``(chain id, next iteration)`` of this device's chain, or None.
+
+        What a client compares with the last envelope the server stored from
+        this device: a chain the state does not hold, or an iteration at or
+        beyond this one, means the state was rolled back (§14.6).
+        """
+        return None if self._chain is None else (self._chain.chain_id, self._chain.iteration)
+
     # -- sending -------------------------------------------------------------------------
 
     def rotation_reason(self, *, now: int) -> str | None:
@@ -410,8 +597,26 @@ class Conversation:
         return self._chain.rotation_reason(self._digest, now=now)
 
     def prekeys_needed(self, *, now: int) -> list[Address]:
-        """The devices whose prekey the next ``prepare_send`` needs (empty if no rotation)."""
-        return self._recipients() if self.rotation_reason(now=now) is not None else []
+        """The devices whose prekey the next ``prepare_send`` needs (empty if no rotation).
+
+        With pairwise sessions, only the devices this device has no usable
+        session with; the others get a session distribution (§16).
+        """
+        if self.rotation_reason(now=now) is None:
+            return []
+        return [a for a in self._recipients() if self._send_session(a, now) is None]
+
+    def _send_session(self, address: Address, now: int) -> SendSession | None:
+        sessions = self._local.sessions
+        if sessions is None:
+            return None
+        member = self._members[address]
+        return sessions.send_session(
+            address,
+            member.certificate.device_key.serialize(),
+            member.identity.fingerprint,
+            now=now,
+        )
 
     def prepare_send(
         self,
@@ -424,21 +629,25 @@ class Conversation:
         """Encrypt ``content``; rotate first if needed. Atomic: on any error nothing changed.
 
         When a rotation is due, ``prekeys`` must hold a prekey certificate for
-        every other member device (a one-time prekey if the server had one,
-        else the signed prekey), or ``prekeys_required`` names the missing
-        devices. The returned distributions must be delivered before the envelope.
+        every device ``prekeys_needed`` names (a one-time prekey if the server
+        had one, else the signed prekey), or ``prekeys_required`` names the
+        missing ones; devices with a pairwise session need none. The returned
+        distributions must be delivered before the envelope, and the state
+        (this conversation and ``LocalDevice.sessions``) persisted before either.
         """
+        if not self.is_member:
+            raise NotAMember("this device's user is not a member of the verified log")
         timers = timers if timers is not None else self._settings.timers
         timers.check(self._settings.policy)
         reason = self.rotation_reason(now=now)
         chain = self._chain
         distributions: tuple[Distribution, ...] = ()
+        sessions: list[SendSession] = []
         if reason is not None or chain is None:
-            recipients = self._recipients()
-            missing = [a for a in recipients if prekeys is None or a not in prekeys]
+            prekeys = prekeys or {}
+            missing = [a for a in self.prekeys_needed(now=now) if a not in prekeys]
             if missing:
                 raise PrekeysRequired(missing)
-            assert prekeys is not None
             chain = SenderChain.create(
                 self._digest,
                 now=now,
@@ -446,10 +655,12 @@ class Conversation:
                 max_messages=self._settings.max_messages,
                 max_age_ms=self._settings.max_age_ms,
             )
-            distributions = tuple(
-                self._seal_distribution(chain, address, prekeys[address], now)
-                for address in recipients
-            )
+            sealed = [
+                self._seal_distribution(chain, address, prekeys.get(address), now)
+                for address in self._recipients()
+            ]
+            distributions = tuple(d for d, _ in sealed)
+            sessions = [session for _, session in sealed if session is not None]
         envelope = seal_envelope(
             self._local.secrets,
             chain,
@@ -464,27 +675,71 @@ class Conversation:
         )
         self._chain = chain
         self._rotate_pending = False
+        self._store_sessions(sessions)
+        self._redistribution_requests.difference_update(d.address for d in distributions)
         header = Envelope.parse(envelope).header
         return Outgoing(envelope, header, distributions, reason)
 
+    def _store_sessions(self, sessions: list[SendSession]) -> None:
+        if self._local.sessions is not None:
+            for session in sessions:
+                self._local.sessions.store_send(session)
+
     def redistribute(
-        self, address: Address, prekey: PrekeyCertificate, *, now: int
+        self, address: Address, prekey: PrekeyCertificate | None = None, *, now: int
     ) -> Distribution:
         """Repair: the current chain, at its current iteration, for one member device.
 
-        For a device whose distribution was lost. It can read the messages
-        sent from now on, not the earlier ones on this chain (their keys are gone).
+        For a device whose distribution was lost, or that asked for one
+        (``redistribution_requests``). It can read the messages sent from now
+        on, not the earlier ones on this chain (their keys are gone). Goes over
+        the pairwise session if there is one, else needs ``prekey``
+        (``prekeys_required``).
         """
+        if not self.is_member:
+            raise NotAMember("this device's user is not a member of the verified log")
         if self._chain is None:
             raise RatchetError("no sender chain to redistribute")
         if address not in self._members or address == self._local.address:
             raise UnknownSender(f"{address} is not another member device")
-        return self._seal_distribution(self._chain, address, prekey, now)
+        distribution, session = self._seal_distribution(self._chain, address, prekey, now)
+        self._store_sessions([session] if session is not None else [])
+        self._redistribution_requests.discard(address)
+        return distribution
 
     def _seal_distribution(
-        self, chain: SenderChain, address: Address, prekey: PrekeyCertificate, now: int
-    ) -> Distribution:
+        self,
+        chain: SenderChain,
+        address: Address,
+        prekey: PrekeyCertificate | None,
+        now: int,
+    ) -> tuple[Distribution, SendSession | None]:
+        """Over the session if there is one, else to ``prekey`` (offering a new session)."""
+        session = self._send_session(address, now)
+        if session is not None:
+            member = self._members[address]  # as sealing to a prekey does: current, unrevoked
+            member.certificate.verify(member.identity, now=now, revocations=self._local.revocations)
+            data, advanced = seal_session_distribution(
+                self._local.secrets,
+                chain,
+                session,
+                conversation_id=self._id,
+                now=now,
+                rng=self._rng,
+            )
+            return Distribution(address[0], address[1], data), advanced
+        if prekey is None:
+            raise PrekeysRequired([address])
         member = self._members[address]
+        offered = None
+        if self._local.sessions is not None:
+            offered = PairwiseSessions.new_send_session(
+                address,
+                member.certificate.device_key.serialize(),
+                member.identity.fingerprint,
+                now=now,
+                rng=self._rng,
+            )
         data = seal_key_distribution(
             self._local.secrets,
             chain,
@@ -495,8 +750,9 @@ class Conversation:
             now=now,
             revocations=self._local.revocations,
             rng=self._rng,
+            session=offered,
         )
-        return Distribution(address[0], address[1], data)
+        return Distribution(address[0], address[1], data), offered
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -506,8 +762,11 @@ class Conversation:
         Errors, in order: ``malformed`` (and version/suite), ``wrong_recipient``,
         ``wrong_conversation``, ``unknown_sender``, then those of
         ``open_key_distribution``; a chain already installed (or retired) is
-        ``replayed_message``. State changes only on success (the one-time
-        prekey is deleted as soon as it opened the distribution).
+        ``replayed_message``; a session distribution over a session this
+        device does not hold is ``unknown_session`` (ask for a new one:
+        ``redistribution_request``). State changes only on success, except
+        that a one-time prekey or a session step is spent as soon as it opened
+        the distribution; a prekey distribution offering a session installs it.
         """
         kd = KeyDistribution.parse(data)
         if (kd.recipient_user_id, kd.recipient_device_id) != self._local.address:
@@ -519,7 +778,7 @@ class Conversation:
         if member is None or sender == self._local.address:
             raise UnknownSender(f"{sender[0]}/{sender[1]} is not a member device")
         replay = _DeferredReplay(self._replay)
-        chain = open_key_distribution(
+        opened = open_key_distribution(
             data,
             self._local.secrets,
             self._local.identity,
@@ -529,7 +788,18 @@ class Conversation:
             replay=replay,
             conversation_id=self._id,
             revocations=self._local.revocations,
+            sessions=self._local.sessions,
         )
+        if opened.session_key is not None and self._local.sessions is not None:
+            self._local.sessions.install_receive(
+                sender,
+                member.certificate.device_key.serialize(),
+                member.identity.fingerprint,
+                opened.session_id,
+                opened.session_key,
+                now=now,
+            )
+        chain = opened.chain
         if chain.chain_id in self._chains or chain.chain_id in self._retired:
             raise ReplayedMessage(f"chain {chain.chain_id.hex()} was already installed")
         if chain.created_at < self._watermarks.get(sender, -1):
@@ -579,7 +849,47 @@ class Conversation:
         except MessageExpired:
             self._burn(sender, header)  # the signature was verified before the time check
             raise
+        if isinstance(opened.content, Control) and opened.content.kind == Control.REDISTRIBUTE:
+            self._redistribution_asked(sender, opened.content.payload)
         return Received(sender, opened.header, opened.content)
+
+    # -- redistribution requests (§16) ---------------------------------------------------
+
+    def redistribution_request(self, sender: Address, session_id: bytes = NO_SESSION) -> Control:
+        """Content asking ``sender`` for its current chain again; send it like any message.
+
+        For ``unknown_session`` (pass the error's ``session_id``), or a chain
+        lost with this device's state (``unknown_chain`` that never resolves).
+        """
+        if sender not in self._members or sender == self._local.address:
+            raise UnknownSender(f"{sender} is not another member device")
+        payload = (
+            Writer()
+            .text8(sender[0])
+            .text8(sender[1])
+            .raw(check_random_id(session_id, "session id"))
+        )
+        return Control(Control.REDISTRIBUTE, bytes(payload))
+
+    @property
+    def redistribution_requests(self) -> tuple[Address, ...]:
+        """Devices that asked this one for its chain: ``redistribute`` to each (sorted)."""
+        return tuple(sorted(self._redistribution_requests))
+
+    def _redistribution_asked(self, requester: Address, payload: bytes) -> None:
+        try:
+            r = Reader(payload, "redistribution request")
+            target = (r.text8(), r.text8())
+            r.take(ID_LENGTH)
+            r.done()
+        except MalformedMessage:
+            return  # an authentic message with a payload we cannot act on: shown, not obeyed
+        if target != self._local.address:
+            return
+        # Whatever it names, the requester's side of our session may be gone: next time, HPKE.
+        if self._local.sessions is not None:
+            self._local.sessions.drop_send(requester)
+        self._redistribution_requests.add(requester)
 
     def _burn(self, sender: Address, header: EnvelopeHeader) -> None:
         chain = self._chains.get(header.chain_id)
@@ -604,6 +914,7 @@ class Conversation:
         for chain_id in self._by_sender.pop(address, []):
             self._retire(chain_id)
         self._watermarks.pop(address, None)
+        self._redistribution_requests.discard(address)
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -615,6 +926,10 @@ class Conversation:
         w.u64(s.policy.max_expiry_ms).u32(s.policy.max_burn_after_read_s)
         w.u64(s.timers.expires_in_ms).u32(s.timers.burn_after_read_s)
         w.u32(s.max_messages).u64(s.max_age_ms)
+        if self._membership is None:
+            w.u8(0)
+        else:
+            w.u8(1).var32(self._membership.serialize())
         identities = {m.user_id: m.identity for m in self._members.values()}
         w.u16(len(identities))
         for user_id in sorted(identities):
@@ -640,6 +955,9 @@ class Conversation:
         w.u32(self._replay.capacity).u32(len(self._replay))
         for message_id in self._replay:
             w.raw(message_id)
+        w.u16(len(self._redistribution_requests))
+        for address in sorted(self._redistribution_requests):
+            w.text8(address[0]).text8(address[1])
         return bytes(w)
 
     @classmethod
@@ -662,6 +980,11 @@ class Conversation:
         except LimitExceeded as exc:
             raise MalformedMessage(f"default timers exceed the policy: {exc.detail}") from None
         conversation = cls(conversation_id, local, settings=settings, rng=rng)
+        membership = None
+        if _flag(r.u8(), "membership flag"):
+            membership = MembershipState.parse(r.var32())
+            if membership.conversation_id != conversation_id:
+                raise MalformedMessage("membership state of another conversation")
 
         identities: dict[str, IdentityPublicKey] = {}
         for _ in range(r.u16()):
@@ -691,6 +1014,13 @@ class Conversation:
             raise MalformedMessage("this device is not a member with its own certificate")
         if len(members) > MAX_MEMBER_DEVICES:
             raise MalformedMessage(f"more than {MAX_MEMBER_DEVICES} member devices")
+        if membership is not None and any(
+            membership.fingerprint(a[0]) != m.identity.fingerprint
+            for a, m in members.items()
+            if a != local.address
+        ):
+            raise MalformedMessage("a member device the membership state does not justify")
+        conversation._membership = membership
         conversation._members = members
         conversation._digest = membership_digest(members)
 
@@ -740,6 +1070,15 @@ class Conversation:
                 raise MalformedMessage("replay set ids are not unique")
             replay.record(message_id)
         conversation._replay = replay
+        last_sender = None
+        for _ in range(r.u16()):
+            sender = (r.text8(), r.text8())
+            if sender not in members or sender == local.address:
+                raise MalformedMessage("redistribution request from a device that is not a member")
+            if last_sender is not None and sender <= last_sender:
+                raise MalformedMessage("redistribution requests are not sorted and unique")
+            conversation._redistribution_requests.add(sender)
+            last_sender = sender
         r.done()
         return conversation
 

@@ -5,18 +5,20 @@ Wire (docs/protocol.md §7)::
     core      = prefix(0x11) || conversation_id || sender_user_id || sender_device_id
                 || message_id(16) || timestamp(u64 ms) || expires_at(u64 ms, 0 = never)
                 || burn_after_read(u32 s, 0 = off) || size_class(u8)
-                || chain_id(16) || iteration(u32)
+                || chain_id(16) || iteration(u32) || salt(16) || key_commitment(32)
     header    = core || SHA-384(ciphertext)
     envelope  = header || var32(ciphertext) || var8(ECDSA signature)
 
-    ciphertext = AES-256-GCM(message key, nonce, pad(content), aad = core)
-    signature  = ECDSA-P384(device key, "sotto-v1 envelope\\0" || header)
+    key, nonce, key_commitment = MessageKey.keys(salt)       (ratchet.py)
+    ciphertext = AES-256-GCM(key, nonce, pad(content), aad = core)
+    signature  = ECDSA-P384(device key, "sotto-v2 envelope\\0" || header)
 
 The signature covers every header field the server reads plus a digest of
 the ciphertext, so the server can verify an envelope without keys, and no
-other room member (who shares the chain key) can forge one. The receiver
-checks in a fixed order so every failure names its rule; the order is the
-numbered list in ``open_envelope``.
+other room member (who shares the chain key) can forge one. The signed key
+commitment is checked before the AEAD runs, so one envelope opens under one
+key only. The receiver checks in a fixed order so every failure names its
+rule; the order is the numbered list in ``open_envelope``.
 """
 
 from __future__ import annotations
@@ -36,17 +38,24 @@ from .errors import (
     BadSignature,
     CiphertextTampered,
     DecryptionFailed,
-    HeaderTampered,
+    KeyCommitmentMismatch,
     LimitExceeded,
     MalformedMessage,
     MessageExpired,
-    ProtocolError,
     SenderMismatch,
     UnknownChain,
     WrongConversation,
 )
 from .keys import ECDSA_SIGNATURE_LENGTH, IdentityPublicKey, Random, system_random
-from .ratchet import MAX_MESSAGES_PER_CHAIN, Members, ReceiverChain, SenderChain
+from .ratchet import (
+    COMMITMENT_LENGTH,
+    MAX_MESSAGES_PER_CHAIN,
+    MESSAGE_SALT_LENGTH,
+    Members,
+    ReceiverChain,
+    SealingKeys,
+    SenderChain,
+)
 from .replay import ReplayGuard
 from .wire import (
     ID_LENGTH,
@@ -96,6 +105,8 @@ class EnvelopeHeader:
     size_class: int
     chain_id: bytes
     iteration: int
+    salt: bytes
+    key_commitment: bytes
 
     def __post_init__(self) -> None:
         check_identifier(self.conversation_id, "conversation id")
@@ -113,12 +124,15 @@ class EnvelopeHeader:
             raise MalformedMessage(f"size class {self.size_class} unknown")
         if not 0 <= self.iteration < MAX_MESSAGES_PER_CHAIN:
             raise MalformedMessage("iteration out of range")
+        if len(self.salt) != MESSAGE_SALT_LENGTH or len(self.key_commitment) != COMMITMENT_LENGTH:
+            raise MalformedMessage("message salt is 16 bytes and key commitment 32")
 
     def core(self) -> bytes:
         w = Writer().prefix(MessageType.ENVELOPE).text8(self.conversation_id)
         w.text8(self.sender_user_id).text8(self.sender_device_id).raw(self.message_id)
         w.u64(self.timestamp).u64(self.expires_at).u32(self.burn_after_read_s)
-        return bytes(w.u8(self.size_class).raw(self.chain_id).u32(self.iteration))
+        w.u8(self.size_class).raw(self.chain_id).u32(self.iteration)
+        return bytes(w.raw(self.salt).raw(self.key_commitment))
 
     def delete_at(self, first_read_at: int | None) -> int | None:
         """When a client must delete the message: burn counts from first read, never past expiry."""
@@ -167,6 +181,8 @@ class Envelope:
             size_class=r.u8(),
             chain_id=r.take(ID_LENGTH),
             iteration=r.u32(),
+            salt=r.take(MESSAGE_SALT_LENGTH),
+            key_commitment=r.take(COMMITMENT_LENGTH),
         )
         envelope = cls(header, r.take(DIGEST_LENGTH), r.var32(), r.var8())
         r.done()
@@ -203,20 +219,24 @@ def seal_envelope(
     if not 0 <= burn_after_read_s <= policy.max_burn_after_read_s:
         raise LimitExceeded("burn-after-read (s)", burn_after_read_s, policy.max_burn_after_read_s)
     size_class, padded = pad(content.serialize())
-    key = chain.next_key(members, now=now)
+    message_id, salt = rng(ID_LENGTH), rng(MESSAGE_SALT_LENGTH)
+    step = chain.next_key(members, now=now)
+    keys = step.keys(salt)
     header = EnvelopeHeader(
         conversation_id=conversation_id,
         sender_user_id=device.user_id,
         sender_device_id=device.device_id,
-        message_id=rng(ID_LENGTH),
+        message_id=message_id,
         timestamp=now,
         expires_at=now + expires_in_ms if expires_in_ms else 0,
         burn_after_read_s=burn_after_read_s,
         size_class=size_class,
-        chain_id=key.chain_id,
-        iteration=key.iteration,
+        chain_id=step.chain_id,
+        iteration=step.iteration,
+        salt=salt,
+        key_commitment=keys.commitment,
     )
-    ciphertext = AESGCM(key.key).encrypt(key.nonce, padded, header.core())
+    ciphertext = AESGCM(keys.key).encrypt(keys.nonce, padded, header.core())
     digest = hashlib.sha384(ciphertext).digest()
     signature = device.signing_key.sign(LABEL, header.core() + digest)
     return Envelope(header, digest, ciphertext, signature).serialize()
@@ -250,6 +270,16 @@ def _check_time(header: EnvelopeHeader, now: int, policy: ExpiryPolicy) -> None:
         raise MalformedMessage("burn-after-read exceeds the network policy")
 
 
+def _check_signed(envelope: Envelope, certificate: DeviceCertificate) -> None:
+    """The signature over the header, then the ciphertext against the header's digest."""
+    if not certificate.device_key.verify(LABEL, envelope.signed_bytes(), envelope.signature):
+        raise BadSignature("envelope signature does not verify")
+    if not hmac.compare_digest(
+        hashlib.sha384(envelope.ciphertext).digest(), envelope.ciphertext_digest
+    ):
+        raise CiphertextTampered("ciphertext does not match the signed digest")
+
+
 def verify_envelope(
     data: bytes,
     *,
@@ -259,29 +289,25 @@ def verify_envelope(
     revocations: Revocations | None = None,
     policy: ExpiryPolicy = ExpiryPolicy(),
 ) -> Envelope:
-    """What a server (holding no keys) can check: sender, certificate, signature, digest, time.
+    """What anyone can check without keys: sender, certificate, signature, digest, time.
 
-    Without the chain key a server cannot tell a tampered header from a
-    tampered signature; both are ``BadSignature`` here.
+    This is also the verification layer of ``open_envelope``: a changed header
+    field or signature is ``bad_signature``, a changed ciphertext under a valid
+    signature ``ciphertext_tampered``.
     """
     envelope = Envelope.parse(data)
     _check_sender(envelope, sender_certificate, sender_identity, now, revocations)
-    if not sender_certificate.device_key.verify(LABEL, envelope.signed_bytes(), envelope.signature):
-        raise BadSignature("envelope signature does not verify")
-    if not hmac.compare_digest(
-        hashlib.sha384(envelope.ciphertext).digest(), envelope.ciphertext_digest
-    ):
-        raise CiphertextTampered("ciphertext does not match the signed digest")
+    _check_signed(envelope, sender_certificate)
     _check_time(envelope.header, now, policy)
     return envelope
 
 
-def _aead_open(chain: ReceiverChain, header: EnvelopeHeader, ciphertext: bytes) -> bytes | None:
-    try:
-        key = chain.peek(header.iteration)
-        return AESGCM(key.key).decrypt(key.nonce, ciphertext, header.core())
-    except (InvalidTag, ProtocolError):
-        return None
+def _committed_keys(chain: ReceiverChain, header: EnvelopeHeader) -> SealingKeys:
+    """The message's keys, if they match the signed commitment (checked before any AEAD)."""
+    keys = chain.peek(header.iteration).keys(header.salt)
+    if not hmac.compare_digest(keys.commitment, header.key_commitment):
+        raise KeyCommitmentMismatch("the chain key does not derive this message's committed key")
+    return keys
 
 
 def open_envelope(
@@ -296,45 +322,27 @@ def open_envelope(
     revocations: Revocations | None = None,
     policy: ExpiryPolicy = ExpiryPolicy(),
 ) -> OpenedMessage:
-    """Verify and decrypt; state (chain, replay guard) changes only on success.
+    """Verify, then decrypt; state (chain, replay guard) changes only on success.
 
     Order: 1 parse (malformed / unsupported_version / suite_downgrade);
     2 conversation; 3 sender certificate (sender_mismatch, bad_certificate,
     certificate_expired, device_revoked); 4 signature and digest
-    (bad_signature, header_tampered, ciphertext_tampered); 5 time
+    (bad_signature, ciphertext_tampered); 5 time
     (message_expired); 6 replay; 7 chain (unknown_chain, sender_mismatch,
-    too_many_skipped, message_key_unavailable); 8 AEAD (decryption_failed);
-    9 padding and content (malformed).
+    too_many_skipped, message_key_unavailable, key_commitment_mismatch);
+    8 AEAD (decryption_failed); 9 padding and content (malformed).
     """
     envelope = Envelope.parse(data)
     header = envelope.header
     if header.conversation_id != conversation_id:
         raise WrongConversation(f"envelope is for conversation {header.conversation_id!r}")
     _check_sender(envelope, sender_certificate, sender_identity, now, revocations)
-    chain = chains.get(header.chain_id)
-    signature_ok = sender_certificate.device_key.verify(
-        LABEL, envelope.signed_bytes(), envelope.signature
-    )
-    digest_ok = hmac.compare_digest(
-        hashlib.sha384(envelope.ciphertext).digest(), envelope.ciphertext_digest
-    )
-    if not signature_ok:
-        # Diagnose with the chain key, without consuming it: if the AEAD (which
-        # authenticates the core header) and the digest both hold, only the
-        # signature bytes can have changed. The message is rejected either way.
-        if (
-            chain is not None
-            and digest_ok
-            and _aead_open(chain, header, envelope.ciphertext) is not None
-        ):
-            raise BadSignature("envelope signature does not verify")
-        if chain is not None:
-            raise HeaderTampered("signed header fields were altered")
-        raise BadSignature("envelope signature does not verify (no chain key to diagnose)")
-    if not digest_ok:
-        raise CiphertextTampered("ciphertext does not match the signed digest")
+    # Nothing keyed touches an envelope whose signature failed: no AEAD, no
+    # commitment check, so its bytes can never serve as a validity oracle.
+    _check_signed(envelope, sender_certificate)
     _check_time(header, now, policy)
     replay.check(header.message_id)
+    chain = chains.get(header.chain_id)
     if chain is None:
         raise UnknownChain(f"no chain {header.chain_id.hex()} for this sender")
     if (chain.sender_user_id, chain.sender_device_id) != (
@@ -342,9 +350,9 @@ def open_envelope(
         header.sender_device_id,
     ):
         raise SenderMismatch("chain belongs to another sender device")
-    key = chain.peek(header.iteration)
+    keys = _committed_keys(chain, header)
     try:
-        padded = AESGCM(key.key).decrypt(key.nonce, envelope.ciphertext, header.core())
+        padded = AESGCM(keys.key).decrypt(keys.nonce, envelope.ciphertext, header.core())
     except InvalidTag:
         raise DecryptionFailed() from None
     content = parse_content(unpad(padded))

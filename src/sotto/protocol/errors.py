@@ -14,8 +14,8 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     ├── SenderMismatch               [sender_mismatch] claimed sender != certificate
     ├── UnknownSender                [unknown_sender] sender device is not a member
     ├── BadSignature                 [bad_signature] the device signature does not verify
-    ├── HeaderTampered               [header_tampered] a signed header field was altered
     ├── CiphertextTampered           [ciphertext_tampered] ciphertext != signed digest
+    ├── KeyCommitmentMismatch        [key_commitment_mismatch] chain key != the signed commitment
     ├── DecryptionFailed             [decryption_failed] AEAD/HPKE open failed (opaque)
     ├── WrongRecipient               [wrong_recipient] addressed to another device
     ├── WrongConversation            [wrong_conversation] for another conversation
@@ -31,8 +31,20 @@ Class tree (``code`` in brackets; codes are stable and listed in docs/protocol.m
     │   ├── AttachmentTampered       [attachment_tampered] a chunk fails to decrypt
     │   ├── AttachmentTruncated      [attachment_truncated] stream ends early
     │   └── AttachmentOutOfOrder     [attachment_out_of_order] chunk index unexpected
+    ├── MembershipError              [membership_error] the membership log does not verify
+    │   ├── ForgedOperation          [membership_forged] bad signature/certificate/identity binding
+    │   ├── NotPermitted             [membership_not_permitted] the signer may not make this change
+    │   │   ├── NotModerator         [not_moderator] only a moderator may do this
+    │   │   └── SelfPromotion        [self_promotion] a member changing its own role
+    │   ├── OperationReplayed        [operation_replayed] at or before the verified head
+    │   ├── OperationOutOfOrder      [operation_out_of_order] a gap, a reordering, time going back
+    │   ├── LogForked                [log_forked] does not follow the verified head
+    │   ├── LogTruncated             [log_truncated] no creation, or shorter than verified
+    │   ├── IdentityUnavailable      [identity_unavailable] no key for a signer's identity
+    │   └── NotAMember               [not_a_member] a device or user the log does not justify
     ├── IdentityChanged              [identity_changed] a known user's identity key changed
     ├── PrekeyError                  [prekey_unavailable] prekey unknown or already used
+    ├── UnknownSession               [unknown_session] a pairwise session this device does not hold
     ├── LimitExceeded                [limit_exceeded] a size or count limit (local misuse)
     └── KeystoreError
         ├── WrongPassphrase          [wrong_passphrase]
@@ -61,25 +73,37 @@ __all__ = [
     "CorruptKeystore",
     "DecryptionFailed",
     "DeviceRevoked",
-    "HeaderTampered",
+    "ForgedOperation",
     "IdentityChanged",
+    "IdentityUnavailable",
+    "KeyCommitmentMismatch",
     "KeystoreError",
     "LimitExceeded",
+    "LogForked",
+    "LogTruncated",
     "MalformedMessage",
+    "MembershipError",
     "MessageExpired",
     "MessageKeyUnavailable",
+    "NotAMember",
+    "NotModerator",
+    "NotPermitted",
+    "OperationOutOfOrder",
+    "OperationReplayed",
     "PrekeyError",
     "PrekeysRequired",
     "ProtocolError",
     "RatchetError",
     "ReplayedMessage",
     "RotationRequired",
+    "SelfPromotion",
     "SenderMismatch",
     "SuiteDowngrade",
     "TokenError",
     "TooManySkipped",
     "UnknownChain",
     "UnknownSender",
+    "UnknownSession",
     "UnsupportedVersion",
     "WrongConversation",
     "WrongPassphrase",
@@ -155,12 +179,19 @@ class BadSignature(ProtocolError):
     code = "bad_signature"
 
 
-class HeaderTampered(ProtocolError):
-    code = "header_tampered"
-
-
 class CiphertextTampered(ProtocolError):
     code = "ciphertext_tampered"
+
+
+class KeyCommitmentMismatch(ProtocolError):
+    """The signed header commits to another message key than this chain derives.
+
+    The sender gave this device a different chain key under that chain id than
+    the one it sealed with (or the chain state is corrupt); checked before the
+    AEAD runs, so one envelope never opens to different content for different members.
+    """
+
+    code = "key_commitment_mismatch"
 
 
 class DecryptionFailed(ProtocolError):
@@ -236,6 +267,58 @@ class AttachmentOutOfOrder(AttachmentError):
     code = "attachment_out_of_order"
 
 
+class MembershipError(ProtocolError):
+    """A membership operation or log does not verify; ``code`` names the rule."""
+
+    code = "membership_error"
+
+
+class ForgedOperation(MembershipError):
+    """Signature, signer certificate or the identity the log binds the signer to fails."""
+
+    code = "membership_forged"
+
+
+class NotPermitted(MembershipError):
+    code = "membership_not_permitted"
+
+
+class NotModerator(NotPermitted):
+    code = "not_moderator"
+
+
+class SelfPromotion(NotPermitted):
+    code = "self_promotion"
+
+
+class OperationReplayed(MembershipError):
+    code = "operation_replayed"
+
+
+class OperationOutOfOrder(MembershipError):
+    code = "operation_out_of_order"
+
+
+class LogForked(MembershipError):
+    code = "log_forked"
+
+
+class LogTruncated(MembershipError):
+    code = "log_truncated"
+
+
+class IdentityUnavailable(MembershipError):
+    """No identity key with the fingerprint a signer's certificate names was supplied."""
+
+    code = "identity_unavailable"
+
+
+class NotAMember(MembershipError):
+    """A listed user or device the verified log does not justify (a ghost)."""
+
+    code = "not_a_member"
+
+
 class IdentityChanged(ProtocolError):
     """A user's identity key differs from the one on record; never accepted silently."""
 
@@ -250,6 +333,21 @@ class IdentityChanged(ProtocolError):
 
 class PrekeyError(ProtocolError):
     code = "prekey_unavailable"
+
+
+class UnknownSession(ProtocolError):
+    """A distribution over a pairwise session this device does not hold (state lost, expired).
+
+    The recipient asks the sender for a new distribution (docs/protocol.md §16):
+    ``peer`` and ``session_id`` name what to ask for.
+    """
+
+    code = "unknown_session"
+
+    def __init__(self, peer: tuple[str, str], session_id: bytes) -> None:
+        super().__init__(f"no session {session_id.hex()[:16]} with {peer[0]}/{peer[1]}")
+        self.peer = peer
+        self.session_id = session_id
 
 
 class LimitExceeded(ProtocolError):

@@ -21,6 +21,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hpke
@@ -124,8 +125,12 @@ class VerifyingKey:
     def parse(cls, data: bytes) -> VerifyingKey:
         return cls(_p384_public_from_bytes(data))
 
-    def serialize(self) -> bytes:
+    @cached_property
+    def _encoded(self) -> bytes:  # keys are compared and encoded on every message: once
         return _p384_public_bytes(self.key)
+
+    def serialize(self) -> bytes:
+        return self._encoded
 
     def verify(self, label: str, data: bytes, signature: bytes) -> bool:
         try:
@@ -187,10 +192,14 @@ class IdentityPublicKey:
             raise MalformedMessage("ML-DSA-87 public key is invalid") from None
         return cls(ecdsa_key, mldsa_key)
 
-    def serialize(self) -> bytes:
+    @cached_property
+    def _encoded(self) -> bytes:
         return _p384_public_bytes(self.ecdsa) + self.mldsa.public_bytes_raw()
 
-    @property
+    def serialize(self) -> bytes:
+        return self._encoded
+
+    @cached_property
     def fingerprint(self) -> bytes:
         """32 bytes naming this identity key in HPKE ``info`` and safety numbers."""
         digest = hashlib.sha384(domain("identity-fingerprint") + self.serialize()).digest()

@@ -42,6 +42,7 @@ class PairwiseContext:
     prekey_kind: int
     prekey_id: int
     message_id: bytes
+    session_id: bytes = bytes(16)  # the pairwise session it establishes (zeros: none)
 
     def __post_init__(self) -> None:
         check_identifiers(
@@ -57,6 +58,7 @@ class PairwiseContext:
         ):
             raise MalformedMessage("identity fingerprints are 32 bytes")
         check_random_id(self.message_id, "message id")
+        check_random_id(self.session_id, "session id")
 
     def info(self) -> bytes:
         w = Writer().raw(domain("hpke " + self.purpose)).u16(SUITE_ID)
@@ -64,7 +66,7 @@ class PairwiseContext:
         w.text8(self.sender_user_id).raw(self.sender_identity).text8(self.sender_device_id)
         w.text8(self.recipient_user_id).raw(self.recipient_identity)
         w.text8(self.recipient_device_id).u8(self.prekey_kind).u32(self.prekey_id)
-        return bytes(w.raw(self.message_id))
+        return bytes(w.raw(self.message_id).raw(self.session_id))
 
 
 def seal(context: PairwiseContext, plaintext: bytes, recipient: KemPublicKey) -> bytes:

@@ -2,24 +2,32 @@
 
 Step (docs/protocol.md §6)::
 
-    material_i   = HMAC-SHA384(CK_i, 0x01)      48 bytes
-    message key  = material_i[0:32]             AES-256-GCM key, used once
-    nonce        = material_i[32:44]
+    seed_i       = HMAC-SHA384(CK_i, 0x01)[0:32]     one per message, used once
     CK_{i+1}     = HMAC-SHA384(CK_i, 0x02)[0:32]
 
-A chain key is replaced by its successor as soon as it is used, and message
-keys are dropped after one use, so a device compromised later cannot decrypt
-earlier messages (forward secrecy within the chain; Python cannot zeroize
-memory, so "deleted" means every reference is dropped). A receiver may jump
-ahead at most ``MAX_SKIP`` messages and keeps at most ``MAX_SKIPPED_KEYS``
-skipped keys (oldest evicted). A sender must start a new chain when the
+    prk          = HMAC-SHA384(salt, seed_i)          HKDF-Extract, salt = 16 random bytes
+    key || nonce = HMAC-SHA384(prk, domain("message-key") || 0x01)[0:44]
+    commitment   = HMAC-SHA384(prk, domain("key-commitment") || 0x01)[0:32]
+
+The salt is drawn fresh for every message and travels in the signed header,
+so a sender whose chain state was rolled back (a restored backup) never
+reuses a key and nonce; the commitment, also signed, pins the message to one
+key, so a sender cannot make one envelope open differently for members given
+different chain keys under one chain id (AES-GCM is not key-committing).
+
+A chain key is replaced by its successor as soon as it is used, and seeds are
+dropped after one use, so a device compromised later cannot decrypt earlier
+messages (forward secrecy within the chain; Python cannot zeroize memory, so
+"deleted" means every reference is dropped). A receiver may skip at most
+``MAX_SKIP`` messages per step and keeps at most ``MAX_SKIPPED_KEYS``
+skipped seeds (oldest evicted). A sender must start a new chain when the
 membership changes, after ``MAX_MESSAGES_PER_CHAIN`` messages or after
 ``MAX_CHAIN_AGE_MS``: ``next_key`` refuses otherwise.
 
 Both chains persist (``serialize``/``parse``, docs/protocol.md §6.1). A
-serialized chain holds only the current chain key (which derives keys for
-messages not yet sent or received) and the skipped keys (messages not yet
-received), never a key for a message already used.
+serialized chain holds only the current chain key (which derives seeds for
+messages not yet sent or received) and the skipped seeds (messages not yet
+received), never a seed for a message already used.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import MalformedMessage, MessageKeyUnavailable, RotationRequired, TooManySkipped
@@ -50,12 +58,17 @@ __all__ = [
     "MAX_MESSAGES_PER_CHAIN",
     "MAX_SKIP",
     "MAX_SKIPPED_KEYS",
+    "MESSAGE_SALT_LENGTH",
     "ChainKeyPayload",
     "Members",
     "MessageKey",
     "ReceiverChain",
+    "SealingKeys",
     "SenderChain",
+    "advance_to",
+    "chain_step",
     "membership_digest",
+    "seed_at",
 ]
 
 CHAIN_KEY_LENGTH = 32
@@ -64,26 +77,111 @@ MAX_CHAIN_AGE_MS = 24 * 3600 * 1000
 MAX_SKIP = 256
 MAX_SKIPPED_KEYS = 512
 CHAIN_PAYLOAD_LENGTH = ID_LENGTH + 4 + CHAIN_KEY_LENGTH + 8
-MESSAGE_KEY_LENGTH = 32
-NONCE_LENGTH = 12
+SEED_LENGTH = 32
+MESSAGE_SALT_LENGTH = 16
+COMMITMENT_LENGTH = 32
 DIGEST_LENGTH = 32
+_MESSAGE_KEY_INFO = domain("message-key") + b"\x01"
+_COMMITMENT_INFO = domain("key-commitment") + b"\x01"
+
+
+@dataclass(frozen=True, repr=False)
+class SealingKeys:
+    """What one message is sealed with: AES-256-GCM key and nonce, and the key commitment."""
+
+    key: bytes
+    nonce: bytes
+    commitment: bytes
+
+    def __repr__(self) -> str:
+        return "SealingKeys(<secret>)"
 
 
 @dataclass(frozen=True, repr=False)
 class MessageKey:
+    """One chain step: the seed of message ``iteration``, from which its keys are derived."""
+
     chain_id: bytes
     iteration: int
-    key: bytes
-    nonce: bytes
+    seed: bytes
+
+    def keys(self, salt: bytes) -> SealingKeys:
+        """HKDF-SHA384 (RFC 5869; one Expand block each) of the seed under the message salt."""
+        if len(salt) != MESSAGE_SALT_LENGTH:
+            raise MalformedMessage(f"message salt must be {MESSAGE_SALT_LENGTH} bytes")
+        prk = hmac.digest(salt, self.seed, hashlib.sha384)
+        material = hmac.digest(prk, _MESSAGE_KEY_INFO, hashlib.sha384)
+        commitment = hmac.digest(prk, _COMMITMENT_INFO, hashlib.sha384)[:COMMITMENT_LENGTH]
+        return SealingKeys(material[:32], material[32:44], commitment)
 
     def __repr__(self) -> str:
         return f"MessageKey(iteration={self.iteration}, <secret>)"
 
 
-def _step(chain_key: bytes) -> tuple[bytes, bytes, bytes]:
-    material = hmac.digest(chain_key, b"\x01", hashlib.sha384)
+def chain_step(chain_key: bytes) -> tuple[bytes, bytes]:
+    """``(seed_i, CK_{i+1})`` from ``CK_i`` (§6); also the pairwise sessions' step (§16)."""
+    seed = hmac.digest(chain_key, b"\x01", hashlib.sha384)[:SEED_LENGTH]
     next_key = hmac.digest(chain_key, b"\x02", hashlib.sha384)[:CHAIN_KEY_LENGTH]
-    return material[:32], material[32:44], next_key
+    return seed, next_key
+
+
+def _forward(
+    chain_key: bytes, next_index: int, index: int, limit: int, max_skip: int
+) -> tuple[bytes, bytes, list[tuple[int, bytes]]]:
+    """Seed of ``index``, chain key after it, and the seeds passed on the way."""
+    if index >= limit:
+        raise MessageKeyUnavailable(f"step {index} is beyond the chain's limit {limit}")
+    if index - next_index > max_skip:
+        raise TooManySkipped(f"jump from {next_index} to {index} exceeds {max_skip}")
+    passed = []
+    for i in range(next_index, index):
+        seed, chain_key = chain_step(chain_key)
+        passed.append((i, seed))
+    seed, chain_key = chain_step(chain_key)
+    return seed, chain_key, passed
+
+
+def seed_at(
+    chain_key: bytes,
+    next_index: int,
+    skipped: Mapping[int, bytes],
+    index: int,
+    *,
+    limit: int,
+    max_skip: int,
+) -> bytes:
+    """The seed of step ``index`` of a receiving ratchet whose next step is ``next_index``.
+
+    Shared by receiver chains (§6) and pairwise sessions (§16); changes nothing.
+    """
+    if index < next_index:
+        if index not in skipped:
+            raise MessageKeyUnavailable(f"step {index} already used or evicted")
+        return skipped[index]
+    return _forward(chain_key, next_index, index, limit, max_skip)[0]
+
+
+def advance_to(
+    chain_key: bytes,
+    next_index: int,
+    skipped: OrderedDict[int, bytes],
+    index: int,
+    *,
+    limit: int,
+    max_skip: int,
+    max_skipped: int,
+) -> bytes:
+    """Mark step ``index`` used: drop its seed, keep the skipped ones (``skipped`` is
+    updated, oldest evicted beyond ``max_skipped``); returns the chain key to keep."""
+    if index < next_index:
+        if skipped.pop(index, None) is None:
+            raise MessageKeyUnavailable(f"step {index} already used or evicted")
+        return chain_key
+    _, chain_key, passed = _forward(chain_key, next_index, index, limit, max_skip)
+    skipped.update(passed)
+    while len(skipped) > max_skipped:
+        skipped.popitem(last=False)
+    return chain_key
 
 
 Members = Iterable[tuple[str, str]] | bytes
@@ -190,8 +288,8 @@ class SenderChain:
         reason = self.rotation_reason(members, now=now)
         if reason is not None:
             raise RotationRequired(reason)
-        key, nonce, self.chain_key = _step(self.chain_key)
-        message_key = MessageKey(self.chain_id, self.iteration, key, nonce)
+        seed, self.chain_key = chain_step(self.chain_key)
+        message_key = MessageKey(self.chain_id, self.iteration, seed)
         self.iteration += 1
         return message_key
 
@@ -230,7 +328,7 @@ class ReceiverChain:
     chain_key: bytes
     next_iteration: int
     created_at: int
-    skipped: OrderedDict[int, tuple[bytes, bytes]] = field(default_factory=OrderedDict)
+    skipped: OrderedDict[int, bytes] = field(default_factory=OrderedDict)  # iteration -> seed
 
     @classmethod
     def from_payload(
@@ -245,54 +343,32 @@ class ReceiverChain:
             payload.created_at,
         )
 
-    def _derive(self, iteration: int) -> tuple[bytes, bytes, bytes, list[tuple[int, bytes, bytes]]]:
-        if iteration >= MAX_MESSAGES_PER_CHAIN:
-            raise MessageKeyUnavailable(f"iteration {iteration} is beyond any chain's limit")
-        if iteration - self.next_iteration > MAX_SKIP:
-            raise TooManySkipped(
-                f"jump from {self.next_iteration} to {iteration} exceeds {MAX_SKIP}"
-            )
-        chain_key, passed = self.chain_key, []
-        for i in range(self.next_iteration, iteration):
-            key, nonce, chain_key = _step(chain_key)
-            passed.append((i, key, nonce))
-        key, nonce, chain_key = _step(chain_key)
-        return key, nonce, chain_key, passed
-
     def peek(self, iteration: int) -> MessageKey:
-        """The key for ``iteration`` without changing any state (nothing is deleted)."""
-        if iteration < self.next_iteration:
-            if iteration not in self.skipped:
-                raise MessageKeyUnavailable(f"key {iteration} already used or evicted")
-            key, nonce = self.skipped[iteration]
-            return MessageKey(self.chain_id, iteration, key, nonce)
-        key, nonce, _, _ = self._derive(iteration)
-        return MessageKey(self.chain_id, iteration, key, nonce)
+        """The seed for ``iteration`` without changing any state (nothing is deleted)."""
+        seed = seed_at(
+            self.chain_key, self.next_iteration, self.skipped, iteration,
+            limit=MAX_MESSAGES_PER_CHAIN, max_skip=MAX_SKIP,
+        )  # fmt: skip
+        return MessageKey(self.chain_id, iteration, seed)
 
     def commit(self, iteration: int) -> None:
-        """Mark ``iteration`` used: delete its key; remember the ones skipped over."""
-        if iteration < self.next_iteration:
-            if self.skipped.pop(iteration, None) is None:
-                raise MessageKeyUnavailable(f"key {iteration} already used or evicted")
-            return
-        _, _, self.chain_key, passed = self._derive(iteration)
-        for i, key, nonce in passed:
-            self.skipped[i] = (key, nonce)
-        while len(self.skipped) > MAX_SKIPPED_KEYS:
-            self.skipped.popitem(last=False)
-        self.next_iteration = iteration + 1
+        """Mark ``iteration`` used: delete its seed; remember the ones skipped over."""
+        self.chain_key = advance_to(
+            self.chain_key, self.next_iteration, self.skipped, iteration,
+            limit=MAX_MESSAGES_PER_CHAIN, max_skip=MAX_SKIP, max_skipped=MAX_SKIPPED_KEYS,
+        )  # fmt: skip
+        self.next_iteration = max(self.next_iteration, iteration + 1)
 
     def serialize(self) -> bytes:
         """``prefix(0x33) || text8 sender_user_id || text8 sender_device_id || chain_id
         || chain_key || u32 next_iteration || u64 created_at
-        || u16 n || (u32 iteration || key(32) || nonce(12))*n``, skipped keys ascending."""
+        || u16 n || (u32 iteration || seed(32))*n``, skipped seeds ascending."""
         w = Writer().prefix(MessageType.RECEIVER_CHAIN_STATE)
         w.text8(self.sender_user_id).text8(self.sender_device_id).raw(self.chain_id)
         w.raw(self.chain_key).u32(self.next_iteration).u64(self.created_at)
         w.u16(len(self.skipped))
         for iteration in sorted(self.skipped):
-            key, nonce = self.skipped[iteration]
-            w.u32(iteration).raw(key).raw(nonce)
+            w.u32(iteration).raw(self.skipped[iteration])
         return bytes(w)
 
     @classmethod
@@ -307,13 +383,13 @@ class ReceiverChain:
             raise MalformedMessage("receiver chain iteration beyond any chain's limit")
         if count > MAX_SKIPPED_KEYS:
             raise MalformedMessage(f"more than {MAX_SKIPPED_KEYS} skipped keys")
-        skipped: OrderedDict[int, tuple[bytes, bytes]] = OrderedDict()
+        skipped: OrderedDict[int, bytes] = OrderedDict()
         previous = -1
         for _ in range(count):
             iteration = r.u32()
             if not previous < iteration < next_iteration:
                 raise MalformedMessage("skipped keys must be ascending and before next_iteration")
-            skipped[iteration] = (r.take(MESSAGE_KEY_LENGTH), r.take(NONCE_LENGTH))
+            skipped[iteration] = r.take(SEED_LENGTH)
             previous = iteration
         r.done()
         return cls(user_id, device_id, chain_id, chain_key, next_iteration, created_at, skipped)

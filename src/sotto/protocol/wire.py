@@ -33,12 +33,12 @@ __all__ = [
     "parse_prefix",
 ]
 
-VERSION = 1
-# One suite in v1: HPKE(ML-KEM-1024+P-384, HKDF-SHA384, AES-256-GCM), ECDSA
+VERSION = 2
+# One suite in v2: HPKE(ML-KEM-1024+P-384, HKDF-SHA384, AES-256-GCM), ECDSA
 # P-384/SHA-384 device signatures, ECDSA P-384 + ML-DSA-87 identity signatures,
 # AES-256-GCM content and attachments, HMAC-SHA384 chain ratchet.
 SUITE_ID = 0x0001
-SUITE_NAME = "SOTTO-V1-MLKEM1024P384-HKDFSHA384-AES256GCM-P384-MLDSA87"
+SUITE_NAME = "SOTTO-V2-MLKEM1024P384-HKDFSHA384-AES256GCM-P384-MLDSA87"
 ID_LENGTH = 16
 _IDENTIFIER = re.compile(rb"[A-Za-z0-9_-]{1,64}")
 
@@ -51,17 +51,20 @@ class MessageType:
     DEVICE_REVOCATION = 0x03
     KEY_DISTRIBUTION = 0x10
     ENVELOPE = 0x11
+    MEMBERSHIP_OPERATION = 0x12
     ATTACHMENT = 0x20
     KEYSTORE = 0x30
     DEVICE_SECRETS = 0x31
     SENDER_CHAIN_STATE = 0x32
     RECEIVER_CHAIN_STATE = 0x33
     CONVERSATION_STATE = 0x34
+    MEMBERSHIP_STATE = 0x35
+    SESSIONS = 0x36
 
 
 def domain(label: str) -> bytes:
     """Signature domain prefix: no Sotto signature is valid under another label."""
-    return b"sotto-v1 " + label.encode("ascii") + b"\x00"
+    return b"sotto-v2 " + label.encode("ascii") + b"\x00"
 
 
 def check_identifier(value: str, what: str) -> str:
@@ -214,7 +217,7 @@ def parse_prefix(reader: Reader, message_type: int, required_suite: int = SUITE_
     """Check ``version || suite || type`` before anything else is parsed.
 
     The suite is compared with the receiver's requirement, not negotiated: a
-    v1 receiver treats any other suite id as a downgrade attempt.
+    v2 receiver treats any other suite id as a downgrade attempt.
     """
     version = reader.u8()
     if version != VERSION:
