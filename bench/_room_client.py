@@ -54,6 +54,10 @@ def main() -> None:
         if command == "create":
             label, *users = args
             result: Any = m.create_room(label, users)
+        elif command == "add":
+            target, *users = args
+            m.add_members(target, users)
+            result = len(users)
         else:
             target, text = args
             result = m.send_text(target, text).seq

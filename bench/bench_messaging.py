@@ -35,6 +35,14 @@ from botocore.config import Config
 
 from sotto.protocol.content import Text
 from sotto.protocol.conversation import Conversation
+from sotto.protocol.membership import (
+    ConversationKind,
+    Create,
+    MemberEntry,
+    Role,
+    sign_operation,
+    verify_log,
+)
 from sotto_server.dal import conversations as dal
 from sotto_server.dal.connections import ConnectionsStore
 from sotto_server.handlers._routes import FANOUT_WORKERS
@@ -394,6 +402,25 @@ def measure_fanout(stack: BenchStack, sender: Sender, others: Sequence[Device]) 
 # -- 3. catch-up ---------------------------------------------------------------------------
 
 
+def _creation(cid: str, creator: Device, member: Device) -> dal.LogAppend:
+    """A room's signed creation operation, for rooms written through the DAL."""
+    entries = sorted(
+        [
+            MemberEntry.of(creator.user_id, creator.identity.public, Role.MODERATOR),
+            MemberEntry.of(member.user_id, member.identity.public),
+        ],
+        key=lambda e: e.user_id,
+    )
+    now = now_ms()
+    change = Create(ConversationKind.ROOM, tuple(entries))
+    op = sign_operation(
+        creator.secrets, creator.identity.public, None, change, now=now, conversation_id=cid
+    )
+    keys = [creator.identity.public, member.identity.public]
+    state = verify_log([op], keys, conversation_id=cid, now=now)
+    return dal.LogAppend(0, op, state.serialize())
+
+
 def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catchup:
     conversations, per_conversation = CATCHUP
     reader = stack.enroll(label="reader")
@@ -416,7 +443,8 @@ def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catch
             dal.Member(reader.user_id, "member", 0),
         ]
         devices = {roster_entry(d.user_id, d.device_id) for d in (sender, reader)}
-        store.create(room, members, devices, max_per_user=MAX_CONVERSATIONS_PER_USER)
+        log = _creation(room.conversation_id, sender, reader)
+        store.create(room, members, devices, max_per_user=MAX_CONVERSATIONS_PER_USER, log=log)
         rooms.append(room)
 
     def seed(room: dal.Conversation) -> None:

@@ -178,9 +178,7 @@ def main() -> None:
         with stack.meter.window() as first_costed:
             costed = _client(home, second_profile, "send", cid, "hello from me too")
             stack.wait_idle()
-        add = stack.socket(sender)
-        add.request("add_members", conversation_id=cid, user_ids=[newcomer.user_id])
-        add.close()
+        _client(home, sender_profile, "add", cid, newcomer.user_id)
         stack.wait_idle()
         with stack.meter.window(probe=False) as after_join:
             rotated = _client(home, sender_profile, "send", cid, "after a join")

@@ -558,6 +558,8 @@ CONVERSATION_ROUTES = (
     "remove_members",
     "leave",
     "set_role",
+    "membership_log",
+    "identities",
     "list_conversations",
     "conversation_devices",
 )

@@ -24,6 +24,7 @@ from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER
 from sotto_server.logic.errors import Refused
 from sotto_server.logic.principal import Principal
 from sotto_server.logic.requests import SendRequest, SyncRequest
+from tests.support.logs import add_fields, create_fields, direct_fields, leave_fields
 from tests.support.stack import Stack, admin, b64, seed_device
 
 from .peers import Peer
@@ -54,9 +55,8 @@ def store(stack: Stack) -> ConversationsStore:
 
 
 def room(owner: Peer, *others: Peer) -> str:
-    answer = owner.socket.request(
-        "create_conversation", kind="room", members=[p.device.user_id for p in others]
-    )
+    fields = create_fields(owner.socket, owner.device, [p.device.user_id for p in others])
+    answer = owner.socket.request("create_conversation", **fields)
     cid = str(answer["conversation"]["conversation_id"])
     for peer in (owner, *others):
         peer.join(cid)
@@ -80,7 +80,7 @@ def mail_items(stack: Stack, device_id: str) -> int:
 def test_anyone_added_to_a_room_can_leave_it(trio):
     mallory, victim, _ = trio
     cid = room(mallory, victim)
-    left = victim.socket.request("leave", conversation_id=cid)
+    left = victim.socket.request("leave", **leave_fields(victim.socket, victim.device, cid))
     assert left == {"action": "left", "id": left["id"], "conversation_id": cid}
     listed = victim.socket.answers("list_conversations")
     assert cid not in {c["conversation_id"] for p in listed for c in p["conversations"]}
@@ -94,9 +94,9 @@ def test_room_creation_is_rate_limited_per_user(default_stack, network):
     creator = Peer.open(default_stack, seed_device(default_stack, network_id=network), prekeys=0)
     with creator.socket:
         codes = [
-            creator.socket.request("create_conversation", kind="room", members=[]).get(
-                "code", "conversation"
-            )
+            creator.socket.request(
+                "create_conversation", **create_fields(creator.socket, creator.device, [])
+            ).get("code", "conversation")
             for _ in range(31)
         ]
     assert codes[:30] == ["conversation"] * 30
@@ -116,13 +116,14 @@ def test_nobody_is_put_in_more_than_the_cap_of_conversations(default_stack, trio
         },
     )
     answer = mallory.socket.request(
-        "create_conversation", kind="room", members=[victim.device.user_id]
+        "create_conversation",
+        **create_fields(mallory.socket, mallory.device, [victim.device.user_id]),
     )
     assert answer["code"] == "conflict"
     assert victim.device.user_id in answer["message"]
     cid = room(mallory)
     answer = mallory.socket.request(
-        "add_members", conversation_id=cid, user_ids=[victim.device.user_id]
+        "add_members", **add_fields(mallory.socket, mallory.device, cid, [victim.device.user_id])
     )
     assert answer["code"] == "conflict"
     assert store(stack).member(cid, victim.device.user_id) is None
@@ -269,7 +270,7 @@ def test_a_member_added_later_cannot_start_the_burn_of_an_earlier_message(trio):
     cid = room(alice, bob)
     sent = alice.send(cid, "burns after reading", timers=MessageTimers(burn_after_read_s=60))
     answer = alice.socket.request(
-        "add_members", conversation_id=cid, user_ids=[carol.device.user_id]
+        "add_members", **add_fields(alice.socket, alice.device, cid, [carol.device.user_id])
     )
     assert answer["action"] == "conversation"
     carol.join(cid)
@@ -311,7 +312,7 @@ def test_send_to_a_conversation_of_others_reads_one_item_keyed_by_the_caller(def
     cid = logic.direct_id(alice.user_id, bob.user_id)
     peer = Peer.open(stack, alice, prekeys=0)
     with peer.socket:
-        peer.socket.request("create_conversation", kind="direct", user_id=bob.user_id)
+        peer.socket.request("create_conversation", **direct_fields(peer.socket, alice, bob.user_id))
     for target in (cid, logic.direct_id(alice.user_id, eve.user_id)):  # exists / does not
         counting = CountingConversations(store(stack))
         stores = logic.Stores(

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sotto.protocol.conversation import MessageTimers
+from tests.support.logs import add_fields, create_fields, direct_fields
 from tests.support.stack import Socket, Stack, b64, seed_device
 
 from .peers import Peer
@@ -23,7 +24,8 @@ def pair(stack: Stack) -> Iterator[tuple[Peer, Peer]]:
 
 
 def direct(alice: Peer, bob: Peer) -> str:
-    answer = alice.socket.request("create_conversation", kind="direct", user_id=bob.device.user_id)
+    fields = direct_fields(alice.socket, alice.device, bob.device.user_id)
+    answer = alice.socket.request("create_conversation", **fields)
     cid = str(answer["conversation"]["conversation_id"])
     alice.join(cid)
     bob.join(cid)
@@ -43,8 +45,12 @@ def message_items(stack: Stack, cid: str) -> int:
 
 def test_direct_conversation_is_the_same_whoever_creates_it(pair):
     alice, bob = pair
-    first = alice.socket.request("create_conversation", kind="direct", user_id=bob.device.user_id)
-    second = bob.socket.request("create_conversation", kind="direct", user_id=alice.device.user_id)
+    first = alice.socket.request(
+        "create_conversation", **direct_fields(alice.socket, alice.device, bob.device.user_id)
+    )
+    second = bob.socket.request(
+        "create_conversation", **direct_fields(bob.socket, bob.device, alice.device.user_id)
+    )
     assert first["conversation"]["conversation_id"] == second["conversation"]["conversation_id"]
     assert {m["user_id"] for m in first["conversation"]["members"]} == {
         alice.device.user_id,
@@ -98,13 +104,13 @@ def test_new_member_device_makes_the_old_chain_stale(stack, pair):
     # Bob's second device arrives (seeded as a new user joining a room is the
     # same roster change; here a room shows it).
     carol = Peer.open(stack, seed_device(stack))
-    room = alice.socket.request("create_conversation", kind="room", members=[bob.device.user_id])[
-        "conversation"
-    ]["conversation_id"]
+    room = alice.socket.request(
+        "create_conversation", **create_fields(alice.socket, alice.device, [bob.device.user_id])
+    )["conversation"]["conversation_id"]
     alice.join(room)
     alice.send(room, "before carol")
     added = alice.socket.request(
-        "add_members", conversation_id=room, user_ids=[carol.device.user_id]
+        "add_members", **add_fields(alice.socket, alice.device, room, [carol.device.user_id])
     )
     assert added["conversation"]["roster_version"] == 2
     stale = alice.socket.request(
@@ -129,9 +135,10 @@ def _reuse_chain(peer: Peer, cid: str) -> bytes:
 
 def test_concurrent_senders_get_gap_free_order(stack):
     peers = [Peer.open(stack, seed_device(stack)) for _ in range(4)]
-    room = peers[0].socket.request(
-        "create_conversation", kind="room", members=[p.device.user_id for p in peers[1:]]
-    )["conversation"]["conversation_id"]
+    fields = create_fields(peers[0].socket, peers[0].device, [p.device.user_id for p in peers[1:]])
+    room = peers[0].socket.request("create_conversation", **fields)["conversation"][
+        "conversation_id"
+    ]
     for peer in peers:
         peer.join(room)
 
@@ -195,12 +202,17 @@ def test_add_members_is_for_moderators_of_rooms(stack, pair):
     alice, bob = pair
     cid = direct(alice, bob)
     carol = seed_device(stack)
-    refused = alice.socket.request("add_members", conversation_id=cid, user_ids=[carol.user_id])
+    # A direct conversation has no add: whatever the operation, it is refused.
+    room = alice.socket.request(
+        "create_conversation", **create_fields(alice.socket, alice.device, [bob.device.user_id])
+    )["conversation"]["conversation_id"]
+    signed_for_room = add_fields(alice.socket, alice.device, room, [carol.user_id])
+    refused = alice.socket.request("add_members", conversation_id=cid, op=signed_for_room["op"])
     assert refused["code"] == "forbidden"
-    room = alice.socket.request("create_conversation", kind="room", members=[bob.device.user_id])[
-        "conversation"
-    ]["conversation_id"]
-    by_member = bob.socket.request("add_members", conversation_id=room, user_ids=[carol.user_id])
+    by_member = bob.socket.request(
+        "add_members", **add_fields(bob.socket, bob.device, room, [carol.user_id])
+    )
     assert by_member["code"] == "forbidden"
+    assert "not_moderator" in by_member["message"]
     listed = bob.socket.answers("list_conversations")[0]["conversations"]
     assert {c["conversation_id"] for c in listed} >= {cid, room}

@@ -16,7 +16,20 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from sotto import topology
-from tests.support.stack import SeededDevice, Socket, admin, http, seed_device
+from sotto.protocol.membership import (
+    Add,
+    Change,
+    ConversationKind,
+    Create,
+    Leave,
+    MemberEntry,
+    Remove,
+    Role,
+    SetRole,
+    direct_conversation_id,
+)
+from tests.support.logs import create_fields, direct_fields, log_state, sign
+from tests.support.stack import SeededDevice, Socket, admin, b64, http, seed_device
 
 
 def upgrade(stack, headers) -> int:
@@ -39,17 +52,31 @@ def world(stack):
         publish_prekeys(socket, 10, signed=True)
         link_id = socket.request("link_create")["link_id"]
         dave = seed_device(stack)
-        conversation = socket.request("create_conversation", kind="direct", user_id=dave.user_id)
-        room = socket.request("create_conversation", kind="room", members=[dave.user_id])
-    cid = conversation["conversation"]["conversation_id"]
+        conversation = socket.request(
+            "create_conversation", **direct_fields(socket, alice, dave.user_id)
+        )
+        room = socket.request("create_conversation", **create_fields(socket, alice, [dave.user_id]))
+        cid = conversation["conversation"]["conversation_id"]
+        rid = room["conversation"]["conversation_id"]
+        spare = socket.request(
+            "create_conversation", **create_fields(socket, alice, [dave.user_id])
+        )
+        sid = spare["conversation"]["conversation_id"]
+        states = {
+            "conversation": log_state(socket, cid),
+            "room": log_state(socket, rid),
+            "spare": log_state(socket, sid),
+        }
     return {
+        "states": states,
         "alice": alice,
         "bob": bob,
         "carol": carol,
         "dave": dave,
         "link_id": link_id,
         "conversation_id": cid,
-        "room_id": room["conversation"]["conversation_id"],
+        "room_id": rid,
+        "spare_id": sid,  # a room a matrix row changes
     }
 
 
@@ -114,15 +141,47 @@ TARGETED = [
     ("leave", "bob", "room", "not_found"),
     ("leave", "carol", "room", "not_found"),
     ("leave", "alice", "conversation", "forbidden"),  # a direct conversation is its two
+    ("leave", "dave", "spare", "left"),  # anyone may leave
+    ("membership_log", "dave", "room", "membership_log"),
+    ("membership_log", "dave", "conversation", "membership_log"),
+    ("membership_log", "bob", "room", "not_found"),
+    ("membership_log", "carol", "conversation", "not_found"),
+    ("identities", "bob", "alice", "found"),
+    ("identities", "carol", "alice", "unknown"),  # across networks: not even its key
 ]
 
+
+def _op(w: dict[str, Any], caller: str, target: str, change: Change) -> dict[str, Any]:
+    """An operation signed by the caller after the target's log (read by its creator)."""
+    state = w["states"].get(target, w["states"]["room"])
+    return {"op": b64(sign(w[caller], state, change))}
+
+
+def _direct(w: dict[str, Any], caller: str, target: str) -> dict[str, Any]:
+    """The caller's signed creation of its direct conversation with the target."""
+    me, other = w[caller], w[target]
+    cid = direct_conversation_id(me.user_id, other.user_id)
+    entries = sorted(
+        (MemberEntry.of(d.user_id, d.identity.public) for d in (me, other)),
+        key=lambda e: e.user_id,
+    )
+    op = sign(me, None, Create(ConversationKind.DIRECT, tuple(entries)), cid=cid)
+    return {"conversation_id": cid, "op": b64(op)}
+
+
+# Each: (world, caller, target) -> the route's fields beyond its target.
 FIELDS: dict[str, Any] = {
-    "add_members": lambda w: {"user_ids": [w["bob"].user_id]},
-    "send": lambda w: {"envelope": "AAAA"},
-    "distribute": lambda w: {"chain_id": "A" * 22, "distributions": ["AAAA"]},
-    "create_conversation": lambda w: {"kind": "direct"},
-    "remove_members": lambda w: {"user_ids": [w["alice"].user_id]},
-    "set_role": lambda w: {"user_id": w["dave"].user_id, "role": "moderator"},
+    "add_members": lambda w, c, t: _op(
+        w, c, t, Add((MemberEntry.of(w["bob"].user_id, w["bob"].identity.public),))
+    ),
+    "send": lambda w, c, t: {"envelope": "AAAA"},
+    "distribute": lambda w, c, t: {"chain_id": "A" * 22, "distributions": ["AAAA"]},
+    "create_conversation": _direct,
+    "remove_members": lambda w, c, t: _op(w, c, t, Remove((w["alice"].user_id,))),
+    "set_role": lambda w, c, t: _op(w, c, t, SetRole(w["dave"].user_id, Role.MODERATOR)),
+    "leave": lambda w, c, t: _op(w, c, t, Leave()),
+    "membership_log": lambda w, c, t: {"after": -1},
+    "identities": lambda w, c, t: {"user_ids": [w[t].user_id]},
 }
 
 
@@ -131,6 +190,8 @@ def outcome(answer: dict[str, Any]) -> str:
     if answer["action"] == "bundles" and not answer["bundles"]:
         (unavailable,) = answer["unavailable"]
         return f"unavailable: {unavailable['reason']}"
+    if answer["action"] == "identities":
+        return "found" if answer["identities"] else "unknown"
     return str(answer.get("code", answer["action"]))
 
 
@@ -141,8 +202,10 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
         fields = {"link_id": world["link_id"]}
     elif target == "conversation":
         fields = {"conversation_id": world["conversation_id"]}
-    elif target == "room":
-        fields = {"conversation_id": world["room_id"]}
+    elif target in ("room", "spare"):
+        fields = {"conversation_id": world[f"{target}_id"]}
+    elif route in ("create_conversation", "identities"):
+        fields = {}
     elif route == "fetch_bundles":
         fields = {
             "devices": [{"user_id": world[target].user_id, "device_id": world[target].device_id}]
@@ -150,7 +213,7 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
     else:
         fields = {"user_id": world[target].user_id}
     if route in FIELDS:
-        fields.update(FIELDS[route](world))
+        fields.update(FIELDS[route](world, caller, target))
     with Socket(stack, world[caller]) as socket:
         answer = socket.answers(route, **fields)[0]
     assert outcome(answer) == expected
@@ -167,8 +230,6 @@ def test_prekeys_of_another_device_cannot_be_published(stack, world):
     alice = world["alice"]
     assert alice.secrets is not None
     prekey = alice.secrets.new_one_time_prekeys(1, now=int(time.time() * 1000))[0]
-    from tests.support.stack import b64
-
     with Socket(stack, world["bob"]) as socket:
         answer = socket.request("publish_prekeys", one_time_prekeys=[b64(prekey.serialize())])
     assert answer["code"] == "invalid_certificate"

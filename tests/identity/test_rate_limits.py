@@ -69,10 +69,12 @@ def test_bundle_fetches_are_limited_per_device_in_bundles(tight_stack, pair):
 def test_sends_are_limited_per_device_inside_the_message_transaction(tight_stack):
     """Scale 0.1: 30 sends per device per minute; the 31st stores nothing."""
     from tests.conversations.peers import Peer
+    from tests.support.logs import create_fields
 
     alice = Peer.open(tight_stack, seed_device(tight_stack), prekeys=0)
     try:
-        cid = alice.socket.request("create_conversation", kind="room", members=[])["conversation"][
+        fields = create_fields(alice.socket, alice.device, [])
+        cid = alice.socket.request("create_conversation", **fields)["conversation"][
             "conversation_id"
         ]
         alice.join(cid)

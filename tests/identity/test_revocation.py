@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 from sotto_server.dal.conversations import Conversation, ConversationsStore, Member
 from sotto_server.dal.directory import Conflict, DirectoryStore
 from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER
+from tests.support.logs import creation
 from tests.support.stack import SeededDevice, Socket, Stack, admin, seed_device
 
 ROOMS = 500
@@ -36,12 +37,13 @@ def seed_rooms(stack: Stack, owner: SeededDevice, peer: SeededDevice, count: int
     now = int(time.time() * 1000)
     rooms = []
     for index in range(count):
-        cid = f"room-seeded-{owner.device_id}-{index:04d}"
+        cid = f"room-{owner.device_id[4:]}{index:012x}"
         store.create(
             Conversation(cid, "room", owner.network_id, owner.user_id, now, 0, 1, 2),
             [Member(owner.user_id, "moderator", 0), Member(peer.user_id, "member", 0)],
             {f"{owner.user_id}/{owner.device_id}", f"{peer.user_id}/{peer.device_id}"},
             max_per_user=MAX_CONVERSATIONS_PER_USER,
+            log=creation(cid, owner, peer),
         )
         rooms.append(cid)
     return rooms

@@ -83,3 +83,36 @@ def test_unknown_http_route_is_404(stack):
 
 def test_route_with_wrong_method_is_404(stack):
     assert request(f"{stack.endpoints['http']}/v1/info", method="DELETE")[0] == 404
+
+
+REFUSED_ENROLL = {
+    "code": "bad_request",
+    "message": "invalid field(s): code, device_certificate, identity_key, signed_prekey",
+}
+
+
+def test_concurrent_requests_to_different_functions_keep_their_own_events(stack):
+    """Powertools keeps the current event on a class shared by every resolver: in one
+    process, an admin request and an enrollment running at once would swap bodies."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.stack import admin, http, next_loopback
+
+    network = admin(stack, "POST", "/networks", {"name": "Concurrent"})["network_id"]
+
+    def invite(index: int) -> str:
+        answer = admin(stack, "POST", f"/networks/{network}/invites", {"handle": f"c{index}"})
+        return "invite" if "code" in answer else str(answer)
+
+    def enroll(_index: int) -> str:
+        # Its own body always fails the same way; an invite's body would name "handle".
+        status, answer = http(
+            stack, "POST", "/v1/enroll", body={"code": "nope"}, source=next_loopback()
+        )
+        return "enroll" if (status, answer) == (400, REFUSED_ENROLL) else str(answer)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        invites = pool.map(invite, range(40))
+        enrolls = pool.map(enroll, range(40))
+        results = list(invites) + list(enrolls)
+    assert results == ["invite"] * 40 + ["enroll"] * 40

@@ -9,6 +9,8 @@ Single-table layout (access patterns in docs/architecture.md)::
     CONV#<cid>             CHAIN#<device_id>    the sender's current chain and who received it
     CONV#<cid>             MSG#<seq:012d>       one envelope, stored once for all members
     CONV#<cid>             MID#<message_id>     seq of a message id: idempotent sends
+    CONV#<cid>             LOG#<seq:08d>        a signed membership operation (protocol §15)
+    CONV#<cid>             LOGSTATE             the verified membership state after the last one
     USERCONV#<user_id>     CONV#<cid>           a user's conversations
     MAIL#<device_id>       M#<mail_id>          one item for one device (distribution, receipt);
                                                 the id is derived from what it carries
@@ -48,6 +50,7 @@ __all__ = [
     "MAX_MESSAGE_LIFETIME_MS",
     "Conversation",
     "ConversationsStore",
+    "LogAppend",
     "Mail",
     "MailDraft",
     "Member",
@@ -91,6 +94,15 @@ class StoredMessage:
     server_time: int
     expires_at: int  # ms; 0 = never
     burn_s: int
+
+
+@dataclass(frozen=True)
+class LogAppend:
+    """A membership operation to store at ``seq``, with the verified state after it."""
+
+    seq: int
+    operation: bytes
+    state: bytes
 
 
 @dataclass(frozen=True)
@@ -164,6 +176,45 @@ class ConversationsStore(SingleTableStore):
             pk.removeprefix("CONV#"): _conversation(pk.removeprefix("CONV#"), item)
             for (pk, _), item in items.items()
         }
+
+    def log_state(self, cid: str) -> bytes | None:
+        """The membership state after the last stored operation (docs/protocol.md §15.4)."""
+        item = self._get(f"CONV#{cid}", "LOGSTATE")
+        return None if item is None else item["state"]["B"]
+
+    def log_operations(self, cid: str, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """The stored membership operations after seq ``after``, in order."""
+        items = self._query(f"CONV#{cid}", "LOG#", start=f"LOG#{after + 1:08d}", limit=limit)
+        return [(int(i["sk"]["S"].removeprefix("LOG#")), i["op"]["B"]) for i in items]
+
+    def _log_items(self, cid: str, log: LogAppend) -> list[TransactWriteItemTypeDef]:
+        """Store an operation at its seq, once, and move the state on from the one before."""
+        state_put: Any = {
+            "TableName": self._table,
+            "Item": {
+                **key(f"CONV#{cid}", "LOGSTATE"),
+                "state": {"B": log.state},
+                "seq": number(log.seq),
+            },
+        }
+        if log.seq == 0:
+            state_put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            state_put["ConditionExpression"] = "seq = :before"
+            state_put["ExpressionAttributeValues"] = {":before": number(log.seq - 1)}
+        return [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **key(f"CONV#{cid}", f"LOG#{log.seq:08d}"),
+                        "op": {"B": log.operation},
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {"Put": state_put},
+        ]
 
     def member(self, cid: str, user_id: str) -> Member | None:
         item = self._get(f"CONV#{cid}", f"MEMBER#{user_id}")
@@ -246,8 +297,10 @@ class ConversationsStore(SingleTableStore):
         devices: set[str],
         *,
         max_per_user: int,
+        log: LogAppend,
     ) -> None:
-        """A new conversation with its members and roster; Conflict if the id exists.
+        """A new conversation with its members, roster and creation operation; Conflict if
+        the id exists.
 
         Conflict("too_many_conversations:<user_id>") if a member already
         belongs to ``max_per_user`` conversations.
@@ -271,8 +324,9 @@ class ConversationsStore(SingleTableStore):
                 }
             },
             self._roster_put(cid, devices),
+            *self._log_items(cid, log),
         ]
-        reasons = {0: "conversation_exists"}
+        reasons = {0: "conversation_exists", 2: "conversation_exists", 3: "conversation_exists"}
         for member in members:
             reasons[len(items) + 2] = f"too_many_conversations:{member.user_id}"
             items.extend(self._joins(cid, conversation.kind, member, max_per_user))
@@ -375,6 +429,7 @@ class ConversationsStore(SingleTableStore):
         devices: set[str],
         *,
         max_per_user: int,
+        log: LogAppend,
     ) -> None:
         """Add members and their devices; the roster version moves so chains rotate.
 
@@ -395,7 +450,12 @@ class ConversationsStore(SingleTableStore):
                     }
                 }
             )
-        reasons = {0: "roster_changed"}
+        reasons = {
+            0: "roster_changed",
+            len(items): "roster_changed",
+            len(items) + 1: "roster_changed",
+        }
+        items.extend(self._log_items(cid, log))
         for member in members:
             reasons[len(items)] = "roster_changed"  # already a member: someone added them first
             reasons[len(items) + 2] = f"too_many_conversations:{member.user_id}"
@@ -403,7 +463,12 @@ class ConversationsStore(SingleTableStore):
         self._transact(items, reasons)
 
     def remove_members(
-        self, conversation: Conversation, user_ids: Sequence[str], devices: set[str]
+        self,
+        conversation: Conversation,
+        user_ids: Sequence[str],
+        devices: set[str],
+        *,
+        log: LogAppend,
     ) -> None:
         """Remove members and their devices (a removal or a leave); the roster version moves.
 
@@ -425,15 +490,19 @@ class ConversationsStore(SingleTableStore):
                     }
                 }
             )
+        items.extend(self._log_items(cid, log))
         for user_id in user_ids:
             items.extend(self._leaves(cid, user_id))
         self._transact(items, {i: "roster_changed" for i in range(len(items))})
 
-    def set_role(self, conversation: Conversation, user_id: str, role: str) -> None:
+    def set_role(
+        self, conversation: Conversation, user_id: str, role: str, *, log: LogAppend
+    ) -> None:
         """A member's role changes (in the conversation and in the user's index)."""
         cid = conversation.conversation_id
         self._transact(
             [
+                *self._log_items(cid, log),
                 {
                     "Update": {
                         "TableName": self._table,
@@ -455,7 +524,7 @@ class ConversationsStore(SingleTableStore):
                     }
                 },
             ],
-            {0: "not_a_member", 1: "not_a_member"},
+            {0: "log_moved", 1: "log_moved", 2: "not_a_member", 3: "not_a_member"},
         )
 
     def roster_add(self, cid: str, user_id: str, device_id: str) -> bool:

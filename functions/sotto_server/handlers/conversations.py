@@ -25,8 +25,10 @@ def routes() -> dict[str, Route]:
         AddMembersRequest,
         ConversationDevicesRequest,
         CreateConversationRequest,
+        IdentitiesRequest,
         LeaveRequest,
         ListConversationsRequest,
+        MembershipLogRequest,
         RemoveMembersRequest,
         SetRoleRequest,
     )
@@ -39,6 +41,8 @@ def routes() -> dict[str, Route]:
         "set_role": (SetRoleRequest, logic.set_role),
         "list_conversations": (ListConversationsRequest, logic.list_conversations),
         "conversation_devices": (ConversationDevicesRequest, logic.conversation_devices),
+        "membership_log": (MembershipLogRequest, logic.membership_log),
+        "identities": (IdentitiesRequest, logic.identities),
     }
 
 

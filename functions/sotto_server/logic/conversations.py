@@ -1,10 +1,14 @@
 """Conversation routes: direct conversations and rooms, their members and moderators, rosters.
 
-A conversation's roster is the set of its members' active devices; every
-change of it moves ``roster_version``, so senders rotate their chains. Rooms
-have moderators: they add and remove members and promote or demote others;
-any member may leave. Every membership change is pushed to the devices of
-everyone it concerns (``membership``), the stored state being the truth.
+Who is in a conversation is its signed membership log (docs/protocol.md §15):
+every change arrives as an operation signed by the caller's device, which
+the server verifies as a client would (``MembershipState.extend``, with the
+identity keys of its directory) and stores at its seq, once, in the same
+transaction that changes its own members and roster. The server keeps its
+roster derived from the log (the member users' active devices, all
+certified by the identity the log binds) and serves the log; it can
+withhold operations, never invent one. Every change is pushed to the
+devices it concerns (``membership``), the stored state being the truth.
 
 A user belongs to at most ``MAX_CONVERSATIONS_PER_USER`` conversations and
 creates rooms at a bounded rate, so nobody can bury another user in rooms;
@@ -13,13 +17,27 @@ and anybody added can leave.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from collections.abc import Callable
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..dal.conversations import Conversation, ConversationsStore, Member
+from sotto.protocol.errors import NotModerator, ProtocolError, SelfPromotion
+from sotto.protocol.keys import IdentityPublicKey
+from sotto.protocol.membership import (
+    Add,
+    ConversationKind,
+    Create,
+    Leave,
+    MembershipOperation,
+    MembershipState,
+    Remove,
+    Role,
+    SetRole,
+    direct_conversation_id,
+    verify_log,
+)
+
+from ..dal.conversations import Conversation, ConversationsStore, LogAppend, Member
 from ..dal.directory import Conflict, DirectoryStore
 from ..dal.guards import GuardsStore
 from . import limits
@@ -28,11 +46,15 @@ from .frames import b64
 from .outcome import Outcome, paginate_lists
 from .principal import Principal
 from .requests import (
+    MAX_ROOM_ADD,
+    MAX_ROOM_CREATE,
     AddMembersRequest,
     ConversationDevicesRequest,
     CreateConversationRequest,
+    IdentitiesRequest,
     LeaveRequest,
     ListConversationsRequest,
+    MembershipLogRequest,
     RemoveMembersRequest,
     SetRoleRequest,
 )
@@ -45,9 +67,11 @@ __all__ = [
     "conversation_devices",
     "create_conversation",
     "direct_id",
+    "identities",
     "leave",
     "list_conversations",
     "member_of",
+    "membership_log",
     "remove_members",
     "roster_entry",
     "set_role",
@@ -58,6 +82,8 @@ MAX_ROOM_MEMBERS = 1000
 MAX_CONVERSATIONS_PER_USER = 5000
 # A membership change retries this often when the conversation moves under it.
 _RETRIES = 20
+# Operations a membership_log answer carries (a client asks again while ``more``).
+MAX_LOG_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -73,9 +99,8 @@ def roster_entry(user_id: str, device_id: str) -> str:
 
 
 def direct_id(first: str, second: str) -> str:
-    """The one direct conversation of two users, whoever creates it."""
-    pair = "\x00".join(sorted((first, second)))
-    return "dm-" + hashlib.sha256(b"sotto-direct-v1\x00" + pair.encode()).hexdigest()[:32]
+    """The one direct conversation of two users (docs/protocol.md §15.1)."""
+    return direct_conversation_id(first, second)
 
 
 def limit(stores: Stores, bucket: str, subject: str, now_ms: int, rid: str | None) -> None:
@@ -127,14 +152,6 @@ def _active_devices(stores: Stores, user_ids: list[str]) -> set[str]:
     }
 
 
-def _check_peers(stores: Stores, caller: Principal, user_ids: list[str], rid: str | None) -> None:
-    users = stores.directory.get_users(user_ids)
-    for user_id in user_ids:
-        user = users.get(user_id)
-        if user is None or user.network_id != caller.network_id or user.status != "active":
-            raise Refused(ErrorCode.NOT_FOUND, f"no such user {user_id!r}", rid)
-
-
 def _too_many(conflict: Conflict, rid: str | None) -> Refused | None:
     if not conflict.reason.startswith("too_many_conversations:"):
         return None
@@ -147,36 +164,113 @@ def _too_many(conflict: Conflict, rid: str | None) -> Refused | None:
     )
 
 
+_ROOM_ID = re.compile(r"^room-[0-9a-f]{24}$")
+_ROLES = {Role.MEMBER: "member", Role.MODERATOR: "moderator"}
+
+
+def _operation(data: bytes, caller: Principal, cid: str, rid: str | None) -> MembershipOperation:
+    """A well-formed operation for ``cid``, signed (so it says) by the caller's device."""
+    try:
+        op = MembershipOperation.parse(data)
+    except ProtocolError as error:
+        raise Refused(
+            ErrorCode.INVALID_OPERATION, f"membership operation refused ({error.code})", rid
+        ) from None
+    if op.conversation_id != cid:
+        raise Refused(ErrorCode.INVALID_OPERATION, "operation is for another conversation", rid)
+    if (op.signer.user_id, op.signer.device_id) != (caller.user_id, caller.device_id):
+        raise Refused(ErrorCode.INVALID_OPERATION, "operation is signed by another device", rid)
+    return op
+
+
+def _identities(
+    stores: Stores, caller: Principal, user_ids: list[str], rid: str | None
+) -> dict[str, IdentityPublicKey]:
+    """The directory's identity keys of active users of the caller's network."""
+    users = stores.directory.get_users(user_ids)
+    found: dict[str, IdentityPublicKey] = {}
+    for user_id in user_ids:
+        user = users.get(user_id)
+        if user is None or user.network_id != caller.network_id or user.status != "active":
+            raise Refused(ErrorCode.NOT_FOUND, f"no such user {user_id!r}", rid)
+        found[user_id] = IdentityPublicKey.parse(user.identity_key)
+    return found
+
+
+def _verified(
+    stores: Stores,
+    caller: Principal,
+    state: MembershipState | None,
+    data: bytes,
+    op: MembershipOperation,
+    now_ms: int,
+    rid: str | None,
+) -> MembershipState:
+    """Verify the operation exactly as a client does; entries must name directory identities."""
+    entries = op.change.members if isinstance(op.change, Create | Add) else ()
+    named = [e.user_id for e in entries]
+    keys = _identities(stores, caller, sorted({caller.user_id, *named}), rid)
+    for entry in entries:
+        if entry.fingerprint != keys[entry.user_id].fingerprint:
+            raise Refused(
+                ErrorCode.INVALID_OPERATION,
+                f"the operation binds {entry.user_id!r} to another identity than the directory's",
+                rid,
+            )
+    try:
+        if state is None:
+            return verify_log([data], keys.values(), conversation_id=op.conversation_id, now=now_ms)
+        return state.extend([data], keys.values(), now=now_ms)
+    except (NotModerator, SelfPromotion) as error:
+        raise Refused(ErrorCode.FORBIDDEN, f"{error.detail} ({error.code})", rid) from None
+    except ProtocolError as error:
+        raise Refused(
+            ErrorCode.INVALID_OPERATION,
+            f"membership operation refused: {error.detail or error.code} ({error.code})",
+            rid,
+        ) from None
+
+
+def _state_of(stores: Stores, cid: str) -> MembershipState | None:
+    raw = stores.conversations.log_state(cid)
+    return None if raw is None else MembershipState.parse(raw)
+
+
 def create_conversation(
     stores: Stores, caller: Principal, request: CreateConversationRequest, now_ms: int
 ) -> Outcome:
-    rid = request.id
-    if request.kind == "direct":
-        if request.user_id is None or request.members:
-            raise Refused(ErrorCode.BAD_REQUEST, "a direct conversation names one user_id", rid)
-        if request.user_id == caller.user_id:
-            raise Refused(ErrorCode.BAD_REQUEST, "a direct conversation needs another user", rid)
-        others = [request.user_id]
-        cid = direct_id(caller.user_id, request.user_id)
+    rid, cid = request.id, request.conversation_id
+    op = _operation(request.op, caller, cid, rid)
+    if not isinstance(op.change, Create) or op.seq != 0:
+        raise Refused(ErrorCode.INVALID_OPERATION, "a conversation starts with a create", rid)
+    direct = op.change.conversation_kind == ConversationKind.DIRECT
+    users = sorted(e.user_id for e in op.change.members)
+    if caller.user_id not in users:
+        raise Refused(ErrorCode.INVALID_OPERATION, "the creator must be a member", rid)
+    if direct:
+        if cid != direct_conversation_id(*users):
+            raise Refused(ErrorCode.BAD_REQUEST, "a direct conversation's id is its users'", rid)
         if stores.conversations.member(cid, caller.user_id) is not None:
             conversation, _ = member_of(stores, caller, cid, rid)
             return _answer(stores, conversation, rid)
         limit(stores, "direct_create_user", caller.user_id, now_ms, rid)
     else:
-        if request.user_id is not None:
-            raise Refused(ErrorCode.BAD_REQUEST, "a room names its members", rid)
+        if not _ROOM_ID.match(cid):
+            raise Refused(ErrorCode.BAD_REQUEST, "a room's id is room- and 24 hex digits", rid)
+        if len(users) > MAX_ROOM_CREATE + 1:
+            raise Refused(
+                ErrorCode.BAD_REQUEST,
+                f"a room starts with at most {MAX_ROOM_CREATE + 1} members",
+                rid,
+            )
         limit(stores, "room_create_user", caller.user_id, now_ms, rid)
-        others = sorted(set(request.members) - {caller.user_id})
-        cid = f"room-{secrets.token_hex(12)}"
-    _check_peers(stores, caller, others, rid)
-    users = [caller.user_id, *others]
-    role_of_creator = "moderator" if request.kind == "room" else "member"
-    members = [Member(caller.user_id, role_of_creator, 0)] + [
-        Member(u, "member", 0) for u in others
+    state = _verified(stores, caller, None, request.op, op, now_ms, rid)
+    members = [
+        Member(user_id, _ROLES[entry.role], 0) for user_id, entry in sorted(state.members.items())
     ]
     conversation = Conversation(
         conversation_id=cid,
-        kind=request.kind,
+        kind="direct" if direct else "room",
         network_id=caller.network_id,
         created_by=caller.user_id,
         created_at=now_ms,
@@ -185,20 +279,26 @@ def create_conversation(
         member_count=len(members),
     )
     devices = _active_devices(stores, users)
+    log = LogAppend(0, request.op, state.serialize())
     try:
         stores.conversations.create(
-            conversation, members, devices, max_per_user=MAX_CONVERSATIONS_PER_USER
+            conversation, members, devices, max_per_user=MAX_CONVERSATIONS_PER_USER, log=log
         )
     except Conflict as conflict:
         refused = _too_many(conflict, rid)
         if refused is not None:
             raise refused from None
-        # Two devices creating the same direct conversation at once get the same one.
+        if not direct:
+            raise Refused(ErrorCode.CONFLICT, "a conversation with this id exists", rid) from None
+        # Both users created their direct conversation at once: the first one stands.
     else:
         _join_late_devices(stores, cid, users, devices)
     conversation, _ = member_of(stores, caller, cid, rid)
     outcome = _answer(stores, conversation, rid)
-    outcome.notices = _membership_notices(stores, conversation, "added", others, caller, set())
+    others = [u for u in users if u != caller.user_id]
+    outcome.notices = _membership_notices(
+        stores, conversation, "added", others, caller, set(), 0, request.op
+    )
     return outcome
 
 
@@ -206,8 +306,20 @@ def _answer(stores: Stores, conversation: Conversation, rid: str | None) -> Outc
     """The conversation as it is now (re-read: the caller just changed it)."""
     conversation = stores.conversations.get(conversation.conversation_id) or conversation
     members = stores.conversations.members(conversation.conversation_id)
-    frame = {"action": "conversation", "id": rid, "conversation": _frame(conversation, members)}
+    frame = {
+        "action": "conversation",
+        "id": rid,
+        "conversation": {
+            **_frame(conversation, members),
+            "log_seq": _log_seq(stores, conversation.conversation_id),
+        },
+    }
     return Outcome(replies=[frame])
+
+
+def _log_seq(stores: Stores, cid: str) -> int:
+    state = _state_of(stores, cid)
+    return -1 if state is None else state.seq
 
 
 def _membership_notices(
@@ -217,8 +329,10 @@ def _membership_notices(
     user_ids: list[str],
     caller: Principal,
     also: set[str],
+    seq: int,
+    op: bytes,
 ) -> list[tuple[str, dict[str, Any]]]:
-    """``membership`` pushes to the roster's devices and ``also`` (those who just left)."""
+    """``membership`` pushes (with the signed operation) to the roster and ``also``."""
     roster = stores.conversations.roster(conversation.conversation_id) | also
     current = stores.conversations.get(conversation.conversation_id) or conversation
     notice = {
@@ -229,6 +343,8 @@ def _membership_notices(
         "users": user_ids,
         "by": caller.user_id,
         "roster_version": current.roster_version,
+        "seq": seq,
+        "op": b64(op),
     }
     return [
         (entry.split("/", 1)[1], notice)
@@ -237,53 +353,81 @@ def _membership_notices(
     ]
 
 
-def _moderated_room(
-    stores: Stores, caller: Principal, cid: str, rid: str | None, what: str
-) -> Conversation:
-    conversation, member = member_of(stores, caller, cid, rid)
+def _room_change(
+    stores: Stores,
+    caller: Principal,
+    request: AddMembersRequest | RemoveMembersRequest | SetRoleRequest | LeaveRequest,
+    now_ms: int,
+) -> tuple[Conversation, MembershipOperation, MembershipState, MembershipState]:
+    """The room, the caller's operation, and the verified states before and after it."""
+    rid, cid = request.id, request.conversation_id
+    conversation, _member = member_of(stores, caller, cid, rid)
     if conversation.kind != "room":
-        raise Refused(ErrorCode.FORBIDDEN, f"{what} only in rooms", rid)
-    if member.role != "moderator":
-        raise Refused(ErrorCode.FORBIDDEN, f"only moderators {what}", rid)
-    return conversation
+        raise Refused(ErrorCode.FORBIDDEN, "a direct conversation's members never change", rid)
+    op = _operation(request.op, caller, cid, rid)
+    before = _state_of(stores, cid)
+    if before is None:
+        raise Refused(ErrorCode.CONFLICT, "this conversation has no membership log", rid)
+    if op.seq != before.seq + 1:
+        raise Refused(
+            ErrorCode.CONFLICT,
+            "the membership log moved: read it again and sign after its head",
+            rid,
+            details={"log_seq": before.seq},
+        )
+    after = _verified(stores, caller, before, request.op, op, now_ms, rid)
+    return conversation, op, before, after
+
+
+def _keeps_a_moderator(after: MembershipState, rid: str | None) -> None:
+    if after.members and not after.moderators:
+        raise Refused(
+            ErrorCode.CONFLICT,
+            "a room keeps at least one moderator: promote another member first",
+            rid,
+        )
 
 
 def add_members(
     stores: Stores, caller: Principal, request: AddMembersRequest, now_ms: int
 ) -> Outcome:
-    rid = request.id
-    cid = request.conversation_id
-    conversation = _moderated_room(stores, caller, cid, rid, "add members")
+    rid, cid = request.id, request.conversation_id
     limit(stores, "membership_device", caller.device_id, now_ms, rid)
-    wanted = sorted(set(request.user_ids))
-    _check_peers(stores, caller, wanted, rid)
+    conversation, op, before, after = _room_change(stores, caller, request, now_ms)
+    if not isinstance(op.change, Add):
+        raise Refused(ErrorCode.INVALID_OPERATION, "add_members takes an add operation", rid)
+    if len(op.change.members) > MAX_ROOM_ADD:
+        raise Refused(ErrorCode.BAD_REQUEST, f"an add names at most {MAX_ROOM_ADD} users", rid)
+    new = sorted(set(after.members) - set(before.members))
+    if len(after.members) > MAX_ROOM_MEMBERS:
+        raise Refused(ErrorCode.BAD_REQUEST, f"rooms have at most {MAX_ROOM_MEMBERS} members", rid)
+    devices = _active_devices(stores, new)
+    joining = [Member(u, _ROLES[after.members[u].role], conversation.last_seq) for u in new]
+    log = LogAppend(op.seq, request.op, after.serialize())
     for _ in range(_RETRIES):
-        current = {m.user_id for m in stores.conversations.members(cid)}
-        new = [u for u in wanted if u not in current]
-        if not new:
-            return _answer(stores, conversation, rid)
-        if len(current) + len(new) > MAX_ROOM_MEMBERS:
-            raise Refused(
-                ErrorCode.BAD_REQUEST, f"rooms have at most {MAX_ROOM_MEMBERS} members", rid
-            )
-        devices = _active_devices(stores, new)
         # Members added now see messages from the next seq on.
-        joining = [Member(user_id, "member", conversation.last_seq) for user_id in new]
+        joining = [Member(m.user_id, m.role, conversation.last_seq) for m in joining]
         try:
             stores.conversations.add_members(
-                conversation, joining, devices, max_per_user=MAX_CONVERSATIONS_PER_USER
+                conversation, joining, devices, max_per_user=MAX_CONVERSATIONS_PER_USER, log=log
             )
             break
         except Conflict as conflict:
             refused = _too_many(conflict, rid)
             if refused is not None:
                 raise refused from None
-            conversation = _moderated_room(stores, caller, cid, rid, "add members")
+            if _log_seq(stores, cid) != before.seq:
+                raise Refused(
+                    ErrorCode.CONFLICT, "the membership log moved: read it again", rid
+                ) from None
+            conversation, _ = member_of(stores, caller, cid, rid)  # a message landed: again
     else:
         raise Refused(ErrorCode.CONFLICT, "the room is changing; retry", rid)
     _join_late_devices(stores, cid, new, devices)
     outcome = _answer(stores, conversation, rid)
-    outcome.notices = _membership_notices(stores, conversation, "added", new, caller, set())
+    outcome.notices = _membership_notices(
+        stores, conversation, "added", new, caller, set(), op.seq, request.op
+    )
     return outcome
 
 
@@ -303,32 +447,28 @@ def _join_late_devices(stores: Stores, cid: str, user_ids: list[str], devices: s
 def _remove(
     stores: Stores,
     caller: Principal,
-    cid: str,
-    user_ids: list[str],
-    rid: str | None,
-    read: Callable[[], Conversation],
-) -> tuple[Conversation, set[str]]:
-    """Remove members (their devices leave the roster); retried while the room moves."""
+    request: RemoveMembersRequest | LeaveRequest,
+    now_ms: int,
+) -> tuple[Conversation, list[str], set[str], int]:
+    """Apply a remove or a leave: the room, the users gone, their devices, the op's seq."""
+    rid, cid = request.id, request.conversation_id
+    conversation, op, before, after = _room_change(stores, caller, request, now_ms)
+    leaving = sorted(set(before.members) - set(after.members))
+    _keeps_a_moderator(after, rid)
+    log = LogAppend(op.seq, request.op, after.serialize())
     for _ in range(_RETRIES):
-        conversation = read()
-        members = {m.user_id: m for m in stores.conversations.members(cid)}
-        leaving = [u for u in user_ids if u in members]
-        if not leaving:
-            return conversation, set()
         roster = stores.conversations.roster(cid)
         devices = {e for e in roster if e.split("/", 1)[0] in leaving}
-        remaining = [m for u, m in members.items() if u not in leaving]
-        if remaining and not any(m.role == "moderator" for m in remaining):
-            raise Refused(
-                ErrorCode.CONFLICT,
-                "a room keeps at least one moderator: promote another member first",
-                rid,
-            )
         try:
-            stores.conversations.remove_members(conversation, leaving, devices)
+            stores.conversations.remove_members(conversation, leaving, devices, log=log)
         except Conflict:
+            if _log_seq(stores, cid) != before.seq:
+                raise Refused(
+                    ErrorCode.CONFLICT, "the membership log moved: read it again", rid
+                ) from None
+            conversation = stores.conversations.get(cid) or conversation
             continue
-        return conversation, devices
+        return conversation, leaving, devices, op.seq
     raise Refused(ErrorCode.CONFLICT, "the room is changing; retry", rid)
 
 
@@ -336,70 +476,100 @@ def remove_members(
     stores: Stores, caller: Principal, request: RemoveMembersRequest, now_ms: int
 ) -> Outcome:
     rid = request.id
-    cid = request.conversation_id
-    _moderated_room(stores, caller, cid, rid, "remove members")
     limit(stores, "membership_device", caller.device_id, now_ms, rid)
-    wanted = sorted(set(request.user_ids))
-    if caller.user_id in wanted:
-        raise Refused(ErrorCode.BAD_REQUEST, "to remove yourself, leave", rid)
-    conversation, devices = _remove(
-        stores,
-        caller,
-        cid,
-        wanted,
-        rid,
-        lambda: _moderated_room(stores, caller, cid, rid, "remove members"),
-    )
+    op = _operation(request.op, caller, request.conversation_id, rid)
+    if not isinstance(op.change, Remove):
+        raise Refused(ErrorCode.INVALID_OPERATION, "remove_members takes a remove operation", rid)
+    if len(op.change.users) > MAX_ROOM_ADD:
+        raise Refused(ErrorCode.BAD_REQUEST, f"a remove names at most {MAX_ROOM_ADD} users", rid)
+    conversation, gone, devices, seq = _remove(stores, caller, request, now_ms)
     outcome = _answer(stores, conversation, rid)
-    outcome.notices = _membership_notices(stores, conversation, "removed", wanted, caller, devices)
+    outcome.notices = _membership_notices(
+        stores, conversation, "removed", gone, caller, devices, seq, request.op
+    )
     return outcome
 
 
 def leave(stores: Stores, caller: Principal, request: LeaveRequest, now_ms: int) -> Outcome:
-    rid = request.id
-    cid = request.conversation_id
-    conversation, _member = member_of(stores, caller, cid, rid)
-    if conversation.kind != "room":
-        raise Refused(ErrorCode.FORBIDDEN, "a direct conversation cannot be left", rid)
-    conversation, devices = _remove(
-        stores,
-        caller,
-        cid,
-        [caller.user_id],
-        rid,
-        lambda: member_of(stores, caller, cid, rid)[0],
+    rid, cid = request.id, request.conversation_id
+    op = _operation(request.op, caller, cid, rid)
+    if not isinstance(op.change, Leave):
+        raise Refused(ErrorCode.INVALID_OPERATION, "leave takes a leave operation", rid)
+    conversation, gone, devices, seq = _remove(stores, caller, request, now_ms)
+    notices = _membership_notices(
+        stores, conversation, "left", gone, caller, devices, seq, request.op
     )
-    notices = _membership_notices(stores, conversation, "left", [caller.user_id], caller, devices)
     return Outcome(replies=[{"action": "left", "id": rid, "conversation_id": cid}], notices=notices)
 
 
 def set_role(stores: Stores, caller: Principal, request: SetRoleRequest, now_ms: int) -> Outcome:
     rid = request.id
-    cid = request.conversation_id
-    conversation = _moderated_room(stores, caller, cid, rid, "change roles")
     limit(stores, "membership_device", caller.device_id, now_ms, rid)
-    members = {m.user_id: m for m in stores.conversations.members(cid)}
-    target = members.get(request.user_id)
-    if target is None:
-        raise Refused(ErrorCode.NOT_FOUND, "no such member", rid)
-    if target.role != request.role:
-        others = [m for u, m in members.items() if u != request.user_id]
-        if request.role == "member" and not any(m.role == "moderator" for m in others):
-            raise Refused(
-                ErrorCode.CONFLICT,
-                "a room keeps at least one moderator: promote another member first",
-                rid,
-            )
-        try:
-            stores.conversations.set_role(conversation, request.user_id, request.role)
-        except Conflict:
-            raise Refused(ErrorCode.NOT_FOUND, "no such member", rid) from None
-    change = "promoted" if request.role == "moderator" else "demoted"
+    conversation, op, _before, after = _room_change(stores, caller, request, now_ms)
+    if not isinstance(op.change, SetRole):
+        raise Refused(ErrorCode.INVALID_OPERATION, "set_role takes a set_role operation", rid)
+    _keeps_a_moderator(after, rid)
+    role = _ROLES[op.change.role]
+    try:
+        stores.conversations.set_role(
+            conversation,
+            op.change.user_id,
+            role,
+            log=LogAppend(op.seq, request.op, after.serialize()),
+        )
+    except Conflict:
+        raise Refused(ErrorCode.CONFLICT, "the membership log moved: read it again", rid) from None
+    change = "promoted" if role == "moderator" else "demoted"
     outcome = _answer(stores, conversation, rid)
     outcome.notices = _membership_notices(
-        stores, conversation, change, [request.user_id], caller, set()
+        stores, conversation, change, [op.change.user_id], caller, set(), op.seq, request.op
     )
     return outcome
+
+
+def membership_log(
+    stores: Stores, caller: Principal, request: MembershipLogRequest, now_ms: int
+) -> Outcome:
+    """The stored operations after ``after``, with the head seq and the signers' identities."""
+    rid, cid = request.id, request.conversation_id
+    member_of(stores, caller, cid, rid)
+    head = _log_seq(stores, cid)
+    ops = stores.conversations.log_operations(cid, request.after, limit=MAX_LOG_PAGE)
+    signers = sorted({MembershipOperation.parse(op).signer.user_id for _, op in ops})
+    users = stores.directory.get_users(signers)
+    header = {
+        "action": "membership_log",
+        "id": rid,
+        "conversation_id": cid,
+        "head_seq": head,
+        "more": bool(ops) and ops[-1][0] < head,
+    }
+    lists: dict[str, list[dict[str, Any]]] = {
+        "operations": [{"seq": seq, "op": b64(op)} for seq, op in ops],
+        "identities": [
+            {"user_id": u, "identity_key": b64(users[u].identity_key)}
+            for u in signers
+            if u in users
+        ],
+    }
+    return Outcome(replies=paginate_lists(header, lists))
+
+
+def identities(
+    stores: Stores, caller: Principal, request: IdentitiesRequest, now_ms: int
+) -> Outcome:
+    """Identity keys of users of the caller's network (the client pins them on first sight)."""
+    limit(stores, "identities_device", caller.device_id, now_ms, request.id)
+    wanted = sorted(set(request.user_ids))
+    users = stores.directory.get_users(wanted)
+    found = [
+        {"user_id": u, "handle": users[u].handle, "identity_key": b64(users[u].identity_key)}
+        for u in wanted
+        if u in users and users[u].network_id == caller.network_id and users[u].status == "active"
+    ]
+    unknown = [{"user_id": u} for u in sorted(set(wanted) - {f["user_id"] for f in found})]
+    header = {"action": "identities", "id": request.id}
+    return Outcome(replies=paginate_lists(header, {"identities": found, "unknown": unknown}))
 
 
 def list_conversations(

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"  # too many requests; retry later
     INVALID_ENVELOPE = "invalid_envelope"  # an envelope fails the server's checks
     STALE_DEVICES = "stale_devices"  # the sender's chain did not reach exactly the roster
+    INVALID_OPERATION = "invalid_operation"  # a membership operation fails verification
     REVOKED = "revoked"  # the calling device was revoked: the socket is closed next
     SUSPENDED = "suspended"  # the calling user is suspended: the socket is closed next
     INTERNAL = "internal_error"  # our fault; retry later
@@ -43,6 +44,7 @@ _HTTP_STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INVALID_ENVELOPE: 400,
     ErrorCode.STALE_DEVICES: 409,
+    ErrorCode.INVALID_OPERATION: 400,
     ErrorCode.REVOKED: 403,
     ErrorCode.SUSPENDED: 403,
     ErrorCode.INTERNAL: 500,

@@ -63,6 +63,8 @@ LIMITS: dict[str, Limit] = {
         Limit(
             "chain_device", "device", 120, 3600, "new chains (a `distribute` with a new `chain_id`)"
         ),
+        # Identity keys are looked up before a room is created or grown, pinned after.
+        Limit("identities_device", "device", 600, 600, "users looked up (`identities`)"),
         Limit("sync_device", "device", 600, 60, "`sync`"),
         Limit("ack_device", "device", 600, 60, "`ack`"),
     )

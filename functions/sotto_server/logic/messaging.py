@@ -131,7 +131,11 @@ def distribute(
             problem = "is for a device outside the conversation"
         elif recipient in recipients:
             problem = "repeats a recipient of this frame"
-        elif not certificate.device_key.verify(DISTRIBUTION_LABEL, kd.body(), kd.signature):
+        elif kd.signed and not certificate.device_key.verify(
+            DISTRIBUTION_LABEL, kd.body(), kd.signature
+        ):
+            # A session distribution (docs/protocol.md §16.2) has no signature: only the two
+            # devices hold its key, so its AEAD is what authenticates it, to the recipient.
             problem = "signature does not verify"
         if problem is not None:
             raise Refused(ErrorCode.INVALID_ENVELOPE, f"distribution {index} {problem}", rid)

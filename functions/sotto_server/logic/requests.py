@@ -35,6 +35,7 @@ __all__ = [
     "EnrollLookupRequest",
     "EnrollRequest",
     "FetchBundlesRequest",
+    "IdentitiesRequest",
     "InviteRequest",
     "LeaveRequest",
     "LinkApproveRequest",
@@ -44,6 +45,7 @@ __all__ = [
     "LinkStatusRequest",
     "ListConversationsRequest",
     "ListDevicesRequest",
+    "MembershipLogRequest",
     "PingRequest",
     "PrekeyStatusRequest",
     "PublishPrekeysRequest",
@@ -81,6 +83,9 @@ MAX_DISTRIBUTIONS_PER_CALL = 40
 # members per call.
 MAX_ROOM_CREATE = 31
 MAX_ROOM_ADD = 32
+# A membership operation carries its signer's certificate and at most 32 entries.
+MAX_OPERATION = 16 * 1024
+MAX_IDENTITIES_PER_CALL = 100
 # A publish is one DynamoDB transaction (at most 100 actions): the signed
 # prekey, the counter and up to 98 one-time prekeys.
 MAX_ONE_TIME_PREKEYS_PER_CALL = 98
@@ -172,35 +177,48 @@ EnvelopeField = Annotated[bytes, _decoder(MAX_ENVELOPE), Field(min_length=1)]
 MailId = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[0-9a-f#]+$")]
 
 
+OperationField = Annotated[bytes, _decoder(MAX_OPERATION), Field(min_length=1)]
+
+
 class CreateConversationRequest(_Frame):
+    """A conversation and its signed creation operation (docs/protocol.md §15)."""
+
     action: Literal["create_conversation"]
-    kind: Literal["direct", "room"]
-    user_id: Id | None = None
-    members: Annotated[list[Id], Field(max_length=MAX_ROOM_CREATE)] = []
+    conversation_id: Id
+    op: OperationField
 
 
-class AddMembersRequest(_Frame):
+class _MembershipChange(_Frame):
+    conversation_id: Id
+    op: OperationField
+
+
+class AddMembersRequest(_MembershipChange):
     action: Literal["add_members"]
-    conversation_id: Id
-    user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_ROOM_ADD)]
 
 
-class RemoveMembersRequest(_Frame):
+class RemoveMembersRequest(_MembershipChange):
     action: Literal["remove_members"]
-    conversation_id: Id
-    user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_ROOM_ADD)]
 
 
-class LeaveRequest(_Frame):
+class LeaveRequest(_MembershipChange):
     action: Literal["leave"]
-    conversation_id: Id
 
 
-class SetRoleRequest(_Frame):
+class SetRoleRequest(_MembershipChange):
     action: Literal["set_role"]
+
+
+class MembershipLogRequest(_Frame):
+    action: Literal["membership_log"]
     conversation_id: Id
-    user_id: Id
-    role: Literal["moderator", "member"]
+    # The operations after this seq (-1: from the creation operation on).
+    after: Annotated[int, Field(ge=-1, lt=2**32)] = -1
+
+
+class IdentitiesRequest(_Frame):
+    action: Literal["identities"]
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_IDENTITIES_PER_CALL)]
 
 
 class ListConversationsRequest(_Frame):

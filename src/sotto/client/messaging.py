@@ -35,9 +35,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
@@ -47,22 +48,44 @@ from sotto.protocol.conversation import (
     Conversation,
     LocalDevice,
     Member,
+    MembershipChange,
     MessageTimers,
     Received,
+    RefusedDevice,
 )
+from sotto.protocol.distribution import KeyDistribution
 from sotto.protocol.envelope import Envelope
 from sotto.protocol.errors import (
     IdentityChanged,
     MessageExpired,
+    PrekeyError,
     PrekeysRequired,
     ProtocolError,
     ReplayedMessage,
     UnknownChain,
     UnknownSender,
+    UnknownSession,
 )
 from sotto.protocol.keys import IdentityPublicKey
+from sotto.protocol.membership import (
+    Add,
+    Change,
+    ConversationKind,
+    Create,
+    Leave,
+    MemberEntry,
+    MembershipOperation,
+    MembershipState,
+    Remove,
+    Role,
+    SetRole,
+    direct_conversation_id,
+    sign_operation,
+    verify_log,
+)
 from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
+from sotto.protocol.sessions import NO_SESSION
 
 from .encoding import b64d, b64e
 from .errors import ClientError, ConnectionLost, FrameError, MessagingError, TrustError
@@ -93,7 +116,16 @@ DISTRIBUTIONS_PER_FRAME = 40  # docs/api.md: at most 40 per distribute frame
 BUNDLES_PER_REQUEST = 100  # docs/api.md: at most 100 devices per fetch_bundles
 ROOM_CREATE_MEMBERS = 31  # docs/api.md: members named at creation, besides the creator
 ROOM_ADD_MEMBERS = 32  # ...and per add_members / remove_members
+IDENTITIES_PER_REQUEST = 100  # docs/api.md: at most 100 users per identities frame
+_ACTIONS: dict[type[Change], str] = {
+    Add: "add_members",
+    Remove: "remove_members",
+    SetRole: "set_role",
+    Leave: "leave",
+}
 MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
+NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
+ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
@@ -139,6 +171,8 @@ class _Batch:
     mail_ids: list[str]
     read: list[dict[str, Any]]
     delivered: dict[tuple[str, str], list[bytes]]  # (conversation, sender user) -> ids
+    # Distributions this device could not open: (conversation, sender, session id) to ask.
+    asks: list[tuple[str, Address, bytes]] = field(default_factory=list)
 
 
 def _operation(
@@ -185,10 +219,14 @@ class Messenger:
         with self._vault.lock():
             self.state = self._store.load()
             self._keys_written = _keys_digest(keys)
-        self.local = LocalDevice(keys.device, identity, self.state.tracker)
+        self.local = self._local_device()
         self._live: dict[str, Conversation] = {}
+        self._asked: dict[tuple[str, Address], int] = {}  # redistribution requests sent
         self._touched: set[str] = set()
         self._dirty = False
+        # Membership news and refused devices, shown with the next events.
+        self._notices: list[Event] = []
+        self._refused: dict[str, dict[Address, str]] = {}
         # A Messenger just opened has missed what arrived while it was closed:
         # its first poll syncs before it hands out any push.
         self._needs_sync = True
@@ -245,12 +283,17 @@ class Messenger:
             rebuild = True
         tracker = self.state.tracker
         changed = self._store.refresh(self.state)
-        if rebuild or self.state.tracker is not tracker:
+        if rebuild or self.state.tracker is not tracker:  # the device part was read again
             # Engines hold the device and its tracker: parse them again on use.
-            self.local = LocalDevice(self.keys.device, self._identity, self.state.tracker)
+            self.local = self._local_device()
             self._live.clear()
         for cid in changed:
             self._live.pop(cid, None)
+
+    def _local_device(self) -> LocalDevice:
+        return LocalDevice(
+            self.keys.device, self._identity, self.state.tracker, sessions=self.state.sessions
+        )
 
     def save(self) -> None:
         """Write what this process changed: the touched conversations, the device's state."""
@@ -345,19 +388,78 @@ class Messenger:
         )
         if known is not None:
             return known  # no round trip: the direct conversation of two users never changes
+        if target.startswith(("room-", "dm-")):
+            self.conversations()  # a conversation id this device has not seen yet?
+            if target in self.state.conversations:
+                return target
         try:
             return self.direct(user_id)
         except FrameError as exc:
             if exc.code not in ("not_found", "bad_request"):
                 raise
-            self.conversations()  # perhaps a conversation id this device has not seen yet
-            if target in self.state.conversations:
-                return target
-            raise MessagingError(f"no user or conversation {target!r}") from None
+        except MessagingError:
+            pass
+        raise MessagingError(f"no user or conversation {target!r}") from None
+
+    # -- membership (the signed log, docs/protocol.md §15) ----------------------------------
+
+    def _sign(
+        self, state: MembershipState | None, change: Change, *, conversation_id: str | None = None
+    ) -> bytes:
+        return sign_operation(
+            self.keys.device,
+            self._identity,
+            state,
+            change,
+            now=self._clock(),
+            conversation_id=conversation_id,
+        )
+
+    def _user_identities(self, user_ids: Iterable[str]) -> dict[str, IdentityPublicKey]:
+        """Identity keys of users of this network, checked against those this device trusts.
+
+        A user seen for the first time is trusted on first use (recorded,
+        unverified: ``sotto verify`` compares safety numbers); a changed key
+        raises ``TrustError`` and nothing is signed with it.
+        """
+        wanted = sorted(set(user_ids) - {self.info.user_id})
+        found: dict[str, IdentityPublicKey] = {}
+        for start in range(0, len(wanted), IDENTITIES_PER_REQUEST):
+            answer = self._call(
+                "identities", user_ids=wanted[start : start + IDENTITIES_PER_REQUEST]
+            )
+            for item in answer.get("identities") or []:
+                user_id = str(item.get("user_id"))
+                identity = _identity(item.get("identity_key"))
+                known = self.state.tracker.get(user_id)
+                if known is not None and known.fingerprint != identity.fingerprint:
+                    raise TrustError(user_id, self.name_of(user_id))
+                found[user_id] = identity
+        missing = [u for u in wanted if u not in found]
+        if missing:
+            raise MessagingError(f"no such user(s) in this network: {', '.join(missing)}")
+        for user_id, identity in found.items():
+            self.state.tracker.check(user_id, identity)  # first sight: pinned, unverified
+        return found
+
+    def _entries(
+        self, identities: Mapping[str, IdentityPublicKey], role: int = Role.MEMBER
+    ) -> list[MemberEntry]:
+        return [MemberEntry.of(u, identities[u], role) for u in sorted(identities)]
 
     @_operation
     def direct(self, user_id: str) -> str:
-        answer = self._call("create_conversation", kind="direct", user_id=user_id)
+        """The direct conversation with ``user_id``: created (signed by this device) if new."""
+        if user_id == self.info.user_id:
+            raise MessagingError("a direct conversation is with another user")
+        cid = direct_conversation_id(self.info.user_id, user_id)
+        identities = self._user_identities([user_id])
+        entries = sorted(
+            [MemberEntry.of(self.info.user_id, self._identity), *self._entries(identities)],
+            key=lambda e: e.user_id,
+        )
+        op = self._sign(None, Create(ConversationKind.DIRECT, tuple(entries)), conversation_id=cid)
+        answer = self._call("create_conversation", conversation_id=cid, op=b64e(op))
         conversation = self._conversation_frame(answer)
         record = self._record(conversation["conversation_id"], kind="direct")
         record.peer = user_id
@@ -367,83 +469,129 @@ class Messenger:
     def create_room(self, label: str, user_ids: list[str]) -> str:
         """Create a room (this user its moderator) with any number of members.
 
-        The server takes 31 members at creation and 32 per addition; larger
-        rooms are created, then grown, in as many calls as that takes.
+        The creation operation names 31 members besides this user; larger
+        rooms grow by signed add operations of 32 each.
         """
         label = label.removeprefix("#")
         if not label or self.state.room(label) is not None:
             raise MessagingError(f"a room named #{label} already exists on this device")
-        members = sorted(set(user_ids) - {self.info.user_id})
-        first, rest = members[:ROOM_CREATE_MEMBERS], members[ROOM_CREATE_MEMBERS:]
-        answer = self._call("create_conversation", retry=False, kind="room", members=first)
+        identities = self._user_identities(user_ids)
+        others = sorted(identities)
+        first = {u: identities[u] for u in others[:ROOM_CREATE_MEMBERS]}
+        cid = f"room-{secrets.token_hex(12)}"
+        own = MemberEntry.of(self.info.user_id, self._identity, Role.MODERATOR)
+        entries = sorted([own, *self._entries(first)], key=lambda e: e.user_id)
+        op = self._sign(None, Create(ConversationKind.ROOM, tuple(entries)), conversation_id=cid)
+        answer = self._call("create_conversation", retry=False, conversation_id=cid, op=b64e(op))
         conversation = self._conversation_frame(answer)
         record = self._record(conversation["conversation_id"], kind="room")
         record.label = label
-        self._dirty = True
         self.save()
+        state = verify_log([op], [self._identity], conversation_id=cid, now=self._clock())
+        rest = others[ROOM_CREATE_MEMBERS:]
         for start in range(0, len(rest), ROOM_ADD_MEMBERS):
-            batch = rest[start : start + ROOM_ADD_MEMBERS]
-            self._call("add_members", conversation_id=record.conversation_id, user_ids=batch)
+            batch = {u: identities[u] for u in rest[start : start + ROOM_ADD_MEMBERS]}
+            op = self._sign(state, Add(tuple(self._entries(batch))))
+            self._call("add_members", conversation_id=cid, op=b64e(op))
+            state = state.extend([op], [self._identity], now=self._clock())
         return record.conversation_id
+
+    def _change_membership(
+        self, cid: str, changes: Callable[[MembershipState], list[Change]]
+    ) -> None:
+        """Sign and send ``changes`` after the verified head, reading the log again if it moved."""
+        for attempt in range(3):
+            conversation = self.refresh(cid)
+            state = conversation.membership
+            if state is None:
+                raise MessagingError("this conversation has no verified membership log")
+            try:
+                for change in changes(state):
+                    action = _ACTIONS[type(change)]
+                    op = self._sign(state, change)
+                    self._call(action, conversation_id=cid, op=b64e(op))
+                    state = state.extend([op], [self._identity], now=self._clock())
+                return
+            except ProtocolError as exc:
+                raise MessagingError(f"that change is not allowed: {exc}") from None
+            except FrameError as exc:
+                if exc.code != "conflict" or "membership log moved" not in exc.message:
+                    raise
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     @_operation
     def add_members(self, target: str, user_ids: list[str]) -> None:
         cid = self.resolve(target)
-        wanted = sorted(set(user_ids))
-        for start in range(0, len(wanted), ROOM_ADD_MEMBERS):
-            batch = wanted[start : start + ROOM_ADD_MEMBERS]
-            self._call("add_members", conversation_id=cid, user_ids=batch)
+        identities = self._user_identities(user_ids)
+
+        def adds(state: MembershipState) -> list[Change]:
+            new = sorted(u for u in identities if u not in state.members)
+            return [
+                Add(tuple(self._entries({u: identities[u] for u in new[i : i + ROOM_ADD_MEMBERS]})))
+                for i in range(0, len(new), ROOM_ADD_MEMBERS)
+            ]
+
+        self._change_membership(cid, adds)
         self.refresh(cid)  # the next send rotates to the new roster
         record = self._record(cid)
         if record.room_name:
             # Newcomers see nothing sent before they joined: tell them the room's name.
             self.send(cid, RoomProfile(record.room_name, record.topic).to_control())
-        self.save()
 
     @_operation
     def remove_members(self, target: str, user_ids: list[str]) -> None:
         """Remove members (moderators only); every sender rotates before its next message."""
         cid = self.resolve(target)
-        wanted = sorted(set(user_ids))
-        for start in range(0, len(wanted), ROOM_ADD_MEMBERS):
-            batch = wanted[start : start + ROOM_ADD_MEMBERS]
-            self._call("remove_members", conversation_id=cid, user_ids=batch)
+
+        def removes(state: MembershipState) -> list[Change]:
+            gone = sorted(u for u in set(user_ids) if u in state.members)
+            return [
+                Remove(tuple(gone[i : i + ROOM_ADD_MEMBERS]))
+                for i in range(0, len(gone), ROOM_ADD_MEMBERS)
+            ]
+
+        self._change_membership(cid, removes)
         self.refresh(cid)
         self._engine(cid).request_rotation()
-        self.save()
 
     @_operation
     def leave(self, target: str) -> None:
         cid = self.resolve(target)
-        self._call("leave", conversation_id=cid)
+        self._change_membership(cid, lambda state: [Leave()])
         record = self._record(cid)
         record.left = True
         self._live.pop(cid, None)
         record.state = None  # its chain keys serve nobody now
-        self._dirty = True
-        self.save()
 
     @_operation
     def set_role(self, target: str, user_id: str, role: str) -> None:
         cid = self.resolve(target)
-        self._call("set_role", conversation_id=cid, user_id=user_id, role=role)
+        wanted = Role.MODERATOR if role == "moderator" else Role.MEMBER
+        self._change_membership(cid, lambda state: [SetRole(user_id, wanted)])
 
+    @_operation
     def members(self, target: str) -> list[dict[str, Any]]:
-        """The room's members as the server lists them, with their roles and device counts."""
+        """The members and roles the verified membership log names, with their devices
+        this device distributes to (the server's list, less what the log refuses)."""
         cid = self.resolve(target)
-        answer = self._call("conversation_devices", conversation_id=cid)
+        conversation = self.refresh(cid)
+        state = conversation.membership
+        if state is None:
+            raise MessagingError("this conversation has no verified membership log")
         devices: dict[str, int] = {}
-        for device in answer.get("devices") or []:
-            user_id = str(device.get("user_id"))
+        for user_id, _device_id in conversation.members:
             devices[user_id] = devices.get(user_id, 0) + 1
+        roles = {Role.MODERATOR: "moderator", Role.MEMBER: "member"}
         return [
             {
-                "user_id": str(m.get("user_id")),
-                "name": self.name_of(str(m.get("user_id"))),
-                "role": str(m.get("role")),
-                "devices": devices.get(str(m.get("user_id")), 0),
+                "user_id": user_id,
+                "name": self.name_of(user_id),
+                "role": roles[entry.role],
+                "devices": devices.get(user_id, 0),
             }
-            for m in answer.get("members") or []
+            for user_id, entry in sorted(state.members.items())
         ]
 
     @_operation
@@ -548,7 +696,15 @@ class Messenger:
 
     @_operation
     def refresh(self, cid: str) -> Conversation:
-        """Fetch the roster, verify every certificate against trusted identities, set members."""
+        """Verify the conversation's membership log and keep the devices it justifies.
+
+        The new operations after the verified head (``membership_log``) and
+        the server's device list (``conversation_devices``) go to the engine
+        (``update_membership``): it verifies every operation and distributes
+        only to devices of users the log names, certified by the identity it
+        binds them to. Every other device the server lists is refused and
+        reported; joins, leaves and new devices are reported too (``notices``).
+        """
         parts = self._call_parts("conversation_devices", conversation_id=cid)
         now = self._clock()
         identities: dict[str, IdentityPublicKey] = {}
@@ -558,50 +714,150 @@ class Messenger:
                 identity = _identity(member.get("identity_key"))
                 if user_id == self.info.user_id and identity != self.local.identity:
                     raise TrustError(user_id, "your own user")
-                known = self.state.tracker.get(user_id)
-                if known is not None and known.fingerprint != identity.fingerprint:
-                    raise TrustError(user_id, self.name_of(user_id))
                 identities[user_id] = identity
-        members: list[Member] = []
-        for part in parts:
-            for device in part.get("devices") or []:
-                member = self._member(device, identities, now)
-                if member is not None and member.address != self.local.address:
-                    members.append(member)
+        devices = [
+            member
+            for part in parts
+            for device in part.get("devices") or []
+            if (member := self._member(cid, device, identities)) is not None
+            and member.address != self.local.address
+        ]
         record = self._record(cid)
-        others = sorted(u for u in identities if u != self.info.user_id)
-        if record.kind == "unknown":
-            record.kind = "room" if not cid.startswith("dm-") else "direct"
-        if record.kind == "direct" and len(others) == 1:
-            record.peer = others[0]
         conversation = self._live.get(cid)
+        if conversation is None and record.state is not None:
+            conversation = self._engine(cid)
+        if conversation is None:
+            conversation = Conversation.create(cid, self.local, [], now=now)
+        state = conversation.membership
+        operations, signers, head = self._log_after(cid, -1 if state is None else state.seq)
         try:
-            if conversation is None and record.state is not None:
-                conversation = self._engine(cid)
-            if conversation is None:
-                conversation = Conversation.create(cid, self.local, members, now=now)
-            else:
-                conversation.set_members(members, now=now)
+            change = conversation.update_membership(
+                operations,
+                devices,
+                now=now,
+                identities=[*identities.values(), *signers],
+                served_seq=head,
+            )
         except IdentityChanged as exc:
             raise TrustError(exc.user_id, self.name_of(exc.user_id)) from None
+        except ProtocolError as exc:
+            raise MessagingError(
+                f"the server's membership log for {self.display_name(record)} does not verify: "
+                f"{exc}; not trusting it"
+            ) from None
         self._live[cid] = conversation
+        verified = conversation.membership
+        if verified is not None:
+            record.kind = "direct" if verified.kind == ConversationKind.DIRECT else "room"
+            others = sorted(u for u in verified.members if u != self.info.user_id)
+            if record.kind == "direct" and len(others) == 1:
+                record.peer = others[0]
+        known = self._refused.get(cid, {})
+        self._refused[cid] = {r.address: r.code for r in change.refused}
+        # On first sight the whole history verifies; only its latest step is news.
+        self._report_change(
+            cid,
+            change,
+            operations if state is not None else operations[-1:],
+            [r for r in change.refused if known.get(r.address) != r.code],
+        )
         self._dirty = True
         return conversation
 
+    def _drain_notices(self) -> list[Event]:
+        notices, self._notices = self._notices, []
+        return list(notices)
+
+    def _log_after(self, cid: str, after: int) -> tuple[list[bytes], list[IdentityPublicKey], int]:
+        """The stored membership operations after ``after``, their signers' keys, the head."""
+        operations: list[bytes] = []
+        signers: list[IdentityPublicKey] = []
+        head = after
+        while True:
+            answer = self._call("membership_log", conversation_id=cid, after=after)
+            page = sorted(answer.get("operations") or [], key=lambda o: int(o.get("seq", -1)))
+            operations += [b64d(o.get("op"), "membership operation") for o in page]
+            signers += [_identity(i.get("identity_key")) for i in answer.get("identities") or []]
+            head = int(answer.get("head_seq", after))
+            if not answer.get("more") or not page:
+                return operations, signers, head
+            after = int(page[-1].get("seq", after))
+
+    def _report_change(
+        self,
+        cid: str,
+        change: MembershipChange,
+        operations: list[bytes],
+        refused: list[RefusedDevice],
+    ) -> None:
+        """What a person should see of a verified membership change: each operation, by
+        whom; new devices of members; devices the server lists that the log refuses."""
+        for data in operations:
+            text = self._describe(MembershipOperation.parse(data))
+            if text:
+                self._notices.append(NoticeEvent(cid, "membership", text))
+        for user_id, device_id in change.new_devices:
+            if user_id != self.info.user_id and user_id not in change.joined:
+                name = self.name_of(user_id)
+                text = f"{name} has a new device ({device_id}); compare safety numbers if unsure"
+                self._notices.append(NoticeEvent(cid, "new_device", text))
+        for device in refused:  # reported once a process, not on every refresh
+            user_id, device_id = device.address
+            self._notices.append(
+                NoticeEvent(
+                    cid,
+                    device.code,
+                    f"refused device {device_id} of {self.name_of(user_id)}: the server lists it,"
+                    f" the membership log does not justify it ({device.code}); it gets no keys",
+                )
+            )
+
+    def _describe(self, op: MembershipOperation) -> str:
+        """One verified operation in words (names as this device knows them)."""
+        by = "you" if op.signer.user_id == self.info.user_id else self.name_of(op.signer.user_id)
+        change = op.change
+
+        def names(user_ids: Iterable[str]) -> str:
+            listed = [self.name_of(u) for u in user_ids]
+            shown = ", ".join(listed[:NAMES_SHOWN])
+            rest = len(listed) - NAMES_SHOWN
+            return f"{shown} and {rest} more" if rest > 0 else shown
+
+        if isinstance(change, Create):
+            if change.conversation_kind == ConversationKind.DIRECT:
+                return ""  # the conversation itself says who is in it
+            return f"{by} created the room with {len(change.members)} members"
+        if isinstance(change, Add):
+            return f"{by} added {names(m.user_id for m in change.members)}"
+        if isinstance(change, Remove):
+            return f"{by} removed {names(change.users)}"
+        if isinstance(change, Leave):
+            return f"{by} left"
+        if isinstance(change, SetRole):
+            role = "a moderator" if change.role == Role.MODERATOR else "a member"
+            return f"{by} made {self.name_of(change.user_id)} {role}"
+        return f"{by} changed the membership ({change.NAME})"  # a device rebinding its key
+
     def _member(
-        self, device: dict[str, Any], identities: dict[str, IdentityPublicKey], now: int
+        self, cid: str, device: dict[str, Any], identities: dict[str, IdentityPublicKey]
     ) -> Member | None:
+        """A listed device as the engine takes it (it verifies the certificate itself)."""
         user_id, device_id = str(device.get("user_id")), str(device.get("device_id"))
         identity = identities.get(user_id)
         if identity is None:
-            return None
+            return None  # no identity for its user: it cannot be justified, nothing to send it
         try:
             certificate = DeviceCertificate.parse(b64d(device.get("certificate"), "certificate"))
-            if (certificate.user_id, certificate.device_id) != (user_id, device_id):
-                return None
-            certificate.verify(identity, now=now)
-        except (ProtocolError, ClientError):
-            return None  # never a recipient; the server will call it missing, and we refuse
+        except (ProtocolError, ClientError) as exc:
+            self._notices.append(NoticeEvent(cid, "bad_certificate", f"device {device_id}: {exc}"))
+            return None
+        if (certificate.user_id, certificate.device_id) != (user_id, device_id):
+            self._notices.append(
+                NoticeEvent(
+                    cid, "bad_certificate", f"device {device_id}: a certificate for another"
+                )
+            )
+            return None
         return Member(certificate, identity)
 
     # -- sending ---------------------------------------------------------------------
@@ -638,6 +894,7 @@ class Messenger:
                     self.save()
                     raise
                 self.refresh(cid)
+                self._refuse_ghosts(cid, exc)
                 self._engine(cid).request_rotation()
         raise AssertionError("unreachable")
 
@@ -773,6 +1030,28 @@ class Messenger:
             delete_at=envelope.delete_at(None),
         )
 
+    def _refuse_ghosts(self, cid: str, error: FrameError) -> None:
+        """Stop when the server insists on devices the verified log does not justify.
+
+        The server accepts a message only when its chain reached the roster;
+        a roster holding a device the log refuses (a ghost member, a device
+        certified by another identity) can never be satisfied without handing
+        it the key. Say so instead of retrying.
+        """
+        missing = {str(d) for d in (error.details or {}).get("missing") or []}
+        ghosts = sorted(a for a in self._refused.get(cid, {}) if a[1] in missing)
+        if not ghosts:
+            return
+        self.save()
+        named = ", ".join(
+            f"device {d} of {self.name_of(u)} ({self._refused[cid][(u, d)]})" for u, d in ghosts
+        )
+        raise MessagingError(
+            f"not sent: the server requires the key for {named}, which the conversation's"
+            " signed membership log does not justify; the message would reach a device"
+            " nobody added. Report this to your administrator."
+        )
+
     def _forget_sent(self, cid: str, message_id: str) -> None:
         record = self._record(cid)
         record.history = [m for m in record.history if m.message_id != message_id]
@@ -902,11 +1181,14 @@ class Messenger:
         if complete:
             for cid, record in self.state.conversations.items():
                 record.settle(highest.get(cid, record.cursor))
+        batch.events += self._drain_notices()
         receipts = self._prepare_receipts(batch, read=read)
         self.save()  # before anything is acknowledged or sent
         for receipt in receipts:
             with contextlib.suppress(FrameError):
                 self._deliver(receipt)
+        self._redistribute(batch)
+        self._ask_again(batch)
         self._ack(batch)
         return batch.events
 
@@ -958,10 +1240,61 @@ class Messenger:
                 conversation.receive_distribution(data, now=now)
         except ReplayedMessage:
             return  # a retried distribute: the chain is installed already
+        except (UnknownSession, PrekeyError) as exc:
+            # Lost state, an expired session, a used prekey: ask the sender again (§16.4).
+            kd = KeyDistribution.parse(data)
+            session_id = exc.session_id if isinstance(exc, UnknownSession) else NO_SESSION
+            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), session_id))
+            return
         except ProtocolError as exc:
             batch.events.append(NoticeEvent(cid, exc.code, f"a key distribution failed: {exc}"))
             return
         self._retry_pending(cid, batch, read=read)
+
+    def _ask_again(self, batch: _Batch) -> None:
+        """Send each redistribution request, once per sender device and ten minutes."""
+        now = self._clock()
+        for cid, sender, session_id in batch.asks:
+            if now - self._asked.get((cid, sender), -ASK_AGAIN_MS) < ASK_AGAIN_MS:
+                continue
+            self._asked[(cid, sender)] = now
+            try:
+                request = self._engine(cid).redistribution_request(sender, session_id)
+                self.send(cid, request, to_user=sender[0])
+            except (ProtocolError, ClientError) as exc:
+                batch.events.append(
+                    NoticeEvent(cid, "redistribution", f"could not ask {sender[1]} again: {exc}")
+                )
+
+    def _redistribute(self, batch: _Batch) -> None:
+        """Answer devices that asked for this device's chain: one distribution each."""
+        for cid, conversation in list(self._live.items()):
+            asked = conversation.redistribution_requests
+            chain_id = conversation.sender_chain_id
+            if not asked or chain_id is None:
+                continue
+            now = self._clock()
+            try:
+                prekeys = self._prekeys(conversation, list(asked), now)
+                distributions = []
+                for address in asked:
+                    with contextlib.suppress(ProtocolError):  # no prekey: it asks again later
+                        distributions.append(
+                            conversation.redistribute(address, prekeys.get(address), now=now)
+                        )
+                self.save()  # the sessions advanced: before anything leaves
+                for start in range(0, len(distributions), DISTRIBUTIONS_PER_FRAME):
+                    chunk = distributions[start : start + DISTRIBUTIONS_PER_FRAME]
+                    self._call(
+                        "distribute",
+                        conversation_id=cid,
+                        chain_id=b64e(chain_id),
+                        distributions=[b64e(d.data) for d in chunk],
+                    )
+            except ClientError as exc:
+                batch.events.append(
+                    NoticeEvent(cid, "redistribution", f"could not send a key again: {exc}")
+                )
 
     def _retry_pending(self, cid: str, batch: _Batch, *, read: bool) -> None:
         record = self._record(cid)
@@ -1124,7 +1457,13 @@ class Messenger:
         )
 
     def _membership(self, frame: dict[str, Any]) -> list[Event]:
-        """A ``membership`` push: someone joined, left, was removed, promoted or demoted."""
+        """A ``membership`` push: the log moved; what changed is read from the verified log.
+
+        The push's own words (who, what) are the server's and are not shown:
+        the notices come from the operations that verify. A push saying this
+        user was removed or left ends the conversation here (the server can
+        deny service anyway; it gains nothing it could not have by silence).
+        """
         cid = str(frame.get("conversation_id"))
         users = [str(u) for u in frame.get("users") or []]
         change = str(frame.get("change"))
@@ -1133,19 +1472,19 @@ class Messenger:
             record.left = True
             self._live.pop(cid, None)
             record.state = None
-        elif self.info.user_id in users and change == "added":
+            self._refused.pop(cid, None)
+            self._dirty = True
+            verb = "left" if change == "left" else "were removed from"
+            return [NoticeEvent(cid, "membership", f"you {verb} {self.display_name(record)}")]
+        if self.info.user_id in users and change == "added":
             record.left = False
-        self._dirty = True
-        names = ", ".join(self.name_of(u) for u in users)
-        by = self.name_of(str(frame.get("by")))
-        text = {
-            "added": f"{by} added {names}",
-            "removed": f"{by} removed {names}",
-            "left": f"{names} left",
-            "promoted": f"{by} made {names} a moderator",
-            "demoted": f"{by} made {names} a member",
-        }.get(change, f"membership changed ({change})")
-        return [NoticeEvent(cid, "membership", text)]
+        try:
+            self.refresh(cid)
+        except MessagingError as exc:
+            return [NoticeEvent(cid, "bad_membership_log", str(exc))]
+        except FrameError as exc:
+            return [NoticeEvent(cid, exc.code, f"could not read the membership log: {exc}")]
+        return self._drain_notices()
 
     def _prepare_receipts(self, batch: _Batch, *, read: bool) -> list[OutboxItem]:
         if not self._receipts:
@@ -1195,6 +1534,9 @@ class Messenger:
             live = [p for p in record.pending if not _expired(p.envelope, now)]
             if len(live) != len(record.pending):
                 record.pending, changed = live, True
+        before = len(self.state.sessions)
+        self.state.sessions.prune(now=now)
+        changed = changed or len(self.state.sessions) != before
         self._dirty = self._dirty or changed
         return changed
 

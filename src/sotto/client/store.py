@@ -25,7 +25,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sotto.protocol.errors import ProtocolError
 from sotto.protocol.safety import IdentityTracker
+from sotto.protocol.sessions import PairwiseSessions
 
 from .encoding import b64d, b64e
 from .errors import ClientError
@@ -231,6 +233,8 @@ class MessagingState:
     conversations: dict[str, ConversationRecord] = field(default_factory=dict)
     seen_mail: list[str] = field(default_factory=list)
     contacts: dict[str, str] = field(default_factory=dict)  # handle -> user_id
+    # The device's pairwise sessions (docs/protocol.md §16), shared by its conversations.
+    sessions: PairwiseSessions = field(default_factory=PairwiseSessions)
 
     @property
     def outbox(self) -> list[OutboxItem]:
@@ -255,6 +259,7 @@ class MessagingState:
             "tracker": b64e(self.tracker.serialize()),
             "seen_mail": self.seen_mail,
             "contacts": self.contacts,
+            "sessions": b64e(self.sessions.serialize()),
         }
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
@@ -266,6 +271,15 @@ class MessagingState:
             self.tracker = IdentityTracker.parse(b64d(data["tracker"], "identity tracker"))
             self.seen_mail = [str(m) for m in data["seen_mail"]]
             self.contacts = {str(k): str(v) for k, v in data["contacts"].items()}
+            # A state written before sessions has none: the next rotations establish them.
+            sessions = data.get("sessions")
+            self.sessions = (
+                PairwiseSessions()
+                if sessions is None
+                else PairwiseSessions.parse(b64d(sessions, "pairwise sessions"))
+            )
+        except ProtocolError as exc:
+            raise ClientError(f"the profile's pairwise sessions are damaged: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ClientError(f"the profile's messaging state is damaged: {exc}") from None
 

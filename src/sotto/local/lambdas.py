@@ -67,14 +67,17 @@ class LambdaContext:
         return max(0, self.deadline_ms - int(time.time() * 1000))
 
 
-# Functions whose handler keeps the event being handled in module state
-# (Powertools' HTTP resolver holds ``current_event``, a BatchProcessor its
-# records): Lambda runs one event per execution environment at a time, so
-# here these run one invocation at a time, or concurrent requests would read
-# each other's events. WebSocket route handlers keep none and run concurrently.
-_ONE_AT_A_TIME = frozenset(
-    {route.function for route in topology.HTTP_ROUTES}
-    | {spec.name for spec in topology.FUNCTIONS if spec.stream_source is not None}
+# Functions whose handler keeps the event being handled in shared state run
+# one invocation at a time, as Lambda runs one event per execution
+# environment, or concurrent requests would read each other's events. The
+# HTTP functions share one lock: Powertools' resolvers keep ``current_event``
+# on their common base class (``BaseRouter.current_event``), so in this one
+# process an admin request and an enrollment would swap bodies. A stream
+# function's BatchProcessor keeps its records per module. WebSocket route
+# handlers keep none and run concurrently.
+_HTTP_FUNCTIONS = frozenset(route.function for route in topology.HTTP_ROUTES)
+_STREAM_FUNCTIONS = frozenset(
+    spec.name for spec in topology.FUNCTIONS if spec.stream_source is not None
 )
 
 
@@ -85,7 +88,10 @@ class LocalFunctions:
         self._stage = stage
         self._recorder = recorder
         self._handlers: dict[str, Handler] = {}
-        self._environments = {name: threading.Lock() for name in _ONE_AT_A_TIME}
+        resolvers = threading.Lock()
+        self._environments = {name: resolvers for name in _HTTP_FUNCTIONS} | {
+            name: threading.Lock() for name in _STREAM_FUNCTIONS
+        }
 
     def _handler(self, name: str) -> Handler:
         if name not in self._handlers:

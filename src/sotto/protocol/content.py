@@ -185,12 +185,14 @@ class Control(Content):
     ``REDISTRIBUTE``: the sender asks one device to send its current chain
     again (it lost its state, or a session): ``text8 user_id || text8
     device_id || session_id(16)`` of the device asked (docs/protocol.md §16).
+    ``ROOM_PROFILE``: a room's name and topic (``protocol.room``).
     """
 
     MEMBERSHIP_CHANGED: ClassVar[int] = 1
     CHAIN_ROTATED: ClassVar[int] = 2
     DELETE_MESSAGE: ClassVar[int] = 3
     REDISTRIBUTE: ClassVar[int] = 4
+    ROOM_PROFILE: ClassVar[int] = 5
     TYPE: ClassVar[int] = 0x05
     kind: int
     payload: bytes

@@ -76,6 +76,7 @@ __all__ = [
     "Remove",
     "Role",
     "SetRole",
+    "direct_conversation_id",
     "sign_operation",
     "verify_log",
 ]
@@ -85,6 +86,21 @@ HASH_LENGTH = 48
 GENESIS = bytes(HASH_LENGTH)
 MAX_MEMBERS = 1024  # users: a room of 1000 people plus a retention identity fits
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+
+def direct_conversation_id(first_user: str, second_user: str) -> str:
+    """The one direct conversation of two users, whoever creates it (§15.1).
+
+    ``"dm-" || hex(SHA-256("sotto-direct-v1" 0x00 || lower || 0x00 || higher))[:32]``
+    with the two user ids sorted bytewise: both clients name the same id in
+    the creation operation they sign, and the server refuses any other.
+    """
+    check_identifier(first_user, "user id")
+    check_identifier(second_user, "user id")
+    if first_user == second_user:
+        raise MalformedMessage("a direct conversation needs two users")
+    pair = "\x00".join(sorted((first_user, second_user)))
+    return "dm-" + hashlib.sha256(b"sotto-direct-v1\x00" + pair.encode()).hexdigest()[:32]
 
 
 class ConversationKind:

@@ -21,7 +21,7 @@ from .wire import Reader, Writer
 
 __all__ = ["MAX_ROOM_NAME", "MAX_ROOM_TOPIC", "ROOM_PROFILE", "RoomProfile"]
 
-ROOM_PROFILE = 4  # Control kind
+ROOM_PROFILE = Control.ROOM_PROFILE
 MAX_ROOM_NAME = 64
 MAX_ROOM_TOPIC = 512
 
