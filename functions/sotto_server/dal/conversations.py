@@ -122,6 +122,8 @@ def mail_id_of(draft: MailDraft) -> str:
     for part in (draft.kind, draft.conversation_id, draft.from_device):
         digest.update(len(part).to_bytes(2, "big") + part.encode())
     digest.update(draft.about)
+    # The data too: a redistribution of the same chain is new mail, a retried frame is not.
+    digest.update(hashlib.sha256(draft.data).digest())
     return digest.hexdigest()[:32]
 
 

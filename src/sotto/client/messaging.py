@@ -58,6 +58,7 @@ from sotto.protocol.envelope import Envelope
 from sotto.protocol.errors import (
     IdentityChanged,
     MessageExpired,
+    MessageKeyUnavailable,
     PrekeyError,
     PrekeysRequired,
     ProtocolError,
@@ -1301,7 +1302,13 @@ class Messenger:
         waiting, record.pending = record.pending, []
         for pending in waiting:
             self._envelope(
-                cid, pending.envelope, pending.server_time, pending.seq, batch, read=read
+                cid,
+                pending.envelope,
+                pending.server_time,
+                pending.seq,
+                batch,
+                read=read,
+                waited=True,
             )
 
     def _message_item(
@@ -1329,6 +1336,7 @@ class Messenger:
         batch: _Batch,
         *,
         read: bool,
+        waited: bool = False,
     ) -> None:
         try:
             header = Envelope.parse(data).header
@@ -1352,9 +1360,15 @@ class Messenger:
             return  # expired unread (key deleted), or already opened
         except ProtocolError as exc:
             who = f"{header.sender_user_id}/{header.sender_device_id}"
-            batch.events.append(
-                NoticeEvent(cid, exc.code, f"message #{seq} from {who} rejected: {exc}")
-            )
+            text = f"message #{seq} from {who} rejected: {exc}"
+            if waited and isinstance(exc, MessageKeyUnavailable):
+                # A redistributed chain starts where the sender is now (§16.4): what this
+                # device waited for was sent before it, and its key is gone on both sides.
+                text = (
+                    f"message #{seq} from {who} cannot be read on this device: it lost its keys"
+                    " and was sent them again only after this message; later ones are readable"
+                )
+            batch.events.append(NoticeEvent(cid, exc.code, text))
             return
         self._deliver_content(cid, received, server_time, seq, batch, read=read)
 
@@ -1386,6 +1400,8 @@ class Messenger:
                 ReceiptEvent(cid, name, user_id, device_id, kind, tuple(sorted(ids)), tuple(seqs))
             )
             return
+        if isinstance(content, Control) and content.kind == Control.REDISTRIBUTE:
+            return  # the engine took it: this device answers in _redistribute
         if isinstance(content, Control) and content.kind == ROOM_PROFILE:
             self._room_profile(record, content, received, batch)
             return
