@@ -18,8 +18,18 @@ def _default_data_dir() -> Path:
     return Path(base) / "sotto" / "local"
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sotto")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sotto", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sotto {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     local = commands.add_parser("local", help="run the whole backend on this machine")

@@ -173,3 +173,31 @@ def test_commands_work_beside_a_running_listener(
     # The profile is whole afterwards: kim got lee's message, nothing shows twice.
     assert "from lee beside the listener" in run(capsys, "listen", "--once", "--profile", "kim")
     assert "to the listener" not in run(capsys, "listen", "--once", "--profile", "lee")
+
+
+def test_a_hostile_message_reaches_the_screen_inert_and_json_exact(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    users = {}
+    for name in ("mallory", "victim"):
+        code = invite(stack, handle=name)["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
+        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    hostile = "\x1b[2J\x1b]0;pwned\x07ok\r\n[2026-12-01 10:00:00 UTC] <usr-boss> \x9b31m\u202eevil"
+    run(capsys, "send", users["victim"], hostile, "--profile", "mallory")
+    shown = run(capsys, "listen", "--once", "--profile", "victim")
+    assert not [c for c in shown if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) < 0xA0]
+    assert "\u202e" not in shown
+    first, forged = [line for line in shown.splitlines() if "ok" in line or "usr-boss" in line]
+    assert first.endswith("\\x1b[2J\\x1b]0;pwned\\x07ok")
+    assert forged.startswith("   | [2026-12-01")  # a continuation, not a line from usr-boss
+    run(capsys, "send", users["victim"], hostile, "--profile", "mallory")
+    lines = run(capsys, "listen", "--once", "--json", "--profile", "victim").splitlines()
+    [message] = [m for m in map(json.loads, lines) if m["type"] == "message"]
+    assert message["text"] == hostile

@@ -8,6 +8,8 @@ stderr with exit code 1 (2 for usage errors); never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,6 +26,7 @@ from .fingerprints import identity_fingerprint
 from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
 from .render import format_time, render, render_json, render_table
+from .sanitize import sanitize_block
 from .server import ServerConfig, resolve_server
 from .ui import ConsoleUi
 
@@ -37,16 +40,27 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("sotto: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `sotto listen | head`: the reader left, which is not an error. Point stdout at
+        # /dev/null so the interpreter's last flush does not complain about it either.
+        with contextlib.suppress(OSError, ValueError):  # no real stdout: nothing to flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except ClientError as exc:
-        print(f"sotto: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except KeystoreError as exc:
-        print(f"sotto: {exc.detail or exc.code.replace('_', ' ')}", file=sys.stderr)
+        _error(exc.detail or exc.code.replace("_", " "))
         return 1
     except ProtocolError as exc:
-        print(f"sotto: {exc}", file=sys.stderr)
+        _error(str(exc))
         return 1
     return 0
+
+
+def _error(text: str) -> None:
+    # Details can quote the server or a peer: sanitised like any remote string.
+    print(sanitize_block(text, "sotto: "), file=sys.stderr)
 
 
 def _server(spec: str) -> ServerConfig:

@@ -1,7 +1,8 @@
 """What a ``Messenger`` reports as it receives: messages, receipts, notices.
 
-Each event has ``to_json()`` (the ``sotto listen --json`` line) and ``text()``
-(the human line). Ids are hex; times are epoch milliseconds.
+Each event has ``to_json()`` (the ``sotto listen --json`` line) and
+``text_line()`` (the human lines: every string from the network sanitised,
+a message's own line breaks shown as continuation lines). Ids are hex; times are epoch milliseconds.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .render import format_time
+from .sanitize import sanitize, sanitize_block
 
 __all__ = ["Event", "MessageEvent", "NoticeEvent", "ReceiptEvent"]
 
@@ -52,7 +54,8 @@ class MessageEvent:
         if self.burn_after_read_s:
             timers.append(f"burns {self.burn_after_read_s}s after reading")
         extra = f"  [{', '.join(timers)}]" if timers else ""
-        return f"[{when}] {self.conversation} <{self.sender_user_id}> {self.text}{extra}"
+        first = f"[{when}] {sanitize(self.conversation)} <{sanitize(self.sender_user_id)}> "
+        return sanitize_block(self.text, first) + extra
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ class ReceiptEvent:
 
     def text_line(self) -> str:
         which = ", ".join(f"#{s}" for s in self.seqs) or f"{len(self.message_ids)} message(s)"
-        return f"  {self.conversation}: {self.receipt} by {self.from_user_id} ({which})"
+        who = sanitize(self.from_user_id)
+        return f"  {sanitize(self.conversation)}: {self.receipt} by {who} ({which})"
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,8 @@ class NoticeEvent:
         }
 
     def text_line(self) -> str:
-        where = f"{self.conversation_id}: " if self.conversation_id else ""
-        return f"! {where}{self.detail}"
+        where = f"{sanitize(self.conversation_id)}: " if self.conversation_id else ""
+        return sanitize_block(self.detail, f"! {where}")
 
 
 Event = MessageEvent | ReceiptEvent | NoticeEvent

@@ -27,6 +27,7 @@ from .events import Event
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
 from .render import format_time, render_json, render_table
+from .sanitize import sanitize
 
 __all__ = ["MESSAGING_HANDLERS"]
 
@@ -83,7 +84,8 @@ def _chat(args: argparse.Namespace) -> None:
     with _messenger(args) as messenger:
         cid = messenger.resolve(args.target)
         record = messenger.state.conversations[cid]
-        print(f"chat with {messenger.display_name(record)}: type and press Enter; Ctrl-D ends")
+        name = sanitize(messenger.display_name(record))
+        print(f"chat with {name}: type and press Enter; Ctrl-D ends")
         _emit((e for e in messenger.sync(read=True) if _here(e, cid)), False)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from .sanitize import sanitize
+
 __all__ = ["format_time", "render", "render_json", "render_table"]
 
 # Keys and certificates are kilobytes of base64: noise on a terminal, kept for --json.
@@ -35,9 +37,11 @@ def _scalar(key: str, value: Any) -> str:
         return format_time(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, str | int | float):
+    if isinstance(value, str):
+        return sanitize(value)  # a handle, a name, a detail: from the network
+    if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value, sort_keys=True)
+    return sanitize(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
 
 def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -48,7 +52,7 @@ def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
         columns.extend(k for k in row if k not in columns and not isinstance(row[k], list | dict))
     cells = [[_scalar(c, row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines = ["  ".join(sanitize(c).upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -57,14 +61,14 @@ def render(value: Mapping[str, Any]) -> str:
     """Scalars as ``key  value`` lines, then each list of objects as a titled table."""
     scalars = {k: v for k, v in value.items() if not isinstance(v, list | dict)}
     width = max((len(k) for k in scalars), default=0)
-    lines = [f"{k.ljust(width)}  {_scalar(k, v)}" for k, v in scalars.items()]
+    lines = [f"{sanitize(k).ljust(width)}  {_scalar(k, v)}" for k, v in scalars.items()]
     for key, item in value.items():
         if isinstance(item, dict):
-            lines += ["", f"{key}:", *("  " + line for line in render(item).splitlines())]
+            lines += ["", f"{sanitize(key)}:", *("  " + line for line in render(item).splitlines())]
         elif isinstance(item, list):
             if all(isinstance(row, dict) for row in item):
                 table = render_table(item)
             else:
                 table = "\n".join(_scalar(key, v) for v in item) or "(none)"
-            lines += ["", f"{key}:", *("  " + line for line in table.splitlines())]
+            lines += ["", f"{sanitize(key)}:", *("  " + line for line in table.splitlines())]
     return "\n".join(lines).strip("\n")
