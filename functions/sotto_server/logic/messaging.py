@@ -368,7 +368,16 @@ def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -
         messages.extend(
             m for m in page if m.sender_device != caller.device_id and _live(m, now_ms, created_at)
         )
-    header = {"action": "sync", "id": request.id, "more": more, "through": through}
+    # Each paged conversation's roster version: a device that was away learns the
+    # membership moved (a join, a leave, a new device) before it reads what followed.
+    rosters = {cid: heads[cid].roster_version for cid in through}
+    header = {
+        "action": "sync",
+        "id": request.id,
+        "more": more,
+        "through": through,
+        "rosters": rosters,
+    }
     return Outcome(
         replies=paginate_lists(
             header,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
-from sotto.protocol.content import Content, Control, Receipt, Text
+from sotto.protocol.content import Content, Control, Receipt, Text, parse_content
 from sotto.protocol.conversation import (
     Address,
     Conversation,
@@ -127,6 +127,8 @@ _ACTIONS: dict[type[Change], str] = {
 MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
 ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
+# Refusals that may pass: a prepared message stays in the outbox for the next command.
+RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
@@ -707,6 +709,8 @@ class Messenger:
         reported; joins, leaves and new devices are reported too (``notices``).
         """
         parts = self._call_parts("conversation_devices", conversation_id=cid)
+        versions = [v for p in parts if isinstance(v := p.get("roster_version"), int)]
+        version = max(versions, default=0)
         now = self._clock()
         identities: dict[str, IdentityPublicKey] = {}
         for part in parts:
@@ -762,6 +766,7 @@ class Messenger:
             operations if state is not None else operations[-1:],
             [r for r in change.refused if known.get(r.address) != r.code],
         )
+        record.roster_version = version
         self._dirty = True
         return conversation
 
@@ -936,6 +941,9 @@ class Messenger:
             chain_id=outgoing.header.chain_id,
             distributions=[d.data for d in outgoing.distributions],
             to_user=to_user,
+            content=content.serialize(),
+            expires_at=outgoing.header.expires_at,
+            burn_after_read_s=outgoing.header.burn_after_read_s,
         )
         record.outbox.append(item)
         if isinstance(content, Text):
@@ -1059,18 +1067,61 @@ class Messenger:
 
     @_operation
     def flush_outbox(self) -> list[SentMessage]:
-        """Send what a previous run prepared but could not confirm (same bytes)."""
+        """Send what a previous run prepared but could not confirm (same bytes).
+
+        A message is never dropped without a word: refused because the roster
+        moved, it is prepared again for the new roster and sent; refused for
+        a reason that may pass (rate limit, server error), it stays for the
+        next run; refused for good, a notice says which message was not sent.
+        """
         sent = []
         for item in list(self.state.outbox):
+            cid = item.conversation_id
+            if item.expires_at and item.expires_at <= self._clock():
+                self._record(cid).outbox.remove(item)
+                self._forget_sent(cid, item.message_id)
+                self._dirty = True
+                self._notices.append(
+                    NoticeEvent(cid, "expired", "a message prepared earlier expired unsent")
+                )
+                continue
             try:
                 sent.append(self._deliver(item))
             except FrameError as exc:
-                self._record(item.conversation_id).outbox.remove(item)
-                self._forget_sent(item.conversation_id, item.message_id)
+                if exc.code in RETRY_LATER:
+                    raise  # kept in the outbox: the next command sends the same bytes
+                self._record(cid).outbox.remove(item)
+                self._forget_sent(cid, item.message_id)
                 self._dirty = True
-                if exc.code != "stale_devices":
-                    raise
+                if exc.code == "stale_devices" or exc.action == "distribute":
+                    again = self._prepare_again(item, exc)
+                    if again is not None:
+                        sent.append(again)
+                    continue
+                self._notices.append(
+                    NoticeEvent(cid, exc.code, f"a message prepared earlier was not sent: {exc}")
+                )
         return sent
+
+    def _prepare_again(self, item: OutboxItem, exc: FrameError) -> SentMessage | None:
+        """A prepared message the moved roster made stale, prepared and sent anew."""
+        cid = item.conversation_id
+        if not item.content:
+            return None  # prepared by a version that kept no content
+        now = self._clock()
+        if item.expires_at and item.expires_at <= now:
+            self._notices.append(
+                NoticeEvent(cid, "expired", "a message prepared earlier expired unsent")
+            )
+            return None
+        self.refresh(cid)
+        self._refuse_ghosts(cid, exc)
+        self._engine(cid).request_rotation()
+        timers = MessageTimers(
+            expires_in_ms=item.expires_at - now if item.expires_at else 0,
+            burn_after_read_s=item.burn_after_read_s,
+        )
+        return self.send(cid, parse_content(item.content), timers=timers, to_user=item.to_user)
 
     # -- receiving -------------------------------------------------------------------
 
@@ -1096,9 +1147,39 @@ class Messenger:
                 for cid, seq in (part.get("through") or {}).items():
                     if isinstance(seq, int):
                         through[str(cid)] = max(through.get(str(cid), 0), seq)
+            rosters: dict[str, int] = {}
+            for part in parts:
+                for cid, version in (part.get("rosters") or {}).items():
+                    if isinstance(version, int):
+                        rosters[str(cid)] = version
+            events += self._roster_moved(rosters)
             events += self._receive(mail, messages, read=read, complete=not more, through=through)
             if not more:
                 return events
+
+    def _roster_moved(self, rosters: dict[str, int]) -> list[Event]:
+        """Verify again the membership of known conversations whose roster moved meanwhile.
+
+        Pushes tell an online device; a device that was away hears of a join,
+        a leave or a new device here, from the verified log, before it reads
+        the messages that followed.
+        """
+        events: list[Event] = []
+        for cid, version in rosters.items():
+            record = self.state.conversations.get(cid)
+            if record is None or record.left or version == record.roster_version:
+                continue
+            if record.state is None and cid not in self._live:
+                continue  # never verified here: the first message's refresh verifies it
+            try:
+                self.refresh(cid)
+            except MessagingError as exc:
+                events.append(NoticeEvent(cid, "bad_membership_log", str(exc)))
+            except FrameError as exc:
+                events.append(
+                    NoticeEvent(cid, exc.code, f"could not read the membership log: {exc}")
+                )
+        return events + self._drain_notices()
 
     def poll(self, timeout: float, *, read: bool = False) -> list[Event]:
         """Wait up to ``timeout`` s for pushes (unlocked); process every one that is waiting.

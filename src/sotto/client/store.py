@@ -117,6 +117,7 @@ class ConversationRecord:
     topic: str = ""
     profile_at: int = 0
     left: bool = False  # this user left or was removed
+    roster_version: int = 0  # the server's, when this device last verified the membership
     outbox: list[OutboxItem] = field(default_factory=list)
 
     def mark_seen(self, seq: int) -> None:
@@ -160,6 +161,7 @@ class ConversationRecord:
             "topic": self.topic,
             "profile_at": self.profile_at,
             "left": self.left,
+            "roster_version": self.roster_version,
             "outbox": [o.to_json() for o in self.outbox],
         }
 
@@ -182,6 +184,7 @@ class ConversationRecord:
             topic=data.get("topic", ""),
             profile_at=data.get("profile_at", 0),
             left=data.get("left", False),
+            roster_version=data.get("roster_version", 0),
             outbox=[OutboxItem.from_json(o) for o in data.get("outbox", [])],
         )
 
@@ -197,6 +200,11 @@ class OutboxItem:
     distributions: list[bytes]
     to_user: str | None
     distributed: bool = False
+    # What was prepared, so a send the server refuses for a moved roster can be prepared
+    # again for the new one rather than lost (sealed with the rest of the state).
+    content: bytes = b""
+    expires_at: int = 0  # absolute, ms; 0 = never
+    burn_after_read_s: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -207,6 +215,9 @@ class OutboxItem:
             "distributions": [b64e(d) for d in self.distributions],
             "to_user": self.to_user,
             "distributed": self.distributed,
+            "content": b64e(self.content),
+            "expires_at": self.expires_at,
+            "burn_after_read_s": self.burn_after_read_s,
         }
 
     @classmethod
@@ -219,6 +230,9 @@ class OutboxItem:
             distributions=[b64d(d, "outbox distribution") for d in data["distributions"]],
             to_user=data["to_user"],
             distributed=data["distributed"],
+            content=b64d(data.get("content", ""), "outbox content"),
+            expires_at=data.get("expires_at", 0),
+            burn_after_read_s=data.get("burn_after_read_s", 0),
         )
 
 

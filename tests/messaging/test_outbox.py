@@ -1,0 +1,88 @@
+"""A prepared message is never lost without a word (issue 14, item 12, first cause).
+
+A device prepares a message (its state saved: the message must go out), then
+stops before the server confirms it. Meanwhile the room's roster moves. The
+next command's sync used to drop the message silently on ``stale_devices``;
+now it prepares it again for the new roster and sends it, keeps it through a
+refusal that may pass, and names a message it cannot send.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from sotto.client.events import MessageEvent, NoticeEvent
+from sotto.protocol.content import Text
+from sotto.protocol.conversation import MessageTimers
+from sotto_server.dal.conversations import ConversationsStore
+from tests.support.people import Seeded, add_device, messenger_for, seed_person
+from tests.support.stack import Stack, admin
+
+
+@pytest.fixture(scope="module")
+def network(stack: Stack) -> str:
+    return str(admin(stack, "POST", "/networks", {"name": "Outbox"})["network_id"])
+
+
+def texts(events: Sequence[object]) -> list[str]:
+    return [e.text for e in events if isinstance(e, MessageEvent)]
+
+
+def prepared_then_crash(stack: Stack, home: Path, alice: Seeded, cid: str, text: str, **t: int):
+    """Prepare and save, then stop before anything is sent (a crash, a dropped network)."""
+    with messenger_for(stack, home, alice.devices[0]) as messenger:
+        messenger._prepare(cid, Text(text), timers=MessageTimers(**t), to_user=None)
+        messenger.save()
+        assert len(messenger.state.outbox) == 1
+
+
+def wait_for_roster(stack: Stack, cid: str, entry: str) -> None:
+    store = ConversationsStore(stack.client("dynamodb"), stack.table("MessagesTable"))
+    deadline = time.monotonic() + 30
+    while entry not in store.roster(cid):
+        assert time.monotonic() < deadline, f"{entry} never joined the roster"
+        time.sleep(0.2)
+
+
+def test_a_prepared_message_survives_a_roster_change(stack, network, tmp_path: Path):
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        cid = messenger.create_room("ops", [bob.user_id])
+        messenger.send_text("#ops", "first")
+    prepared_then_crash(stack, tmp_path, alice, cid, "prepared before the laptop")
+    laptop = add_device(stack, bob)
+    wait_for_roster(stack, cid, f"{bob.user_id}/{laptop.device_id}")
+
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.sync()  # flushes the outbox first: stale_devices, prepared again, sent
+        assert messenger.state.outbox == []
+        [kept] = [m for m in messenger.history(cid) if m.text == "prepared before the laptop"]
+        assert kept.seq is not None
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == ["first", "prepared before the laptop"]
+    with messenger_for(stack, tmp_path, laptop) as messenger:
+        assert texts(messenger.sync()) == ["prepared before the laptop"]
+
+
+def test_a_prepared_message_that_expired_meanwhile_is_named_not_sent(
+    stack, network, tmp_path: Path
+):
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        cid = messenger.create_room("ops", [bob.user_id])
+        messenger.send_text("#ops", "first")
+    prepared_then_crash(stack, tmp_path, alice, cid, "short-lived", expires_in_ms=1500)
+    laptop = add_device(stack, bob)
+    wait_for_roster(stack, cid, f"{bob.user_id}/{laptop.device_id}")
+    time.sleep(1.6)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        events = messenger.sync()
+        assert messenger.state.outbox == []
+    assert any(
+        isinstance(e, NoticeEvent) and e.code == "expired" and "prepared earlier" in e.detail
+        for e in events
+    ), events
