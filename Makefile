@@ -21,7 +21,7 @@ node_modules/.installed: package.json
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/sotto local up $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(BIN)/sotto local up $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(FRESH),--fresh) $(if $(VERBOSE),--verbose)
 
 test: lint typecheck pytest
 

@@ -227,7 +227,9 @@ class BenchStack:
         setattr(local_stack, "LocalFunctions", _TrackedFunctions)  # noqa: B010
         try:
             data_dir = Path(self._exit.enter_context(tempfile.TemporaryDirectory()))
-            self._stack = local_stack.LocalStack(data_dir, rate_limit_scale=self.rate_limit_scale)
+            self._stack = local_stack.LocalStack(
+                data_dir, rate_limit_scale=self.rate_limit_scale, persist=False
+            )
             self.endpoints = self.run(self._stack.start())
             self._exit.callback(lambda: self.run(self._stack.stop()))
         finally:

@@ -71,7 +71,16 @@ def main() -> None:
         }
         stack_dir = root / "stack"
         stack = subprocess.Popen(
-            [sys.executable, "-m", "sotto.cli", "local", "up", "--data-dir", str(stack_dir)],
+            [
+                sys.executable,
+                "-m",
+                "sotto.cli",
+                "local",
+                "up",
+                "--ephemeral",
+                "--data-dir",
+                str(stack_dir),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -40,7 +40,24 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help=f"where endpoints.json is written (default: {_default_data_dir()})",
+        help=f"where state and endpoints.json live (default: {_default_data_dir()})",
+    )
+    kept = up.add_mutually_exclusive_group()
+    kept.add_argument(
+        "--fresh", action="store_true", help="discard the saved state and start empty"
+    )
+    kept.add_argument(
+        "--ephemeral", action="store_true", help="keep nothing: no state is read or saved"
+    )
+    up.add_argument(
+        "--save-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="save the state this often too (always on Ctrl-C); default 30",
+    )
+    up.add_argument(
+        "--verbose", action="store_true", help="print the handlers' JSON logs (quiet by default)"
     )
     # Shorter limits let a client's reconnect logic be exercised in seconds.
     up.add_argument(
@@ -262,10 +279,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0 < args.rate_limit_scale <= 10_000:
             print("sotto: --rate-limit-scale must be in (0, 10000]", file=sys.stderr)
             return 2
+        if args.save_every <= 0:
+            print("sotto: --save-every must be positive", file=sys.stderr)
+            return 2
         limits = GatewayLimits(
             idle_timeout_seconds=args.idle_timeout, max_connection_seconds=args.max_connection
         )
-        return run(args.data_dir or _default_data_dir(), args.port, limits, args.rate_limit_scale)
+        return run(
+            args.data_dir or _default_data_dir(),
+            args.port,
+            limits,
+            args.rate_limit_scale,
+            persist=not args.ephemeral,
+            fresh=args.fresh,
+            save_every_s=args.save_every,
+            verbose=args.verbose,
+        )
     # Imported here: `local up` must not pay for (or depend on) the client.
     from sotto.client.commands import run_command
 

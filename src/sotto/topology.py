@@ -414,7 +414,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         },
         manages_connections=True,
         connection_methods=_ANSWER_OR_CUT_OFF,
-        purpose="Key directory: publish prekeys, fetch key bundles, list devices, link devices.",
+        purpose="Key directory: prekeys, key bundles, devices, finding users, linking devices.",
     ),
     FunctionSpec(
         name="conversations",
@@ -547,6 +547,7 @@ KEY_ROUTES = (
     "prekey_status",
     "fetch_bundles",
     "list_devices",
+    "lookup_user",
     "link_create",
     "link_pending",
     "link_approve",

@@ -148,6 +148,10 @@ TARGETED = [
     ("membership_log", "carol", "conversation", "not_found"),
     ("identities", "bob", "alice", "found"),
     ("identities", "carol", "alice", "unknown"),  # across networks: not even its key
+    ("lookup_user", "bob", "alice", "user"),
+    ("lookup_user", "alice", "alice", "user"),
+    ("lookup_user", "carol", "alice", "not_found"),  # across networks: as if unknown
+    ("lookup_user", "carol", "handle of alice", "not_found"),
 ]
 
 
@@ -206,6 +210,8 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
         fields = {"conversation_id": world[f"{target}_id"]}
     elif route in ("create_conversation", "identities"):
         fields = {}
+    elif target == "handle of alice":
+        fields = {"handle": world["alice"].handle}
     elif route == "fetch_bundles":
         fields = {
             "devices": [{"user_id": world[target].user_id, "device_id": world[target].device_id}]

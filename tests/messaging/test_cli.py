@@ -201,3 +201,35 @@ def test_a_hostile_message_reaches_the_screen_inert_and_json_exact(
     lines = run(capsys, "listen", "--once", "--json", "--profile", "victim").splitlines()
     [message] = [m for m in map(json.loads, lines) if m["type"] == "message"]
     assert message["text"] == hostile
+
+
+def test_people_by_handle_without_contacts(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    names = {"gwen": f"gwen-{tmp_path.name[-6:]}".lower(), "hal": f"hal-{tmp_path.name[-6:]}"}
+    names = {
+        k: "".join(c for c in v.lower() if c.isalnum() or c in "-._") for k, v in names.items()
+    }
+    ids = {}
+    for person, handle in names.items():
+        code = invite(stack, handle=handle)["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", person)
+        ids[person] = json.loads(run(capsys, "whoami", "--profile", person, "--json"))["user_id"]
+
+    out = run(capsys, "send", names["hal"], "found you by handle", "--profile", "gwen")
+    assert out.startswith(f"sent #1 to {names['hal']}")
+    shown = run(capsys, "listen", "--once", "--profile", "hal")
+    assert f"<{names['gwen']}> found you by handle" in shown  # a name, not a usr- id
+    assert ids["gwen"] not in shown
+    out = run(capsys, "send", names["gwen"], "and back", "--profile", "hal")  # no contacts either
+    assert out.startswith("sent #")
+    listed = json.loads(run(capsys, "conversations", "--json", "--profile", "gwen"))
+    assert [row["name"] for row in listed] == [names["hal"]]
+    assert main(["send", "nobody-at-all", "hi", "--profile", "gwen"]) == 1
+    assert "no user 'nobody-at-all' in this network" in capsys.readouterr().err

@@ -79,7 +79,13 @@ def aws_client(service: Any, endpoint: str) -> Any:
 
 
 @contextmanager
-def running_stack(data_dir: Path, *extra: str, rate_limit_scale: float = 100.0) -> Iterator[Stack]:
+def running_stack(
+    data_dir: Path,
+    *extra: str,
+    rate_limit_scale: float = 100.0,
+    persist: bool = False,
+    verbose: bool = True,
+) -> Iterator[Stack]:
     """Start ``sotto local up`` in a subprocess; stop it with SIGINT afterwards."""
     log_path = data_dir / "stack.log"
     log = log_path.open("wb")
@@ -89,7 +95,11 @@ def running_stack(data_dir: Path, *extra: str, rate_limit_scale: float = 100.0) 
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "sotto.cli", "local", "up", "--data-dir", str(data_dir)),
-            *("--rate-limit-scale", str(rate_limit_scale), *extra),
+            *("--rate-limit-scale", str(rate_limit_scale)),
+            # The suite reads the handlers' logs (plaintext scans); restarts are asked for.
+            *(("--verbose",) if verbose else ()),
+            *(() if persist else ("--ephemeral",)),
+            *extra,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -121,6 +131,7 @@ class SeededDevice:
     key: ec.EllipticCurvePrivateKey
     identity: IdentityKeyPair | None = None
     secrets: DeviceSecrets | None = None
+    handle: str = ""
 
     def token(self, audience: str, *, now: int | None = None, nonce: bytes | None = None) -> str:
         return connect_token.issue(
@@ -218,7 +229,8 @@ def seed_device(
     Each enrollment comes from its own loopback address, as people enroll
     from their own devices (the per-IP limits hold at any scale).
     """
-    invited = invite(stack, network_id)
+    handle = f"user-{secrets.token_hex(4)}"
+    invited = invite(stack, network_id, handle)
     identity = IdentityKeyPair.generate()
     device_id = f"dev-{secrets.token_hex(6)}"
     now_ms = int(time.time() * 1000)
@@ -245,6 +257,7 @@ def seed_device(
         key=device.signing_key.key,
         identity=identity,
         secrets=device,
+        handle=handle,
     )
 
 

@@ -185,6 +185,11 @@ class DirectoryStore(SingleTableStore):
             used=item.get("used", {}).get("BOOL", False),
         )
 
+    def find_handle(self, network_id: str, handle: str) -> str | None:
+        """The user id a handle of the network belongs to (reserved at its invite)."""
+        item = self._get(f"HANDLE#{network_id}#{handle}", "HANDLE")
+        return None if item is None else _s(item, "user_id")
+
     def get_user(self, user_id: str) -> UserRecord | None:
         item = self._get(f"USER#{user_id}", "USER")
         return None if item is None else _user(user_id, item)

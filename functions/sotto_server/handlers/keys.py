@@ -27,6 +27,7 @@ def routes() -> dict[str, Route]:
         LinkCreateRequest,
         LinkPendingRequest,
         ListDevicesRequest,
+        LookupUserRequest,
         PrekeyStatusRequest,
         PublishPrekeysRequest,
     )
@@ -36,6 +37,7 @@ def routes() -> dict[str, Route]:
         "prekey_status": (PrekeyStatusRequest, logic.prekey_status),
         "fetch_bundles": (FetchBundlesRequest, logic.fetch_bundles),
         "list_devices": (ListDevicesRequest, logic.list_devices),
+        "lookup_user": (LookupUserRequest, logic.lookup_user),
         "link_create": (LinkCreateRequest, logic.link_create),
         "link_pending": (LinkPendingRequest, logic.link_pending),
         "link_approve": (LinkApproveRequest, logic.link_approve),

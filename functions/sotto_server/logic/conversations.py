@@ -609,6 +609,7 @@ def conversation_devices(
         {
             "user_id": member.user_id,
             "role": member.role,
+            "handle": users[member.user_id].handle,
             "identity_key": b64(users[member.user_id].identity_key),
         }
         for member in members

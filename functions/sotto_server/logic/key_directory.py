@@ -38,6 +38,7 @@ from .requests import (
     LinkCreateRequest,
     LinkPendingRequest,
     ListDevicesRequest,
+    LookupUserRequest,
     PrekeyStatusRequest,
     PublishPrekeysRequest,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "link_create",
     "link_pending",
     "list_devices",
+    "lookup_user",
     "prekey_status",
     "publish_prekeys",
 ]
@@ -216,6 +218,38 @@ def list_devices(
         "identity_key": b64(user.identity_key),
     }
     return Outcome(replies=paginate_lists(header, {"devices": devices}))
+
+
+def lookup_user(
+    stores: Stores, caller: Principal, request: LookupUserRequest, now_ms: int
+) -> Outcome:
+    """A person of the caller's network by handle (or a user id's handle), with their key.
+
+    Another network's users, invited handles not yet enrolled and unknown
+    handles all answer the same ``not_found``. The identity key is what the
+    client pins on first contact; safety numbers remain how people verify it.
+    """
+    rid = request.id
+    _limit(stores, "lookup_device", caller.device_id, now_ms, rid)
+    user_id = request.user_id
+    if request.handle is not None:
+        user_id = stores.directory.find_handle(caller.network_id, request.handle)
+        if user_id is None:
+            raise Refused(ErrorCode.NOT_FOUND, "no such user", rid)
+    assert user_id is not None  # the model holds exactly one of the two
+    user = _peer(stores, caller, user_id, rid)
+    return Outcome(
+        replies=[
+            {
+                "action": "user",
+                "id": rid,
+                "user_id": user.user_id,
+                "handle": user.handle,
+                "status": user.status,
+                "identity_key": b64(user.identity_key),
+            }
+        ]
+    )
 
 
 def link_create(

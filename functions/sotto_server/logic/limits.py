@@ -65,6 +65,11 @@ LIMITS: dict[str, Limit] = {
         ),
         # Identity keys are looked up before a room is created or grown, pinned after.
         Limit("identities_device", "device", 600, 600, "users looked up (`identities`)"),
+        # People are found by handle at a human pace; a script walking a network's
+        # handles gets a few hundred an hour, not the directory.
+        Limit(
+            "lookup_device", "device", 60, 600, "users looked up by handle or id (`lookup_user`)"
+        ),
         Limit("sync_device", "device", 600, 60, "`sync`"),
         Limit("ack_device", "device", 600, 60, "`ack`"),
     )

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from .errors import ErrorCode, Refused
@@ -45,6 +46,7 @@ __all__ = [
     "LinkStatusRequest",
     "ListConversationsRequest",
     "ListDevicesRequest",
+    "LookupUserRequest",
     "MembershipLogRequest",
     "PingRequest",
     "PrekeyStatusRequest",
@@ -154,6 +156,20 @@ class FetchBundlesRequest(_Frame):
 class ListDevicesRequest(_Frame):
     action: Literal["list_devices"]
     user_id: Id
+
+
+class LookupUserRequest(_Frame):
+    """A user of the caller's network by handle, or a user id's handle: exactly one."""
+
+    action: Literal["lookup_user"]
+    handle: Handle | None = None
+    user_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> LookupUserRequest:
+        if (self.handle is None) == (self.user_id is None):
+            raise ValueError("give exactly one of handle and user_id")
+        return self
 
 
 class LinkCreateRequest(_Frame):

@@ -37,6 +37,7 @@ __all__ = [
     "PassphraseError",
     "ProfileError",
     "ServerResolutionError",
+    "ServerUnreachable",
     "SessionError",
     "TransportError",
     "TrustError",
@@ -91,6 +92,10 @@ class ApiError(ClientError):
 
 class SessionError(ClientError):
     pass
+
+
+class ServerUnreachable(SessionError):
+    """No connection could be opened (network down, server stopped): try again later."""
 
 
 class ConnectRefused(SessionError):

@@ -30,6 +30,7 @@ class MessageEvent:
     expires_at: int  # 0 = never
     burn_after_read_s: int  # 0 = off
     outgoing: bool = False  # sent by another device of this user
+    sender: str = ""  # what a person calls the sender: a contact, a handle; else the id
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,7 +38,11 @@ class MessageEvent:
             "conversation_id": self.conversation_id,
             "conversation": self.conversation,
             "seq": self.seq,
-            "sender": {"user_id": self.sender_user_id, "device_id": self.sender_device_id},
+            "sender": {
+                "user_id": self.sender_user_id,
+                "device_id": self.sender_device_id,
+                "name": self.sender or self.sender_user_id,
+            },
             "text": self.text,
             "message_id": self.message_id,
             "timestamp": self.timestamp,
@@ -54,7 +59,8 @@ class MessageEvent:
         if self.burn_after_read_s:
             timers.append(f"burns {self.burn_after_read_s}s after reading")
         extra = f"  [{', '.join(timers)}]" if timers else ""
-        first = f"[{when}] {sanitize(self.conversation)} <{sanitize(self.sender_user_id)}> "
+        who = sanitize(self.sender or self.sender_user_id)
+        first = f"[{when}] {sanitize(self.conversation)} <{who}> "
         return sanitize_block(self.text, first) + extra
 
 
@@ -67,13 +73,18 @@ class ReceiptEvent:
     receipt: str  # delivered | read
     message_ids: tuple[str, ...]
     seqs: tuple[int, ...]  # the seqs of this user's messages it names, where known
+    sender: str = ""  # what a person calls whoever sent the receipt
 
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "receipt",
             "conversation_id": self.conversation_id,
             "conversation": self.conversation,
-            "from": {"user_id": self.from_user_id, "device_id": self.from_device_id},
+            "from": {
+                "user_id": self.from_user_id,
+                "device_id": self.from_device_id,
+                "name": self.sender or self.from_user_id,
+            },
             "receipt": self.receipt,
             "message_ids": list(self.message_ids),
             "seqs": list(self.seqs),
@@ -81,7 +92,7 @@ class ReceiptEvent:
 
     def text_line(self) -> str:
         which = ", ".join(f"#{s}" for s in self.seqs) or f"{len(self.message_ids)} message(s)"
-        who = sanitize(self.from_user_id)
+        who = sanitize(self.sender or self.from_user_id)
         return f"  {sanitize(self.conversation)}: {self.receipt} by {who} ({which})"
 
 

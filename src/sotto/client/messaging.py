@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -126,6 +127,8 @@ _ACTIONS: dict[type[Change], str] = {
 }
 MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
+USER_ID = re.compile(r"usr-[0-9a-f]+")  # as the server makes them (enrollment)
+HANDLE = re.compile(r"[a-z0-9._-]{1,32}")  # as invites give them (docs/api.md)
 ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
@@ -357,14 +360,51 @@ class Messenger:
     # -- conversations ---------------------------------------------------------------
 
     def resolve_user(self, text: str) -> str:
-        """A contact's handle (``sotto contacts``) or a user id."""
-        return self.state.contacts.get(text.removeprefix("@"), text.removeprefix("@"))
+        """A contact (``sotto contacts``), a user id, or a handle of this network.
+
+        A handle this device has not met is looked up (``lookup_user``); the
+        identity key that comes with it is pinned on first contact, and a key
+        that differs from the pinned one is refused (``TrustError``).
+        """
+        name = text.removeprefix("@")
+        if name in self.state.contacts:
+            return self.state.contacts[name]
+        if USER_ID.fullmatch(name):
+            return name
+        handle = name.lower()
+        for user_id, known in self.state.handles.items():
+            if known == handle:
+                return user_id
+        return self.lookup_user(handle)
+
+    @_operation
+    def lookup_user(self, handle: str) -> str:
+        """The user id of ``handle`` in this network, its identity pinned on first contact."""
+        try:
+            answer = self._call("lookup_user", handle=handle)
+        except FrameError as exc:
+            if exc.code == "not_found":
+                raise MessagingError(f"no user {handle!r} in this network") from None
+            raise
+        user_id = str(answer.get("user_id"))
+        if answer.get("handle") != handle or not USER_ID.fullmatch(user_id):
+            raise MessagingError(f"the server's answer for {handle!r} does not match the question")
+        identity = _identity(answer.get("identity_key"))
+        try:
+            self.state.tracker.check(user_id, identity)
+        except IdentityChanged:
+            raise TrustError(user_id, handle) from None
+        self.state.handles[user_id] = handle
+        self._dirty = True
+        return user_id
 
     def name_of(self, user_id: str) -> str:
+        if user_id == self.info.user_id:
+            return "you"
         for handle, known in self.state.contacts.items():
             if known == user_id:
                 return handle
-        return "you" if user_id == self.info.user_id else user_id
+        return self.state.handles.get(user_id, user_id)
 
     @_operation
     def add_contact(self, handle: str, user_id: str) -> None:
@@ -627,6 +667,7 @@ class Messenger:
     @_operation
     def conversations(self) -> list[dict[str, Any]]:
         """The server's list, with this device's labels and last local message."""
+        self.purge()  # a burnt or expired message is no one's last message
         listed = self._call_parts("list_conversations")
         rows: list[dict[str, Any]] = []
         for part in listed:
@@ -720,6 +761,9 @@ class Messenger:
                 if user_id == self.info.user_id and identity != self.local.identity:
                     raise TrustError(user_id, "your own user")
                 identities[user_id] = identity
+                handle = member.get("handle")
+                if isinstance(handle, str) and HANDLE.fullmatch(handle):
+                    self.state.handles[user_id] = handle  # a name to show, never trusted
         devices = [
             member
             for part in parts
@@ -1470,15 +1514,33 @@ class Messenger:
         if isinstance(content, Receipt):
             kind = "read" if content.kind == Receipt.READ else "delivered"
             ids = {m.hex() for m in content.message_ids}
+            # Every device of a user sends its receipt: a person sees one per message and
+            # kind (delivered, then read), from whichever device was first.
+            changed: set[str] = set()
             seqs = []
             for stored in record.history:
                 if stored.outgoing and stored.message_id in ids:
-                    if stored.receipts.get(user_id) != "read":
-                        stored.receipts[user_id] = kind
+                    before = stored.receipts.get(user_id)
+                    if before == "read" or before == kind:
+                        continue
+                    stored.receipts[user_id] = kind
+                    changed.add(stored.message_id)
                     if stored.seq is not None:
                         seqs.append(stored.seq)
+            if not changed:
+                return
+            ids = changed
             batch.events.append(
-                ReceiptEvent(cid, name, user_id, device_id, kind, tuple(sorted(ids)), tuple(seqs))
+                ReceiptEvent(
+                    cid,
+                    name,
+                    user_id,
+                    device_id,
+                    kind,
+                    tuple(sorted(ids)),
+                    tuple(seqs),
+                    sender=self.name_of(user_id),
+                )
             )
             return
         if isinstance(content, Control) and content.kind == Control.REDISTRIBUTE:
@@ -1520,6 +1582,7 @@ class Messenger:
                 expires_at=header.expires_at,
                 burn_after_read_s=header.burn_after_read_s,
                 outgoing=stored.outgoing,
+                sender=self.name_of(user_id),
             )
         )
         if user_id == self.info.user_id:

@@ -3,9 +3,9 @@ verify, contacts.
 
 Naming people and rooms (kept simple on purpose):
 
-* ``USER`` is a user id (``usr-...``) or a handle from this profile's contact
-  list (``sotto contacts add HANDLE USER_ID``); the server never tells one
-  user another's handle, so contacts are local.
+* ``USER`` is a name from this profile's contacts (``sotto contacts add NAME
+  USER_ID``), a user id (``usr-...``), or a handle of the network, looked up
+  once (``lookup_user``) with the identity key pinned on first contact.
 * ``#ROOM`` is a local label given with ``sotto room create`` (or ``sotto
   room name`` for a room someone else created); the server knows rooms only
   by opaque ids, and labels never leave this device.
@@ -18,12 +18,14 @@ import json
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterable
 
 from sotto.protocol.content import Text
 
 from .errors import UsageError
-from .events import Event
+from .events import Event, MessageEvent
+from .listening import follow
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
 from .render import format_time, render_json, render_table
@@ -64,11 +66,25 @@ def _send(args: argparse.Namespace) -> None:
 
 
 def _listen(args: argparse.Namespace) -> None:
+    # Status lines go to stderr: stdout is the messages, for people and for pipes alike.
+    def say(text: str) -> None:
+        print(f"sotto: {text}", file=sys.stderr, flush=True)
+
     with _messenger(args) as messenger:
         try:
-            _emit(messenger.sync(read=True), args.json)
-            while not args.once:
-                _emit(messenger.poll(1.0, read=True), args.json)
+            events = messenger.sync(read=True)
+            _emit(events, args.json)
+            if args.once:
+                if not any(isinstance(e, MessageEvent) for e in events):
+                    say("nothing new")
+                return
+            say(f"listening as {sanitize(messenger.info.handle)}; Ctrl-C stops")
+            follow(
+                messenger,
+                lambda shown: _emit(shown, args.json),
+                say,
+                sleep=time.sleep,
+            )
         except KeyboardInterrupt:
             pass  # Ctrl-C is how listen ends; the state is saved on the way out
 

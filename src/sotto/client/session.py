@@ -23,7 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 from sotto.protocol import connect_token
 from sotto.protocol.keys import SigningKey
 
-from .errors import ConnectionLost, ConnectRefused, FrameError, SessionError
+from .errors import ConnectionLost, ConnectRefused, FrameError, ServerUnreachable, SessionError
 from .server import ServerConfig
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "MAX_MESSAGE_BYTES", "Session", "join_parts"]
@@ -76,7 +76,7 @@ class Session:
         except InvalidStatus as exc:
             raise ConnectRefused(exc.response.status_code) from None
         except (InvalidHandshake, TimeoutError, OSError) as exc:
-            raise SessionError(f"cannot connect to {server.websocket}: {exc}") from None
+            raise ServerUnreachable(f"cannot connect to {server.websocket}: {exc}") from None
         # Entering it marks the connection as owned by us (websockets 17 warns otherwise);
         # Session.close() is the matching exit. Works the same on websockets 15 and 16.
         return cls(connection.__enter__())

@@ -247,6 +247,9 @@ class MessagingState:
     conversations: dict[str, ConversationRecord] = field(default_factory=dict)
     seen_mail: list[str] = field(default_factory=list)
     contacts: dict[str, str] = field(default_factory=dict)  # handle -> user_id
+    # Handles as the directory gives them (user_id -> handle): names to show and to type,
+    # below the person's own contacts; the identity key, not the handle, is what is pinned.
+    handles: dict[str, str] = field(default_factory=dict)
     # The device's pairwise sessions (docs/protocol.md §16), shared by its conversations.
     sessions: PairwiseSessions = field(default_factory=PairwiseSessions)
 
@@ -273,6 +276,7 @@ class MessagingState:
             "tracker": b64e(self.tracker.serialize()),
             "seen_mail": self.seen_mail,
             "contacts": self.contacts,
+            "handles": self.handles,
             "sessions": b64e(self.sessions.serialize()),
         }
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
@@ -285,6 +289,7 @@ class MessagingState:
             self.tracker = IdentityTracker.parse(b64d(data["tracker"], "identity tracker"))
             self.seen_mail = [str(m) for m in data["seen_mail"]]
             self.contacts = {str(k): str(v) for k, v in data["contacts"].items()}
+            self.handles = {str(k): str(v) for k, v in (data.get("handles") or {}).items()}
             # A state written before sessions has none: the next rotations establish them.
             sessions = data.get("sessions")
             self.sessions = (

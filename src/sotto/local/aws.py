@@ -59,10 +59,10 @@ class _OneAtATime:
 
     def __init__(self, app: Any) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
-        with self._lock:
+        with self.lock:
             return list(self._app(environ, start_response))
 
 
@@ -81,6 +81,7 @@ class MotoServer:
         # werkzeug would print a line for every AWS request the handlers make.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         app = _OneAtATime(DomainDispatcherApplication(create_backend_app))
+        self.lock = app.lock  # held, moto is still: a consistent snapshot (local/state.py)
         self._server = make_server(
             "127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler
         )

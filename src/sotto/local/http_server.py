@@ -65,6 +65,7 @@ class LocalHttpServer:
         *,
         api_id: str,
         stage: str,
+        port: int = 0,
     ) -> None:
         self.gateway = gateway
         self.functions = functions
@@ -72,7 +73,7 @@ class LocalHttpServer:
         self.api_id = api_id
         self.stage = stage
         self.routes = [(route, _compile(route.path)) for route in topology.HTTP_ROUTES]
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         host, port = self._server.server_address[:2]

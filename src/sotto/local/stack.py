@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 
@@ -30,6 +31,9 @@ from .gateway import GatewayLimits, WebSocketGateway
 from .http_server import LocalHttpServer
 from .iam_trace import TRACE_FILE, IamRecorder, carry_context_into_pools
 from .lambdas import LocalFunctions
+from .state import STATE_FILE, SavedState, StateError
+from .state import load as load_state
+from .state import save as save_state
 from .streams import StreamPoller
 
 __all__ = ["API_ID", "STAGE", "Endpoints", "LocalStack", "run"]
@@ -62,21 +66,54 @@ class LocalStack:
         port: int = 0,
         limits: GatewayLimits | None = None,
         rate_limit_scale: float = 1.0,
+        persist: bool = True,
+        fresh: bool = False,
+        save_every_s: float = 30.0,
+        verbose: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.limits = limits
         self.rate_limit_scale = rate_limit_scale
+        self.persist = persist
+        self.fresh = fresh
+        self.save_every_s = save_every_s
+        self.verbose = verbose
+        self.restored = False
+        self._saved: SavedState | None = None
+        self._saver: asyncio.Task[None] | None = None
         self._moto: MotoServer | None = None
         self._http: LocalHttpServer | None = None
         self._gateway: WebSocketGateway | None = None
         self._pollers: list[StreamPoller] = []
 
+    @property
+    def state_path(self) -> Path:
+        return self.data_dir / STATE_FILE
+
     async def start(self) -> Endpoints:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._moto = MotoServer()
+        if self.fresh:
+            self.state_path.unlink(missing_ok=True)
+        saved = load_state(self.state_path) if self.persist else None
+        self.restored = saved is not None
+        ports = saved.ports if saved is not None else {}
+        try:
+            return await self._start(saved, ports)
+        except OSError as exc:
+            if saved is None:
+                raise
+            # Profiles hold the old endpoints: a restored stack must listen where it did.
+            raise StateError(
+                f"cannot listen on the saved ports {sorted(ports.values())} ({exc}); is another"
+                " stack running? Stop it, or start with --fresh (profiles made before then will"
+                " not reach the new one)"
+            ) from None
+
+    async def _start(self, saved: SavedState | None, ports: dict[str, int]) -> Endpoints:
+        self._moto = MotoServer(port=ports.get("aws", 0))
         aws_endpoint = self._moto.start()
-        resources = provision(aws_endpoint, STAGE)
+        resources = saved.resources if saved is not None else provision(aws_endpoint, STAGE)
 
         # What each handler asks of AWS, for the check against the template's roles.
         carry_context_into_pools()
@@ -84,10 +121,19 @@ class LocalStack:
         recorder.install(boto3.DEFAULT_SESSION or _default_session())
         functions = LocalFunctions(STAGE, recorder)
         self._gateway = WebSocketGateway(
-            functions, api_id=API_ID, stage=STAGE, limits=self.limits, port=self.port
+            functions,
+            api_id=API_ID,
+            stage=STAGE,
+            limits=self.limits,
+            port=ports.get("websocket", self.port),
         )
         self._http = LocalHttpServer(
-            self._gateway, functions, asyncio.get_running_loop(), api_id=API_ID, stage=STAGE
+            self._gateway,
+            functions,
+            asyncio.get_running_loop(),
+            api_id=API_ID,
+            stage=STAGE,
+            port=ports.get("http", 0),
         )
         self._http.start()
         websocket = await self._gateway.start()
@@ -97,7 +143,9 @@ class LocalStack:
             resources,
             websocket=websocket,
             rate_limit_scale=self.rate_limit_scale,
+            verbose=self.verbose,
         )
+        positions = saved.positions if saved is not None else {}
         self._pollers = [
             StreamPoller(
                 functions,
@@ -106,13 +154,17 @@ class LocalStack:
                 table_name=resources.tables[spec.stream_source.table],
                 queue_url=resources.queues[spec.stream_source.on_failure_queue],
                 credentials=LOCAL_CREDENTIALS,
+                after_sequence=positions.get(spec.name),
             )
             for spec in topology.FUNCTIONS
             if spec.stream_source is not None
         ]
         for poller in self._pollers:
             poller.start()
-        network = await asyncio.to_thread(_create_default_network, resources)
+        if saved is not None:
+            network = saved.default_network
+        else:
+            network = await asyncio.to_thread(_create_default_network, resources)
 
         endpoints = Endpoints(
             websocket=websocket,
@@ -134,11 +186,44 @@ class LocalStack:
         temporary = path.with_suffix(".json.tmp")
         temporary.write_text(endpoints.to_json())
         temporary.replace(path)  # readers never see a half-written file
+        if self.persist:
+            self._saved = SavedState(
+                resources=resources,
+                default_network=network,
+                ports={
+                    "aws": _port(aws_endpoint),
+                    "websocket": _port(websocket),
+                    "http": _port(self._http.url),
+                },
+                positions={},
+            )
+            await asyncio.to_thread(self.save)  # the first save: a crash now still restarts
+            self._saver = asyncio.create_task(self._save_periodically())
         return endpoints
 
+    def save(self) -> None:
+        """Write the state now (also every ``save_every_s`` and on the way out)."""
+        if self._saved is None or self._moto is None:
+            return
+        # Positions first: the snapshot then holds at least what they name (at least once).
+        self._saved.positions = {p.spec.name: p.position for p in self._pollers if p.position}
+        save_state(self.state_path, self._saved, self._moto.lock)
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.save_every_s)
+            try:
+                await asyncio.to_thread(self.save)
+            except OSError as exc:  # a full disk: say so, keep serving
+                print(f"sotto: could not save the local state: {exc}", file=sys.stderr)
+
     async def stop(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
         for poller in self._pollers:
             await asyncio.to_thread(poller.stop)
+        if self.persist:
+            await asyncio.to_thread(self.save)
         if self._gateway is not None:
             await self._gateway.stop()
         if self._http is not None:
@@ -155,6 +240,7 @@ def _point_handlers_at(
     *,
     websocket: str,
     rate_limit_scale: float,
+    verbose: bool = True,
 ) -> None:
     """Give this process the environment Lambda gives each function."""
     env: dict[str, Any] = {
@@ -170,6 +256,10 @@ def _point_handlers_at(
         "SOTTO_RATE_LIMIT_SCALE": str(rate_limit_scale),
         # The local stage admits the local credentials' caller, and only it.
         "SOTTO_ADMIN_PRINCIPALS": LOCAL_ADMIN_ARN,
+        # Quiet by default: a person at `make run` sees warnings and errors, not every
+        # request's JSON lines (`--verbose` shows them, as CloudWatch would hold them).
+        "POWERTOOLS_LOG_LEVEL": "INFO" if verbose else "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "false" if verbose else "true",
         "POWERTOOLS_SERVICE_NAME": "sotto",
         "POWERTOOLS_METRICS_NAMESPACE": "Sotto",
         **resources.environment(),
@@ -178,6 +268,12 @@ def _point_handlers_at(
     # Credentials from a profile or session token would override the above.
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(name, None)
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
 
 
 def _default_session() -> boto3.session.Session:
@@ -192,7 +288,7 @@ def _physical_tables(resources: LocalResources) -> dict[str, str]:
 
 
 def _create_default_network(resources: LocalResources) -> dict[str, str]:
-    """Every start is a first start (moto keeps state in memory): make a network to invite into."""
+    """A first start (no saved state): make a network to invite into."""
     from sotto_server.dal.directory import DirectoryStore, Network
 
     # A session of its own: the default one is the handlers', and traced as theirs.
@@ -207,20 +303,46 @@ def run(
     port: int = 0,
     limits: GatewayLimits | None = None,
     rate_limit_scale: float = 1.0,
+    *,
+    persist: bool = True,
+    fresh: bool = False,
+    save_every_s: float = 30.0,
+    verbose: bool = False,
 ) -> int:
     """Run until Ctrl-C or SIGTERM; print the endpoints and what to do next."""
 
     async def main() -> None:
-        stack = LocalStack(data_dir, port=port, limits=limits, rate_limit_scale=rate_limit_scale)
+        stack = LocalStack(
+            data_dir,
+            port=port,
+            limits=limits,
+            rate_limit_scale=rate_limit_scale,
+            persist=persist,
+            fresh=fresh,
+            save_every_s=save_every_s,
+            verbose=verbose,
+        )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
-        endpoints = await stack.start()
+        try:
+            endpoints = await stack.start()
+        except StateError as exc:
+            print(f"sotto: {exc}", file=sys.stderr, flush=True)
+            await stack.stop()
+            raise SystemExit(1) from None
         network = endpoints.default_network["network_id"]
         server = shlex.quote(str(data_dir))
+        if not persist:
+            kept = "state: in memory only (--ephemeral); Ctrl-C discards it"
+        elif stack.restored:
+            kept = f"state: restored from {stack.state_path} (--fresh starts empty)"
+        else:
+            kept = f"state: new, saved in {stack.state_path} (kept across restarts)"
         print(
             "Sotto local stack is up\n"
+            f"  {kept}\n"
             f"  websocket  {endpoints.websocket}\n"
             f"  http api   {endpoints.http}\n"
             f"  aws (moto) {endpoints.aws}\n"
@@ -230,7 +352,6 @@ def run(
             "Next, in another terminal (repeat the first two for bob):\n"
             f"  sotto admin --server {server} invite {network} alice\n"
             f"  sotto enroll --server {server} --code CODE --profile alice\n"
-            "  sotto contacts add bob BOB_USER_ID --profile alice\n"
             "  sotto send bob 'hello' --profile alice\n"
             "  sotto listen --profile bob\n"
             "\n"

@@ -103,6 +103,7 @@ class StreamPoller:
         table_name: str,
         queue_url: str,
         credentials: Mapping[str, str],
+        after_sequence: str | None = None,
     ) -> None:
         if spec.stream_source is None:
             raise ValueError(f"{spec.name} has no stream source")
@@ -119,6 +120,8 @@ class StreamPoller:
         dynamodb = session.client("dynamodb", endpoint_url=endpoint)
         self.stream_arn = dynamodb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
         self._queue_url = queue_url
+        # The last record handed to the function: a restarted stack resumes after it.
+        self.position = after_sequence
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"stream-{spec.name}", daemon=True)
 
@@ -135,8 +138,11 @@ class StreamPoller:
         shard = self._streams.describe_stream(StreamArn=self.stream_arn)["StreamDescription"][
             "Shards"
         ][0]["ShardId"]
+        where: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
+        if self.position is not None:
+            where = {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": self.position}
         iterator = self._streams.get_shard_iterator(
-            StreamArn=self.stream_arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+            StreamArn=self.stream_arn, ShardId=shard, **where
         )["ShardIterator"]
         while not self._stop.is_set():
             try:
@@ -152,6 +158,8 @@ class StreamPoller:
             wanted = [r for r in records if any(matches(f, r) for f in self.source.filters)]
             for start in range(0, len(wanted), self.source.batch_size):
                 self._deliver(wanted[start : start + self.source.batch_size], attempt=0)
+            if records and not self._stop.is_set():
+                self.position = str(records[-1]["dynamodb"]["SequenceNumber"])
             if not answer.get("Records"):
                 self._stop.wait(POLL_INTERVAL_S)
 
