@@ -454,7 +454,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         # Fan-out to a large room's online devices takes longer than a lookup.
         timeout_seconds=29,
         memory_mb=1024,
-        purpose="Messages: distribute chain keys, send, sync and acknowledge; fan-out.",
+        purpose=(
+            "Messages: distribute chain keys, send (within the sender's policy), sync, "
+            "acknowledge, the caller's policy; fan-out."
+        ),
     ),
     FunctionSpec(
         name="rosters",
@@ -511,8 +514,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables_write=("DirectoryTable", "ConnectionsTable"),
         dynamodb_actions={
             # Scan: listing networks (few; no index paid on every write for it).
+            # BatchGetItem: policy documents; DeleteItem: leaving a security group.
             "DirectoryTable": (
-                *("GetItem", "Query", "Scan", "PutItem", "UpdateItem", "ConditionCheckItem"),
+                *("GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "UpdateItem"),
+                *("DeleteItem", "ConditionCheckItem"),
             ),
             # Suspension and revocation close every socket of the device: its
             # presence item and its connection records.
@@ -520,9 +525,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             "ConnectionsTable/by_device": ("Query",),
         },
         manages_connections=True,
-        # It never pushes: suspension and revocation close sockets at once.
-        connection_methods=("DELETE",),
-        purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
+        # DELETE: suspension and revocation close sockets at once; POST: a
+        # changed policy is pushed to the online devices it concerns.
+        connection_methods=("POST", "DELETE"),
+        purpose="IAM-authorized HTTP admin API: networks, invites, users, devices, policy.",
     ),
 )
 
@@ -563,7 +569,8 @@ CONVERSATION_ROUTES = (
     "list_conversations",
     "conversation_devices",
 )
-MESSAGE_ROUTES = ("distribute", "send", "sync", "ack")
+# ``policy``: the caller's effective policy, read where sends are checked against it.
+MESSAGE_ROUTES = ("distribute", "send", "sync", "ack", "policy")
 
 WS_ROUTES: tuple[WsRouteSpec, ...] = (
     WsRouteSpec("$connect", "connect"),
@@ -596,4 +603,17 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("POST", "/v1/admin/users/{user_id}/reinstate", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/devices/{device_id}", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/devices/{device_id}/revoke", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/policy", "admin", iam=True),
+    HttpRouteSpec("PUT", "/v1/admin/networks/{network_id}/policy", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/groups", "admin", iam=True),
+    HttpRouteSpec(
+        "PUT", "/v1/admin/networks/{network_id}/groups/{group}/policy", "admin", iam=True
+    ),
+    HttpRouteSpec(
+        "POST", "/v1/admin/networks/{network_id}/groups/{group}/members", "admin", iam=True
+    ),
+    HttpRouteSpec(
+        "POST", "/v1/admin/networks/{network_id}/groups/{group}/members/remove", "admin", iam=True
+    ),
+    HttpRouteSpec("GET", "/v1/admin/users/{user_id}/policy", "admin", iam=True),
 )

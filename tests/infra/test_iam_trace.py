@@ -73,6 +73,7 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         second = open_messenger(home, f"alice{suffix}-2")
         devices.append(second)
         admin(stack, "GET", f"/networks/{network['network_id']}/users")
+        _drive_policy(stack, network["network_id"])
         admin(stack, "GET", f"/users/{alice}")
         admin(stack, "GET", f"/devices/{second.info.device_id}")
         admin(stack, "POST", f"/devices/{second.info.device_id}/revoke")
@@ -86,6 +87,24 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         assert socket.request("no_such_action")["action"] == "error"
         admin(stack, "POST", f"/users/{device.user_id}/suspend")
     admin(stack, "POST", f"/users/{device.user_id}/reinstate")
+
+
+def _drive_policy(stack: Stack, network_id: str) -> None:
+    """Policy and security groups, with a change pushed to an online device."""
+    base = f"/networks/{network_id}"
+    device = seed_device(stack, network_id=network_id)
+    with Socket(stack, device) as socket:
+        assert socket.request("policy")["action"] == "policy"
+        admin(stack, "PUT", f"{base}/policy", {"max_expiry_s": 86400})
+        socket.push("policy")
+    admin(stack, "POST", f"{base}/groups", {"name": "iam"})
+    admin(stack, "PUT", f"{base}/groups/iam/policy", {"max_devices": 5})
+    admin(stack, "POST", f"{base}/groups/iam/members", {"user_ids": [device.user_id]})
+    admin(stack, "GET", f"/users/{device.user_id}/policy")
+    admin(stack, "POST", f"{base}/groups/iam/members/remove", {"user_ids": [device.user_id]})
+    admin(stack, "GET", f"{base}/policy")
+    # Back to no limit: the rest of the scenario sends without expiry.
+    admin(stack, "PUT", f"{base}/policy", {"max_expiry_s": None})
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,10 @@ Single-table layout (access patterns in docs/architecture.md)::
     DEVICE#<device_id>         OTPKCOUNT          how many of those remain
     LINK#<link_id>             LINK               a device-link request
     LINKCODE#<sha256(code)>    LINKCODE           the link a code opens; the code only as a hash
+    NET#<network_id>           POLICY             the network's default policy; version of all
+    NET#<network_id>           GROUP#<name>       a security group and its policy
+    NET#<network_id>           GMEMBER#<g>#<u>    a group's member: list a group (the user's
+                                                  item holds its groups too: ``groups``)
 
 Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 """
@@ -22,12 +26,13 @@ Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
+from ..logic.policy import PolicyDocuments, dump_document, load_document
 from ._single_table import (
     Conflict,
     Item,
@@ -50,6 +55,7 @@ __all__ = [
     "DeviceRecord",
     "DeviceStatus",
     "DirectoryStore",
+    "GroupRecord",
     "Invite",
     "LinkRecord",
     "Network",
@@ -79,6 +85,14 @@ class Network:
 
 
 @dataclass(frozen=True)
+class GroupRecord:
+    network_id: str
+    name: str
+    document: dict[str, Any]
+    created_at: int
+
+
+@dataclass(frozen=True)
 class Invite:
     code_hash: str
     network_id: str
@@ -97,6 +111,8 @@ class UserRecord:
     status: UserStatus
     identity_key: bytes
     created_at: int
+    # The security groups the user belongs to (their policies apply to it).
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -260,6 +276,169 @@ class DirectoryStore(SingleTableStore):
         """The link id behind a code hash (the hash is the lookup key for new devices)."""
         item = self._get(f"LINKCODE#{code_hash}", "LINKCODE")
         return None if item is None else _s(item, "link_id")
+
+    # -- policy and security groups -------------------------------------------------
+
+    def policy_documents(self, network_id: str, groups: Iterable[str]) -> PolicyDocuments:
+        """The network default and the named groups' documents, in one consistent read."""
+        wanted = sorted(groups)
+        keys = [(f"NET#{network_id}", "POLICY")]
+        keys += [(f"NET#{network_id}", f"GROUP#{name}") for name in wanted]
+        items = self._batch_get(keys)
+        network = items.get((f"NET#{network_id}", "POLICY"), {})
+        documents = {
+            name: load_document(item.get("policy", {}).get("S"))
+            for name in wanted
+            if (item := items.get((f"NET#{network_id}", f"GROUP#{name}"))) is not None
+        }
+        return PolicyDocuments(
+            network=load_document(network.get("policy", {}).get("S")),
+            groups=documents,
+            version=int(network.get("version", {"N": "0"})["N"]),
+        )
+
+    def user_groups(self, user_id: str) -> frozenset[str] | None:
+        user = self.get_user(user_id)
+        return None if user is None else user.groups
+
+    def list_groups(self, network_id: str) -> list[GroupRecord]:
+        return [
+            GroupRecord(
+                network_id=network_id,
+                name=_s(item, "sk").removeprefix("GROUP#"),
+                document=load_document(item.get("policy", {}).get("S")),
+                created_at=_n(item, "created_at"),
+            )
+            for item in self._query(f"NET#{network_id}", "GROUP#")
+        ]
+
+    def group_memberships(self, network_id: str, group: str | None = None) -> list[tuple[str, str]]:
+        """(group, user_id) of one group's members, or of every group of the network."""
+        prefix = "GMEMBER#" if group is None else f"GMEMBER#{group}#"
+        found = []
+        for item in self._query(f"NET#{network_id}", prefix):
+            name, _, user_id = _s(item, "sk").removeprefix("GMEMBER#").partition("#")
+            found.append((name, user_id))
+        return found
+
+    def _bump_policy_version(self, network_id: str, now: int) -> TransactWriteItemTypeDef:
+        """Every policy or membership change moves the network's version (clients compare)."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key(f"NET#{network_id}", "POLICY"),
+                "UpdateExpression": "SET updated_at = :now ADD version :one",
+                "ExpressionAttributeValues": {":now": number(now), ":one": number(1)},
+            }
+        }
+
+    def set_network_policy(self, network_id: str, document: Mapping[str, Any], now: int) -> None:
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", "NETWORK"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", "POLICY"),
+                        "UpdateExpression": "SET policy = :p, updated_at = :now ADD version :one",
+                        "ExpressionAttributeValues": {
+                            ":p": {"S": dump_document(document)},
+                            ":now": number(now),
+                            ":one": number(1),
+                        },
+                    }
+                },
+            ],
+            {0: "no_such_network"},
+        )
+
+    def create_group(self, group: GroupRecord) -> None:
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{group.network_id}", "NETWORK"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **key(f"NET#{group.network_id}", f"GROUP#{group.name}"),
+                            "policy": {"S": dump_document(group.document)},
+                            "created_at": number(group.created_at),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+            {0: "no_such_network", 1: "group_exists"},
+        )
+
+    def set_group_policy(
+        self, network_id: str, name: str, document: Mapping[str, Any], now: int
+    ) -> None:
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", f"GROUP#{name}"),
+                        "UpdateExpression": "SET policy = :p",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeValues": {":p": {"S": dump_document(document)}},
+                    }
+                },
+                self._bump_policy_version(network_id, now),
+            ],
+            {0: "no_such_group"},
+        )
+
+    def set_group_member(
+        self, network_id: str, name: str, user_id: str, *, member: bool, now: int
+    ) -> None:
+        """Add a user of the network to a group (member=True) or take it out, atomically."""
+        membership = key(f"NET#{network_id}", f"GMEMBER#{name}#{user_id}")
+        write: TransactWriteItemTypeDef = (
+            {"Put": {"TableName": self._table, "Item": {**membership, "added_at": number(now)}}}
+            if member
+            else {"Delete": {"TableName": self._table, "Key": membership}}
+        )
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", f"GROUP#{name}"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"USER#{user_id}", "USER"),
+                        "UpdateExpression": f"{'ADD' if member else 'DELETE'} #g :g",
+                        "ConditionExpression": "attribute_exists(pk) AND network_id = :n",
+                        "ExpressionAttributeNames": {"#g": "groups"},
+                        "ExpressionAttributeValues": {
+                            ":g": {"SS": [name]},
+                            ":n": {"S": network_id},
+                        },
+                    }
+                },
+                write,
+                self._bump_policy_version(network_id, now),
+            ],
+            {0: "no_such_group", 1: "no_such_user"},
+        )
 
     # -- prekeys --------------------------------------------------------------
 
@@ -847,6 +1026,7 @@ def _user(user_id: str, item: Item) -> UserRecord:
         status=status,
         identity_key=_bytes(item, "identity_key"),
         created_at=_n(item, "created_at"),
+        groups=frozenset(item.get("groups", {}).get("SS", [])),
     )
 
 

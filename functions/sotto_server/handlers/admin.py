@@ -20,23 +20,38 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..aws import connections_client
-from ..logic import admin
+from ..logic import admin, policy_admin
 from ..logic.admin_callers import admitted
 from ..logic.errors import ErrorCode, Refused
+from ..logic.frames import encode
 from ..logic.push import disconnect
-from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
+from ..logic.requests import (
+    CreateNetworkRequest,
+    GroupMembersRequest,
+    GroupRequest,
+    InviteRequest,
+    PolicySettingsRequest,
+    parse_body,
+)
 from ._http import json_body, refused_response
-from ._socket import connections_store
+from ._socket import connections_store, online_pushes, reply
 from ._stores import stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_GROUP = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 
 
 def _id(value: str, what: str) -> str:
     if not _ID.match(value):
         raise Refused(ErrorCode.BAD_REQUEST, f"{what} must be 1-64 URL-safe characters")
+    return value
+
+
+def _group(value: str) -> str:
+    if not _GROUP.match(value):
+        raise Refused(ErrorCode.BAD_REQUEST, "a group name is 1-32 of a-z 0-9 . _ -")
     return value
 
 
@@ -129,6 +144,90 @@ def revoke_device(device_id: str) -> dict[str, Any]:
         _id(device_id, "device id"),
         _now_ms(),
     )
+
+
+def _push_policies(network_id: str, user_ids: list[str]) -> int:
+    """Push each affected user's online devices its new effective policy; returns how many.
+
+    A courtesy, as every push: a device offline now reads its policy on its next sync.
+    """
+    directory = stores().directory
+    notices: list[tuple[str, bytes]] = []
+    for policy in policy_admin.effective_policies(directory, network_id, user_ids):
+        frame = encode({"action": "policy", **policy.to_json()})
+        for device_id, _certificate, status in directory.list_devices(policy.user_id):
+            if status == "active":
+                notices.append((device_id, frame))
+    pushes = online_pushes(notices) if notices else []
+    for connection_id, frame in pushes:
+        reply(connection_id, frame)
+    return len(pushes)
+
+
+@app.get("/v1/admin/networks/<network_id>/policy")
+def show_policy(network_id: str) -> dict[str, Any]:
+    return policy_admin.show_policy(stores().directory, _id(network_id, "network id"))
+
+
+@app.put("/v1/admin/networks/<network_id>/policy")
+def set_network_policy(network_id: str) -> dict[str, Any]:
+    request = parse_body(PolicySettingsRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer, affected = policy_admin.set_policy(
+        stores().directory, network_id, None, request, _now_ms()
+    )
+    answer["pushed"] = _push_policies(network_id, affected)
+    logger.info("network policy set", network_id=network_id, knobs=sorted(request.model_fields_set))
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/groups")
+def create_group(network_id: str) -> dict[str, Any]:
+    request = parse_body(GroupRequest, json_body(app))
+    return policy_admin.create_group(
+        stores().directory, _id(network_id, "network id"), request.name, _now_ms()
+    )
+
+
+@app.put("/v1/admin/networks/<network_id>/groups/<group>/policy")
+def set_group_policy(network_id: str, group: str) -> dict[str, Any]:
+    request = parse_body(PolicySettingsRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer, affected = policy_admin.set_policy(
+        stores().directory, network_id, _group(group), request, _now_ms()
+    )
+    answer["pushed"] = _push_policies(network_id, affected)
+    return answer
+
+
+def _set_members(network_id: str, group: str, *, member: bool) -> dict[str, Any]:
+    request = parse_body(GroupMembersRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer, changed = policy_admin.set_members(
+        stores().directory,
+        network_id,
+        _group(group),
+        request.user_ids,
+        member=member,
+        now_ms=_now_ms(),
+    )
+    answer["pushed"] = _push_policies(network_id, changed)
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/groups/<group>/members")
+def add_group_members(network_id: str, group: str) -> dict[str, Any]:
+    return _set_members(network_id, group, member=True)
+
+
+@app.post("/v1/admin/networks/<network_id>/groups/<group>/members/remove")
+def remove_group_members(network_id: str, group: str) -> dict[str, Any]:
+    return _set_members(network_id, group, member=False)
+
+
+@app.get("/v1/admin/users/<user_id>/policy")
+def user_policy(user_id: str) -> dict[str, Any]:
+    return policy_admin.user_policy(stores().directory, _id(user_id, "user id"))
 
 
 app.exception_handler(Refused)(_refused)

@@ -31,6 +31,7 @@ from .identity import (
     signing_key_der,
 )
 from .outcome import Outcome, paginate_lists
+from .policy import check_device_count, effective_policy
 from .principal import Principal
 from .requests import (
     FetchBundlesRequest,
@@ -223,6 +224,7 @@ def link_create(
 ) -> Outcome:
     _limit(stores, "link_device", caller.device_id, now_ms, request.id)
     _own_device(stores, caller, request.id)
+    _room_for_a_device(stores, caller, request.id)
     code = new_code()
     link = LinkRecord(
         link_id=f"lnk-{secrets.token_hex(8)}",
@@ -246,6 +248,20 @@ def link_create(
             }
         ]
     )
+
+
+def _room_for_a_device(stores: Stores, caller: Principal, rid: str | None) -> None:
+    """The policy's devices-per-user cap: checked when a link opens and when it is approved."""
+    groups = caller.user.groups if caller.user is not None else None
+    policy = effective_policy(stores.directory, caller.network_id, caller.user_id, groups=groups)
+    if policy["max_devices"] is None:
+        return
+    active = sum(
+        1
+        for _id, _cert, status in stores.directory.list_devices(caller.user_id)
+        if status == "active"
+    )
+    check_device_count(policy, active, rid)
 
 
 def _own_link(stores: Stores, caller: Principal, link_id: str, rid: str | None) -> LinkRecord:
@@ -287,6 +303,7 @@ def link_approve(
     user = caller.user or stores.directory.get_user(caller.user_id)
     if user is None or user.status != "active":
         raise Refused(ErrorCode.FORBIDDEN, "user is not active", rid)
+    _room_for_a_device(stores, caller, rid)
     try:
         certificate = check_device_certificate(
             request.certificate, user.identity_key, user_id=user.user_id, now_ms=now_ms

@@ -35,6 +35,8 @@ __all__ = [
     "EnrollLookupRequest",
     "EnrollRequest",
     "FetchBundlesRequest",
+    "GroupMembersRequest",
+    "GroupRequest",
     "IdentitiesRequest",
     "InviteRequest",
     "LeaveRequest",
@@ -47,6 +49,8 @@ __all__ = [
     "ListDevicesRequest",
     "MembershipLogRequest",
     "PingRequest",
+    "PolicyRequest",
+    "PolicySettingsRequest",
     "PrekeyStatusRequest",
     "PublishPrekeysRequest",
     "RemoveMembersRequest",
@@ -293,6 +297,36 @@ class InviteRequest(_Model):
     handle: Handle
     # Seconds; from one minute to thirty days.
     ttl_s: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
+
+
+GroupName = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+
+
+class PolicySettingsRequest(_Model):
+    """Knobs to set in one policy document; a knob given as null stops constraining."""
+
+    max_expiry_s: Annotated[int, Field(ge=1, le=365 * 24 * 3600)] | None = None
+    max_burn_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] | None = None
+    files_allowed: bool | None = None
+    max_file_bytes: Annotated[int, Field(ge=1, le=5 * 1024**3)] | None = None
+    location_allowed: bool | None = None
+    calls_allowed: bool | None = None
+    read_receipts: Literal["disabled", "enabled", "forced"] | None = None
+    max_devices: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class GroupRequest(_Model):
+    name: GroupName
+
+
+class GroupMembersRequest(_Model):
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=100)]
+
+
+class PolicyRequest(_Frame):
+    action: Literal["policy"]
 
 
 M = TypeVar("M", bound=_Model)

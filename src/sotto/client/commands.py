@@ -19,7 +19,7 @@ from .api import AdminApi, fetch_info
 from .devices import DeviceListing, KeysReport, approve_link, keys_publish, keys_status
 from .devices import list_devices as list_user_devices
 from .enrollment import enroll, link_device
-from .errors import ClientError
+from .errors import ClientError, UsageError
 from .fingerprints import identity_fingerprint
 from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
@@ -179,6 +179,8 @@ def _admin(args: argparse.Namespace) -> None:
             answer = api.list_networks()
     elif command == "invite":
         answer = api.invite(args.network_id, args.handle, ttl_s=args.ttl)
+    elif command in ("policy", "group"):
+        answer = _policy_admin(api, args)
     else:
         calls: dict[str, Callable[[str], dict[str, Any]]] = {
             "users": api.list_users,
@@ -198,6 +200,25 @@ def _admin(args: argparse.Namespace) -> None:
             f"--profile {args.handle}"
         )
     _print(args, answer, text)
+
+
+def _policy_admin(api: AdminApi, args: argparse.Namespace) -> dict[str, Any]:
+    from sotto.cli import policy_settings
+
+    if args.admin_command == "group":
+        if args.group_command == "create":
+            return api.create_group(args.network_id, args.group)
+        add = args.group_command == "add"
+        return api.group_members(args.network_id, args.group, args.user_ids, add=add)
+    if args.policy_command == "set":
+        settings = policy_settings(args)
+        if not settings:
+            raise UsageError("name at least one knob to set (e.g. --max-expiry 1h) or --clear")
+        return api.set_policy(args.network_id, settings, group=args.group)
+    answer = api.show_policy(args.network_id)
+    if args.user:
+        answer["user"] = api.user_policy(args.user)
+    return answer
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
