@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_duration", "parse_size", "policy_settings"]
+__all__ = ["main", "parse_duration", "parse_since", "parse_size", "policy_settings"]
 
 
 def _default_data_dir() -> Path:
@@ -134,6 +134,57 @@ def _add_client_commands(commands: Any) -> None:
     ):
         admin_commands.add_parser(name, help=text).add_argument("target", metavar=metavar)
     _add_policy_commands(admin_commands)
+    _add_invite_and_audit_commands(admin_commands)
+
+
+def _add_invite_and_audit_commands(admin_commands: Any) -> None:
+    invites = admin_commands.add_parser("invites", help="a network's pending invites")
+    invites.add_argument("network_id")
+    revoke = admin_commands.add_parser("invite-revoke", help="revoke a pending invite")
+    revoke.add_argument("network_id")
+    revoke.add_argument("user_id")
+    reissue = admin_commands.add_parser(
+        "invite-reissue", help="a new code for a pending invite (the old one stops working)"
+    )
+    reissue.add_argument("network_id")
+    reissue.add_argument("user_id")
+    reissue.add_argument("--ttl", type=parse_duration, default=None, metavar="DURATION")
+    bulk = admin_commands.add_parser(
+        "invite-bulk", help="invite every row of a CSV (handle, display name, group)"
+    )
+    bulk.add_argument("network_id")
+    bulk.add_argument("csv", type=Path, help="CSV file; a header row is optional")
+    bulk.add_argument("--ttl", type=parse_duration, default=None, metavar="DURATION")
+    audit = admin_commands.add_parser("audit", help="a network's audit log")
+    audit.add_argument("network_id")
+    audit.add_argument(
+        "--since", type=parse_since, default=None, metavar="TIME", help="e.g. 24h, or 2026-12-01"
+    )
+    audit.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain and the sealed segments; exit 1 naming any gap or edit",
+    )
+    audit.add_argument(
+        "--archive-bucket", help="the archive bucket (stack output); default: the local stack's"
+    )
+
+
+def parse_since(text: str) -> int:
+    """A duration back from now (``24h``) or an ISO date/time (UTC) -> epoch milliseconds."""
+    import time
+    from datetime import UTC, datetime
+
+    try:
+        return int(time.time() * 1000) - parse_duration(text) * 1000
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. 24h, 2026-12-01)") from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
 
 
 def _switch(text: str) -> bool:

@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from sotto import topology
+from sotto.protocol.certificates import DeviceRevocation
 from sotto.protocol.membership import (
     Add,
     Change,
@@ -148,6 +149,9 @@ TARGETED = [
     ("membership_log", "carol", "conversation", "not_found"),
     ("identities", "bob", "alice", "found"),
     ("identities", "carol", "alice", "unknown"),  # across networks: not even its key
+    # Only the user's own identity revokes its devices.
+    ("revoke_device", "bob", "alice", "forbidden"),
+    ("revoke_device", "carol", "alice", "forbidden"),
 ]
 
 
@@ -182,6 +186,14 @@ FIELDS: dict[str, Any] = {
     "leave": lambda w, c, t: _op(w, c, t, Leave()),
     "membership_log": lambda w, c, t: {"after": -1},
     "identities": lambda w, c, t: {"user_ids": [w[t].user_id]},
+    # The caller signs, with its own identity, a revocation of the target's device.
+    "revoke_device": lambda w, c, t: {
+        "revocation": b64(
+            DeviceRevocation.issue(
+                w[c].identity, w[t].user_id, w[t].device_id, revoked_at=int(time.time() * 1000)
+            ).serialize()
+        )
+    },
 }
 
 
@@ -204,7 +216,7 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
         fields = {"conversation_id": world["conversation_id"]}
     elif target in ("room", "spare"):
         fields = {"conversation_id": world[f"{target}_id"]}
-    elif route in ("create_conversation", "identities"):
+    elif route in ("create_conversation", "identities", "revoke_device"):
         fields = {}
     elif route == "fetch_bundles":
         fields = {
@@ -240,7 +252,7 @@ def test_prekeys_of_another_device_cannot_be_published(stack, world):
 )
 def test_admin_routes_refuse_unsigned_requests(stack, route):
     path = route.path.replace("{network_id}", "net-x").replace("{user_id}", "usr-x")
-    path = path.replace("{device_id}", "dev-x")
+    path = path.replace("{device_id}", "dev-x").replace("{group}", "g")
     status, answer = http(stack, route.method, path, {} if route.method == "POST" else None)
     assert (status, answer) == (403, {"message": "Forbidden"})
 

@@ -73,3 +73,43 @@ def test_refusals_name_the_limit_and_whose_it_is() -> None:
     with pytest.raises(Refused, match="security group ops's limit of 2 devices per user"):
         check_device_count(grouped, 2)
     check_device_count(grouped, 1)
+
+
+def test_client_refuses_content_the_policy_forbids_in_words() -> None:
+    from sotto.client.policy import PolicyError, parse_policy
+    from sotto.protocol.content import CallSignal, File, Location, Text
+
+    policy = parse_policy(
+        {
+            "policy": {"max_file_bytes": 1024**2, "location_allowed": False},
+            "sources": {"max_file_bytes": "ops", "location_allowed": "network"},
+        }
+    )
+    big = File("obj", b"k" * 32, b"d" * 48, 2 * 1024**2, "a.bin", "application/octet-stream")
+    with pytest.raises(PolicyError, match=r"^a file of 2 MiB is over security group ops's limit"):
+        policy.check_content(big)
+    with pytest.raises(PolicyError, match="location sharing is not allowed by your network's"):
+        policy.check_content(Location(515_000_000, -1_200_000, 10, 0))
+    policy.check_content(Text("fine"))
+    no_calls = parse_policy({"policy": {"calls_allowed": False, "files_allowed": False}})
+    with pytest.raises(PolicyError, match="calls are not allowed"):
+        no_calls.check_content(CallSignal(b"c" * 16, CallSignal.OFFER, "v=0"))
+    with pytest.raises(PolicyError, match="files are not allowed"):
+        no_calls.check_content(big)
+
+
+def test_a_malformed_policy_frame_is_refused() -> None:
+    from sotto.client.policy import parse_policy
+
+    bad: list[tuple[dict[str, object], str]] = [
+        ({"policy": {"max_expiry_s": "1h"}}, "a limit is a positive integer"),
+        ({"policy": {"read_receipts": "sometimes"}}, "read_receipts is"),
+        ({"policy": {"files_allowed": 1}}, "a switch is true or false"),
+        ({"policy": []}, "carries a policy object"),
+    ]
+    for frame, problem in bad:
+        with pytest.raises(ValueError, match=problem):
+            parse_policy(frame)
+    # A source that is not a group name is never shown.
+    shown = parse_policy({"policy": {}, "sources": {"max_burn_s": "\x1b[2Jevil"}})
+    assert shown.sources == {}

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "MAX_FAILED_ENROLLMENTS",
     "MAX_ONE_TIME_PREKEYS",
     "Conflict",
     "DeviceRecord",
@@ -65,6 +66,8 @@ __all__ = [
 
 # A device holds at most this many unused one-time prekeys (docs/protocol.md).
 MAX_ONE_TIME_PREKEYS = 1000
+# Enrollments with certificates that do not verify lock an invite after this many.
+MAX_FAILED_ENROLLMENTS = 5
 DeviceStatus = Literal["active", "revoked"]
 UserStatus = Literal["active", "suspended"]
 LinkState = Literal["open", "requested", "approved"]
@@ -101,6 +104,13 @@ class Invite:
     created_at: int
     expires_at: int
     used: bool
+    # Enrollments refused for certificates that did not verify; at
+    # MAX_FAILED_ENROLLMENTS the invite is locked.
+    failed_attempts: int = 0
+    revoked: bool = False
+    # Set by a bulk invite: a name to show, and the security groups the user joins.
+    display_name: str = ""
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -199,6 +209,10 @@ class DirectoryStore(SingleTableStore):
             created_at=_n(item, "created_at"),
             expires_at=_n(item, "expires_at_ms"),
             used=item.get("used", {}).get("BOOL", False),
+            failed_attempts=int(item.get("failed_attempts", {"N": "0"})["N"]),
+            revoked=item.get("revoked", {}).get("BOOL", False),
+            display_name=item.get("display_name", {}).get("S", ""),
+            groups=frozenset(item.get("groups", {}).get("SS", [])),
         )
 
     def get_user(self, user_id: str) -> UserRecord | None:
@@ -693,23 +707,115 @@ class DirectoryStore(SingleTableStore):
                 {
                     "Put": {
                         "TableName": self._table,
-                        "Item": {
-                            **key(f"INVITE#{invite.code_hash}", "INVITE"),
-                            "network_id": {"S": invite.network_id},
-                            "user_id": {"S": invite.user_id},
-                            "handle": {"S": invite.handle},
-                            "created_at": number(invite.created_at),
-                            # Seconds for TTL; the exact expiry is checked on use.
-                            "expires_at": number(ttl_expires_at),
-                            "expires_at_ms": number(invite.expires_at),
-                            "used": {"BOOL": False},
-                        },
+                        "Item": _invite_item(invite, ttl_expires_at),
                         "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": self._pending_item(invite, ttl_expires_at),
                     }
                 },
             ],
             {0: "no_such_network", 1: "handle_taken", 2: "invite_exists"},
         )
+
+    def _pending_item(self, invite: Invite, ttl_expires_at: int) -> Item:
+        """The network's pointer to a pending invite (listing, revoking, reissuing by user)."""
+        return {
+            **key(f"NET#{invite.network_id}", f"INVITE#{invite.user_id}"),
+            "code_hash": {"S": invite.code_hash},
+            "handle": {"S": invite.handle},
+            "created_at": number(invite.created_at),
+            "expires_at_ms": number(invite.expires_at),
+            "expires_at": number(ttl_expires_at),
+        }
+
+    def pending_invites(self, network_id: str) -> list[Invite]:
+        """The network's invites not yet used (the pointer is removed on enrollment)."""
+        found = []
+        for item in self._query(f"NET#{network_id}", "INVITE#"):
+            invite = self.get_invite(_s(item, "code_hash"))
+            if invite is not None and not invite.used:
+                found.append(invite)
+        return found
+
+    def pending_invite(self, network_id: str, user_id: str) -> Invite | None:
+        item = self._get(f"NET#{network_id}", f"INVITE#{user_id}")
+        if item is None:
+            return None
+        invite = self.get_invite(_s(item, "code_hash"))
+        return invite if invite is not None and not invite.used else None
+
+    def _revoke_unused(self, invite: Invite) -> TransactWriteItemTypeDef:
+        """Mark an invite revoked, on condition that it is still unused."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key(f"INVITE#{invite.code_hash}", "INVITE"),
+                "UpdateExpression": "SET revoked = :true",
+                "ConditionExpression": "attribute_exists(pk) AND used = :false",
+                "ExpressionAttributeValues": {":true": {"BOOL": True}, ":false": {"BOOL": False}},
+            }
+        }
+
+    def revoke_invite(self, invite: Invite) -> None:
+        """Make an unused invite unusable and forget its pointer and handle reservation."""
+        self._transact(
+            [
+                self._revoke_unused(invite),
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{invite.network_id}", f"INVITE#{invite.user_id}"),
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": key(f"HANDLE#{invite.network_id}#{invite.handle}", "HANDLE"),
+                        "ConditionExpression": "user_id = :u",
+                        "ExpressionAttributeValues": {":u": {"S": invite.user_id}},
+                    }
+                },
+            ],
+            {0: "invite_used", 2: "handle_moved"},
+        )
+
+    def reissue_invite(self, old: Invite, new: Invite, ttl_expires_at: int) -> None:
+        """Replace an unused invite by a new code for the same user and handle, atomically."""
+        self._transact(
+            [
+                self._revoke_unused(old),
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": _invite_item(new, ttl_expires_at),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": self._pending_item(new, ttl_expires_at),
+                    }
+                },
+            ],
+            {0: "invite_used", 1: "invite_exists"},
+        )
+
+    def fail_enrollment(self, invite: Invite) -> int:
+        """Count an enrollment refused for its certificates; returns the count now."""
+        answer = self._client.update_item(
+            TableName=self._table,
+            Key=key(f"INVITE#{invite.code_hash}", "INVITE"),
+            UpdateExpression="ADD failed_attempts :one",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":one": number(1)},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer.get("Attributes", {}).get("failed_attempts", {"N": "0"})["N"])
 
     def enroll(
         self,
@@ -733,12 +839,15 @@ class DirectoryStore(SingleTableStore):
                         "Key": key(f"INVITE#{invite.code_hash}", "INVITE"),
                         "UpdateExpression": "SET used = :true, used_at = :now",
                         "ConditionExpression": (
-                            "attribute_exists(pk) AND used = :false AND expires_at_ms > :now"
+                            "attribute_exists(pk) AND used = :false AND expires_at_ms > :now "
+                            "AND attribute_not_exists(revoked) "
+                            "AND (attribute_not_exists(failed_attempts) OR failed_attempts < :max)"
                         ),
                         "ExpressionAttributeValues": {
                             ":true": {"BOOL": True},
                             ":false": {"BOOL": False},
                             ":now": number(now),
+                            ":max": number(MAX_FAILED_ENROLLMENTS),
                         },
                     }
                 },
@@ -752,6 +861,7 @@ class DirectoryStore(SingleTableStore):
                             "status": {"S": user.status},
                             "identity_key": b64_value(user.identity_key),
                             "created_at": number(user.created_at),
+                            **({"groups": {"SS": sorted(invite.groups)}} if invite.groups else {}),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
@@ -779,9 +889,30 @@ class DirectoryStore(SingleTableStore):
                         },
                     }
                 },
+                # The groups a bulk invite named: joined as the user comes to exist.
+                *self._join_groups(user, sorted(invite.groups), now),
             ],
             {0: "invite_unusable", 1: "user_exists", 3: "device_exists"},
         )
+
+    def _join_groups(
+        self, user: UserRecord, groups: list[str], now: int
+    ) -> list[TransactWriteItemTypeDef]:
+        if not groups:
+            return []
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **key(f"NET#{user.network_id}", f"GMEMBER#{g}#{user.user_id}"),
+                        "added_at": number(now),
+                    },
+                }
+            }
+            for g in groups
+        ]
+        return [*items, self._bump_policy_version(user.network_id, now)]
 
     def _device_puts(self, device: DeviceRecord) -> list[TransactWriteItemTypeDef]:
         return [
@@ -1002,6 +1133,25 @@ class DirectoryStore(SingleTableStore):
                 3: "device_exists",
             },
         )
+
+
+def _invite_item(invite: Invite, ttl_expires_at: int) -> Item:
+    item: Item = {
+        **key(f"INVITE#{invite.code_hash}", "INVITE"),
+        "network_id": {"S": invite.network_id},
+        "user_id": {"S": invite.user_id},
+        "handle": {"S": invite.handle},
+        "created_at": number(invite.created_at),
+        # Seconds for TTL; the exact expiry is checked on use.
+        "expires_at": number(ttl_expires_at),
+        "expires_at_ms": number(invite.expires_at),
+        "used": {"BOOL": False},
+    }
+    if invite.display_name:
+        item["display_name"] = {"S": invite.display_name}
+    if invite.groups:
+        item["groups"] = {"SS": sorted(invite.groups)}
+    return item
 
 
 def _available(counter: Item | None) -> bool:

@@ -8,6 +8,7 @@ any notices for other devices. The handler does the I/O around it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..dal.directory import (
 )
 from ..dal.guards import GuardsStore
 from . import limits
+from .audit import Actor, AuditEvent
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -67,6 +69,14 @@ class Stores:
     guards: GuardsStore
     # Multiplies every rate limit (``SOTTO_RATE_LIMIT_SCALE``).
     limit_scale: float = 1.0
+    # Records an audit event (handlers/_audit.py); None where nothing is audited.
+    audit: Callable[[AuditEvent], object] | None = None
+    # Closes every socket of a device (a revocation); None where nothing is closed.
+    close_sockets: Callable[[str], object] | None = None
+
+    def record(self, event: AuditEvent) -> None:
+        if self.audit is not None:
+            self.audit(event)
 
 
 def _limit(
@@ -332,6 +342,14 @@ def link_approve(
         if conflict.reason in ("approver_not_active", "user_not_active"):
             raise Refused(ErrorCode.FORBIDDEN, "this device may no longer approve", rid) from None
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " "), rid) from None
+    stores.record(
+        AuditEvent(
+            caller.network_id,
+            "link.approved",
+            Actor("device", caller.device_id, caller.user_id),
+            {"user_id": user.user_id, "device_id": device.device_id},
+        )
+    )
     # The new device joins its user's conversation rosters through the
     # directory stream (the ``rosters`` function), not in this request.
     return Outcome(replies=[{"action": "link_approved", "id": rid, "device_id": device.device_id}])

@@ -28,6 +28,7 @@ from .errors import ErrorCode, Refused
 __all__ = [
     "AckRequest",
     "AddMembersRequest",
+    "BulkInviteRequest",
     "ConversationDevicesRequest",
     "CreateConversationRequest",
     "CreateNetworkRequest",
@@ -53,7 +54,9 @@ __all__ = [
     "PolicySettingsRequest",
     "PrekeyStatusRequest",
     "PublishPrekeysRequest",
+    "ReissueInviteRequest",
     "RemoveMembersRequest",
+    "RevokeDeviceRequest",
     "SendRequest",
     "SetRoleRequest",
     "SyncRequest",
@@ -297,6 +300,39 @@ class InviteRequest(_Model):
     handle: Handle
     # Seconds; from one minute to thirty days.
     ttl_s: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
+
+
+InviteTtl = Annotated[int, Field(ge=60, le=30 * 24 * 3600)]
+# Rows per bulk request: the CLI sends a CSV in parts of this many.
+MAX_BULK_INVITES = 100
+
+
+class ReissueInviteRequest(_Model):
+    ttl_s: InviteTtl = 7 * 24 * 3600
+
+
+class BulkInviteRow(_Model):
+    """One CSV row, bounded here and checked field by field in the logic, so one bad row
+    is reported as refused while the others are invited."""
+
+    # The CSV line it came from, echoed in the report.
+    row: Annotated[int, Field(ge=0, lt=10**7)] = 0
+    handle: Annotated[str, StringConstraints(max_length=64)]
+    display_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    group: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class BulkInviteRequest(_Model):
+    invites: Annotated[list[BulkInviteRow], Field(min_length=1, max_length=MAX_BULK_INVITES)]
+    ttl_s: InviteTtl = 7 * 24 * 3600
+
+
+class RevokeDeviceRequest(_Frame):
+    """A device revokes itself or another device of its user, signed by the user's identity."""
+
+    action: Literal["revoke_device"]
+    # A DeviceRevocation (docs/protocol.md) signed by the user's identity key.
+    revocation: Annotated[bytes, _decoder(MAX_DEVICE_CERTIFICATE), Field(min_length=1)]
 
 
 GroupName = Annotated[

@@ -87,6 +87,35 @@ class AdminApi:
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return self._http.post(f"/v1/admin/devices/{path_segment(device_id)}/revoke")
 
+    def audit(self, network_id: str, *, after: int = 0) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/audit?after={after}")
+
+    def list_invites(self, network_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/invites")
+
+    def revoke_invite(self, network_id: str, user_id: str) -> dict[str, Any]:
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}/revoke"
+        )
+
+    def reissue_invite(
+        self, network_id: str, user_id: str, *, ttl_s: int | None = None
+    ) -> dict[str, Any]:
+        body = {} if ttl_s is None else {"ttl_s": ttl_s}
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}"
+            "/reissue",
+            body,
+        )
+
+    def bulk_invite(
+        self, network_id: str, rows: list[dict[str, Any]], *, ttl_s: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"invites": rows}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites/bulk", body)
+
     def show_policy(self, network_id: str) -> dict[str, Any]:
         return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/policy")
 

@@ -905,6 +905,9 @@ class Messenger:
         to_user: str | None = None,
     ) -> SentMessage:
         """Prepare, save, distribute (if the chain is new), send; repair stale rosters."""
+        if self._enforce_policy:
+            self._ensure_policy()
+            self.policy.check_content(content)
         for attempt in range(MAX_SEND_ATTEMPTS):
             item = self._prepare(cid, content, timers=timers, to_user=to_user)
             self.save()

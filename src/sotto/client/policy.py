@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sotto.protocol.content import CallSignal, Content, File, Location
 from sotto.protocol.conversation import MessageTimers
 
 from .errors import MessagingError
@@ -41,6 +42,13 @@ def format_duration(seconds: int) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.4g} {unit}"
+    return f"{size} bytes"
 
 
 def _limit(value: object) -> int | None:
@@ -90,6 +98,23 @@ class ClientPolicy:
                 f"limit of {format_duration(self.max_burn_s)}"
             )
         return MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
+
+    def check_content(self, content: Content) -> None:
+        """Refuse, before sending, what only the client can see: files, location, calls."""
+        if isinstance(content, File):
+            if not self.files_allowed:
+                raise PolicyError(f"files are not allowed by {self._whose('files_allowed')} policy")
+            if self.max_file_bytes is not None and content.size > self.max_file_bytes:
+                raise PolicyError(
+                    f"a file of {_size(content.size)} is over {self._whose('max_file_bytes')} "
+                    f"limit of {_size(self.max_file_bytes)}"
+                )
+        elif isinstance(content, Location) and not self.location_allowed:
+            raise PolicyError(
+                f"location sharing is not allowed by {self._whose('location_allowed')} policy"
+            )
+        elif isinstance(content, CallSignal) and not self.calls_allowed:
+            raise PolicyError(f"calls are not allowed by {self._whose('calls_allowed')} policy")
 
     def receipts(self, wanted: bool) -> bool:
         """Whether this device sends receipts: the policy may force them on or off."""
