@@ -14,6 +14,8 @@ from sotto.cli import main
 from sotto.local.event_bus import EVENTS_FILE, read_events
 from sotto.local.events import LOCAL_ADMIN_ARN
 from sotto.protocol.certificates import DeviceRevocation
+from sotto.protocol.keys import SigningKey
+from tests.identity.test_links import certify
 from tests.support.people import add_device, seed_person
 from tests.support.stack import Socket, Stack, admin, b64, http, invite, next_loopback, run_schedule
 
@@ -76,8 +78,27 @@ def history(stack: Stack) -> dict[str, Any]:
     with Socket(stack, first) as socket:
         answer = socket.request("revoke_device", revocation=b64(revocation.serialize()))
         assert answer["action"] == "device_revoked", answer
+        # A new device linked: link.requested (anonymous), link.approved (the device).
         link = socket.request("link_create")
-        assert link["action"] == "link_created"
+        new_key, new_id = SigningKey.generate(), f"dev-{secrets.token_hex(6)}"
+        status, _ = http(
+            stack,
+            "POST",
+            "/v1/link/requests",
+            {
+                "code": link["code"],
+                "device_id": new_id,
+                "device_key": b64(new_key.public.serialize()),
+            },
+            source=next_loopback(),
+        )
+        assert status == 200
+        approved = socket.request(
+            "link_approve",
+            link_id=link["link_id"],
+            certificate=b64(certify(first, new_id, new_key).serialize()),
+        )
+        assert approved["action"] == "link_approved", approved
     admin(stack, "POST", f"/devices/{first.device_id}/revoke")
     return {"network": network, "user": user, "first": first, "spare": spare, "pending": pending}
 
@@ -100,9 +121,10 @@ def test_every_event_type_is_recorded_with_its_actor(stack: Stack, history: dict
         "device.revoked",
     ):
         assert (event, "iam") in kinds, event
-    for event in ("enrollment.succeeded", "enrollment.failed", "invite.locked"):
+    for event in ("enrollment.succeeded", "enrollment.failed", "invite.locked", "link.requested"):
         assert (event, "anonymous") in kinds, event
     assert ("device.revoked", "device") in kinds
+    assert ("link.approved", "device") in kinds
     admin_entries = [e for e in entries if e["actor"]["kind"] == "iam"]
     assert {e["actor"]["id"] for e in admin_entries} == {LOCAL_ADMIN_ARN}
     own = next(
