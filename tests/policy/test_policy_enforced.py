@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,16 @@ def test_cli_policy_show_set_and_groups(stack, network, monkeypatch, capsys, tmp
     assert "max_expiry_s" not in json.loads(run("--json", "policy", "show", network))["network"]
     run("group", "remove", network, "ops", person.user_id)
     assert main(["admin", "--server", server, "policy", "set", network]) == 2
+
+
+def test_a_listening_client_applies_a_pushed_policy_at_once(stack, network, pair) -> None:
+    _alice, _bob, _raw, client = pair
+    client.sync()
+    assert client.policy.max_expiry_s is None
+    _set(stack, network, max_expiry_s=600)
+    deadline = time.monotonic() + 15
+    while client.policy.max_expiry_s is None and time.monotonic() < deadline:
+        client.poll(0.5)
+    assert client.policy.max_expiry_s == 600
+    with pytest.raises(PolicyError, match=r"^expiry 1h is over your network's limit of 10m$"):
+        client.send_text("alice", "an hour", expires_s=3600)
