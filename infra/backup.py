@@ -27,7 +27,7 @@ from infra.settings import Settings
 
 __all__ = ["BACKED_UP_TABLES", "Backups"]
 
-BACKED_UP_TABLES = ("DirectoryTable", "MessagesTable")
+BACKED_UP_TABLES = ("DirectoryTable", "MessagesTable", "AuditTable")
 # Compliance-mode vault locks become immutable after this grace period.
 _LOCK_GRACE_DAYS = 3
 

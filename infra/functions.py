@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 from aws_cdk import AssetHashType, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -71,9 +74,15 @@ class Functions(Construct):
         logs_key: kms.IKey,
         connections: ConnectionsEndpoint,
         queues: Mapping[str, sqs.IQueue],
+        audit_bus: events.IEventBus,
+        archive: s3.IBucket,
+        archive_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
         self._queues = queues
+        self._audit_bus = audit_bus
+        self._archive = archive
+        self._archive_key = archive_key
         self._settings = settings
         self._tables = tables
         self._data_key = data_key
@@ -85,6 +94,55 @@ class Functions(Construct):
         self.by_name: dict[str, lambda_.Function] = {
             spec.name: self._build_function(spec) for spec in topology.FUNCTIONS
         }
+        self.schedules = {
+            spec.name: self._build_schedule(spec, self.by_name[spec.name])
+            for spec in topology.FUNCTIONS
+            if spec.schedule
+        }
+
+    def _build_schedule(
+        self, spec: topology.FunctionSpec, function: lambda_.Function
+    ) -> scheduler.CfnSchedule:
+        """An EventBridge Scheduler schedule invoking the function, with a role that may
+        invoke exactly that function."""
+        assert spec.schedule is not None
+        name = construct_name(spec.name)
+        role = iam.Role(
+            self,
+            f"{name}ScheduleRole",
+            description=f"Sotto {self._settings.stage} schedule of {spec.name}",
+            assumed_by=service_principal(self, "scheduler.amazonaws.com"),
+            inline_policies={
+                "invoke": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="InvokeScheduledFunction",
+                            actions=["lambda:InvokeFunction"],
+                            resources=[function.function_arn],
+                        )
+                    ]
+                )
+            },
+        )
+        acknowledge(
+            role,
+            "NIST.800.53.R5-IAMNoInlinePolicy",
+            "One role per schedule with its own inline policy: it invokes one function and "
+            "nothing else may attach it.",
+        )
+        return scheduler.CfnSchedule(
+            self,
+            f"{name}Schedule",
+            description=f"Runs {spec.name}: {spec.purpose}",
+            schedule_expression=spec.schedule,
+            flexible_time_window=scheduler.CfnSchedule.FlexibleTimeWindowProperty(mode="OFF"),
+            target=scheduler.CfnSchedule.TargetProperty(
+                arn=function.function_arn,
+                role_arn=role.role_arn,
+                # A run carries no data: a failed one is simply done by the next.
+                retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(maximum_retry_attempts=2),
+            ),
+        )
 
     def __getitem__(self, name: str) -> lambda_.Function:
         return self.by_name[name]
@@ -185,6 +243,11 @@ class Functions(Construct):
             env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self._connections.url
         if any(route.iam and route.function == spec.name for route in topology.HTTP_ROUTES):
             env[ADMIN_PRINCIPALS_ENV] = ",".join(self._settings.admin_principals)
+        if spec.publishes_audit_events:
+            env[topology.AUDIT_BUS.env_var] = self._audit_bus.event_bus_name
+        if spec.archive_prefixes:
+            archive = next(b for b in topology.BUCKETS if b.object_lock)
+            env[archive.env_var] = self._archive.bucket_name
         return env
 
     def _build_role(
@@ -212,6 +275,7 @@ class Functions(Construct):
                     ],
                 )
             )
+        statements += self._audit_statements(spec)
         statements.append(
             iam.PolicyStatement(
                 sid="WriteTraces",
@@ -244,6 +308,14 @@ class Functions(Construct):
             "One role per function with its own inline least-privilege policy: nothing to "
             "share, and nothing another role could attach.",
         )
+        for prefix in spec.archive_prefixes:
+            objects = self._archive.arn_for_objects(f"{prefix}*")
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::{nag_token_text(role, objects)}]",
+                "Segment names are made per sealing; the grant is PutObject only, under this "
+                "one prefix of the archive bucket, whose Object Lock keeps what is written.",
+            )
         for method in spec.connection_methods if spec.manages_connections else ():
             manage_arn = self._connections.manage_arn(method)
             acknowledge(
@@ -253,6 +325,42 @@ class Functions(Construct):
                 "API's own stage, one method and its @connections path only.",
             )
         return role
+
+    def _audit_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
+        """Publishing to the audit bus; writing (never reading) archive prefixes."""
+        statements = []
+        if spec.publishes_audit_events:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="PublishAuditEvents",
+                    actions=["events:PutEvents"],
+                    resources=[self._audit_bus.event_bus_arn],
+                )
+            )
+        if spec.archive_prefixes:
+            stack = Stack.of(self)
+            statements += [
+                iam.PolicyStatement(
+                    sid="WriteArchivePrefixes",
+                    actions=["s3:PutObject"],
+                    resources=[
+                        self._archive.arn_for_objects(f"{p}*") for p in spec.archive_prefixes
+                    ],
+                ),
+                # SSE-KMS under the archive key, through S3 only; never decrypt.
+                iam.PolicyStatement(
+                    sid="EncryptArchiveThroughS3",
+                    actions=["kms:GenerateDataKey"],
+                    resources=[self._archive_key.key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}",
+                            "kms:CallerAccount": stack.account,
+                        }
+                    },
+                ),
+            ]
+        return statements
 
     def _table_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
         """One statement per table (or index) with exactly the actions the function declares."""

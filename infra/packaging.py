@@ -53,6 +53,7 @@ _LAMBDA_SOURCES = (
     (ROOT / "functions" / "sotto_server", "sotto_server"),
     (ROOT / "src" / "sotto" / "__init__.py", "sotto/__init__.py"),
     (ROOT / "src" / "sotto" / "topology.py", "sotto/topology.py"),
+    (ROOT / "src" / "sotto" / "auditchain.py", "sotto/auditchain.py"),
     (ROOT / "src" / "sotto" / "protocol", "sotto/protocol"),
 )
 _SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"})

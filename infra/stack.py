@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_events as events
 from constructs import Construct
 
 from infra.access import Access
@@ -56,6 +57,13 @@ class SottoStack(Stack):
         self.access.grant_replication(self.buckets[archive.logical_id])
         self.queues = Queues(self, "Queues", settings=settings, key=data_key)
         self.websocket = WebSocket(self, "WebSocket", settings=settings, logs_key=logs_key)
+        # Audit events (source "sotto") for the agency's security monitoring to subscribe to.
+        self.audit_bus = events.EventBus(
+            self,
+            topology.AUDIT_BUS.logical_id,
+            event_bus_name=f"sotto-{settings.stage}-audit",
+            description=topology.AUDIT_BUS.purpose,
+        )
         self.functions = Functions(
             self,
             "Functions",
@@ -65,6 +73,9 @@ class SottoStack(Stack):
             logs_key=logs_key,
             connections=self.websocket.connections,
             queues=self.queues.by_id,
+            audit_bus=self.audit_bus,
+            archive=self.buckets[archive.logical_id],
+            archive_key=self.keys[archive.kms_key],
         )
         self.streams = StreamSources(
             self,
@@ -104,6 +115,12 @@ class SottoStack(Stack):
             description="Assume to administer (never use) the stage's KMS keys",
         )
         CfnOutput(self, "BackupVaultName", value=self.backups.vault.backup_vault_name)
+        CfnOutput(
+            self,
+            "AuditBusName",
+            value=self.audit_bus.event_bus_name,
+            description="EventBridge bus of Sotto's audit events (source 'sotto')",
+        )
         for spec in topology.BUCKETS:
             CfnOutput(
                 self, f"{spec.logical_id}Name", value=self.buckets[spec.logical_id].bucket_name

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_duration"]
+__all__ = ["main", "parse_duration", "parse_since", "parse_size", "policy_settings"]
 
 
 def _default_data_dir() -> Path:
@@ -160,6 +160,118 @@ def _add_client_commands(commands: Any) -> None:
         ("revoke", "DEVICE_ID", "revoke a device; closes its sockets"),
     ):
         admin_commands.add_parser(name, help=text).add_argument("target", metavar=metavar)
+    _add_policy_commands(admin_commands)
+    _add_invite_and_audit_commands(admin_commands)
+
+
+def _add_invite_and_audit_commands(admin_commands: Any) -> None:
+    invites = admin_commands.add_parser("invites", help="a network's pending invites")
+    invites.add_argument("network_id")
+    revoke = admin_commands.add_parser("invite-revoke", help="revoke a pending invite")
+    revoke.add_argument("network_id")
+    revoke.add_argument("user_id")
+    reissue = admin_commands.add_parser(
+        "invite-reissue", help="a new code for a pending invite (the old one stops working)"
+    )
+    reissue.add_argument("network_id")
+    reissue.add_argument("user_id")
+    reissue.add_argument("--ttl", type=parse_duration, default=None, metavar="DURATION")
+    bulk = admin_commands.add_parser(
+        "invite-bulk", help="invite every row of a CSV (handle, display name, group)"
+    )
+    bulk.add_argument("network_id")
+    bulk.add_argument("csv", type=Path, help="CSV file; a header row is optional")
+    bulk.add_argument("--ttl", type=parse_duration, default=None, metavar="DURATION")
+    audit = admin_commands.add_parser("audit", help="a network's audit log")
+    audit.add_argument("network_id")
+    audit.add_argument(
+        "--since", type=parse_since, default=None, metavar="TIME", help="e.g. 24h, or 2026-12-01"
+    )
+    audit.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the hash chain and the sealed segments; exit 1 naming any gap or edit",
+    )
+    audit.add_argument(
+        "--archive-bucket", help="the archive bucket (stack output); default: the local stack's"
+    )
+
+
+def parse_since(text: str) -> int:
+    """A duration back from now (``24h``) or an ISO date/time (UTC) -> epoch milliseconds."""
+    import time
+    from datetime import UTC, datetime
+
+    try:
+        return int(time.time() * 1000) - parse_duration(text) * 1000
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. 24h, 2026-12-01)") from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _switch(text: str) -> bool:
+    value = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
+    if text.lower() not in value:
+        raise argparse.ArgumentTypeError(f"not yes or no: {text!r}")
+    return value[text.lower()]
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``100K``, ``1024`` -> bytes (binary units)."""
+    match = re.fullmatch(r"(\d{1,12})([KMG]?)i?B?", text.strip(), re.IGNORECASE)
+    if match is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 500M, 2G)")
+    return int(match[1]) * {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}[match[2].upper()]
+
+
+def _policy_options() -> dict[str, tuple[str, Any, str]]:
+    """Policy knobs the CLI sets: option -> (request field, parser, help)."""
+    return {
+        "--max-expiry": ("max_expiry_s", parse_duration, "longest expiry, e.g. 1h, 7d"),
+        "--max-burn": ("max_burn_s", parse_duration, "longest burn-on-read, e.g. 10m"),
+        "--files": ("files_allowed", _switch, "whether files may be sent: yes or no"),
+        "--max-file-size": ("max_file_bytes", parse_size, "largest file, e.g. 500M (default 5G)"),
+        "--location": ("location_allowed", _switch, "whether location may be shared: yes or no"),
+        "--calls": ("calls_allowed", _switch, "whether calls are allowed: yes or no"),
+        "--read-receipts": ("read_receipts", str, "disabled, enabled or forced"),
+        "--max-devices": ("max_devices", int, "most devices per user"),
+    }
+
+
+def _add_policy_commands(admin_commands: Any) -> None:
+    policy = admin_commands.add_parser("policy", help="network policy and security groups")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    show = policy_commands.add_parser("show", help="a network's policy and groups")
+    show.add_argument("network_id")
+    show.add_argument("--user", help="also the effective policy of this user")
+    set_ = policy_commands.add_parser("set", help="set knobs of the network's or a group's policy")
+    set_.add_argument("network_id")
+    set_.add_argument("--group", help="a security group (default: the network's default)")
+    for option, (dest, kind, text) in _policy_options().items():
+        choices = ["disabled", "enabled", "forced"] if dest == "read_receipts" else None
+        set_.add_argument(option, dest=dest, type=kind, default=None, help=text, choices=choices)
+    set_.add_argument(
+        "--clear",
+        action="append",
+        default=[],
+        choices=sorted(option.removeprefix("--") for option in _policy_options()),
+        help="stop this document constraining a knob (repeatable)",
+    )
+    group = admin_commands.add_parser("group", help="security groups and their members")
+    group_commands = group.add_subparsers(dest="group_command", required=True)
+    create = group_commands.add_parser("create", help="create a security group")
+    create.add_argument("network_id")
+    create.add_argument("group")
+    for verb, text in (("add", "add users to a group"), ("remove", "take users out of a group")):
+        members = group_commands.add_parser(verb, help=text)
+        members.add_argument("network_id")
+        members.add_argument("group")
+        members.add_argument("user_ids", nargs="+", metavar="USER_ID")
 
 
 def _add_messaging_commands(commands: Any) -> None:
@@ -250,6 +362,19 @@ def _add_messaging_commands(commands: Any) -> None:
     _json_option(contact_add)
     _profile_option(contacts)
     _json_option(contacts)
+
+
+def policy_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The request body of ``policy set``: the knobs given, and null for each cleared."""
+    options = _policy_options()
+    settings = {
+        dest: getattr(args, dest)
+        for dest, _kind, _text in options.values()
+        if getattr(args, dest, None) is not None
+    }
+    for name in args.clear:
+        settings[options[f"--{name}"][0]] = None
+    return settings
 
 
 def parse_duration(text: str) -> int:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "AUDIT_BUS",
+    "AUDIT_EVENT_SOURCE",
     "BUCKETS",
     "CONVERSATION_ROUTES",
     "DYNAMODB_WRITE_ACTIONS",
@@ -32,6 +34,7 @@ __all__ = [
     "BucketSpec",
     "ConnectionMethod",
     "DynamoDBAction",
+    "EventBusSpec",
     "FunctionSpec",
     "HttpRouteSpec",
     "IndexSpec",
@@ -127,6 +130,16 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
+class EventBusSpec:
+    """An EventBridge bus; ``source`` is the one event source functions publish as."""
+
+    logical_id: str
+    env_var: str
+    source: str
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
 class StreamSourceSpec:
     """A DynamoDB stream feeding a function, as a Lambda event source mapping does.
 
@@ -176,6 +189,13 @@ class FunctionSpec:
     # Reserved concurrency of a function anyone may invoke without credentials,
     # so a flood there cannot starve the rest (context reserve_public_concurrency).
     reserved_concurrency: int | None = None
+    # Publishes events to the audit bus (events:PutEvents on that bus only).
+    publishes_audit_events: bool = False
+    # Object key prefixes it may PutObject into the archive (Object Lock) bucket.
+    archive_prefixes: tuple[str, ...] = ()
+    # Invoked on a schedule (an EventBridge rule's expression, e.g. "rate(1 hour)");
+    # the local stack runs it on demand (POST /<stage>/@schedules/<name>).
+    schedule: str | None = None
 
     def __post_init__(self) -> None:
         reached = {*self.tables_read, *self.tables_write}
@@ -263,6 +283,15 @@ TABLES: tuple[TableSpec, ...] = (
         ttl_attribute="expires_at",
         purpose="Used connect-token nonces and rate-limit counters.",
     ),
+    TableSpec(
+        logical_id="AuditTable",
+        env_var="SOTTO_AUDIT_TABLE",
+        partition_key="pk",
+        sort_key="sk",
+        attributes={"pk": "S", "sk": "S"},
+        # No TTL: the audit trail is kept; sealed segments go to the archive.
+        purpose="Each network's hash-chained audit log and its head.",
+    ),
 )
 
 
@@ -311,6 +340,15 @@ _DIRECTORY_CHANGES: tuple[dict[str, Any], ...] = (
     },
 )
 
+# Audit events go to the agency's security monitoring through this bus.
+AUDIT_EVENT_SOURCE = "sotto"
+AUDIT_BUS = EventBusSpec(
+    logical_id="AuditBus",
+    env_var="SOTTO_AUDIT_BUS",
+    source=AUDIT_EVENT_SOURCE,
+    purpose="Sotto's audit events (source 'sotto') for security monitoring.",
+)
+
 KEYS: tuple[KeySpec, ...] = (
     KeySpec(
         logical_id="DataKey",
@@ -331,6 +369,10 @@ KEYS: tuple[KeySpec, ...] = (
         purpose="Encrypts every CloudWatch log group of the stage.",
     ),
 )
+
+# Appending to a network's audit chain: read the head, move it and put the entry
+# in one transaction (and the network's index entry with its first).
+_AUDIT_APPEND: tuple[DynamoDBAction, ...] = ("GetItem", "PutItem", "UpdateItem")
 
 # $disconnect, and any push that meets 410 Gone, forget the connection: the
 # record (DeleteItem) and its place in the device's presence (UpdateItem).
@@ -401,7 +443,7 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="keys",
         handler="sotto_server.handlers.keys.handler",
-        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable", "AuditTable"),
         dynamodb_actions={
             # Taking one-time prekeys: batched reads, a counter transaction, batched deletes;
             # a link approval checks the approver in its transaction.
@@ -411,10 +453,17 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             ),
             "GuardsTable": ("UpdateItem",),
             "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            # A device revoked by its own user loses every socket (as by an admin).
+            "ConnectionsTable/by_device": ("Query",),
+            "AuditTable": _AUDIT_APPEND,
         },
         manages_connections=True,
         connection_methods=_ANSWER_OR_CUT_OFF,
-        purpose="Key directory: prekeys, key bundles, devices, finding users, linking devices.",
+        publishes_audit_events=True,
+        purpose=(
+            "Key directory: prekeys, key bundles, devices, finding users, linking devices, "
+            "a user's own device revocations."
+        ),
     ),
     FunctionSpec(
         name="conversations",
@@ -454,7 +503,10 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         # Fan-out to a large room's online devices takes longer than a lookup.
         timeout_seconds=29,
         memory_mb=1024,
-        purpose="Messages: distribute chain keys, send, sync and acknowledge; fan-out.",
+        purpose=(
+            "Messages: distribute chain keys, send (within the sender's policy), sync, "
+            "acknowledge, the caller's policy; fan-out."
+        ),
     ),
     FunctionSpec(
         name="rosters",
@@ -493,14 +545,16 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
     FunctionSpec(
         name="enroll",
         handler="sotto_server.handlers.enroll.handler",
-        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable"),
+        tables_write=("DirectoryTable", "GuardsTable", "ConnectionsTable", "AuditTable"),
         # Public: it may create users, devices and links, never delete or scan.
         dynamodb_actions={
             "DirectoryTable": ("GetItem", "PutItem", "UpdateItem"),
             "GuardsTable": ("UpdateItem",),
             "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
+            "AuditTable": _AUDIT_APPEND,
         },
         manages_connections=True,
+        publishes_audit_events=True,
         purpose="Public HTTP: enrollment with an invite code, and new-device link requests.",
         reserved_concurrency=10,
     ),
@@ -508,21 +562,37 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         name="admin",
         handler="sotto_server.handlers.admin.handler",
         # Rosters follow revocations through the directory stream (``rosters``).
-        tables_write=("DirectoryTable", "ConnectionsTable"),
+        tables_write=("DirectoryTable", "ConnectionsTable", "AuditTable"),
         dynamodb_actions={
             # Scan: listing networks (few; no index paid on every write for it).
+            # BatchGetItem: policy documents; DeleteItem: leaving a security group.
             "DirectoryTable": (
-                *("GetItem", "Query", "Scan", "PutItem", "UpdateItem", "ConditionCheckItem"),
+                *("GetItem", "BatchGetItem", "Query", "Scan", "PutItem", "UpdateItem"),
+                *("DeleteItem", "ConditionCheckItem"),
             ),
             # Suspension and revocation close every socket of the device: its
             # presence item and its connection records.
             "ConnectionsTable": ("BatchGetItem", *_FORGET_CONNECTION),
             "ConnectionsTable/by_device": ("Query",),
+            # Records every administrative action; Query: reading the log.
+            "AuditTable": (*_AUDIT_APPEND, "Query"),
         },
         manages_connections=True,
-        # It never pushes: suspension and revocation close sockets at once.
-        connection_methods=("DELETE",),
-        purpose="IAM-authorized HTTP admin API: networks, invites, users, devices.",
+        # DELETE: suspension and revocation close sockets at once; POST: a
+        # changed policy is pushed to the online devices it concerns.
+        connection_methods=("POST", "DELETE"),
+        publishes_audit_events=True,
+        purpose="IAM-authorized HTTP admin API: networks, invites, users, devices, policy, audit.",
+    ),
+    FunctionSpec(
+        name="audit_sealer",
+        handler="sotto_server.handlers.audit_sealer.handler",
+        tables_write=("AuditTable",),
+        dynamodb_actions={"AuditTable": ("GetItem", "Query", "UpdateItem")},
+        archive_prefixes=("audit/",),
+        schedule="rate(1 hour)",
+        timeout_seconds=300,
+        purpose="Scheduled: seals each network's new audit entries into the archive.",
     ),
 )
 
@@ -551,6 +621,7 @@ KEY_ROUTES = (
     "link_create",
     "link_pending",
     "link_approve",
+    "revoke_device",
 )
 
 CONVERSATION_ROUTES = (
@@ -564,7 +635,8 @@ CONVERSATION_ROUTES = (
     "list_conversations",
     "conversation_devices",
 )
-MESSAGE_ROUTES = ("distribute", "send", "sync", "ack")
+# ``policy``: the caller's effective policy, read where sends are checked against it.
+MESSAGE_ROUTES = ("distribute", "send", "sync", "ack", "policy")
 
 WS_ROUTES: tuple[WsRouteSpec, ...] = (
     WsRouteSpec("$connect", "connect"),
@@ -597,4 +669,26 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("POST", "/v1/admin/users/{user_id}/reinstate", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/devices/{device_id}", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/devices/{device_id}/revoke", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/policy", "admin", iam=True),
+    HttpRouteSpec("PUT", "/v1/admin/networks/{network_id}/policy", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/groups", "admin", iam=True),
+    HttpRouteSpec(
+        "PUT", "/v1/admin/networks/{network_id}/groups/{group}/policy", "admin", iam=True
+    ),
+    HttpRouteSpec(
+        "POST", "/v1/admin/networks/{network_id}/groups/{group}/members", "admin", iam=True
+    ),
+    HttpRouteSpec(
+        "POST", "/v1/admin/networks/{network_id}/groups/{group}/members/remove", "admin", iam=True
+    ),
+    HttpRouteSpec("GET", "/v1/admin/users/{user_id}/policy", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/invites", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/invites/bulk", "admin", iam=True),
+    HttpRouteSpec(
+        "POST", "/v1/admin/networks/{network_id}/invites/{user_id}/revoke", "admin", iam=True
+    ),
+    HttpRouteSpec(
+        "POST", "/v1/admin/networks/{network_id}/invites/{user_id}/reissue", "admin", iam=True
+    ),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/audit", "admin", iam=True),
 )

@@ -16,6 +16,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from sotto import topology
+from sotto.protocol.certificates import DeviceRevocation
 from sotto.protocol.membership import (
     Add,
     Change,
@@ -152,6 +153,9 @@ TARGETED = [
     ("lookup_user", "alice", "alice", "user"),
     ("lookup_user", "carol", "alice", "not_found"),  # across networks: as if unknown
     ("lookup_user", "carol", "handle of alice", "not_found"),
+    # Only the user's own identity revokes its devices.
+    ("revoke_device", "bob", "alice", "forbidden"),
+    ("revoke_device", "carol", "alice", "forbidden"),
 ]
 
 
@@ -186,6 +190,14 @@ FIELDS: dict[str, Any] = {
     "leave": lambda w, c, t: _op(w, c, t, Leave()),
     "membership_log": lambda w, c, t: {"after": -1},
     "identities": lambda w, c, t: {"user_ids": [w[t].user_id]},
+    # The caller signs, with its own identity, a revocation of the target's device.
+    "revoke_device": lambda w, c, t: {
+        "revocation": b64(
+            DeviceRevocation.issue(
+                w[c].identity, w[t].user_id, w[t].device_id, revoked_at=int(time.time() * 1000)
+            ).serialize()
+        )
+    },
 }
 
 
@@ -208,7 +220,7 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
         fields = {"conversation_id": world["conversation_id"]}
     elif target in ("room", "spare"):
         fields = {"conversation_id": world[f"{target}_id"]}
-    elif route in ("create_conversation", "identities"):
+    elif route in ("create_conversation", "identities", "revoke_device"):
         fields = {}
     elif target == "handle of alice":
         fields = {"handle": world["alice"].handle}
@@ -246,7 +258,7 @@ def test_prekeys_of_another_device_cannot_be_published(stack, world):
 )
 def test_admin_routes_refuse_unsigned_requests(stack, route):
     path = route.path.replace("{network_id}", "net-x").replace("{user_id}", "usr-x")
-    path = path.replace("{device_id}", "dev-x")
+    path = path.replace("{device_id}", "dev-x").replace("{group}", "g")
     status, answer = http(stack, route.method, path, {} if route.method == "POST" else None)
     assert (status, answer) == (403, {"message": "Forbidden"})
 
@@ -261,6 +273,7 @@ def test_every_ws_route_is_in_the_matrix_or_own_device_only():
         "list_conversations",  # the caller's own conversations only
         "sync",  # the caller's own device only
         "ack",  # the caller's own cursors and mail only
+        "policy",  # the caller's own effective policy only
     }
     named = {r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
     assert named <= covered, named - covered

@@ -16,6 +16,7 @@ summary ("IAM grants never used").
 from __future__ import annotations
 
 import secrets
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,17 +28,30 @@ from sotto.client.api import fetch_info
 from sotto.client.messaging import Messenger
 from sotto.client.server import ServerConfig, resolve_server
 from sotto.local.iam_trace import TRACE_FILE, TracedCall, read_trace
+from sotto.protocol.certificates import DeviceRevocation
 from tests.messaging.conftest import (
     enroll_person,
     link_second_device,
     open_messenger,
 )
-from tests.support.stack import Socket, Stack, admin, http, seed_device
+from tests.support.people import add_device, seed_person
+from tests.support.stack import (
+    Socket,
+    Stack,
+    admin,
+    b64,
+    http,
+    invite,
+    run_schedule,
+    seed_device,
+)
 
 from .conftest import UNUSED_GRANTS, Synthesized
 from .iam_policy import ACCOUNT, PARTITION, REGION, Grant, PolicyEvaluator, Request
 
 pytestmark = [pytest.mark.synth, pytest.mark.after_suite]
+# The services whose grants the trace accounts for (KMS via S3/DynamoDB is the service's call).
+_TRACED_PREFIXES = ("dynamodb:", "execute-api:", "events:", "s3:")
 
 
 def _drive_every_route(stack: Stack, home: Path) -> None:
@@ -73,6 +87,7 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         second = open_messenger(home, f"alice{suffix}-2")
         devices.append(second)
         admin(stack, "GET", f"/networks/{network['network_id']}/users")
+        _drive_policy(stack, network["network_id"])
         admin(stack, "GET", f"/users/{alice}")
         admin(stack, "GET", f"/devices/{second.info.device_id}")
         admin(stack, "POST", f"/devices/{second.info.device_id}/revoke")
@@ -86,6 +101,49 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         assert socket.request("no_such_action")["action"] == "error"
         admin(stack, "POST", f"/users/{device.user_id}/suspend")
     admin(stack, "POST", f"/users/{device.user_id}/reinstate")
+    _drive_invites_and_audit(stack, network["network_id"])
+
+
+def _drive_invites_and_audit(stack: Stack, network_id: str) -> None:
+    """Invites listed, reissued, revoked, made in bulk; a user's own revocation; the
+    audit log read and sealed into the archive."""
+    base = f"/networks/{network_id}"
+    pending = invite(stack, network_id)
+    admin(stack, "GET", f"{base}/invites")
+    admin(stack, "POST", f"{base}/invites/{pending['user_id']}/reissue", {})
+    admin(stack, "POST", f"{base}/invites/{pending['user_id']}/revoke")
+    rows = [{"handle": f"bulk{secrets.token_hex(3)}"}]
+    admin(stack, "POST", f"{base}/invites/bulk", {"invites": rows})
+    person = seed_person(stack, network_id, prekeys=0)
+    spare = add_device(stack, person)
+    first = person.devices[0]
+    assert first.identity is not None
+    revocation = DeviceRevocation.issue(
+        first.identity, person.user_id, spare.device_id, revoked_at=int(time.time() * 1000)
+    )
+    with Socket(stack, spare), Socket(stack, first) as socket:
+        answer = socket.request("revoke_device", revocation=b64(revocation.serialize()))
+        assert answer["action"] == "device_revoked"
+    admin(stack, "GET", f"{base}/audit?after=0")
+    assert run_schedule(stack, "audit_sealer")["sealed"]
+
+
+def _drive_policy(stack: Stack, network_id: str) -> None:
+    """Policy and security groups, with a change pushed to an online device."""
+    base = f"/networks/{network_id}"
+    device = seed_device(stack, network_id=network_id)
+    with Socket(stack, device) as socket:
+        assert socket.request("policy")["action"] == "policy"
+        admin(stack, "PUT", f"{base}/policy", {"max_expiry_s": 86400})
+        socket.push("policy")
+    admin(stack, "POST", f"{base}/groups", {"name": "iam"})
+    admin(stack, "PUT", f"{base}/groups/iam/policy", {"max_devices": 5})
+    admin(stack, "POST", f"{base}/groups/iam/members", {"user_ids": [device.user_id]})
+    admin(stack, "GET", f"/users/{device.user_id}/policy")
+    admin(stack, "POST", f"{base}/groups/iam/members/remove", {"user_ids": [device.user_id]})
+    admin(stack, "GET", f"{base}/policy")
+    # Back to no limit: the rest of the scenario sends without expiry.
+    admin(stack, "PUT", f"{base}/policy", {"max_expiry_s": None})
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +164,11 @@ def _request(synth: Synthesized, evaluator: PolicyEvaluator, call: TracedCall) -
         logical_id, _, index = target.partition("/index/")
         arn = evaluator.table_arn(synth.logical_id(synth.stack.tables[logical_id]))
         resource = f"{arn}/index/{index}" if index else arn
+    elif kind == "bus":
+        resource = f"{synth.logical_id(synth.stack.audit_bus)}.Arn"
+    elif kind == "bucket":
+        logical_id, _, object_key = target.partition("/")
+        resource = f"{synth.logical_id(synth.stack.buckets[logical_id])}.Arn/{object_key}"
     elif kind == "connections":
         api = synth.logical_id(synth.stack.websocket.api)
         stage = synth.stack.settings.stage
@@ -153,13 +216,13 @@ def test_every_traced_request_is_granted_by_its_functions_role(
         wanted = _request(synth, evaluator, call)
         if not evaluator.allows(statements[call.function], wanted):
             denied.append(f"{call.function} ({call.route}): {call.action} on {wanted.resource}")
-        for grant in evaluator.grants(statements[call.function], ("dynamodb:", "execute-api:")):
+        for grant in evaluator.grants(statements[call.function], _TRACED_PREFIXES):
             if evaluator.allows([_statement(grant)], wanted):
                 used[call.function].add(grant)
     unused = [
         f"{name}: {grant.action} on {grant.resource} ({grant.sid})"
         for name, grants in sorted(statements.items())
-        for grant in evaluator.grants(grants, ("dynamodb:", "execute-api:"))
+        for grant in evaluator.grants(grants, _TRACED_PREFIXES)
         if grant not in used[name]
     ]
     request.config.stash[UNUSED_GRANTS] = unused

@@ -14,6 +14,7 @@ from .conftest import Synthesized
 
 pytestmark = pytest.mark.synth
 
+SCHEDULED = [spec for spec in topology.FUNCTIONS if spec.schedule]
 EXPECTED_COUNTS = {
     "AWS::KMS::Key": len(topology.KEYS),
     "AWS::KMS::Alias": len(topology.KEYS),
@@ -25,9 +26,9 @@ EXPECTED_COUNTS = {
     "AWS::Lambda::LayerVersion": 1,
     # One per route integration, plus the authorizer's.
     "AWS::Lambda::Permission": len(topology.WS_ROUTES) + len(topology.HTTP_ROUTES) + 1,
-    # One per function, API Gateway's account-wide logging role, the key-admin
-    # and compliance roles, and AWS Backup's.
-    "AWS::IAM::Role": len(topology.FUNCTIONS) + 4,
+    # One per function, one per schedule, API Gateway's account-wide logging
+    # role, the key-admin and compliance roles, and AWS Backup's.
+    "AWS::IAM::Role": len(topology.FUNCTIONS) + len(SCHEDULED) + 4,
     # The compliance role's archive access.
     "AWS::IAM::ManagedPolicy": 1,
     "AWS::Backup::BackupVault": 1,
@@ -45,6 +46,9 @@ EXPECTED_COUNTS = {
     # CDK's TLS-only policy of each queue.
     "AWS::SQS::QueuePolicy": len(topology.QUEUES),
     "AWS::Lambda::EventSourceMapping": sum(1 for f in topology.FUNCTIONS if f.stream_source),
+    # The audit bus, and one EventBridge Scheduler schedule per scheduled function.
+    "AWS::Events::EventBus": 1,
+    "AWS::Scheduler::Schedule": len(SCHEDULED),
 }
 
 
@@ -375,7 +379,7 @@ def test_kms_aliases_come_from_topology_per_stage(synth: Synthesized) -> None:
 def test_outputs_give_endpoints_bucket_and_table_names(synth: Synthesized) -> None:
     outputs = synth.template_dict["Outputs"]
     expected = {"WebSocketUrl", "ConnectionsUrl", "HttpApiUrl"}
-    expected |= {"ComplianceRoleArn", "KeyAdminRoleArn", "BackupVaultName"}
+    expected |= {"ComplianceRoleArn", "KeyAdminRoleArn", "BackupVaultName", "AuditBusName"}
     expected |= {f"{b.logical_id}Name" for b in topology.BUCKETS}
     expected |= {f"{t.logical_id}Name" for t in topology.TABLES}
     assert set(outputs) == expected
@@ -392,3 +396,62 @@ def test_outputs_give_endpoints_bucket_and_table_names(synth: Synthesized) -> No
     for table in topology.TABLES:
         ref = {"Ref": synth.logical_id(synth.stack.tables[table.logical_id])}
         assert outputs[f"{table.logical_id}Name"]["Value"] == ref
+
+
+def test_audit_events_go_to_their_own_bus_from_the_functions_that_record(
+    synth: Synthesized,
+) -> None:
+    (bus_id, bus) = next(iter(synth.of_type("AWS::Events::EventBus").items()))
+    assert bus["Properties"]["Name"] == f"sotto-{synth.stack.settings.stage}-audit"
+    publishers = {spec.name for spec in topology.FUNCTIONS if spec.publishes_audit_events}
+    assert publishers == {"admin", "enroll", "keys"}
+    for spec in topology.FUNCTIONS:
+        function = synth.resources[synth.logical_id(synth.stack.functions[spec.name])]
+        role = synth.resources[function["Properties"]["Role"]["Fn::GetAtt"][0]]
+        statements = [
+            s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
+        ]
+        put = [s for s in statements if "events:PutEvents" in json.dumps(s["Action"])]
+        if spec.name in publishers:
+            assert put == [
+                {
+                    "Sid": "PublishAuditEvents",
+                    "Effect": "Allow",
+                    "Action": "events:PutEvents",
+                    "Resource": {"Fn::GetAtt": [bus_id, "Arn"]},
+                }
+            ]
+        else:
+            assert put == []
+
+
+def test_the_sealer_runs_on_a_schedule_and_writes_only_audit_objects(synth: Synthesized) -> None:
+    (schedule,) = synth.of_type("AWS::Scheduler::Schedule").values()
+    sealer = synth.logical_id(synth.stack.functions["audit_sealer"])
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+    assert schedule["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [sealer, "Arn"]}
+    role = synth.resources[synth.resources[sealer]["Properties"]["Role"]["Fn::GetAtt"][0]]
+    statements = {
+        s["Sid"]: s
+        for p in role["Properties"]["Policies"]
+        for s in p["PolicyDocument"]["Statement"]
+    }
+    archive = synth.logical_id(synth.stack.buckets["ArchiveBucket"])
+    assert statements["WriteArchivePrefixes"]["Action"] == "s3:PutObject"
+    assert statements["WriteArchivePrefixes"]["Resource"] == {
+        "Fn::Join": ["", [{"Fn::GetAtt": [archive, "Arn"]}, "/audit/*"]]
+    }
+    encrypt = statements["EncryptArchiveThroughS3"]
+    assert encrypt["Action"] == "kms:GenerateDataKey"  # never Decrypt
+    archive_key = synth.logical_id(synth.stack.keys["ArchiveKey"])
+    assert encrypt["Resource"] == {"Fn::GetAtt": [archive_key, "Arn"]}
+    invoke_role_id = schedule["Properties"]["Target"]["RoleArn"]["Fn::GetAtt"][0]
+    invoke = synth.resources[invoke_role_id]["Properties"]["Policies"][0]["PolicyDocument"]
+    assert invoke["Statement"] == [
+        {
+            "Sid": "InvokeScheduledFunction",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": [sealer, "Arn"]},
+        }
+    ]

@@ -334,3 +334,12 @@ def publish_prekeys(socket: Socket, count: int, *, signed: bool = False) -> dict
             fields["signed_prekey"] = b64(device.current_signed_prekey().serialize())
         answer = socket.request("publish_prekeys", **fields)
     return answer
+
+
+def run_schedule(stack: Stack, function: str) -> Any:
+    """Run a scheduled function now, as its EventBridge rule would (local stack only)."""
+    status, answer = http(
+        stack, "POST", f"/{stack.endpoints['stage']}/@schedules/{function}", signed=True
+    )
+    assert status == 200, (status, answer)
+    return answer

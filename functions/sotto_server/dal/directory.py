@@ -15,6 +15,10 @@ Single-table layout (access patterns in docs/architecture.md)::
     DEVICE#<device_id>         OTPKCOUNT          how many of those remain
     LINK#<link_id>             LINK               a device-link request
     LINKCODE#<sha256(code)>    LINKCODE           the link a code opens; the code only as a hash
+    NET#<network_id>           POLICY             the network's default policy; version of all
+    NET#<network_id>           GROUP#<name>       a security group and its policy
+    NET#<network_id>           GMEMBER#<g>#<u>    a group's member: list a group (the user's
+                                                  item holds its groups too: ``groups``)
 
 Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 """
@@ -22,12 +26,13 @@ Every multi-item change is one TransactWriteItems, so a failure writes nothing.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
+from ..logic.policy import PolicyDocuments, dump_document, load_document
 from ._single_table import (
     Conflict,
     Item,
@@ -45,11 +50,13 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "MAX_FAILED_ENROLLMENTS",
     "MAX_ONE_TIME_PREKEYS",
     "Conflict",
     "DeviceRecord",
     "DeviceStatus",
     "DirectoryStore",
+    "GroupRecord",
     "Invite",
     "LinkRecord",
     "Network",
@@ -59,6 +66,8 @@ __all__ = [
 
 # A device holds at most this many unused one-time prekeys (docs/protocol.md).
 MAX_ONE_TIME_PREKEYS = 1000
+# Enrollments with certificates that do not verify lock an invite after this many.
+MAX_FAILED_ENROLLMENTS = 5
 DeviceStatus = Literal["active", "revoked"]
 UserStatus = Literal["active", "suspended"]
 LinkState = Literal["open", "requested", "approved"]
@@ -79,6 +88,14 @@ class Network:
 
 
 @dataclass(frozen=True)
+class GroupRecord:
+    network_id: str
+    name: str
+    document: dict[str, Any]
+    created_at: int
+
+
+@dataclass(frozen=True)
 class Invite:
     code_hash: str
     network_id: str
@@ -87,6 +104,13 @@ class Invite:
     created_at: int
     expires_at: int
     used: bool
+    # Enrollments refused for certificates that did not verify; at
+    # MAX_FAILED_ENROLLMENTS the invite is locked.
+    failed_attempts: int = 0
+    revoked: bool = False
+    # Set by a bulk invite: a name to show, and the security groups the user joins.
+    display_name: str = ""
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -97,6 +121,8 @@ class UserRecord:
     status: UserStatus
     identity_key: bytes
     created_at: int
+    # The security groups the user belongs to (their policies apply to it).
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -183,6 +209,10 @@ class DirectoryStore(SingleTableStore):
             created_at=_n(item, "created_at"),
             expires_at=_n(item, "expires_at_ms"),
             used=item.get("used", {}).get("BOOL", False),
+            failed_attempts=int(item.get("failed_attempts", {"N": "0"})["N"]),
+            revoked=item.get("revoked", {}).get("BOOL", False),
+            display_name=item.get("display_name", {}).get("S", ""),
+            groups=frozenset(item.get("groups", {}).get("SS", [])),
         )
 
     def find_handle(self, network_id: str, handle: str) -> str | None:
@@ -265,6 +295,169 @@ class DirectoryStore(SingleTableStore):
         """The link id behind a code hash (the hash is the lookup key for new devices)."""
         item = self._get(f"LINKCODE#{code_hash}", "LINKCODE")
         return None if item is None else _s(item, "link_id")
+
+    # -- policy and security groups -------------------------------------------------
+
+    def policy_documents(self, network_id: str, groups: Iterable[str]) -> PolicyDocuments:
+        """The network default and the named groups' documents, in one consistent read."""
+        wanted = sorted(groups)
+        keys = [(f"NET#{network_id}", "POLICY")]
+        keys += [(f"NET#{network_id}", f"GROUP#{name}") for name in wanted]
+        items = self._batch_get(keys)
+        network = items.get((f"NET#{network_id}", "POLICY"), {})
+        documents = {
+            name: load_document(item.get("policy", {}).get("S"))
+            for name in wanted
+            if (item := items.get((f"NET#{network_id}", f"GROUP#{name}"))) is not None
+        }
+        return PolicyDocuments(
+            network=load_document(network.get("policy", {}).get("S")),
+            groups=documents,
+            version=int(network.get("version", {"N": "0"})["N"]),
+        )
+
+    def user_groups(self, user_id: str) -> frozenset[str] | None:
+        user = self.get_user(user_id)
+        return None if user is None else user.groups
+
+    def list_groups(self, network_id: str) -> list[GroupRecord]:
+        return [
+            GroupRecord(
+                network_id=network_id,
+                name=_s(item, "sk").removeprefix("GROUP#"),
+                document=load_document(item.get("policy", {}).get("S")),
+                created_at=_n(item, "created_at"),
+            )
+            for item in self._query(f"NET#{network_id}", "GROUP#")
+        ]
+
+    def group_memberships(self, network_id: str, group: str | None = None) -> list[tuple[str, str]]:
+        """(group, user_id) of one group's members, or of every group of the network."""
+        prefix = "GMEMBER#" if group is None else f"GMEMBER#{group}#"
+        found = []
+        for item in self._query(f"NET#{network_id}", prefix):
+            name, _, user_id = _s(item, "sk").removeprefix("GMEMBER#").partition("#")
+            found.append((name, user_id))
+        return found
+
+    def _bump_policy_version(self, network_id: str, now: int) -> TransactWriteItemTypeDef:
+        """Every policy or membership change moves the network's version (clients compare)."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key(f"NET#{network_id}", "POLICY"),
+                "UpdateExpression": "SET updated_at = :now ADD version :one",
+                "ExpressionAttributeValues": {":now": number(now), ":one": number(1)},
+            }
+        }
+
+    def set_network_policy(self, network_id: str, document: Mapping[str, Any], now: int) -> None:
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", "NETWORK"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", "POLICY"),
+                        "UpdateExpression": "SET policy = :p, updated_at = :now ADD version :one",
+                        "ExpressionAttributeValues": {
+                            ":p": {"S": dump_document(document)},
+                            ":now": number(now),
+                            ":one": number(1),
+                        },
+                    }
+                },
+            ],
+            {0: "no_such_network"},
+        )
+
+    def create_group(self, group: GroupRecord) -> None:
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{group.network_id}", "NETWORK"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": {
+                            **key(f"NET#{group.network_id}", f"GROUP#{group.name}"),
+                            "policy": {"S": dump_document(group.document)},
+                            "created_at": number(group.created_at),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ],
+            {0: "no_such_network", 1: "group_exists"},
+        )
+
+    def set_group_policy(
+        self, network_id: str, name: str, document: Mapping[str, Any], now: int
+    ) -> None:
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", f"GROUP#{name}"),
+                        "UpdateExpression": "SET policy = :p",
+                        "ConditionExpression": "attribute_exists(pk)",
+                        "ExpressionAttributeValues": {":p": {"S": dump_document(document)}},
+                    }
+                },
+                self._bump_policy_version(network_id, now),
+            ],
+            {0: "no_such_group"},
+        )
+
+    def set_group_member(
+        self, network_id: str, name: str, user_id: str, *, member: bool, now: int
+    ) -> None:
+        """Add a user of the network to a group (member=True) or take it out, atomically."""
+        membership = key(f"NET#{network_id}", f"GMEMBER#{name}#{user_id}")
+        write: TransactWriteItemTypeDef = (
+            {"Put": {"TableName": self._table, "Item": {**membership, "added_at": number(now)}}}
+            if member
+            else {"Delete": {"TableName": self._table, "Key": membership}}
+        )
+        self._transact(
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{network_id}", f"GROUP#{name}"),
+                        "ConditionExpression": "attribute_exists(pk)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"USER#{user_id}", "USER"),
+                        "UpdateExpression": f"{'ADD' if member else 'DELETE'} #g :g",
+                        "ConditionExpression": "attribute_exists(pk) AND network_id = :n",
+                        "ExpressionAttributeNames": {"#g": "groups"},
+                        "ExpressionAttributeValues": {
+                            ":g": {"SS": [name]},
+                            ":n": {"S": network_id},
+                        },
+                    }
+                },
+                write,
+                self._bump_policy_version(network_id, now),
+            ],
+            {0: "no_such_group", 1: "no_such_user"},
+        )
 
     # -- prekeys --------------------------------------------------------------
 
@@ -519,23 +712,115 @@ class DirectoryStore(SingleTableStore):
                 {
                     "Put": {
                         "TableName": self._table,
-                        "Item": {
-                            **key(f"INVITE#{invite.code_hash}", "INVITE"),
-                            "network_id": {"S": invite.network_id},
-                            "user_id": {"S": invite.user_id},
-                            "handle": {"S": invite.handle},
-                            "created_at": number(invite.created_at),
-                            # Seconds for TTL; the exact expiry is checked on use.
-                            "expires_at": number(ttl_expires_at),
-                            "expires_at_ms": number(invite.expires_at),
-                            "used": {"BOOL": False},
-                        },
+                        "Item": _invite_item(invite, ttl_expires_at),
                         "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": self._pending_item(invite, ttl_expires_at),
                     }
                 },
             ],
             {0: "no_such_network", 1: "handle_taken", 2: "invite_exists"},
         )
+
+    def _pending_item(self, invite: Invite, ttl_expires_at: int) -> Item:
+        """The network's pointer to a pending invite (listing, revoking, reissuing by user)."""
+        return {
+            **key(f"NET#{invite.network_id}", f"INVITE#{invite.user_id}"),
+            "code_hash": {"S": invite.code_hash},
+            "handle": {"S": invite.handle},
+            "created_at": number(invite.created_at),
+            "expires_at_ms": number(invite.expires_at),
+            "expires_at": number(ttl_expires_at),
+        }
+
+    def pending_invites(self, network_id: str) -> list[Invite]:
+        """The network's invites not yet used (the pointer is removed on enrollment)."""
+        found = []
+        for item in self._query(f"NET#{network_id}", "INVITE#"):
+            invite = self.get_invite(_s(item, "code_hash"))
+            if invite is not None and not invite.used:
+                found.append(invite)
+        return found
+
+    def pending_invite(self, network_id: str, user_id: str) -> Invite | None:
+        item = self._get(f"NET#{network_id}", f"INVITE#{user_id}")
+        if item is None:
+            return None
+        invite = self.get_invite(_s(item, "code_hash"))
+        return invite if invite is not None and not invite.used else None
+
+    def _revoke_unused(self, invite: Invite) -> TransactWriteItemTypeDef:
+        """Mark an invite revoked, on condition that it is still unused."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": key(f"INVITE#{invite.code_hash}", "INVITE"),
+                "UpdateExpression": "SET revoked = :true",
+                "ConditionExpression": "attribute_exists(pk) AND used = :false",
+                "ExpressionAttributeValues": {":true": {"BOOL": True}, ":false": {"BOOL": False}},
+            }
+        }
+
+    def revoke_invite(self, invite: Invite) -> None:
+        """Make an unused invite unusable and forget its pointer and handle reservation."""
+        self._transact(
+            [
+                self._revoke_unused(invite),
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": key(f"NET#{invite.network_id}", f"INVITE#{invite.user_id}"),
+                    }
+                },
+                {
+                    "Delete": {
+                        "TableName": self._table,
+                        "Key": key(f"HANDLE#{invite.network_id}#{invite.handle}", "HANDLE"),
+                        "ConditionExpression": "user_id = :u",
+                        "ExpressionAttributeValues": {":u": {"S": invite.user_id}},
+                    }
+                },
+            ],
+            {0: "invite_used", 2: "handle_moved"},
+        )
+
+    def reissue_invite(self, old: Invite, new: Invite, ttl_expires_at: int) -> None:
+        """Replace an unused invite by a new code for the same user and handle, atomically."""
+        self._transact(
+            [
+                self._revoke_unused(old),
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": _invite_item(new, ttl_expires_at),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": self._pending_item(new, ttl_expires_at),
+                    }
+                },
+            ],
+            {0: "invite_used", 1: "invite_exists"},
+        )
+
+    def fail_enrollment(self, invite: Invite) -> int:
+        """Count an enrollment refused for its certificates; returns the count now."""
+        answer = self._client.update_item(
+            TableName=self._table,
+            Key=key(f"INVITE#{invite.code_hash}", "INVITE"),
+            UpdateExpression="ADD failed_attempts :one",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":one": number(1)},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(answer.get("Attributes", {}).get("failed_attempts", {"N": "0"})["N"])
 
     def enroll(
         self,
@@ -559,12 +844,15 @@ class DirectoryStore(SingleTableStore):
                         "Key": key(f"INVITE#{invite.code_hash}", "INVITE"),
                         "UpdateExpression": "SET used = :true, used_at = :now",
                         "ConditionExpression": (
-                            "attribute_exists(pk) AND used = :false AND expires_at_ms > :now"
+                            "attribute_exists(pk) AND used = :false AND expires_at_ms > :now "
+                            "AND attribute_not_exists(revoked) "
+                            "AND (attribute_not_exists(failed_attempts) OR failed_attempts < :max)"
                         ),
                         "ExpressionAttributeValues": {
                             ":true": {"BOOL": True},
                             ":false": {"BOOL": False},
                             ":now": number(now),
+                            ":max": number(MAX_FAILED_ENROLLMENTS),
                         },
                     }
                 },
@@ -578,6 +866,7 @@ class DirectoryStore(SingleTableStore):
                             "status": {"S": user.status},
                             "identity_key": b64_value(user.identity_key),
                             "created_at": number(user.created_at),
+                            **({"groups": {"SS": sorted(invite.groups)}} if invite.groups else {}),
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
                     }
@@ -605,9 +894,30 @@ class DirectoryStore(SingleTableStore):
                         },
                     }
                 },
+                # The groups a bulk invite named: joined as the user comes to exist.
+                *self._join_groups(user, sorted(invite.groups), now),
             ],
             {0: "invite_unusable", 1: "user_exists", 3: "device_exists"},
         )
+
+    def _join_groups(
+        self, user: UserRecord, groups: list[str], now: int
+    ) -> list[TransactWriteItemTypeDef]:
+        if not groups:
+            return []
+        items: list[TransactWriteItemTypeDef] = [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": {
+                        **key(f"NET#{user.network_id}", f"GMEMBER#{g}#{user.user_id}"),
+                        "added_at": number(now),
+                    },
+                }
+            }
+            for g in groups
+        ]
+        return [*items, self._bump_policy_version(user.network_id, now)]
 
     def _device_puts(self, device: DeviceRecord) -> list[TransactWriteItemTypeDef]:
         return [
@@ -830,6 +1140,25 @@ class DirectoryStore(SingleTableStore):
         )
 
 
+def _invite_item(invite: Invite, ttl_expires_at: int) -> Item:
+    item: Item = {
+        **key(f"INVITE#{invite.code_hash}", "INVITE"),
+        "network_id": {"S": invite.network_id},
+        "user_id": {"S": invite.user_id},
+        "handle": {"S": invite.handle},
+        "created_at": number(invite.created_at),
+        # Seconds for TTL; the exact expiry is checked on use.
+        "expires_at": number(ttl_expires_at),
+        "expires_at_ms": number(invite.expires_at),
+        "used": {"BOOL": False},
+    }
+    if invite.display_name:
+        item["display_name"] = {"S": invite.display_name}
+    if invite.groups:
+        item["groups"] = {"SS": sorted(invite.groups)}
+    return item
+
+
 def _available(counter: Item | None) -> bool:
     """Whether a device's counter says a one-time prekey is left to hand out."""
     if counter is None or "next_id" not in counter or _n_or_zero(counter) <= 0:
@@ -852,6 +1181,7 @@ def _user(user_id: str, item: Item) -> UserRecord:
         status=status,
         identity_key=_bytes(item, "identity_key"),
         created_at=_n(item, "created_at"),
+        groups=frozenset(item.get("groups", {}).get("SS", [])),
     )
 
 

@@ -29,12 +29,27 @@ def stores() -> Stores:
     from ..dal.directory import DirectoryStore
     from ..dal.guards import GuardsStore
     from ..logic.key_directory import Stores
+    from ._audit import audit  # keys, enroll and admin record audit events
 
     config = settings()
     return Stores(
         directory=DirectoryStore(dynamodb_client(), config.table_name("DirectoryTable")),
         guards=GuardsStore(dynamodb_client(), config.table_name("GuardsTable")),
         limit_scale=config.rate_limit_scale,
+        audit=audit,
+        close_sockets=_close_sockets,
+    )
+
+
+def _close_sockets(device_id: str) -> int:
+    from ..aws import connections_client
+    from ..logic.push import disconnect
+    from ..logic.standing import close_device_sockets
+    from ._socket import connections_store
+
+    connections = connections_store()
+    return close_device_sockets(
+        connections, lambda cid: disconnect(connections_client(), connections, cid), device_id
     )
 
 

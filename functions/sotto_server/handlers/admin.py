@@ -20,24 +20,50 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ..aws import connections_client
-from ..logic import admin
+from ..logic import admin, invites, policy_admin
 from ..logic.admin_callers import admitted
 from ..logic.errors import ErrorCode, Refused
+from ..logic.frames import encode
 from ..logic.push import disconnect
-from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
+from ..logic.requests import (
+    BulkInviteRequest,
+    CreateNetworkRequest,
+    GroupMembersRequest,
+    GroupRequest,
+    InviteRequest,
+    PolicySettingsRequest,
+    ReissueInviteRequest,
+    parse_body,
+)
+from ._audit import Actor, AuditEvent, audit
 from ._http import json_body, refused_response
-from ._socket import connections_store
+from ._socket import connections_store, online_pushes, reply
 from ._stores import stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_GROUP = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 
 
 def _id(value: str, what: str) -> str:
     if not _ID.match(value):
         raise Refused(ErrorCode.BAD_REQUEST, f"{what} must be 1-64 URL-safe characters")
     return value
+
+
+def _group(value: str) -> str:
+    if not _GROUP.match(value):
+        raise Refused(ErrorCode.BAD_REQUEST, "a group name is 1-32 of a-z 0-9 . _ -")
+    return value
+
+
+def _caller() -> Actor:
+    return Actor("iam", str(app.current_event.request_context.authorizer.iam.user_arn))
+
+
+def _audit(network_id: str, event: str, subject: dict[str, str], **detail: Any) -> None:
+    audit(AuditEvent(network_id, event, _caller(), subject, detail=detail))
 
 
 def _now_ms() -> int:
@@ -71,7 +97,9 @@ def _admit_named_principals(app: APIGatewayHttpResolver, next_middleware: NextMi
 @app.post("/v1/admin/networks")
 def create_network() -> dict[str, Any]:
     request = parse_body(CreateNetworkRequest, json_body(app))
-    return admin.create_network(stores().directory, request, _now_ms())
+    answer = admin.create_network(stores().directory, request, _now_ms())
+    _audit(answer["network_id"], "network.created", {"network_id": answer["network_id"]})
+    return answer
 
 
 @app.get("/v1/admin/networks")
@@ -86,7 +114,72 @@ def create_invite(network_id: str) -> dict[str, Any]:
         stores().directory, _id(network_id, "network id"), request, _now_ms()
     )
     logger.info("invited", network_id=network_id, user_id=answer["user_id"])
+    _audit(
+        network_id,
+        "invite.created",
+        {"user_id": answer["user_id"], "handle": answer["handle"]},
+        expires_at=answer["expires_at"],
+    )
     return answer
+
+
+@app.get("/v1/admin/networks/<network_id>/invites")
+def list_invites(network_id: str) -> dict[str, Any]:
+    return invites.list_invites(stores().directory, _id(network_id, "network id"), _now_ms())
+
+
+@app.post("/v1/admin/networks/<network_id>/invites/<user_id>/revoke")
+def revoke_invite(network_id: str, user_id: str) -> dict[str, Any]:
+    network_id = _id(network_id, "network id")
+    answer = invites.revoke_invite(stores().directory, network_id, _id(user_id, "user id"))
+    _audit(network_id, "invite.revoked", {"user_id": user_id, "handle": answer["handle"]})
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/invites/<user_id>/reissue")
+def reissue_invite(network_id: str, user_id: str) -> dict[str, Any]:
+    request = parse_body(ReissueInviteRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer = invites.reissue_invite(
+        stores().directory, network_id, _id(user_id, "user id"), request.ttl_s, _now_ms()
+    )
+    _audit(
+        network_id,
+        "invite.reissued",
+        {"user_id": user_id, "handle": answer["handle"]},
+        expires_at=answer["expires_at"],
+    )
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/invites/bulk")
+def bulk_invite(network_id: str) -> dict[str, Any]:
+    request = parse_body(BulkInviteRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer = invites.bulk_invite(stores().directory, network_id, request, _now_ms())
+    for made in answer["created"]:
+        _audit(
+            network_id,
+            "invite.created",
+            {"user_id": made["user_id"], "handle": made["handle"]},
+            expires_at=made["expires_at"],
+            bulk=True,
+        )
+    return answer
+
+
+@app.get("/v1/admin/networks/<network_id>/audit")
+def read_audit(network_id: str) -> dict[str, Any]:
+    from ..logic.audit import read_page
+    from ._audit import audit_store
+
+    network_id = _id(network_id, "network id")
+    if stores().directory.get_network(network_id) is None:
+        raise Refused(ErrorCode.NOT_FOUND, "no such network")
+    raw = app.current_event.get_query_string_value("after", "0") or "0"
+    if not raw.isdigit() or len(raw) > 12:
+        raise Refused(ErrorCode.BAD_REQUEST, "after must be a sequence number")
+    return read_page(audit_store(), network_id, int(raw))
 
 
 @app.get("/v1/admin/networks/<network_id>/users")
@@ -102,16 +195,20 @@ def get_user(user_id: str) -> dict[str, Any]:
 @app.post("/v1/admin/users/<user_id>/suspend")
 def suspend_user(user_id: str) -> dict[str, Any]:
     logger.info("suspending", user_id=user_id)
-    return admin.set_user_status(
+    answer = admin.set_user_status(
         stores().directory, connections_store(), _disconnect, _id(user_id, "user id"), "suspended"
     )
+    _audit(answer["network_id"], "user.suspended", {"user_id": user_id})
+    return answer
 
 
 @app.post("/v1/admin/users/<user_id>/reinstate")
 def reinstate_user(user_id: str) -> dict[str, Any]:
-    return admin.set_user_status(
+    answer = admin.set_user_status(
         stores().directory, connections_store(), _disconnect, _id(user_id, "user id"), "active"
     )
+    _audit(answer["network_id"], "user.reinstated", {"user_id": user_id})
+    return answer
 
 
 @app.get("/v1/admin/devices/<device_id>")
@@ -122,13 +219,109 @@ def get_device(device_id: str) -> dict[str, Any]:
 @app.post("/v1/admin/devices/<device_id>/revoke")
 def revoke_device(device_id: str) -> dict[str, Any]:
     logger.info("revoking", device_id=device_id)
-    return admin.revoke_device(
+    answer = admin.revoke_device(
         stores().directory,
         connections_store(),
         _disconnect,
         _id(device_id, "device id"),
         _now_ms(),
     )
+    _audit(
+        answer["network_id"],
+        "device.revoked",
+        {"device_id": device_id, "user_id": answer["user_id"]},
+    )
+    return answer
+
+
+def _push_policies(network_id: str, user_ids: list[str]) -> int:
+    """Push each affected user's online devices its new effective policy; returns how many.
+
+    A courtesy, as every push: a device offline now reads its policy on its next sync.
+    """
+    directory = stores().directory
+    notices: list[tuple[str, bytes]] = []
+    for policy in policy_admin.effective_policies(directory, network_id, user_ids):
+        frame = encode({"action": "policy", **policy.to_json()})
+        for device_id, _certificate, status in directory.list_devices(policy.user_id):
+            if status == "active":
+                notices.append((device_id, frame))
+    pushes = online_pushes(notices) if notices else []
+    for connection_id, frame in pushes:
+        reply(connection_id, frame)
+    return len(pushes)
+
+
+@app.get("/v1/admin/networks/<network_id>/policy")
+def show_policy(network_id: str) -> dict[str, Any]:
+    return policy_admin.show_policy(stores().directory, _id(network_id, "network id"))
+
+
+@app.put("/v1/admin/networks/<network_id>/policy")
+def set_network_policy(network_id: str) -> dict[str, Any]:
+    request = parse_body(PolicySettingsRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer, affected = policy_admin.set_policy(
+        stores().directory, network_id, None, request, _now_ms()
+    )
+    answer["pushed"] = _push_policies(network_id, affected)
+    logger.info("network policy set", network_id=network_id, knobs=sorted(request.model_fields_set))
+    _audit(network_id, "policy.set", {"network_id": network_id}, policy=answer["policy"])
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/groups")
+def create_group(network_id: str) -> dict[str, Any]:
+    request = parse_body(GroupRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer = policy_admin.create_group(stores().directory, network_id, request.name, _now_ms())
+    _audit(network_id, "group.created", {"group": request.name})
+    return answer
+
+
+@app.put("/v1/admin/networks/<network_id>/groups/<group>/policy")
+def set_group_policy(network_id: str, group: str) -> dict[str, Any]:
+    request = parse_body(PolicySettingsRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer, affected = policy_admin.set_policy(
+        stores().directory, network_id, _group(group), request, _now_ms()
+    )
+    answer["pushed"] = _push_policies(network_id, affected)
+    _audit(network_id, "group.policy_set", {"group": group}, policy=answer["policy"])
+    return answer
+
+
+def _set_members(network_id: str, group: str, *, member: bool) -> dict[str, Any]:
+    request = parse_body(GroupMembersRequest, json_body(app))
+    network_id = _id(network_id, "network id")
+    answer, changed = policy_admin.set_members(
+        stores().directory,
+        network_id,
+        _group(group),
+        request.user_ids,
+        member=member,
+        now_ms=_now_ms(),
+    )
+    answer["pushed"] = _push_policies(network_id, changed)
+    event = "group.member_added" if member else "group.member_removed"
+    for user_id in changed:
+        _audit(network_id, event, {"group": group, "user_id": user_id})
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/groups/<group>/members")
+def add_group_members(network_id: str, group: str) -> dict[str, Any]:
+    return _set_members(network_id, group, member=True)
+
+
+@app.post("/v1/admin/networks/<network_id>/groups/<group>/members/remove")
+def remove_group_members(network_id: str, group: str) -> dict[str, Any]:
+    return _set_members(network_id, group, member=False)
+
+
+@app.get("/v1/admin/users/<user_id>/policy")
+def user_policy(user_id: str) -> dict[str, Any]:
+    return policy_admin.user_policy(stores().directory, _id(user_id, "user id"))
 
 
 app.exception_handler(Refused)(_refused)

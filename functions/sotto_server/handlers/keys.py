@@ -21,6 +21,7 @@ def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
     from ..logic import key_directory as logic
+    from ..logic.device_revocation import revoke_device
     from ..logic.requests import (
         FetchBundlesRequest,
         LinkApproveRequest,
@@ -30,6 +31,7 @@ def routes() -> dict[str, Route]:
         LookupUserRequest,
         PrekeyStatusRequest,
         PublishPrekeysRequest,
+        RevokeDeviceRequest,
     )
 
     return {
@@ -40,6 +42,7 @@ def routes() -> dict[str, Route]:
         "lookup_user": (LookupUserRequest, logic.lookup_user),
         "link_create": (LinkCreateRequest, logic.link_create),
         "link_pending": (LinkPendingRequest, logic.link_pending),
+        "revoke_device": (RevokeDeviceRequest, revoke_device),
         "link_approve": (LinkApproveRequest, logic.link_approve),
     }
 

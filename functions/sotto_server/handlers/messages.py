@@ -1,4 +1,4 @@
-"""Message routes (docs/api.md, Messaging): distribute, send, sync, ack."""
+"""Message routes (docs/api.md, Messaging): distribute, send, sync, ack, policy."""
 
 from __future__ import annotations
 
@@ -21,13 +21,20 @@ def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
     from ..logic import messaging as logic
-    from ..logic.requests import AckRequest, DistributeRequest, SendRequest, SyncRequest
+    from ..logic.requests import (
+        AckRequest,
+        DistributeRequest,
+        PolicyRequest,
+        SendRequest,
+        SyncRequest,
+    )
 
     return {
         "distribute": (DistributeRequest, logic.distribute),
         "send": (SendRequest, logic.send),
         "sync": (SyncRequest, logic.sync),
         "ack": (AckRequest, logic.ack),
+        "policy": (PolicyRequest, logic.policy),
     }
 
 

@@ -17,17 +17,15 @@ from typing import Any
 
 from ..dal.connections import ConnectionsStore
 from ..dal.directory import (
-    Conflict,
     DeviceRecord,
     DirectoryStore,
-    Invite,
     Network,
     UserRecord,
     UserStatus,
 )
-from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
+from .invites import new_invite
 from .requests import CreateNetworkRequest, InviteRequest
 from .standing import close_device_sockets
 
@@ -68,30 +66,7 @@ def list_networks(directory: DirectoryStore) -> dict[str, Any]:
 def create_invite(
     directory: DirectoryStore, network_id: str, request: InviteRequest, now_ms: int
 ) -> dict[str, Any]:
-    code = new_code()
-    invite = Invite(
-        code_hash=hash_code(code),
-        network_id=network_id,
-        user_id=f"usr-{secrets.token_hex(8)}",
-        handle=request.handle,
-        created_at=now_ms,
-        expires_at=now_ms + request.ttl_s * 1000,
-        used=False,
-    )
-    try:
-        # TTL deletes the invite a day after it lapses; use checks the exact time.
-        directory.create_invite(invite, ttl_expires_at=invite.expires_at // 1000 + 86400)
-    except Conflict as conflict:
-        if conflict.reason == "no_such_network":
-            raise Refused(ErrorCode.NOT_FOUND, "no such network") from None
-        raise Refused(ErrorCode.CONFLICT, f"handle {request.handle!r} is taken") from None
-    return {
-        "code": code,
-        "network_id": network_id,
-        "user_id": invite.user_id,
-        "handle": invite.handle,
-        "expires_at": invite.expires_at,
-    }
+    return new_invite(directory, network_id, request, now_ms)
 
 
 def list_users(directory: DirectoryStore, network_id: str) -> dict[str, Any]:

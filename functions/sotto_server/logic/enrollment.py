@@ -12,8 +12,9 @@ from typing import Any
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import VerifyingKey
 
-from ..dal.directory import Conflict, Invite, LinkRecord
+from ..dal.directory import MAX_FAILED_ENROLLMENTS, Conflict, Invite, LinkRecord
 from . import limits
+from .audit import Actor, AuditEvent
 from .codes import hash_code
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -39,9 +40,24 @@ def _limit(stores: Stores, bucket: str, subject: str, now_ms: int) -> None:
 
 def _open_invite(stores: Stores, code: str, now_ms: int) -> Invite:
     invite = stores.directory.get_invite(hash_code(code))
-    if invite is None or invite.used or invite.expires_at <= now_ms:
-        state = "unknown" if invite is None else "used" if invite.used else "expired"
+    if invite is None or invite.used or invite.revoked or invite.expires_at <= now_ms:
+        state = (
+            "unknown"
+            if invite is None
+            else "used"
+            if invite.used
+            else "revoked"
+            if invite.revoked
+            else "expired"
+        )
         raise Refused(ErrorCode.NOT_FOUND, _NO_CODE, log_detail=f"invite {state}")
+    if invite.failed_attempts >= MAX_FAILED_ENROLLMENTS:
+        # Only a holder of the code gets here: telling them it is locked leaks nothing.
+        raise Refused(
+            ErrorCode.FORBIDDEN,
+            "this invite is locked after too many failed enrollments; "
+            "ask your administrator to reissue it",
+        )
     return invite
 
 
@@ -63,20 +79,56 @@ def lookup(
 def enroll(stores: Stores, request: EnrollRequest, source_ip: str, now_ms: int) -> dict[str, Any]:
     _limit(stores, "enroll_ip", source_ip, now_ms)
     invite = _open_invite(stores, request.code, now_ms)
+    anonymous = Actor("anonymous", source_ip)
+    try:
+        user, device, signed_prekey = check_enrollment(
+            invite,
+            request.identity_key,
+            request.device_certificate,
+            request.signed_prekey,
+            now_ms=now_ms,
+        )
+    except Refused as refused:
+        # Garbage certificates cost the invite, not the network's enrollment budget.
+        failures = stores.directory.fail_enrollment(invite)
+        stores.record(
+            AuditEvent(
+                invite.network_id,
+                "enrollment.failed",
+                anonymous,
+                {"user_id": invite.user_id, "handle": invite.handle},
+                outcome="refused",
+                detail={"reason": refused.code.value, "failed_attempts": failures},
+            )
+        )
+        if failures == MAX_FAILED_ENROLLMENTS:
+            stores.record(
+                AuditEvent(
+                    invite.network_id,
+                    "invite.locked",
+                    anonymous,
+                    {"user_id": invite.user_id, "handle": invite.handle},
+                    detail={"failed_attempts": failures},
+                )
+            )
+        raise
+    # Counted only once the certificates verify: one unused invite can no
+    # longer burn the network's hourly budget with garbage.
     _limit(stores, "enroll_network", invite.network_id, now_ms)
-    user, device, signed_prekey = check_enrollment(
-        invite,
-        request.identity_key,
-        request.device_certificate,
-        request.signed_prekey,
-        now_ms=now_ms,
-    )
     try:
         stores.directory.enroll(invite, user, device, signed_prekey, now_ms)
     except Conflict as conflict:
         if conflict.reason == "invite_unusable":
             raise Refused(ErrorCode.NOT_FOUND, _NO_CODE, log_detail="invite lost a race") from None
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " ")) from None
+    stores.record(
+        AuditEvent(
+            user.network_id,
+            "enrollment.succeeded",
+            anonymous,
+            {"user_id": user.user_id, "device_id": device.device_id, "handle": user.handle},
+        )
+    )
     return {"network_id": user.network_id, "user_id": user.user_id, "device_id": device.device_id}
 
 
@@ -107,6 +159,14 @@ def link_request(
     except Conflict:
         raise Refused(ErrorCode.NOT_FOUND, _NO_CODE) from None
     user = stores.directory.get_user(link.user_id)
+    stores.record(
+        AuditEvent(
+            link.network_id,
+            "link.requested",
+            Actor("anonymous", source_ip),
+            {"user_id": link.user_id, "device_id": request.device_id, "link_id": link.link_id},
+        )
+    )
     answer = {
         "network_id": link.network_id,
         "user_id": link.user_id,

@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     INVALID_OPERATION = "invalid_operation"  # a membership operation fails verification
     REVOKED = "revoked"  # the calling device was revoked: the socket is closed next
     SUSPENDED = "suspended"  # the calling user is suspended: the socket is closed next
+    POLICY = "policy_violation"  # over a limit of the network's or a security group's policy
     INTERNAL = "internal_error"  # our fault; retry later
 
     @property
@@ -47,6 +48,7 @@ _HTTP_STATUS = {
     ErrorCode.INVALID_OPERATION: 400,
     ErrorCode.REVOKED: 403,
     ErrorCode.SUSPENDED: 403,
+    ErrorCode.POLICY: 403,
     ErrorCode.INTERNAL: 500,
 }
 

@@ -8,6 +8,7 @@ any notices for other devices. The handler does the I/O around it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..dal.directory import (
 )
 from ..dal.guards import GuardsStore
 from . import limits
+from .audit import Actor, AuditEvent
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -31,6 +33,7 @@ from .identity import (
     signing_key_der,
 )
 from .outcome import Outcome, paginate_lists
+from .policy import check_device_count, effective_policy
 from .principal import Principal
 from .requests import (
     FetchBundlesRequest,
@@ -68,6 +71,14 @@ class Stores:
     guards: GuardsStore
     # Multiplies every rate limit (``SOTTO_RATE_LIMIT_SCALE``).
     limit_scale: float = 1.0
+    # Records an audit event (handlers/_audit.py); None where nothing is audited.
+    audit: Callable[[AuditEvent], object] | None = None
+    # Closes every socket of a device (a revocation); None where nothing is closed.
+    close_sockets: Callable[[str], object] | None = None
+
+    def record(self, event: AuditEvent) -> None:
+        if self.audit is not None:
+            self.audit(event)
 
 
 def _limit(
@@ -257,6 +268,7 @@ def link_create(
 ) -> Outcome:
     _limit(stores, "link_device", caller.device_id, now_ms, request.id)
     _own_device(stores, caller, request.id)
+    _room_for_a_device(stores, caller, request.id)
     code = new_code()
     link = LinkRecord(
         link_id=f"lnk-{secrets.token_hex(8)}",
@@ -280,6 +292,20 @@ def link_create(
             }
         ]
     )
+
+
+def _room_for_a_device(stores: Stores, caller: Principal, rid: str | None) -> None:
+    """The policy's devices-per-user cap: checked when a link opens and when it is approved."""
+    groups = caller.user.groups if caller.user is not None else None
+    policy = effective_policy(stores.directory, caller.network_id, caller.user_id, groups=groups)
+    if policy["max_devices"] is None:
+        return
+    active = sum(
+        1
+        for _id, _cert, status in stores.directory.list_devices(caller.user_id)
+        if status == "active"
+    )
+    check_device_count(policy, active, rid)
 
 
 def _own_link(stores: Stores, caller: Principal, link_id: str, rid: str | None) -> LinkRecord:
@@ -321,6 +347,7 @@ def link_approve(
     user = caller.user or stores.directory.get_user(caller.user_id)
     if user is None or user.status != "active":
         raise Refused(ErrorCode.FORBIDDEN, "user is not active", rid)
+    _room_for_a_device(stores, caller, rid)
     try:
         certificate = check_device_certificate(
             request.certificate, user.identity_key, user_id=user.user_id, now_ms=now_ms
@@ -349,6 +376,14 @@ def link_approve(
         if conflict.reason in ("approver_not_active", "user_not_active"):
             raise Refused(ErrorCode.FORBIDDEN, "this device may no longer approve", rid) from None
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " "), rid) from None
+    stores.record(
+        AuditEvent(
+            caller.network_id,
+            "link.approved",
+            Actor("device", caller.device_id, caller.user_id),
+            {"user_id": user.user_id, "device_id": device.device_id},
+        )
+    )
     # The new device joins its user's conversation rosters through the
     # directory stream (the ``rosters`` function), not in this request.
     return Outcome(replies=[{"action": "link_approved", "id": rid, "device_id": device.device_id}])

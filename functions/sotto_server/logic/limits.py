@@ -72,6 +72,8 @@ LIMITS: dict[str, Limit] = {
         ),
         Limit("sync_device", "device", 600, 60, "`sync`"),
         Limit("ack_device", "device", 600, 60, "`ack`"),
+        # A client reads its policy when it opens a session and when one is pushed.
+        Limit("policy_device", "device", 120, 60, "`policy`"),
     )
 }
 

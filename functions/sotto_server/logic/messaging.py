@@ -30,10 +30,20 @@ from .conversations import Stores, limit, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome, paginate_lists
+from .policy import EffectivePolicy, check_envelope_timers, effective_policy
 from .principal import Principal
-from .requests import AckRequest, DistributeRequest, SendRequest, SyncRequest
+from .requests import AckRequest, DistributeRequest, PolicyRequest, SendRequest, SyncRequest
 
-__all__ = ["SYNC_PAGE_MAIL", "SYNC_PAGE_MESSAGES", "ack", "distribute", "send", "sync"]
+__all__ = [
+    "SYNC_PAGE_MAIL",
+    "SYNC_PAGE_MESSAGES",
+    "ack",
+    "caller_policy",
+    "distribute",
+    "policy",
+    "send",
+    "sync",
+]
 
 # One sync page: mail and messages each have their own budget; a client
 # acks and syncs again while ``more`` is true.
@@ -98,6 +108,19 @@ def _message_frame(message: StoredMessage) -> dict[str, Any]:
         "envelope": b64(message.envelope),
         "server_time": message.server_time,
     }
+
+
+def caller_policy(stores: Stores, caller: Principal) -> EffectivePolicy:
+    """The caller's effective policy; its groups come from the frame's standing check."""
+    groups = caller.user.groups if caller.user is not None else None
+    return effective_policy(stores.directory, caller.network_id, caller.user_id, groups=groups)
+
+
+def policy(stores: Stores, caller: Principal, request: PolicyRequest, now_ms: int) -> Outcome:
+    """The caller's effective policy, as an admin's change pushes it (``policy`` frame)."""
+    limit(stores, "policy_device", caller.device_id, now_ms, request.id)
+    answer = caller_policy(stores, caller).to_json()
+    return Outcome(replies=[{"action": "policy", "id": request.id, **answer}])
 
 
 def distribute(
@@ -213,6 +236,14 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     header = envelope.header
     if header.conversation_id != cid:
         raise Refused(ErrorCode.INVALID_ENVELOPE, "envelope is for another conversation", rid)
+    # Every envelope, receipts and call signals too: the timers are in its signed header.
+    check_envelope_timers(
+        caller_policy(stores, caller),
+        timestamp=header.timestamp,
+        expires_at=header.expires_at,
+        burn_after_read_s=header.burn_after_read_s,
+        request_id=rid,
+    )
     message_id = header.message_id.hex()
     if request.to_user is None:
         existing = stores.conversations.message_by_id(cid, message_id)

@@ -29,6 +29,7 @@ from .errors import ErrorCode, Refused
 __all__ = [
     "AckRequest",
     "AddMembersRequest",
+    "BulkInviteRequest",
     "ConversationDevicesRequest",
     "CreateConversationRequest",
     "CreateNetworkRequest",
@@ -36,6 +37,8 @@ __all__ = [
     "EnrollLookupRequest",
     "EnrollRequest",
     "FetchBundlesRequest",
+    "GroupMembersRequest",
+    "GroupRequest",
     "IdentitiesRequest",
     "InviteRequest",
     "LeaveRequest",
@@ -49,9 +52,13 @@ __all__ = [
     "LookupUserRequest",
     "MembershipLogRequest",
     "PingRequest",
+    "PolicyRequest",
+    "PolicySettingsRequest",
     "PrekeyStatusRequest",
     "PublishPrekeysRequest",
+    "ReissueInviteRequest",
     "RemoveMembersRequest",
+    "RevokeDeviceRequest",
     "SendRequest",
     "SetRoleRequest",
     "SyncRequest",
@@ -309,6 +316,69 @@ class InviteRequest(_Model):
     handle: Handle
     # Seconds; from one minute to thirty days.
     ttl_s: Annotated[int, Field(ge=60, le=30 * 24 * 3600)] = 7 * 24 * 3600
+
+
+InviteTtl = Annotated[int, Field(ge=60, le=30 * 24 * 3600)]
+# Rows per bulk request: the CLI sends a CSV in parts of this many.
+MAX_BULK_INVITES = 100
+
+
+class ReissueInviteRequest(_Model):
+    ttl_s: InviteTtl = 7 * 24 * 3600
+
+
+class BulkInviteRow(_Model):
+    """One CSV row, bounded here and checked field by field in the logic, so one bad row
+    is reported as refused while the others are invited."""
+
+    # The CSV line it came from, echoed in the report.
+    row: Annotated[int, Field(ge=0, lt=10**7)] = 0
+    handle: Annotated[str, StringConstraints(max_length=64)]
+    display_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    group: Annotated[str, StringConstraints(max_length=64)] = ""
+
+
+class BulkInviteRequest(_Model):
+    invites: Annotated[list[BulkInviteRow], Field(min_length=1, max_length=MAX_BULK_INVITES)]
+    ttl_s: InviteTtl = 7 * 24 * 3600
+
+
+class RevokeDeviceRequest(_Frame):
+    """A device revokes itself or another device of its user, signed by the user's identity."""
+
+    action: Literal["revoke_device"]
+    # A DeviceRevocation (docs/protocol.md) signed by the user's identity key.
+    revocation: Annotated[bytes, _decoder(MAX_DEVICE_CERTIFICATE), Field(min_length=1)]
+
+
+GroupName = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+
+
+class PolicySettingsRequest(_Model):
+    """Knobs to set in one policy document; a knob given as null stops constraining."""
+
+    max_expiry_s: Annotated[int, Field(ge=1, le=365 * 24 * 3600)] | None = None
+    max_burn_s: Annotated[int, Field(ge=1, le=7 * 24 * 3600)] | None = None
+    files_allowed: bool | None = None
+    max_file_bytes: Annotated[int, Field(ge=1, le=5 * 1024**3)] | None = None
+    location_allowed: bool | None = None
+    calls_allowed: bool | None = None
+    read_receipts: Literal["disabled", "enabled", "forced"] | None = None
+    max_devices: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class GroupRequest(_Model):
+    name: GroupName
+
+
+class GroupMembersRequest(_Model):
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=100)]
+
+
+class PolicyRequest(_Frame):
+    action: Literal["policy"]
 
 
 M = TypeVar("M", bound=_Model)

@@ -86,3 +86,56 @@ class AdminApi:
 
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return self._http.post(f"/v1/admin/devices/{path_segment(device_id)}/revoke")
+
+    def audit(self, network_id: str, *, after: int = 0) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/audit?after={after}")
+
+    def list_invites(self, network_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/invites")
+
+    def revoke_invite(self, network_id: str, user_id: str) -> dict[str, Any]:
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}/revoke"
+        )
+
+    def reissue_invite(
+        self, network_id: str, user_id: str, *, ttl_s: int | None = None
+    ) -> dict[str, Any]:
+        body = {} if ttl_s is None else {"ttl_s": ttl_s}
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}"
+            "/reissue",
+            body,
+        )
+
+    def bulk_invite(
+        self, network_id: str, rows: list[dict[str, Any]], *, ttl_s: int | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"invites": rows}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites/bulk", body)
+
+    def show_policy(self, network_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/policy")
+
+    def set_policy(
+        self, network_id: str, settings: dict[str, Any], *, group: str | None = None
+    ) -> dict[str, Any]:
+        base = f"/v1/admin/networks/{path_segment(network_id)}"
+        path = f"{base}/policy" if group is None else f"{base}/groups/{path_segment(group)}/policy"
+        return self._http.call("PUT", path, settings)
+
+    def user_policy(self, user_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/users/{path_segment(user_id)}/policy")
+
+    def create_group(self, network_id: str, name: str) -> dict[str, Any]:
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/groups", {"name": name}
+        )
+
+    def group_members(
+        self, network_id: str, group: str, user_ids: list[str], *, add: bool
+    ) -> dict[str, Any]:
+        path = f"/v1/admin/networks/{path_segment(network_id)}/groups/{path_segment(group)}/members"
+        return self._http.post(path if add else f"{path}/remove", {"user_ids": user_ids})

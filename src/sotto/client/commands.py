@@ -18,10 +18,12 @@ from typing import Any
 from sotto.protocol.errors import KeystoreError, ProtocolError
 
 from .api import AdminApi, fetch_info
+from .audit import ArchiveReader, AuditReport, local_archive, read_log, verify_log
+from .bulk import bulk_invite
 from .devices import DeviceListing, KeysReport, approve_link, keys_publish, keys_status
 from .devices import list_devices as list_user_devices
 from .enrollment import enroll, link_device
-from .errors import ClientError
+from .errors import ClientError, UsageError
 from .fingerprints import identity_fingerprint
 from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
@@ -193,6 +195,19 @@ def _admin(args: argparse.Namespace) -> None:
             answer = api.list_networks()
     elif command == "invite":
         answer = api.invite(args.network_id, args.handle, ttl_s=args.ttl)
+    elif command in ("policy", "group"):
+        answer = _policy_admin(api, args)
+    elif command == "audit":
+        _audit(api, args)
+        return
+    elif command == "invites":
+        answer = api.list_invites(args.network_id)
+    elif command == "invite-revoke":
+        answer = api.revoke_invite(args.network_id, args.user_id)
+    elif command == "invite-reissue":
+        answer = api.reissue_invite(args.network_id, args.user_id, ttl_s=args.ttl)
+    elif command == "invite-bulk":
+        answer = bulk_invite(api, args.network_id, args.csv, ttl_s=args.ttl)
     else:
         calls: dict[str, Callable[[str], dict[str, Any]]] = {
             "users": api.list_users,
@@ -212,6 +227,72 @@ def _admin(args: argparse.Namespace) -> None:
             f"--profile {args.handle}"
         )
     _print(args, answer, text)
+
+
+def _audit(api: AdminApi, args: argparse.Namespace) -> None:
+    report = read_log(api, args.network_id)
+    if args.verify:
+        archive = (
+            ArchiveReader(args.archive_bucket)
+            if args.archive_bucket
+            else local_archive(args.server)
+        )
+        verify_log(report, archive)
+    rows = []
+    for entry in report.entries:
+        fields = entry.fields()
+        if args.since is not None and int(fields.get("at", 0)) < args.since:
+            continue
+        rows.append({"seq": entry.seq, "hash": entry.hash, **fields})
+    if args.json:
+        print(
+            render_json({"network_id": args.network_id, "entries": rows, **_verdict(report, args)})
+        )
+    else:
+        table = [
+            {
+                "seq": row["seq"],
+                "at": row.get("at"),
+                "event": row.get("event"),
+                "actor": f"{row.get('actor', {}).get('kind')}:{row.get('actor', {}).get('id')}",
+                "subject": " ".join(f"{k}={v}" for k, v in sorted(row.get("subject", {}).items())),
+                "outcome": row.get("outcome"),
+            }
+            for row in rows
+        ]
+        print(render_table(table))
+        if args.verify and not report.problems:
+            print(
+                f"\nverified: {len(report.entries)} entries chain to the head; "
+                f"{len(report.segments)} sealed segments match"
+            )
+    if args.verify and report.problems:
+        raise ClientError("the audit log does not verify:\n  " + "\n  ".join(report.problems[:50]))
+
+
+def _verdict(report: AuditReport, args: argparse.Namespace) -> dict[str, Any]:
+    if not args.verify:
+        return {}
+    return {"verified": not report.problems, "problems": report.problems}
+
+
+def _policy_admin(api: AdminApi, args: argparse.Namespace) -> dict[str, Any]:
+    from sotto.cli import policy_settings
+
+    if args.admin_command == "group":
+        if args.group_command == "create":
+            return api.create_group(args.network_id, args.group)
+        add = args.group_command == "add"
+        return api.group_members(args.network_id, args.group, args.user_ids, add=add)
+    if args.policy_command == "set":
+        settings = policy_settings(args)
+        if not settings:
+            raise UsageError("name at least one knob to set (e.g. --max-expiry 1h) or --clear")
+        return api.set_policy(args.network_id, settings, group=args.group)
+    answer = api.show_policy(args.network_id)
+    if args.user:
+        answer["user"] = api.user_policy(args.user)
+    return answer
 
 
 _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {

@@ -92,6 +92,7 @@ from sotto.protocol.sessions import NO_SESSION
 from .encoding import b64d, b64e
 from .errors import ClientError, ConnectionLost, FrameError, MessagingError, TrustError
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
+from .policy import ClientPolicy, parse_policy
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
 from .profile import DeviceKeys, Profile, ProfileInfo
 from .session import Session, join_parts
@@ -206,6 +207,7 @@ class Messenger:
         connect: Callable[[], SessionLike] | None = None,
         clock: Callable[[], int] = now_ms,
         receipts: bool = True,
+        enforce_policy: bool = True,
     ) -> None:
         identity = info.identity_public()
         if identity is None:
@@ -217,6 +219,11 @@ class Messenger:
         )
         self._clock = clock
         self._receipts = receipts
+        # The network's policy for this user: read once a session, replaced when pushed.
+        # ``enforce_policy=False`` leaves enforcement to the server (its tests).
+        self._enforce_policy = enforce_policy
+        self.policy = ClientPolicy()
+        self._policy_read = False
         self._session: SessionLike | None = None
         self._identity = identity
         self._vault = profile.unlock(passphrase)
@@ -338,7 +345,22 @@ class Messenger:
                 self._session.close()
             # Pushes sent while no socket was open are gone: the next poll syncs.
             self._needs_sync = True
+            self._policy_read = False
         self._session = None
+
+    def read_policy(self) -> ClientPolicy:
+        """This user's effective network policy, from the server (``policy`` route)."""
+        self._set_policy(self._call("policy"))
+        self._policy_read = True
+        return self.policy
+
+    def _set_policy(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(ValueError):  # a malformed frame leaves the policy we had
+            self.policy = parse_policy(frame)
+
+    def _ensure_policy(self) -> None:
+        if not self._policy_read:
+            self.read_policy()
 
     def _call_parts(
         self, action: str, *, retry: bool = True, **fields: Any
@@ -916,7 +938,11 @@ class Messenger:
         self, target: str, text: str, *, expires_s: int = 0, burn_s: int = 0
     ) -> SentMessage:
         cid = self.resolve(target)
-        timers = MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
+        if self._enforce_policy:
+            self._ensure_policy()
+            timers = self.policy.timers(expires_s, burn_s)
+        else:
+            timers = MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
         return self.send(cid, Text(text), timers=timers)
 
     @_operation
@@ -929,6 +955,9 @@ class Messenger:
         to_user: str | None = None,
     ) -> SentMessage:
         """Prepare, save, distribute (if the chain is new), send; repair stale rosters."""
+        if self._enforce_policy:
+            self._ensure_policy()
+            self.policy.check_content(content)
         for attempt in range(MAX_SEND_ATTEMPTS):
             item = self._prepare(cid, content, timers=timers, to_user=to_user)
             self.save()
@@ -958,6 +987,9 @@ class Messenger:
     ) -> OutboxItem:
         conversation = self._engine(cid)
         record = self._record(cid)
+        if timers is None and self._enforce_policy and self.policy.max_expiry_s is not None:
+            # Receipts and controls too: under an expiry limit every envelope expires.
+            timers = self.policy.timers(0, 0)
         if record.private_sends >= MAX_PRIVATE_SENDS:
             conversation.request_rotation()
         for _ in range(2):
@@ -1177,6 +1209,7 @@ class Messenger:
         burn-on-read clocks start); otherwise receipts say "delivered".
         """
         self._needs_sync = False
+        self._ensure_policy()
         self.flush_outbox()
         events: list[Event] = []
         while True:
@@ -1252,6 +1285,9 @@ class Messenger:
     def _process_pushes(self, frames: list[dict[str, Any]], *, read: bool) -> list[Event]:
         mail = [f for f in frames if f.get("action") == "mail"]
         messages = [f for f in frames if f.get("action") == "message"]
+        for frame in frames:
+            if frame.get("action") == "policy":
+                self._set_policy(frame)
         if any(f.get("action") == "prekeys_low" for f in frames):
             with contextlib.suppress(ClientError):  # a closed socket: the next poll reconnects
                 self.replenish_prekeys()
@@ -1647,7 +1683,7 @@ class Messenger:
         return self._drain_notices()
 
     def _prepare_receipts(self, batch: _Batch, *, read: bool) -> list[OutboxItem]:
-        if not self._receipts:
+        if not self.policy.receipts(self._receipts):
             return []
         kind = Receipt.READ if read else Receipt.DELIVERED
         items = []

@@ -111,9 +111,11 @@ class LocalResources:
     buckets: dict[str, str]
     keys: dict[str, str]
     queues: dict[str, str]  # queue URLs
+    buses: dict[str, str]  # event bus names
 
     def environment(self) -> dict[str, str]:
         env = {spec.env_var: self.queues[spec.logical_id] for spec in topology.QUEUES}
+        env[topology.AUDIT_BUS.env_var] = self.buses[topology.AUDIT_BUS.logical_id]
         for spec in topology.TABLES:
             env[spec.env_var] = self.tables[spec.logical_id]
         for bucket in topology.BUCKETS:
@@ -145,7 +147,19 @@ def provision(endpoint: str, stage: str = "local") -> LocalResources:
     }
     buckets = {spec.logical_id: _create_bucket(s3, spec, stage, keys) for spec in topology.BUCKETS}
     queues = {spec.logical_id: _create_queue(endpoint, spec, stage) for spec in topology.QUEUES}
-    return LocalResources(tables=tables, buckets=buckets, keys=keys, queues=queues)
+    buses = {topology.AUDIT_BUS.logical_id: _create_bus(endpoint, topology.AUDIT_BUS, stage)}
+    return LocalResources(tables=tables, buckets=buckets, keys=keys, queues=queues, buses=buses)
+
+
+def _create_bus(endpoint: str, spec: topology.EventBusSpec, stage: str) -> str:
+    session = boto3.session.Session(
+        aws_access_key_id=LOCAL_CREDENTIALS["aws_access_key_id"],
+        aws_secret_access_key=LOCAL_CREDENTIALS["aws_secret_access_key"],
+        region_name=LOCAL_CREDENTIALS["region_name"],
+    )
+    name = f"sotto-{stage}-{spec.logical_id.lower()}"
+    session.client("events", endpoint_url=endpoint).create_event_bus(Name=name)
+    return name
 
 
 def _create_queue(endpoint: str, spec: topology.QueueSpec, stage: str) -> str:

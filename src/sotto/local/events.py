@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,6 +30,7 @@ __all__ = [
     "message_event",
     "new_connection_id",
     "new_request_id",
+    "scheduled_event",
 ]
 
 ACCOUNT_ID = "123456789012"
@@ -257,3 +259,19 @@ def http_event(
             event["body"] = base64.b64encode(body).decode()
             event["isBase64Encoded"] = True
     return event
+
+
+def scheduled_event(function: str, now_ms: int | None = None) -> dict[str, Any]:
+    """What an EventBridge schedule rule sends the function it targets."""
+    when = int(time.time() * 1000) if now_ms is None else now_ms
+    return {
+        "version": "0",
+        "id": new_request_id(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": datetime.fromtimestamp(when / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/sotto-local-{function}"],
+        "detail": {},
+    }

@@ -1,5 +1,7 @@
 """The local HTTP endpoint: the @connections management API and the HTTP API.
 
+- ``POST /{stage}/@schedules/{function}`` (SigV4, local only) runs a
+  scheduled function now, with the event its EventBridge rule would send.
 - ``POST|GET|DELETE /{stage}/@connections/{id}`` behave as API Gateway's
   management API, so handlers push with an unchanged boto3
   ``apigatewaymanagementapi`` client (410 ``GoneException`` for connections
@@ -95,6 +97,8 @@ class LocalHttpServer:
 
 def _handler_class(server: LocalHttpServer) -> type[BaseHTTPRequestHandler]:
     connections_path = re.compile(rf"^/{re.escape(server.stage)}/@connections/(?P<id>[^/]+)$")
+    # Local only: run a scheduled function now, as its EventBridge rule would.
+    schedules_path = re.compile(rf"^/{re.escape(server.stage)}/@schedules/(?P<name>[a-z_]+)$")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -130,6 +134,10 @@ def _handler_class(server: LocalHttpServer) -> type[BaseHTTPRequestHandler]:
             if match is not None:
                 self._connections(method, unquote(match["id"]), body)
                 return
+            match = schedules_path.match(url.path)
+            if match is not None and method == "POST":
+                self._schedule(match["name"])
+                return
             for route, pattern in server.routes:
                 found = pattern.match(url.path)
                 if found is not None and route.method == method:
@@ -161,6 +169,21 @@ def _handler_class(server: LocalHttpServer) -> type[BaseHTTPRequestHandler]:
                 self._gone() if outcome == "gone" else self._empty(HTTPStatus.NO_CONTENT)
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+
+        def _schedule(self, name: str) -> None:
+            if sigv4_access_key(self.headers) is None:
+                self._error(HTTPStatus.FORBIDDEN, "ForbiddenException", "Missing Authentication")
+                return
+            scheduled = {spec.name for spec in topology.FUNCTIONS if spec.schedule}
+            if name not in scheduled:
+                self._json(HTTPStatus.NOT_FOUND, {"message": "Not Found"})
+                return
+            try:
+                result = server.functions.invoke_sync(name, events.scheduled_event(name))
+            except FunctionError:
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"message": "Internal Server Error"})
+                return
+            self._json(HTTPStatus.OK, result)
 
         def _gone(self) -> None:
             self._error(HTTPStatus.GONE, "GoneException", "")

@@ -57,7 +57,8 @@ class TracedCall:
     """One IAM authorization: ``action`` on ``resource`` by ``function`` serving ``route``.
 
     ``resource`` names the target without physical names: ``table:<logical id>``,
-    ``table:<logical id>/index/<name>`` or ``connections:<METHOD>``. An
+    ``table:<logical id>/index/<name>``, ``connections:<METHOD>``, ``bus:<logical id>``
+    or ``bucket:<logical id>/<object key>``. An
     ``action`` of ``None`` records that the route ran (so a function that
     calls nothing, such as ``info``, still shows as exercised).
     """
@@ -132,10 +133,18 @@ _CONNECTION_METHODS = {
 class IamRecorder:
     """Installs on a boto3 session; appends each new :class:`TracedCall` to ``path``."""
 
-    def __init__(self, path: Path, tables: Mapping[str, str]) -> None:
-        """``tables``: physical table name -> logical id."""
+    def __init__(
+        self,
+        path: Path,
+        tables: Mapping[str, str],
+        buckets: Mapping[str, str] | None = None,
+        buses: Mapping[str, str] | None = None,
+    ) -> None:
+        """``tables``, ``buckets``, ``buses``: physical name -> logical id."""
         self.path = path
         self._tables = dict(tables)
+        self._buckets = dict(buckets or {})
+        self._buses = dict(buses or {})
         self._seen: set[TracedCall] = set()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,6 +173,13 @@ class IamRecorder:
             yield from self._dynamodb(operation, params)
         elif service == "apigatewaymanagementapi":
             yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
+        elif service == "events" and operation == "PutEvents":
+            for entry in params.get("Entries", []):
+                bus = str(entry.get("EventBusName", "default"))
+                yield "events:PutEvents", f"bus:{self._buses.get(bus, bus)}"
+        elif service == "s3" and operation == "PutObject" and params["Bucket"] in self._buckets:
+            # Object keys matter: a grant names the prefixes a function may write.
+            yield "s3:PutObject", f"bucket:{self._buckets[params['Bucket']]}/{params['Key']}"
         else:
             # Not mapped to IAM resources yet: the check cannot grant it by accident.
             yield f"{service}:{operation}", f"{service}:*"

@@ -26,6 +26,7 @@ import boto3
 from sotto import topology
 
 from .aws import LOCAL_CREDENTIALS, LocalResources, MotoServer, provision
+from .event_bus import EVENTS_FILE, EventBusRecorder
 from .events import LOCAL_ADMIN_ARN
 from .gateway import GatewayLimits, WebSocketGateway
 from .http_server import LocalHttpServer
@@ -117,8 +118,15 @@ class LocalStack:
 
         # What each handler asks of AWS, for the check against the template's roles.
         carry_context_into_pools()
-        recorder = IamRecorder(self.data_dir / TRACE_FILE, _physical_tables(resources))
-        recorder.install(boto3.DEFAULT_SESSION or _default_session())
+        recorder = IamRecorder(
+            self.data_dir / TRACE_FILE,
+            _physical_tables(resources),
+            buckets={name: logical for logical, name in resources.buckets.items()},
+            buses={name: logical for logical, name in resources.buses.items()},
+        )
+        session = boto3.DEFAULT_SESSION or _default_session()
+        recorder.install(session)
+        EventBusRecorder(self.data_dir / EVENTS_FILE).install(session)
         functions = LocalFunctions(STAGE, recorder)
         self._gateway = WebSocketGateway(
             functions,
@@ -180,6 +188,7 @@ class LocalStack:
                 "buckets": resources.buckets,
                 "keys": resources.keys,
                 "queues": resources.queues,
+                "buses": resources.buses,
             },
         )
         path = self.data_dir / "endpoints.json"
