@@ -130,6 +130,7 @@ MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
 USER_ID = re.compile(r"usr-[0-9a-f]+")  # as the server makes them (enrollment)
 HANDLE = re.compile(r"[a-z0-9._-]{1,32}")  # as invites give them (docs/api.md)
+CONVERSATION_ID = re.compile(r"(room|dm)-[0-9a-f]+")  # as the server and §15 make them
 ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
@@ -440,8 +441,8 @@ class Messenger:
             if record is None:
                 raise MessagingError(f"no room named {target!r} on this device")
             return record.conversation_id
-        if target in self.state.conversations:
-            return target
+        if target in self.state.conversations or CONVERSATION_ID.fullmatch(target):
+            return target  # a conversation id (one this device has not seen yet, too)
         user_id = self.resolve_user(target)
         known = next(
             (
