@@ -124,6 +124,23 @@ def _add_client_commands(commands: Any) -> None:
     invite.add_argument(
         "--ttl", type=parse_duration, default=None, metavar="DURATION", help="e.g. 30m, 12h, 7d"
     )
+    retention = admin_commands.add_parser(
+        "retention", help="a network's retention identity (records archive)"
+    )
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    for name, text in (
+        ("enable", "create the retention identity here (keys wrapped by KMS) or turn it on"),
+        ("disable", "stop archiving new messages of the network"),
+        ("rotate", "a new retention key, certified by the officer (compliance role)"),
+        ("show", "the network's retention identity and its generations"),
+    ):
+        sub = retention_commands.add_parser(name, help=text)
+        sub.add_argument("network_id", metavar="NETWORK_ID")
+        if name in ("enable", "rotate"):
+            sub.add_argument("--years", type=int, default=None, help="retention period (years)")
+            sub.add_argument(
+                "--archive-key", default=None, help="the archive KMS key (alias or ARN)"
+            )
     for name, metavar, text in (
         ("users", "NETWORK_ID", "users of a network"),
         ("user", "USER_ID", "a user and its devices"),

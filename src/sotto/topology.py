@@ -550,6 +550,7 @@ KEY_ROUTES = (
     "link_create",
     "link_pending",
     "link_approve",
+    "retention",
 )
 
 CONVERSATION_ROUTES = (
@@ -591,6 +592,10 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("GET", "/v1/admin/networks", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/invites", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/users", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/retention", "admin", iam=True),
+    HttpRouteSpec("PUT", "/v1/admin/networks/{network_id}/retention", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/retention/disable", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/retention/rotate", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/users/{user_id}", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/users/{user_id}/suspend", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/users/{user_id}/reinstate", "admin", iam=True),

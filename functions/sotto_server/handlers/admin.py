@@ -24,10 +24,16 @@ from ..logic import admin
 from ..logic.admin_callers import admitted
 from ..logic.errors import ErrorCode, Refused
 from ..logic.push import disconnect
-from ..logic.requests import CreateNetworkRequest, InviteRequest, parse_body
+from ..logic.requests import (
+    CreateNetworkRequest,
+    InviteRequest,
+    RetentionEnableRequest,
+    RetentionRotateRequest,
+    parse_body,
+)
 from ._http import json_body, refused_response
 from ._socket import connections_store
-from ._stores import stores
+from ._stores import retention_store, stores
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -92,6 +98,42 @@ def create_invite(network_id: str) -> dict[str, Any]:
 @app.get("/v1/admin/networks/<network_id>/users")
 def list_users(network_id: str) -> dict[str, Any]:
     return admin.list_users(stores().directory, _id(network_id, "network id"))
+
+
+@app.get("/v1/admin/networks/<network_id>/retention")
+def show_retention(network_id: str) -> dict[str, Any]:
+    from ..logic import retention
+
+    return retention.show(retention_store(), _id(network_id, "network id"))
+
+
+@app.put("/v1/admin/networks/<network_id>/retention")
+def enable_retention(network_id: str) -> dict[str, Any]:
+    from ..logic import retention
+
+    request = parse_body(RetentionEnableRequest, json_body(app))
+    answer = retention.enable(retention_store(), _id(network_id, "network id"), request, _now_ms())
+    logger.info("retention enabled", network_id=network_id, generation=answer["generation"])
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/retention/disable")
+def disable_retention(network_id: str) -> dict[str, Any]:
+    from ..logic import retention
+
+    answer = retention.disable(retention_store(), _id(network_id, "network id"), _now_ms())
+    logger.info("retention disabled", network_id=network_id)
+    return answer
+
+
+@app.post("/v1/admin/networks/<network_id>/retention/rotate")
+def rotate_retention(network_id: str) -> dict[str, Any]:
+    from ..logic import retention
+
+    request = parse_body(RetentionRotateRequest, json_body(app))
+    answer = retention.rotate(retention_store(), _id(network_id, "network id"), request, _now_ms())
+    logger.info("retention rotated", network_id=network_id, generation=answer["generation"])
+    return answer
 
 
 @app.get("/v1/admin/users/<user_id>")

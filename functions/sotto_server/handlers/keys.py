@@ -21,6 +21,7 @@ def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
     from ..logic import key_directory as logic
+    from ..logic import retention
     from ..logic.requests import (
         FetchBundlesRequest,
         LinkApproveRequest,
@@ -29,6 +30,7 @@ def routes() -> dict[str, Route]:
         ListDevicesRequest,
         PrekeyStatusRequest,
         PublishPrekeysRequest,
+        RetentionIdentityRequest,
     )
 
     return {
@@ -39,6 +41,7 @@ def routes() -> dict[str, Route]:
         "link_create": (LinkCreateRequest, logic.link_create),
         "link_pending": (LinkPendingRequest, logic.link_pending),
         "link_approve": (LinkApproveRequest, logic.link_approve),
+        "retention": (RetentionIdentityRequest, retention.retention_identity),
     }
 
 

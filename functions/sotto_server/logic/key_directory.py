@@ -20,6 +20,7 @@ from ..dal.directory import (
     UserRecord,
 )
 from ..dal.guards import GuardsStore
+from ..dal.retention import RetentionStore
 from . import limits
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
@@ -66,6 +67,7 @@ class Stores:
     guards: GuardsStore
     # Multiplies every rate limit (``SOTTO_RATE_LIMIT_SCALE``).
     limit_scale: float = 1.0
+    retention: RetentionStore | None = None
 
 
 def _limit(

@@ -86,3 +86,19 @@ class AdminApi:
 
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return self._http.post(f"/v1/admin/devices/{path_segment(device_id)}/revoke")
+
+    def get_retention(self, network_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/retention")
+
+    def enable_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._http.call(
+            "PUT", f"/v1/admin/networks/{path_segment(network_id)}/retention", body
+        )
+
+    def disable_retention(self, network_id: str) -> dict[str, Any]:
+        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/retention/disable")
+
+    def rotate_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/retention/rotate", body
+        )

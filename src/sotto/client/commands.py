@@ -14,16 +14,20 @@ from dataclasses import asdict
 from typing import Any
 
 from sotto.protocol.errors import KeystoreError, ProtocolError
+from sotto.protocol.keys import IdentityPublicKey
 
+from . import retention_admin
 from .api import AdminApi, fetch_info
 from .devices import DeviceListing, KeysReport, approve_link, keys_publish, keys_status
 from .devices import list_devices as list_user_devices
+from .encoding import b64d
 from .enrollment import enroll, link_device
 from .errors import ClientError
 from .fingerprints import identity_fingerprint
 from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
 from .render import format_time, render, render_json, render_table
+from .retention import last_known, notice_text
 from .server import ServerConfig, resolve_server
 from .ui import ConsoleUi
 
@@ -151,7 +155,7 @@ def _whoami(args: argparse.Namespace) -> None:
     profile = Profile.open(check_profile_name(args.profile))
     info = profile.read_info()
     identity = info.identity_public()
-    value = {
+    value: dict[str, Any] = {
         "profile": profile.name,
         "handle": info.handle,
         "user_id": info.user_id,
@@ -163,15 +167,53 @@ def _whoami(args: argparse.Namespace) -> None:
         "holds_identity_key": info.holds_identity,
         "created_at": info.created_at,
     }
-    _print(args, value, render(value))
+    retention = last_known(profile.path)
+    value["retention"] = None if retention is None else retention.to_json()
+    text = render({k: v for k, v in value.items() if k != "retention"})
+    _print(args, value, f"{text}\n{notice_text(retention)}")
 
 
 # -- admin ---------------------------------------------------------------------------------------
 
 
+def _retention(args: argparse.Namespace, server: ServerConfig, api: AdminApi) -> dict[str, Any]:
+    command, network_id = args.retention_command, args.network_id
+    if command == "show":
+        return retention_admin.show(api, network_id)
+    if command == "disable":
+        return retention_admin.disable(api, network_id)
+    kms = retention_admin.archive_kms(args.server, server, args.archive_key)
+    if command == "enable":
+        return retention_admin.enable(api, kms, network_id, args.years or 7)
+    return retention_admin.rotate(api, kms, network_id, args.years)
+
+
+def _retention_text(answer: dict[str, Any]) -> str:
+    if answer.get("status") == "off":
+        return f"retention is off for {answer.get('network_id')} (never enabled)"
+    officer = identity_fingerprint(
+        IdentityPublicKey.parse(b64d(answer.get("officer_identity"), "officer identity"))
+    )
+    return render(
+        {
+            "network_id": answer.get("network_id"),
+            "status": answer.get("status"),
+            "years": answer.get("years"),
+            "generation": answer.get("generation"),
+            "retention_device": answer.get("device_id"),
+            "officer_fingerprint": officer,
+        }
+    )
+
+
 def _admin(args: argparse.Namespace) -> None:
-    api = AdminApi(_server(args.server))
+    server = _server(args.server)
+    api = AdminApi(server)
     command = args.admin_command
+    if command == "retention":
+        answer = _retention(args, server, api)
+        _print(args, answer, _retention_text(answer))
+        return
     if command == "network":
         if args.network_command == "create":
             answer = api.create_network(args.name)

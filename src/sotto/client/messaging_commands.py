@@ -27,6 +27,7 @@ from .events import Event
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
 from .render import format_time, render_json, render_table
+from .retention import notice_text
 
 __all__ = ["MESSAGING_HANDLERS"]
 
@@ -49,21 +50,30 @@ def _send(args: argparse.Namespace) -> None:
         sent = messenger.send_text(
             args.target, args.text, expires_s=args.expires or 0, burn_s=args.burn or 0
         )
+        retention = messenger.retention()
     value = {
         "conversation_id": sent.conversation_id,
         "seq": sent.seq,
         "message_id": sent.message_id,
         "server_time": sent.server_time,
         "delete_at": sent.delete_at,
+        "retention": retention.to_json(),
     }
     if args.json:
         print(render_json(value))
     else:
         print(f"sent #{sent.seq} to {args.target} at {format_time(sent.server_time)}")
+        if retention.enabled:
+            print(notice_text(retention))
 
 
 def _listen(args: argparse.Namespace) -> None:
     with _messenger(args) as messenger:
+        retention = messenger.retention()
+        if args.json:
+            print(json.dumps({"type": "retention", **retention.to_json()}, sort_keys=True))
+        else:
+            print(notice_text(retention), flush=True)
         try:
             _emit(messenger.sync(read=True), args.json)
             while not args.once:
@@ -84,6 +94,7 @@ def _chat(args: argparse.Namespace) -> None:
         cid = messenger.resolve(args.target)
         record = messenger.state.conversations[cid]
         print(f"chat with {messenger.display_name(record)}: type and press Enter; Ctrl-D ends")
+        print(notice_text(messenger.retention()), flush=True)
         _emit((e for e in messenger.sync(read=True) if _here(e, cid)), False)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:
