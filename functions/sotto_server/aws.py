@@ -17,8 +17,9 @@ from botocore.config import Config
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
 
-__all__ = ["connections_client", "dynamodb_client"]
+__all__ = ["connections_client", "dynamodb_client", "s3_client"]
 
 # Lambda's integration timeout is 29 s; fail fast rather than hold the socket.
 _CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
@@ -38,3 +39,8 @@ def connections_client() -> ApiGatewayManagementApiClient:
         Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32)
     )
     return boto3.client("apigatewaymanagementapi", config=config)
+
+
+@cache
+def s3_client() -> S3Client:
+    return boto3.client("s3", config=_CONFIG.merge(Config(read_timeout=30)))

@@ -106,6 +106,9 @@ def _request(synth: Synthesized, evaluator: PolicyEvaluator, call: TracedCall) -
         logical_id, _, index = target.partition("/index/")
         arn = evaluator.table_arn(synth.logical_id(synth.stack.tables[logical_id]))
         resource = f"{arn}/index/{index}" if index else arn
+    elif kind == "bucket":
+        logical_id, _, object_key = target.partition("/")
+        resource = f"{synth.logical_id(synth.stack.buckets[logical_id])}.Arn/{object_key}"
     elif kind == "connections":
         api = synth.logical_id(synth.stack.websocket.api)
         stage = synth.stack.settings.stage

@@ -57,7 +57,8 @@ class TracedCall:
     """One IAM authorization: ``action`` on ``resource`` by ``function`` serving ``route``.
 
     ``resource`` names the target without physical names: ``table:<logical id>``,
-    ``table:<logical id>/index/<name>`` or ``connections:<METHOD>``. An
+    ``table:<logical id>/index/<name>``, ``bucket:<logical id>/<object key>`` or
+    ``connections:<METHOD>``. An
     ``action`` of ``None`` records that the route ran (so a function that
     calls nothing, such as ``info``, still shows as exercised).
     """
@@ -132,10 +133,13 @@ _CONNECTION_METHODS = {
 class IamRecorder:
     """Installs on a boto3 session; appends each new :class:`TracedCall` to ``path``."""
 
-    def __init__(self, path: Path, tables: Mapping[str, str]) -> None:
-        """``tables``: physical table name -> logical id."""
+    def __init__(
+        self, path: Path, tables: Mapping[str, str], buckets: Mapping[str, str] | None = None
+    ) -> None:
+        """``tables``, ``buckets``: physical name -> logical id."""
         self.path = path
         self._tables = dict(tables)
+        self._buckets = dict(buckets or {})
         self._seen: set[TracedCall] = set()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,9 @@ class IamRecorder:
     ) -> Iterator[tuple[str, str]]:
         if service == "dynamodb":
             yield from self._dynamodb(operation, params)
+        elif service == "s3" and operation == "PutObject":
+            bucket = self._buckets.get(params["Bucket"], params["Bucket"])
+            yield "s3:PutObject", f"bucket:{bucket}/{params['Key']}"
         elif service == "apigatewaymanagementapi":
             yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
         else:

@@ -80,7 +80,11 @@ class LocalStack:
 
         # What each handler asks of AWS, for the check against the template's roles.
         carry_context_into_pools()
-        recorder = IamRecorder(self.data_dir / TRACE_FILE, _physical_tables(resources))
+        recorder = IamRecorder(
+            self.data_dir / TRACE_FILE,
+            _physical_tables(resources),
+            {physical: logical for logical, physical in resources.buckets.items()},
+        )
         recorder.install(boto3.DEFAULT_SESSION or _default_session())
         functions = LocalFunctions(STAGE, recorder)
         self._gateway = WebSocketGateway(
