@@ -52,7 +52,12 @@ class SottoStack(Stack):
             replication_role=self.access.replication,
         )
         archive = next(spec for spec in topology.BUCKETS if spec.object_lock)
-        self.access.grant_archive(self.buckets[archive.logical_id], self.keys[archive.kms_key])
+        self.access.grant_archive(
+            self.buckets[archive.logical_id],
+            self.keys[archive.kms_key],
+            heads=self.tables["MessagesTable"],
+            heads_key=data_key,
+        )
         self.access.grant_replication(self.buckets[archive.logical_id])
         self.queues = Queues(self, "Queues", settings=settings, key=data_key)
         self.websocket = WebSocket(self, "WebSocket", settings=settings, logs_key=logs_key)

@@ -109,6 +109,7 @@ def _add_client_commands(commands: Any) -> None:
     _json_option(whoami)
 
     _add_messaging_commands(commands)
+    _add_records_commands(commands)
 
     admin = commands.add_parser("admin", help="administer a deployment (AWS credentials)")
     admin.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
@@ -150,6 +151,21 @@ def _add_client_commands(commands: Any) -> None:
         ("revoke", "DEVICE_ID", "revoke a device; closes its sockets"),
     ):
         admin_commands.add_parser(name, help=text).add_argument("target", metavar=metavar)
+
+
+def _add_records_commands(commands: Any) -> None:
+    records = commands.add_parser(
+        "records", help="the records officer's tools (compliance role credentials)"
+    )
+    records.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
+    records.add_argument("--archive-bucket", default=None, help="the ArchiveBucket (stack output)")
+    records.add_argument("--messages-table", default=None, help="the MessagesTable (stack output)")
+    _json_option(records)
+    records_commands = records.add_subparsers(dest="records_command", required=True)
+    verify = records_commands.add_parser(
+        "verify", help="check a network's archive: chain, digests, locks, sequence numbers"
+    )
+    verify.add_argument("network_id", metavar="NETWORK_ID")
 
 
 def _add_messaging_commands(commands: Any) -> None:

@@ -244,3 +244,27 @@ def test_no_function_role_may_decrypt_with_the_archive_key_or_read_the_archive(
     direct = {"kms:CallerAccount": ACCOUNT}
     assert not evaluator.allows(statements, Request("kms:GenerateDataKey", key, direct))
     assert evaluator.allows(statements, Request("kms:GenerateDataKey", key, via_s3)) == writes
+
+
+def test_the_compliance_role_reads_archive_heads_and_no_other_item(synth: Synthesized) -> None:
+    policies = [
+        r["Properties"]["PolicyDocument"]["Statement"]
+        for r in synth.resources.values()
+        if r["Type"] == "AWS::IAM::ManagedPolicy"
+        and any(
+            s.get("Sid") == "ReadArchiveHeads"
+            for s in r["Properties"]["PolicyDocument"]["Statement"]
+        )
+    ]
+    (statements,) = policies
+    (heads,) = [s for s in statements if s["Sid"] == "ReadArchiveHeads"]
+    assert heads["Action"] == "dynamodb:GetItem"
+    messages = synth.logical_id(synth.stack.tables["MessagesTable"])
+    assert heads["Resource"] == {"Fn::GetAtt": [messages, "Arn"]}
+    assert heads["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ARCHIVE#*"]}
+    }
+    evaluator = PolicyEvaluator(synth.template_dict)
+    table = evaluator.resolve({"Fn::GetAtt": [messages, "Arn"]})
+    for action in ("dynamodb:Query", "dynamodb:Scan", "dynamodb:PutItem"):
+        assert not evaluator.allows(statements, Request(action, table)), action

@@ -242,6 +242,33 @@ def _admin(args: argparse.Namespace) -> None:
     _print(args, answer, text)
 
 
+def _records(args: argparse.Namespace) -> None:
+    from datetime import UTC, datetime
+
+    from sotto.records.archive_store import archive_store
+    from sotto.records.verify import verify_archive
+
+    store = archive_store(
+        args.server, _server(args.server), args.archive_bucket, args.messages_table
+    )
+    network_id = args.network_id
+    segments, unreadable = store.segments(network_id)
+    head = store.head(network_id)
+    locks = {key: store.lock(key) for key, _segment in segments}
+    report = verify_archive(network_id, segments, head, locks, now=datetime.now(UTC))
+    report.problems = unreadable + report.problems
+    _print(args, asdict(report) | {"ok": report.ok}, report.text())
+    if not report.ok:
+        raise RecordsProblems(len(report.problems))
+
+
+class RecordsProblems(ClientError):
+    """Verify found problems: already printed; the exit code says so."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the archive has {count} problem(s)")
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "enroll": _enroll,
     "link": _link,
@@ -250,5 +277,6 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "keys": _keys,
     "whoami": _whoami,
     "admin": _admin,
+    "records": _records,
     **MESSAGING_HANDLERS,
 }
