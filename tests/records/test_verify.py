@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from tests.support.people import messenger_for
 from tests.support.stack import Stack
 
 
-def verify(stack: Stack, network: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+def verify(
+    stack: Stack, network: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any]]:
     code = main(["records", "--server", str(stack.log_path.parent), "--json", "verify", network])
     return code, json.loads(capsys.readouterr().out)
 
