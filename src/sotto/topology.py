@@ -519,7 +519,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables_write=("MessagesTable",),
         dynamodb_actions={
             "DirectoryTable": ("GetItem", "BatchGetItem"),
-            "MessagesTable": ("GetItem", "BatchGetItem", "PutItem", "UpdateItem"),
+            # Query: a conversation's membership log, backfilled on first sight.
+            "MessagesTable": ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem"),
         },
         buckets_write=("ArchiveBucket",),
         timeout_seconds=120,

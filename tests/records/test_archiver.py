@@ -145,7 +145,7 @@ def test_replayed_reordered_and_interrupted_batches_archive_each_record_once(
 
     monkeypatch.setattr(crashing.heads, "commit", crash_once)
     first = archiver.archive(crashing, replay[-2:], lambda: 2)
-    assert first.failed == [replay[-2].sequence, replay[-1].sequence]
+    assert set(first.failed) == {replay[-2].sequence, replay[-1].sequence}
     second = archiver.archive(crashing, replay[-2:], lambda: 3)
     assert (second.segments, second.failed) == (1, [])
     ids = [r["id"] for r in committed_records(stack, network)]

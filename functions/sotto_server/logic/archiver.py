@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sotto.protocol.archive import build_segment, segment_key
+from sotto.protocol.errors import ProtocolError
+from sotto.protocol.membership import MembershipOperation
 
 from ..dal.archive import ArchiveHead, ArchiveHeads, ArchiveObjects, Conflict
 from ..dal.conversations import ConversationsStore
@@ -30,6 +32,11 @@ from .retention import retention_for
 __all__ = ["Archived", "ArchiverStores", "StreamItem", "archive", "stream_item"]
 
 COMMIT_ATTEMPTS = 5
+# Backfilled operations per conversation (rooms change membership rarely; a longer
+# log's later operations come from the stream as they are written).
+MAX_LOG_BACKFILL = 500
+# Records per segment: a segment's markers and head are one transaction (at most 100).
+SEGMENT_RECORDS = 90
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,7 @@ def _record(stores: ArchiverStores, item: StreamItem, cid: str) -> dict[str, Any
             "sender": sender,
         }
     if item.sk.startswith("LOG#"):
-        return {
-            **base,
-            "kind": "membership",
-            "seq": int(item.sk.removeprefix("LOG#")),
-            "server_time": item.created_ms,
-            "op": _b(image, "op"),
-        }
+        return _membership(stores, cid, int(item.sk.removeprefix("LOG#")), _b(image, "op"), item)
     return {
         **base,
         "kind": "distribution",
@@ -156,12 +157,43 @@ class Archived:
     problems: list[str] = field(default_factory=list)
 
 
+def _membership(
+    stores: ArchiverStores, cid: str, seq: int, op: str, item: StreamItem | None
+) -> dict[str, Any]:
+    """A membership operation, with its signer's identity key (what verifying it needs)."""
+    signer: dict[str, str] | None = None
+    try:
+        signer_device = MembershipOperation.parse(base64.b64decode(op)).signer.device_id
+        signer = _sender(stores, signer_device)
+    except ProtocolError:
+        signer = None  # stored unverifiable: the export says so
+    return {
+        "id": f"CONV#{cid}|LOG#{seq:08d}",
+        "conversation_id": cid,
+        "kind": "membership",
+        "seq": seq,
+        "server_time": item.created_ms if item is not None else 0,
+        "op": op,
+        "sender": signer,
+    }
+
+
+def _log_backfill(stores: ArchiverStores, cid: str) -> list[dict[str, Any]]:
+    """The whole membership log of a conversation: an export verifies it from creation,
+    also for conversations created before retention was on (repeats are dropped)."""
+    return [
+        _membership(stores, cid, seq, base64.b64encode(op).decode(), None)
+        for seq, op in stores.conversations.log_operations(cid, -1, MAX_LOG_BACKFILL)
+    ]
+
+
 def archive(
     stores: ArchiverStores, items: Sequence[StreamItem], now: Callable[[], int]
 ) -> Archived:
     """Archive ``items`` (a replay adds nothing); ``failed`` is to be retried."""
     by_network: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     years: dict[str, int] = {}
+    backfilled: set[str] = set()
     for item in items:
         cid = _conversation_of(item)
         network = _network(stores, cid)
@@ -172,7 +204,11 @@ def archive(
             years[network] = 0 if retention is None else retention.years
         if years[network] == 0:
             continue  # retention off: nothing of this network is archived
-        by_network.setdefault(network, []).append((item.sequence, _record(stores, item, cid)))
+        pending = by_network.setdefault(network, [])
+        if cid not in backfilled:
+            backfilled.add(cid)
+            pending.extend((item.sequence, record) for record in _log_backfill(stores, cid))
+        pending.append((item.sequence, _record(stores, item, cid)))
     result = Archived()
     for network, pending in by_network.items():
         try:
@@ -191,11 +227,31 @@ def _commit_segment(
     years: int,
     now: Callable[[], int],
 ) -> int:
+    """Commit ``pending`` in segments of at most SEGMENT_RECORDS; how many were written."""
+    seen: set[str] = set()
+    unique: list[dict[str, Any]] = []
+    for _sequence, record in pending:  # a backfilled operation may also be in the batch
+        if record["id"] not in seen:
+            seen.add(record["id"])
+            unique.append(record)
+    written = 0
+    for start in range(0, len(unique), SEGMENT_RECORDS):
+        written += _commit_one(stores, network, unique[start : start + SEGMENT_RECORDS], years, now)
+    return written
+
+
+def _commit_one(
+    stores: ArchiverStores,
+    network: str,
+    pending: list[dict[str, Any]],
+    years: int,
+    now: Callable[[], int],
+) -> int:
     """Commit one segment of ``pending`` (0 if all were archived already); 1 otherwise."""
     for _attempt in range(COMMIT_ATTEMPTS):
-        ids = [record["id"] for _, record in pending]
+        ids = [record["id"] for record in pending]
         done = stores.heads.archived(network, ids)
-        records = [record for _, record in pending if record["id"] not in done]
+        records = [record for record in pending if record["id"] not in done]
         if not records:
             return 0
         head = stores.heads.head(network)
