@@ -157,7 +157,7 @@ def _add_records_commands(commands: Any) -> None:
     records = commands.add_parser(
         "records", help="the records officer's tools (compliance role credentials)"
     )
-    records.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
+    records.add_argument("--server", default=None, help="HTTP API URL, or local data dir")
     records.add_argument("--archive-bucket", default=None, help="the ArchiveBucket (stack output)")
     records.add_argument("--messages-table", default=None, help="the MessagesTable (stack output)")
     _json_option(records)
@@ -166,6 +166,21 @@ def _add_records_commands(commands: Any) -> None:
         "verify", help="check a network's archive: chain, digests, locks, sequence numbers"
     )
     verify.add_argument("network_id", metavar="NETWORK_ID")
+    export = records_commands.add_parser(
+        "export", help="decrypt a network's archive here into a verifiable package"
+    )
+    export.add_argument("network_id", metavar="NETWORK_ID")
+    export.add_argument("--format", choices=("rsmf", "eml"), required=True)
+    export.add_argument("--out", required=True, help="an empty or new directory")
+    export.add_argument("--from", dest="start", default=None, help="ISO 8601 date or time (UTC)")
+    export.add_argument("--to", dest="end", default=None, help="ISO 8601 date or time (UTC)")
+    export.add_argument("--user", default=None, help="a user id: messages from or to them")
+    export.add_argument("--conversation", default=None, help="a conversation id")
+    export.add_argument("--archive-key", default=None, help="the archive KMS key (alias or ARN)")
+    package = records_commands.add_parser(
+        "verify-package", help="re-check an export package offline (digests, completeness)"
+    )
+    package.add_argument("directory", metavar="DIR")
 
 
 def _add_messaging_commands(commands: Any) -> None:

@@ -22,7 +22,7 @@ from .devices import DeviceListing, KeysReport, approve_link, keys_publish, keys
 from .devices import list_devices as list_user_devices
 from .encoding import b64d
 from .enrollment import enroll, link_device
-from .errors import ClientError
+from .errors import ClientError, UsageError
 from .fingerprints import identity_fingerprint
 from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
@@ -243,23 +243,35 @@ def _admin(args: argparse.Namespace) -> None:
 
 
 def _records(args: argparse.Namespace) -> None:
-    from datetime import UTC, datetime
+    from sotto.records import commands as records_commands
 
-    from sotto.records.archive_store import archive_store
-    from sotto.records.verify import verify_archive
-
-    store = archive_store(
-        args.server, _server(args.server), args.archive_bucket, args.messages_table
-    )
-    network_id = args.network_id
-    segments, unreadable = store.segments(network_id)
-    head = store.head(network_id)
-    locks = {key: store.lock(key) for key, _segment in segments}
-    report = verify_archive(network_id, segments, head, locks, now=datetime.now(UTC))
-    report.problems = unreadable + report.problems
-    _print(args, asdict(report) | {"ok": report.ok}, report.text())
-    if not report.ok:
-        raise RecordsProblems(len(report.problems))
+    if args.records_command == "verify-package":
+        problems = records_commands.verify_package_command(args.directory)
+        value = {"directory": args.directory, "ok": not problems, "problems": problems}
+        text = (
+            "package OK: every file matches SHA256SUMS"
+            if not problems
+            else "\n".join(["package has PROBLEMS:", *(f"  - {p}" for p in problems)])
+        )
+        _print(args, value, text)
+        if problems:
+            raise RecordsProblems(len(problems))
+        return
+    if not args.server:
+        raise UsageError("sotto records: --server is required")
+    server = _server(args.server)
+    if args.records_command == "verify":
+        report = records_commands.verify_command(
+            args.server, server, args.network_id, args.archive_bucket, args.messages_table
+        )
+        _print(args, asdict(report) | {"ok": report.ok}, report.text())
+        if not report.ok:
+            raise RecordsProblems(len(report.problems))
+        return
+    summary = records_commands.export_command(args, server, AdminApi(server))
+    _print(args, summary, render(summary))
+    if summary["problems"]:
+        raise RecordsProblems(len(summary["problems"]))
 
 
 class RecordsProblems(ClientError):

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from sotto.protocol.archive import ArchiveProblem, Segment, check_chain
 
-__all__ = ["Lock", "VerifyReport", "verify_archive"]
+__all__ = ["Lock", "VerifyReport", "committed_chain", "verify_archive"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _committed(
+def committed_chain(
     segments: Sequence[tuple[str, Segment]], head: tuple[int, str] | None
 ) -> list[tuple[str, Segment]]:
     by_hash = {segment.hash: (key, segment) for key, segment in segments}
@@ -99,7 +99,7 @@ def verify_archive(
             report.problems.append("segments exist but the archive has no committed head")
         return report
     problems: list[ArchiveProblem] = list(check_chain(segments, head))
-    committed = _committed(segments, head)
+    committed = committed_chain(segments, head)
     report.segments = len(committed)
     seen_ids: set[str] = set()
     numbers: dict[tuple[str, str], list[int]] = {}
