@@ -177,6 +177,17 @@ def _add_records_commands(commands: Any) -> None:
     export.add_argument("--user", default=None, help="a user id: messages from or to them")
     export.add_argument("--conversation", default=None, help="a conversation id")
     export.add_argument("--archive-key", default=None, help="the archive KMS key (alias or ARN)")
+    for name, text in (
+        ("hold", "place S3 legal holds on the archive segments of a user or conversation"),
+        ("release", "remove those legal holds"),
+    ):
+        hold = records_commands.add_parser(name, help=text)
+        hold.add_argument("network_id", metavar="NETWORK_ID")
+        scope = hold.add_mutually_exclusive_group(required=True)
+        scope.add_argument("--user", default=None, help="a user id")
+        scope.add_argument("--conversation", default=None, help="a conversation id")
+        hold.add_argument("--from", dest="start", default=None, help="ISO 8601 (UTC)")
+        hold.add_argument("--to", dest="end", default=None, help="ISO 8601 (UTC)")
     package = records_commands.add_parser(
         "verify-package", help="re-check an export package offline (digests, completeness)"
     )

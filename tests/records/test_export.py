@@ -163,3 +163,24 @@ def test_verify_package_names_an_altered_or_added_file(stack, scenario, tmp_path
     problems = json.loads(capsys.readouterr().out)["problems"]
     assert "metadata.csv: altered (SHA-256 differs)" in problems
     assert "extra.txt: not in SHA256SUMS" in problems
+
+
+def test_legal_holds_cover_the_segments_of_a_conversation_and_release_removes_them(stack, scenario):
+    from sotto.client.server import from_endpoints
+    from sotto.records.archive_store import archive_store
+    from tests.records.archive_support import segments
+
+    server = from_endpoints(stack.log_path.parent / "endpoints.json")
+    store = archive_store(str(stack.log_path.parent), server, None, None)
+    args = ["records", "--server", str(stack.log_path.parent)]
+    assert main([*args, "hold", scenario["network"], "--conversation", scenario["direct"]]) == 0
+    held = {key for key, _ in segments(stack, scenario["network"]) if store.legal_hold(key)}
+    with_direct = {
+        key
+        for key, segment in segments(stack, scenario["network"])
+        if any(r["conversation_id"] == scenario["direct"] for r in segment.records)
+    }
+    assert held == with_direct
+    assert held  # the direct conversation's message and log are archived
+    assert main([*args, "release", scenario["network"], "--conversation", scenario["direct"]]) == 0
+    assert not any(store.legal_hold(key) for key in held)

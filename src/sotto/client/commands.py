@@ -268,6 +268,15 @@ def _records(args: argparse.Namespace) -> None:
         if not report.ok:
             raise RecordsProblems(len(report.problems))
         return
+    if args.records_command in ("hold", "release"):
+        held = records_commands.hold_command(args, server, args.records_command == "hold")
+        _print(
+            args,
+            held,
+            f"legal hold {held['legal_hold']} on {len(held['segments'])} segment(s) of "
+            f"{held['network_id']}",
+        )
+        return
     summary = records_commands.export_command(args, server, AdminApi(server))
     _print(args, summary, render(summary))
     if summary["problems"]:

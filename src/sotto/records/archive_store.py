@@ -75,6 +75,27 @@ class ArchiveStore:
             raise RecordsError(f"cannot read the archive bucket: {exc}") from None
         return sorted(found, key=lambda pair: pair[0]), unreadable
 
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        try:
+            self.s3.put_object_legal_hold(
+                Bucket=self.bucket,
+                Key=key,
+                LegalHold={"Status": "ON" if on else "OFF"},
+                ChecksumAlgorithm="SHA256",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise RecordsError(
+                f"cannot {'place' if on else 'remove'} the legal hold on {key} "
+                f"(only the compliance role may): {exc}"
+            ) from None
+
+    def legal_hold(self, key: str) -> bool:
+        try:
+            answer = self.s3.get_object_legal_hold(Bucket=self.bucket, Key=key)
+        except ClientError:
+            return False
+        return answer.get("LegalHold", {}).get("Status") == "ON"
+
     def lock(self, key: str) -> Lock:
         # HEAD carries the object's lock to a caller allowed s3:GetObjectRetention.
         try:

@@ -23,11 +23,12 @@ from sotto.protocol.retention import open_device
 
 from .archive_store import ArchiveStore, archive_store
 from .export import ExportFilter, open_archive
+from .holds import HoldScope, segments_in_scope
 from .opening import ArchiveOpener
 from .package import verify_package, write_package
 from .verify import VerifyReport, committed_chain, verify_archive
 
-__all__ = ["export_command", "verify_command", "verify_package_command"]
+__all__ = ["export_command", "hold_command", "verify_command", "verify_package_command"]
 
 
 def _verify(store: ArchiveStore, network_id: str) -> tuple[VerifyReport, list[dict[str, Any]]]:
@@ -101,6 +102,29 @@ def export_command(args: argparse.Namespace, server: ServerConfig, api: AdminApi
         "messages": report.exported,
         "signatures_checked": report.signatures_checked,
         "problems": report.problems,
+    }
+
+
+def hold_command(args: argparse.Namespace, server: ServerConfig, on: bool) -> dict[str, Any]:
+    """Place (``on``) or remove legal holds on the committed segments of a scope."""
+    try:
+        scope = HoldScope(args.user, args.conversation, _ms(args.start), _ms(args.end))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    store = archive_store(args.server, server, args.archive_bucket, args.messages_table)
+    segments, _unreadable = store.segments(args.network_id)
+    committed = committed_chain(segments, store.head(args.network_id))
+    keys = segments_in_scope(scope, committed)
+    for key in keys:
+        store.set_legal_hold(key, on)
+    return {
+        "network_id": args.network_id,
+        "legal_hold": "ON" if on else "OFF",
+        "user": args.user,
+        "conversation": args.conversation,
+        "from": args.start,
+        "to": args.end,
+        "segments": keys,
     }
 
 
