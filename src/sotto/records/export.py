@@ -88,14 +88,22 @@ class ExportReport:
         }
 
 
+_SENDERS: dict[tuple[str, str], tuple[DeviceCertificate, IdentityPublicKey]] = {}
+
+
 def _sender(record: dict[str, Any]) -> tuple[DeviceCertificate, IdentityPublicKey]:
+    """The record's sender, parsed once per certificate: a parsed certificate remembers
+    the identity it verified under, so its two signatures are checked once, not per message."""
     sender = record.get("sender")
     if not isinstance(sender, dict):
         raise ValueError("the archive holds no certificate for its sender")
-    return (
-        DeviceCertificate.parse(base64.b64decode(sender["certificate"])),
-        IdentityPublicKey.parse(base64.b64decode(sender["identity_key"])),
-    )
+    cache_key = (str(sender["certificate"]), str(sender["identity_key"]))
+    if cache_key not in _SENDERS:
+        _SENDERS[cache_key] = (
+            DeviceCertificate.parse(base64.b64decode(sender["certificate"])),
+            IdentityPublicKey.parse(base64.b64decode(sender["identity_key"])),
+        )
+    return _SENDERS[cache_key]
 
 
 class _Memberships:

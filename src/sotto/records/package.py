@@ -21,14 +21,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import mailbox
+import time
 import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .export import ExportedMessage, ExportReport
 
@@ -101,6 +102,14 @@ def _email(m: ExportedMessage, network: str) -> EmailMessage:
         message["X-Sotto-Burn-After-Read-S"] = str(m.burn_after_read_s)
     message.set_content(m.text)
     return message
+
+
+def _append_mbox(box: BinaryIO, message: EmailMessage, server_time: int) -> None:
+    """One mboxrd entry: a ``From `` line, the message with body ``From `` lines escaped."""
+    stamp = time.asctime(time.gmtime(server_time / 1000))
+    message.set_unixfrom(f"From sotto@sotto.invalid {stamp}")
+    BytesGenerator(box, mangle_from_=True).flatten(message, unixfrom=True)
+    box.write(b"\n")
 
 
 def _rsmf(day: str, cid: str, messages: Sequence[ExportedMessage], network: str) -> bytes:
@@ -190,11 +199,9 @@ def write_package(
         (out / "mbox").mkdir()
         for cid, items in sorted(by_conversation.items()):
             path = out / "mbox" / f"{cid}.mbox"
-            box = mailbox.mbox(str(path))
-            for m in items:
-                box.add(_email(m, network))
-            box.flush()
-            box.close()
+            with path.open("wb") as box:
+                for m in items:
+                    _append_mbox(box, _email(m, network), m.server_time)
             written.append(path)
     (out / "metadata.csv").write_bytes(_csv(messages))
     written.append(out / "metadata.csv")
