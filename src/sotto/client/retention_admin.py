@@ -26,6 +26,7 @@ from sotto.protocol.retention import RetentionIdentity, RetentionSecrets, open_o
 from .api import AdminApi
 from .encoding import b64d, b64e
 from .errors import ClientError as SottoClientError
+from .http import LOCAL_CREDENTIALS as _LOCAL_CREDENTIALS
 from .prekeys import now_ms
 from .server import ServerConfig
 
@@ -45,7 +46,6 @@ __all__ = [
 
 OFFICER_PURPOSE = "records-officer"
 RETENTION_PURPOSE = "retention-key"
-_LOCAL_CREDENTIALS = ("AKIALOCALSOTTO000000", "local-secret-not-a-real-key")
 
 
 class RetentionAdminError(SottoClientError):

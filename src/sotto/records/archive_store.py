@@ -18,6 +18,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sotto.client.errors import ClientError as SottoClientError
+from sotto.client.http import LOCAL_CREDENTIALS as _LOCAL_CREDENTIALS
 from sotto.client.server import ServerConfig
 from sotto.protocol.archive import ArchiveProblem, Segment, parse_segment
 
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["ArchiveStore", "RecordsError", "archive_store"]
-
-_LOCAL_CREDENTIALS = ("AKIALOCALSOTTO000000", "local-secret-not-a-real-key")
 
 
 class RecordsError(SottoClientError):
