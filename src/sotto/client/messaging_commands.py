@@ -70,9 +70,10 @@ def _send(args: argparse.Namespace) -> None:
 def _listen(args: argparse.Namespace) -> None:
     with _messenger(args) as messenger:
         retention = messenger.retention()
-        if args.json:
+        # Said whenever it is on, as Wickr's "Data Retention Turned On" banner; silence means off.
+        if retention.enabled and args.json:
             print(json.dumps({"type": "retention", **retention.to_json()}, sort_keys=True))
-        else:
+        elif retention.enabled:
             print(notice_text(retention), flush=True)
         try:
             _emit(messenger.sync(read=True), args.json)
@@ -94,7 +95,9 @@ def _chat(args: argparse.Namespace) -> None:
         cid = messenger.resolve(args.target)
         record = messenger.state.conversations[cid]
         print(f"chat with {messenger.display_name(record)}: type and press Enter; Ctrl-D ends")
-        print(notice_text(messenger.retention()), flush=True)
+        retention = messenger.retention()
+        if retention.enabled:
+            print(notice_text(retention), flush=True)
         _emit((e for e in messenger.sync(read=True) if _here(e, cid)), False)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:
