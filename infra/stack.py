@@ -65,6 +65,7 @@ class SottoStack(Stack):
             logs_key=logs_key,
             connections=self.websocket.connections,
             queues=self.queues.by_id,
+            buckets=self.buckets.by_id,
         )
         self.streams = StreamSources(
             self,

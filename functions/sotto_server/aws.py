@@ -8,6 +8,7 @@ importing a handler stays cheap (cold start) and tests can inject clients.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,9 @@ from botocore.config import Config
 if TYPE_CHECKING:
     from mypy_boto3_apigatewaymanagementapi import ApiGatewayManagementApiClient
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
 
-__all__ = ["connections_client", "dynamodb_client"]
+__all__ = ["connections_client", "dynamodb_client", "s3_client"]
 
 # Lambda's integration timeout is 29 s; fail fast rather than hold the socket.
 _CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 3, "mode": "standard"})
@@ -38,3 +40,14 @@ def connections_client() -> ApiGatewayManagementApiClient:
         Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32)
     )
     return boto3.client("apigatewaymanagementapi", config=config)
+
+
+@cache
+def s3_client() -> S3Client:
+    # SigV4 always (presigned URLs), virtual-host addressing where AWS serves it;
+    # a local endpoint (moto) is addressed by path.
+    local = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    config = _CONFIG.merge(
+        Config(signature_version="s3v4", s3={"addressing_style": "path" if local else "virtual"})
+    )
+    return boto3.client("s3", config=config)

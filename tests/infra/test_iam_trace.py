@@ -111,9 +111,19 @@ def _request(synth: Synthesized, evaluator: PolicyEvaluator, call: TracedCall) -
         stage = synth.stack.settings.stage
         prefix = f"arn:{PARTITION}:execute-api:{REGION}:{ACCOUNT}"
         resource = f"{prefix}:{api}/{stage}/{target}/@connections/Zm9vYmFyMTIzNA="
+    elif kind in ("bucket", "object"):
+        logical_id, _, key = target.partition("/")
+        arn = f"{synth.logical_id(synth.stack.buckets[logical_id])}.Arn"
+        resource = f"{arn}/{key}" if kind == "object" else arn
+    elif kind == "key" and target.endswith("/s3"):
+        key_id = target.removesuffix("/s3")
+        resource = f"{synth.logical_id(synth.stack.keys[key_id])}.Arn"
     else:
         resource = "*"  # a service the recorder does not map to ARNs: never granted by accident
     context = {"aws:PrincipalAccount": ACCOUNT, "aws:RequestedRegion": REGION}
+    if kind == "key":
+        # S3 uses the bucket's key on the caller's behalf, through S3 only.
+        context |= {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
     return Request(call.action, resource, context)
 
 

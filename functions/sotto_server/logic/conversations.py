@@ -39,6 +39,7 @@ from sotto.protocol.membership import (
 
 from ..dal.conversations import Conversation, ConversationsStore, LogAppend, Member
 from ..dal.directory import Conflict, DirectoryStore
+from ..dal.files import FilesStore
 from ..dal.guards import GuardsStore
 from . import limits
 from .errors import ErrorCode, Refused
@@ -92,6 +93,8 @@ class Stores:
     conversations: ConversationsStore
     guards: GuardsStore | None = None
     limit_scale: float = 1.0
+    # File records (messages that refer to uploads, burn-on-read of their files).
+    files: FilesStore | None = None
 
 
 def roster_entry(user_id: str, device_id: str) -> str:

@@ -57,7 +57,9 @@ class TracedCall:
     """One IAM authorization: ``action`` on ``resource`` by ``function`` serving ``route``.
 
     ``resource`` names the target without physical names: ``table:<logical id>``,
-    ``table:<logical id>/index/<name>`` or ``connections:<METHOD>``. An
+    ``table:<logical id>/index/<name>``, ``connections:<METHOD>``,
+    ``bucket:<logical id>``, ``object:<logical id>/<key>`` or
+    ``key:<logical id>/s3`` (a KMS key S3 uses on the caller's behalf). An
     ``action`` of ``None`` records that the route ran (so a function that
     calls nothing, such as ``info``, still shows as exercised).
     """
@@ -122,6 +124,22 @@ _TRANSACT_ACTIONS = {
     "ConditionCheck": "ConditionCheckItem",
     "Get": "GetItem",
 }
+# S3 operations as IAM authorizes them: (action, on the bucket rather than an object).
+# A presigned URL is recorded when it is signed: its request runs as the signer.
+_S3_ACTIONS = {
+    "CreateMultipartUpload": ("PutObject", False),
+    "UploadPart": ("PutObject", False),
+    "CompleteMultipartUpload": ("PutObject", False),
+    "PutObject": ("PutObject", False),
+    "GetObject": ("GetObject", False),
+    "HeadObject": ("GetObject", False),
+    "AbortMultipartUpload": ("AbortMultipartUpload", False),
+    "ListParts": ("ListMultipartUploadParts", False),
+    "ListMultipartUploads": ("ListBucketMultipartUploads", True),
+    "ListObjectVersions": ("ListBucketVersions", True),
+}
+# What the caller must be allowed on an SSE-KMS bucket's key for each object action.
+_S3_KMS = {"PutObject": ("kms:GenerateDataKey", "kms:Decrypt"), "GetObject": ("kms:Decrypt",)}
 _CONNECTION_METHODS = {
     "PostToConnection": "POST",
     "GetConnection": "GET",
@@ -132,10 +150,17 @@ _CONNECTION_METHODS = {
 class IamRecorder:
     """Installs on a boto3 session; appends each new :class:`TracedCall` to ``path``."""
 
-    def __init__(self, path: Path, tables: Mapping[str, str]) -> None:
-        """``tables``: physical table name -> logical id."""
+    def __init__(
+        self,
+        path: Path,
+        tables: Mapping[str, str],
+        buckets: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """``tables``: physical table name -> logical id; ``buckets``: physical
+        bucket name -> (logical id, logical id of its SSE-KMS key)."""
         self.path = path
         self._tables = dict(tables)
+        self._buckets = dict(buckets or {})
         self._seen: set[TracedCall] = set()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +187,8 @@ class IamRecorder:
     ) -> Iterator[tuple[str, str]]:
         if service == "dynamodb":
             yield from self._dynamodb(operation, params)
+        elif service == "s3" and operation in ("DeleteObject", *_S3_ACTIONS):
+            yield from self._s3(operation, params)
         elif service == "apigatewaymanagementapi":
             yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
         else:
@@ -183,6 +210,21 @@ class IamRecorder:
                 yield f"dynamodb:{_TRANSACT_ACTIONS[kind]}", self._table(item["TableName"])
         else:
             yield f"dynamodb:{operation}", "table:*"
+
+    def _s3(self, operation: str, params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        bucket, key_id = self._buckets.get(params["Bucket"], (params["Bucket"], "*"))
+        if operation == "DeleteObject":
+            # Deleting a version is its own action; without one it is a delete marker.
+            action = "DeleteObjectVersion" if params.get("VersionId") else "DeleteObject"
+            yield f"s3:{action}", f"object:{bucket}/{params['Key']}"
+            return
+        action, on_bucket = _S3_ACTIONS[operation]
+        yield (
+            f"s3:{action}",
+            f"bucket:{bucket}" if on_bucket else f"object:{bucket}/{params['Key']}",
+        )
+        for kms_action in _S3_KMS.get(action, ()):
+            yield kms_action, f"key:{key_id}/s3"
 
     def _table(self, name: str) -> str:
         return f"table:{self._tables.get(name, name)}"

@@ -80,7 +80,9 @@ class LocalStack:
 
         # What each handler asks of AWS, for the check against the template's roles.
         carry_context_into_pools()
-        recorder = IamRecorder(self.data_dir / TRACE_FILE, _physical_tables(resources))
+        recorder = IamRecorder(
+            self.data_dir / TRACE_FILE, _physical_tables(resources), _physical_buckets(resources)
+        )
         recorder.install(boto3.DEFAULT_SESSION or _default_session())
         functions = LocalFunctions(STAGE, recorder)
         self._gateway = WebSocketGateway(
@@ -185,6 +187,11 @@ def _default_session() -> boto3.session.Session:
     boto3.setup_default_session()
     assert boto3.DEFAULT_SESSION is not None
     return boto3.DEFAULT_SESSION
+
+
+def _physical_buckets(resources: LocalResources) -> dict[str, tuple[str, str]]:
+    keys = {spec.logical_id: spec.kms_key for spec in topology.BUCKETS}
+    return {physical: (logical, keys[logical]) for logical, physical in resources.buckets.items()}
 
 
 def _physical_tables(resources: LocalResources) -> dict[str, str]:
