@@ -19,11 +19,23 @@ import queue
 import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from sotto.protocol.content import Text
 
-from .errors import UsageError
-from .events import Event
+from .errors import ClientError, UsageError
+from .events import Event, MessageEvent, NoticeEvent
+from .files import parse_coordinates, printable
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
 from .render import format_time, render_json, render_table
@@ -44,11 +56,53 @@ def _emit(events: Iterable[Event], as_json: bool) -> None:
         print(line, flush=True)
 
 
+def _progress(quiet: bool, what: str) -> Progress:
+    """A bar with rate and ETA on the terminal's stderr; nothing with --json or no terminal."""
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=quiet or not sys.stderr.isatty(),
+        transient=True,
+    )
+
+
 def _send(args: argparse.Namespace) -> None:
+    chosen = [bool(args.file), bool(args.location)]
+    if sum(chosen) > 1:
+        raise UsageError("send a file or a location, not both")
+    if not any(chosen) and args.text is None:
+        raise UsageError("say what to send: TEXT, --file PATH or --location LAT,LON")
+    if args.label and not args.location:
+        raise UsageError("--label goes with --location")
+    expires_s, burn_s = args.expires or 0, args.burn or 0
+    timers = {"expires_s": expires_s, "burn_s": burn_s}
     with _messenger(args) as messenger:
-        sent = messenger.send_text(
-            args.target, args.text, expires_s=args.expires or 0, burn_s=args.burn or 0
-        )
+        if args.file:
+            if not args.file.is_file():
+                raise UsageError(f"{args.file} is not a readable file")
+            with _progress(args.json, printable(args.file.name)) as bar:
+                task = bar.add_task("upload", total=None)
+                sent = messenger.send_file(
+                    args.target,
+                    args.file,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    expires_s=expires_s,
+                    burn_s=burn_s,
+                )
+            if args.text:
+                messenger.send_text(args.target, args.text, **timers)
+        elif args.location:
+            try:
+                lat, lon = parse_coordinates(args.location)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            sent = messenger.send_location(args.target, lat, lon, label=args.label, **timers)
+        else:
+            sent = messenger.send_text(args.target, args.text, **timers)
     value = {
         "conversation_id": sent.conversation_id,
         "seq": sent.seq,
@@ -62,14 +116,57 @@ def _send(args: argparse.Namespace) -> None:
         print(f"sent #{sent.seq} to {args.target} at {format_time(sent.server_time)}")
 
 
+def _downloads(messenger: Messenger, events: list[Event], directory: Path | None) -> list[Event]:
+    """Save each received file into ``directory`` (verified first); a failure is a notice."""
+    if directory is None:
+        return events
+    out: list[Event] = []
+    for event in events:
+        out.append(event)
+        if not isinstance(event, MessageEvent) or event.attachment is None or event.outgoing:
+            continue
+        try:
+            saved = messenger.download(event.message_id, directory)
+        except ClientError as error:
+            out.append(NoticeEvent(event.conversation_id, "file_not_saved", str(error)))
+            continue
+        out.append(NoticeEvent(event.conversation_id, "file_saved", f"saved {saved}"))
+    return out
+
+
+def _check_download_dir(directory: Path | None) -> None:
+    if directory is not None and not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+
+
 def _listen(args: argparse.Namespace) -> None:
+    _check_download_dir(args.download)
     with _messenger(args) as messenger:
         try:
-            _emit(messenger.sync(read=True), args.json)
+            _emit(_downloads(messenger, messenger.sync(read=True), args.download), args.json)
             while not args.once:
-                _emit(messenger.poll(1.0, read=True), args.json)
+                events = messenger.poll(1.0, read=True)
+                _emit(_downloads(messenger, events, args.download), args.json)
         except KeyboardInterrupt:
             pass  # Ctrl-C is how listen ends; the state is saved on the way out
+
+
+def _files(args: argparse.Namespace) -> None:
+    out: Path = args.out
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; name the file to create")
+    with _messenger(args) as messenger, _progress(args.json, out.name) as bar:
+        task = bar.add_task("download", total=None)
+        saved = messenger.download(
+            args.message_id,
+            out.parent if str(out.parent) else Path("."),
+            name=out.name,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if args.json:
+        print(render_json({"message_id": args.message_id, "path": str(saved)}))
+    else:
+        print(f"saved {saved}")
 
 
 def _chat(args: argparse.Namespace) -> None:
@@ -84,11 +181,16 @@ def _chat(args: argparse.Namespace) -> None:
         cid = messenger.resolve(args.target)
         record = messenger.state.conversations[cid]
         print(f"chat with {messenger.display_name(record)}: type and press Enter; Ctrl-D ends")
-        _emit((e for e in messenger.sync(read=True) if _here(e, cid)), False)
+        _check_download_dir(args.download)
+
+        def here(events: list[Event]) -> list[Event]:
+            return _downloads(messenger, [e for e in events if _here(e, cid)], args.download)
+
+        _emit(here(messenger.sync(read=True)), False)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:
             while True:
-                _emit((e for e in messenger.poll(0.2, read=True) if _here(e, cid)), False)
+                _emit(here(messenger.poll(0.2, read=True)), False)
                 while not lines.empty():
                     text = lines.get()
                     if text is None:
@@ -186,4 +288,5 @@ MESSAGING_HANDLERS = {
     "room": _room,
     "verify": _verify,
     "contacts": _contacts,
+    "files": _files,
 }

@@ -67,6 +67,10 @@ class StoredMessage:
     outgoing: bool
     first_read_at: int | None = None
     receipts: dict[str, str] = field(default_factory=dict)  # user_id -> delivered | read
+    # A File content's fields (key and digest base64) to fetch it later, or a
+    # Location's; the history is sealed like everything here.
+    attachment: dict[str, Any] | None = None
+    location: dict[str, Any] | None = None
 
     def delete_at(self) -> int | None:
         """``min(expires_at, first_read + burn)``; the sender's copy follows expiry only."""
@@ -197,9 +201,11 @@ class OutboxItem:
     distributions: list[bytes]
     to_user: str | None
     distributed: bool = False
+    files: list[str] = field(default_factory=list)  # object ids the send frame names
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "files": self.files,
             "conversation_id": self.conversation_id,
             "message_id": self.message_id,
             "envelope": b64e(self.envelope),
@@ -218,6 +224,7 @@ class OutboxItem:
             chain_id=b64d(data["chain_id"], "outbox chain id"),
             distributions=[b64d(d, "outbox distribution") for d in data["distributions"]],
             to_user=data["to_user"],
+            files=list(data.get("files", [])),
             distributed=data["distributed"],
         )
 
