@@ -85,6 +85,11 @@ MAX_PRESIGNED_S = 7 * 24 * 3600
 def presigned_refusal(query: str, now: float) -> str | None:
     """Why S3 would refuse this presigned request's query string (None: not presigned, or fine)."""
     params = urllib.parse.parse_qs(query)
+    if "Signature" in params and "Expires" in params:  # SigV2: an absolute epoch
+        try:
+            return "Request has expired" if now > int(params["Expires"][0]) else None
+        except ValueError:
+            return "Expires must be an integer"
     if "X-Amz-Expires" not in params and "X-Amz-Signature" not in params:
         return None
     try:
