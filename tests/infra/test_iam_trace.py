@@ -16,6 +16,7 @@ summary ("IAM grants never used").
 from __future__ import annotations
 
 import secrets
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 
 from sotto import topology
 from sotto.client.api import fetch_info
+from sotto.client.events import MessageEvent
 from sotto.client.messaging import Messenger
 from sotto.client.server import ServerConfig, resolve_server
 from sotto.local.iam_trace import TRACE_FILE, TracedCall, read_trace
@@ -63,6 +65,7 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         a1.add_members(room, [carol])
         a1.send_text(room, "room")
         assert b1.sync(read=True)  # sync, ack
+        _drive_files(stack, home, a1, b1)
         a1.set_role(room, carol, "moderator")  # set_role
         a1.remove_members(room, [carol])  # remove_members
         b1.leave(room)  # leave
@@ -86,6 +89,34 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         assert socket.request("no_such_action")["action"] == "error"
         admin(stack, "POST", f"/users/{device.user_id}/suspend")
     admin(stack, "POST", f"/users/{device.user_id}/reinstate")
+
+
+def _drive_files(stack: Stack, home: Path, sender: Messenger, receiver: Messenger) -> None:
+    """Every file route, and the attachments function through a removed file record."""
+    source = home / "iam-file.bin"
+    source.write_bytes(secrets.token_bytes(9 * 1024 * 1024))  # two parts
+    sender.file_policy()  # file_policy
+    sender.send_file("bob", source)  # start, parts, complete; send names the upload
+    (event,) = [e for e in receiver.sync(read=True) if isinstance(e, MessageEvent) and e.attachment]
+    assert event.attachment is not None
+    out = home / "iam-downloads"
+    out.mkdir()
+    receiver.download(event.message_id, out)  # file_download
+    cid = sender.resolve("bob")
+    started = sender._call("file_upload_start", conversation_id=cid, size=100)
+    sender._call("file_upload_abort", object_id=started["object_id"])  # file_upload_abort
+    # What TTL does at the message's end: the record goes, the attachments function purges.
+    object_id = event.attachment["object_id"]
+    stack.client("dynamodb").delete_item(
+        TableName=stack.table("MessagesTable"),
+        Key={"pk": {"S": f"FILE#{object_id}"}, "sk": {"S": "FILE"}},
+    )
+    s3 = stack.client("s3")
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "attachments" in b["Name"])
+    deadline = time.monotonic() + 20
+    while s3.list_object_versions(Bucket=bucket, Prefix=f"f/{object_id}").get("Versions"):
+        assert time.monotonic() < deadline, "the removed record's object was not purged"
+        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,8 @@ def test_a_50_mb_file_reaches_two_devices_of_a_user_and_a_room_byte_identical(
     for device, cid, event in received:
         assert event.attachment is not None
         assert event.attachment["name"] == source.name
-        assert "key" not in event.attachment and "digest" not in event.attachment
+        assert "key" not in event.attachment
+        assert "digest" not in event.attachment
         out = tmp_path / f"{device.info.device_id}-{cid}"
         out.mkdir()
         saved = device.download(event.message_id, out)
@@ -122,10 +123,13 @@ def test_a_50_mb_file_reaches_two_devices_of_a_user_and_a_room_byte_identical(
     stored = _objects(stack)
     assert len(stored) >= 2
     for key, body in stored:
-        assert key.startswith("f/") and len(key) == 34
-        assert "report" not in key and team.alice.user_id not in key
+        assert key.startswith("f/")
+        assert len(key) == 34
+        assert "report" not in key
+        assert team.alice.user_id not in key
         assert SAMPLE not in body
-        assert source.name.encode() not in body and b"Quarterly" not in body
+        assert source.name.encode() not in body
+        assert b"Quarterly" not in body
 
 
 def test_an_interrupted_upload_resumes_from_the_last_finished_part(
@@ -167,7 +171,8 @@ def test_a_tampered_or_swapped_object_is_refused_and_never_left_in_the_directory
     event_one = _receive_file(b1, cid)
     a1.send_file("bob", second)
     event_two = _receive_file(b1, cid)
-    assert event_one.attachment is not None and event_two.attachment is not None
+    assert event_one.attachment is not None
+    assert event_two.attachment is not None
     s3, bucket = _bucket(stack)
     key_one = f"f/{event_one.attachment['object_id']}"
     key_two = f"f/{event_two.attachment['object_id']}"
@@ -331,7 +336,8 @@ def test_location_messages_render_coordinates_and_a_map_link(team: Team) -> None
     assert event.location is not None
     assert event.location["latitude"] == pytest.approx(51.5007)
     assert "openstreetmap.org/?mlat=51.5007000&mlon=-0.1246000" in event.location["map"]
-    assert "\x1b" not in event.text and "51.500700,-0.124600" in event.text
+    assert "\x1b" not in event.text
+    assert "51.500700,-0.124600" in event.text
 
 
 def test_the_local_stack_refuses_expired_presigned_urls(stack: Stack) -> None:
