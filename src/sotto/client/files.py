@@ -31,10 +31,12 @@ import os
 import secrets
 import shutil
 import unicodedata
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import urllib3
 
@@ -154,24 +156,48 @@ def upload_file(
     encryptor = Encryptor(base64.b64decode(state.key), rng=lambda n: salt[:n])
     pages = _UrlPages(call, state.object_id, state.part_count)
     done = 0
-    with path.open("rb") as source:
-        for number, part in _parts(source, encryptor, state.part_size):
-            md5 = hashlib.md5(part, usedforsecurity=False)
-            key = str(number)
-            if state.completed or (held.get(number) == state.etags.get(key) and key in state.md5s):
-                if state.md5s.get(key) != md5.hexdigest():
-                    # The file changed since the first run: its old parts are useless.
-                    _abandon(call, vault, name, state)
-                    return upload_file(call, vault, cid, path, progress=progress, on_part=on_part)
-            else:
-                etag = _put_part(pages, number, part, md5.digest())
-                state.md5s[key], state.etags[key] = md5.hexdigest(), etag
-                vault.write(name, json.dumps(asdict(state)).encode())
-                if on_part is not None:
-                    on_part(number)
-            done += len(part)
-            if progress is not None:
-                progress(done, stream_size)
+    # One part uploads while the next is encrypted: two parts in memory at most.
+    pending: deque[tuple[int, bytearray, bytes, Future[str]]] = deque()
+
+    def settle(keep: int) -> None:
+        while len(pending) > keep:
+            number, part, md5, future = pending.popleft()
+            try:
+                etag = future.result()
+            except _UrlExpired:  # the link was slower than the URL's minutes: sign again
+                etag = _put_part(pages, pages.url(number, fresh=True), number, part, md5)
+            state.md5s[str(number)], state.etags[str(number)] = md5.hex(), etag
+            vault.write(name, json.dumps(asdict(state)).encode())
+            if on_part is not None:
+                on_part(number)
+
+    with path.open("rb") as source, ThreadPoolExecutor(1, "sotto-upload") as uploader:
+        try:
+            for number, part in _parts(source, encryptor, state.part_size):
+                md5 = hashlib.md5(part, usedforsecurity=False)
+                key = str(number)
+                if state.completed or (
+                    held.get(number) == state.etags.get(key) and key in state.md5s
+                ):
+                    if state.md5s.get(key) != md5.hexdigest():
+                        # The file changed since the first run: its old parts are useless.
+                        settle(0)
+                        _abandon(call, vault, name, state)
+                        return upload_file(
+                            call, vault, cid, path, progress=progress, on_part=on_part
+                        )
+                else:
+                    url = pages.url(number)  # the socket is used from this thread only
+                    future = uploader.submit(_put_part, pages, url, number, part, md5.digest())
+                    pending.append((number, part, md5.digest(), future))
+                    settle(1)
+                done += len(part)
+                if progress is not None:
+                    progress(done, stream_size)
+            settle(0)
+        finally:
+            for *_, future in pending:
+                future.cancel()
     if not state.completed:
         etags = [state.etags[str(n)] for n in range(1, state.part_count + 1)]
         call(
@@ -259,20 +285,26 @@ class _UrlPages:
         return self._urls[number]
 
 
-def _put_part(pages: _UrlPages, number: int, part: bytearray, md5: bytes) -> str:
+def _put_part(pages: _UrlPages, url: str, number: int, part: bytearray, md5: bytes) -> str:
+    """PUT one part; its ETag. A URL that expired meanwhile (403) is refused once more
+    only after the pages answer a fresh one, so a slow link never loses a part."""
     headers = {
         "Content-Length": str(len(part)),
         "Content-MD5": base64.b64encode(md5).decode(),
     }
-    for attempt in range(2):
-        response = _HTTP.request(
-            "PUT", pages.url(number, fresh=attempt > 0), body=bytes(part), headers=headers
-        )
-        if response.status == 200 and response.headers.get("ETag"):
-            return str(response.headers["ETag"])
-        if response.status != 403:  # an expired URL is refused with 403: sign again
-            break
+    # http.client sends any bytes-like body as it is: no 8 MiB copy into bytes.
+    response = _HTTP.request("PUT", url, body=cast(bytes, part), headers=headers)
+    if response.status == 403 and b"expired" in response.data:
+        raise _UrlExpired(number)
+    if response.status == 200 and response.headers.get("ETag"):
+        return str(response.headers["ETag"])
     raise MessagingError(f"part {number} was refused by storage (HTTP {response.status})")
+
+
+class _UrlExpired(MessagingError):
+    def __init__(self, number: int) -> None:
+        super().__init__(f"the URL for part {number} expired")
+        self.number = number
 
 
 # -- downloading ---------------------------------------------------------------------
