@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ._cli_stack import cli_stack
 from ._report import table
 
 SIZE_MB = int(os.environ.get("SOTTO_BENCH_FILE_MB", "2048"))
@@ -129,19 +129,7 @@ def main() -> None:
         source = root / "payload.bin"
         expected = _make(source, size)
         stack_dir = root / "stack"
-        stack = subprocess.Popen(
-            [sys.executable, "-m", "sotto.cli", "local", "up", "--data-dir", str(stack_dir)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not (stack_dir / "endpoints.json").exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError("local stack did not start")
-                time.sleep(0.1)
-            endpoints = json.loads((stack_dir / "endpoints.json").read_text())
+        with cli_stack(env, stack_dir) as endpoints:
             network = endpoints["default_network"]
             server = str(stack_dir)
             for name in ("ann", "ben"):
@@ -174,9 +162,6 @@ def main() -> None:
             boto = [sys.executable, "-c", _BOTO3, endpoints["aws"], bucket]
             base_up_s, base_up_rss, _, _ = _run(env, [*boto, "upload", str(source)])
             base_down_s, base_down_rss, _, _ = _run(env, [*boto, "download", str(received)])
-        finally:
-            stack.send_signal(signal.SIGINT)
-            stack.wait(timeout=60)
 
     mb = size / 1e6
     rows = [
