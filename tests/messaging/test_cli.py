@@ -203,7 +203,7 @@ def test_cli_sends_files_and_locations_and_saves_them_verified(
             "--json",
             "--profile",
             "fay",
-        )  # fmt: skip
+        )
     )
     run(capsys, "send", users["gus"], "--location", "48.8584,2.2945", "--label", "Tower",
         "--profile", "fay")  # fmt: skip
@@ -217,7 +217,7 @@ def test_cli_sends_files_and_locations_and_saves_them_verified(
     assert file_message["message_id"] == sent["message_id"]
     assert file_message["file"]["name"] == "plan.pdf"
     assert "key" not in file_message["file"]
-    assert [e["text"] for e in events if e["type"] == "message" and "file" not in e][0] == (
+    assert next(e["text"] for e in events if e["type"] == "message" and "file" not in e) == (
         "see attached"
     )
     [place] = [e for e in events if e.get("location")]
