@@ -353,3 +353,30 @@ def test_the_local_stack_refuses_expired_presigned_urls(stack: Stack) -> None:
     answer = files._HTTP.request("PUT", url, body=b"late")
     assert answer.status == 403
     assert b"Request has expired" in answer.data
+
+
+def test_a_completion_repeated_after_s3_completed_still_completes(team: Team, stack: Stack) -> None:
+    a1 = team.alice.devices[0]
+    cid = a1.resolve("bob")
+    body = b"x" * 100
+    started = a1._call("file_upload_start", conversation_id=cid, size=len(body))
+    page = a1._call("file_upload_parts", object_id=started["object_id"], count=1)
+    answer = files._HTTP.request("PUT", page["urls"][0]["url"], body=body)
+    etag = answer.headers["ETag"]
+    # S3 completed, then the function stopped before recording it (a lost answer).
+    s3, bucket = _bucket(stack)
+    key = f"f/{started['object_id']}"
+    upload_id = s3.list_multipart_uploads(Bucket=bucket, Prefix=key)["Uploads"][0]["UploadId"]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    done = a1._call(
+        "file_upload_complete",
+        object_id=started["object_id"],
+        part_count=1,
+        etags_sha256=files.etags_digest([etag]),
+    )
+    assert done["action"] == "file_upload_completed"

@@ -88,6 +88,15 @@ class ObjectsStore:
         with contextlib.suppress(self._client.exceptions.NoSuchUpload):
             self._client.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
 
+    def exists(self, key: str) -> bool:
+        try:
+            self._client.head_object(Bucket=self._bucket, Key=key)
+        except self._client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def purge(self, key: str) -> int:
         """Abort the key's unfinished uploads and delete every version of it; how many went."""
         removed = 0

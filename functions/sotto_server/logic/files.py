@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..dal.conversations import MAX_MESSAGE_LIFETIME_MS, StoredMessage
@@ -100,6 +100,7 @@ class Objects(Protocol):
     def parts(self, key: str, upload_id: str) -> list[Part] | None: ...
     def complete(self, key: str, upload_id: str, parts: list[Part]) -> None: ...
     def abort(self, key: str, upload_id: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,7 @@ def start(
         created_at=now_ms,
         state="uploading",
     )
-    upload_id = fs.objects.start_upload(record.key)
-    record = FileRecord(**{**record.__dict__, "upload_id": upload_id})
+    record = replace(record, upload_id=fs.objects.start_upload(record.key))
     fs.files.create(record, now_ms // 1000 + UPLOAD_WINDOW_S)
     return Outcome(
         replies=[
@@ -249,6 +249,10 @@ def complete(
         return Outcome(replies=[done])  # a repeat after a lost answer
     found = fs.objects.parts(record.key, record.upload_id)
     if found is None:
+        if fs.objects.exists(record.key):
+            # S3 completed it but the record was not updated (a lost answer, a crash).
+            fs.files.mark_complete(record.object_id)
+            return Outcome(replies=[done])
         raise Refused(ErrorCode.NOT_FOUND, "no such upload", rid)
     numbers = [p.number for p in found]
     sizes_ok = all(p.size == record.part_size for p in found[:-1]) and bool(found)
