@@ -518,6 +518,8 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         },
         manages_connections=True,
         connection_methods=_ANSWER_OR_CUT_OFF,
+        # S3 may take seconds to assemble a large object (CompleteMultipartUpload).
+        timeout_seconds=29,
         purpose="Files: start, page, complete and abort uploads; presigned download URLs.",
     ),
     FunctionSpec(

@@ -44,7 +44,7 @@ from sotto.protocol.attachments import DEFAULT_CHUNK_SIZE, Decryptor, Encryptor,
 from sotto.protocol.content import File
 from sotto.protocol.errors import ProtocolError
 
-from .errors import ClientError, FrameError, MessagingError
+from .errors import ClientError, FrameError, MessagingError, SessionError
 
 __all__ = [
     "BLOCK",
@@ -200,12 +200,7 @@ def upload_file(
                 future.cancel()
     if not state.completed:
         etags = [state.etags[str(n)] for n in range(1, state.part_count + 1)]
-        call(
-            "file_upload_complete",
-            object_id=state.object_id,
-            part_count=state.part_count,
-            etags_sha256=etags_digest(etags),
-        )
+        _complete(call, state.object_id, state.part_count, etags_digest(etags))
         state.completed = True
         vault.write(name, json.dumps(asdict(state)).encode())
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -218,6 +213,28 @@ def upload_file(
         media_type,
     )
     return UploadedFile(content, state.object_id)
+
+
+# S3 may take a while to assemble a large object; completing again is idempotent
+# (docs/api.md), so an answer that is late is asked for again.
+COMPLETE_ATTEMPTS = 10
+
+
+def _complete(call: Caller, object_id: str, part_count: int, digest: str) -> None:
+    for attempt in range(COMPLETE_ATTEMPTS):
+        try:
+            call(
+                "file_upload_complete",
+                object_id=object_id,
+                part_count=part_count,
+                etags_sha256=digest,
+            )
+            return
+        except FrameError:
+            raise
+        except SessionError:
+            if attempt == COMPLETE_ATTEMPTS - 1:
+                raise
 
 
 def forget_upload(vault: VaultLike, cid: str, path: Path) -> None:
