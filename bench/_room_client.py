@@ -58,6 +58,11 @@ def main() -> None:
             target, *users = args
             m.add_members(target, users)
             result = len(users)
+        elif command == "replace":  # a room at its cap: one member leaves, another joins
+            target, gone, joining = args
+            m.remove_members(target, [gone])
+            m.add_members(target, [joining])
+            result = 1
         else:
             target, text = args
             result = m.send_text(target, text).seq

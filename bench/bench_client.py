@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ._cli_stack import cli_stack
 from ._report import table
 
 ROUNDS = int(os.environ.get("SOTTO_BENCH_CLIENT_ROUNDS", "7"))
@@ -70,28 +70,8 @@ def main() -> None:
             "SOTTO_PASSPHRASE": PASSPHRASE,
         }
         stack_dir = root / "stack"
-        stack = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sotto.cli",
-                "local",
-                "up",
-                "--ephemeral",
-                "--data-dir",
-                str(stack_dir),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not (stack_dir / "endpoints.json").exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError("local stack did not start")
-                time.sleep(0.1)
-            network = json.loads((stack_dir / "endpoints.json").read_text())["default_network"]
+        with cli_stack(env, stack_dir) as endpoints:
+            network = endpoints["default_network"]
             server = str(stack_dir)
             for name in ("ann", "ben"):
                 _, out = _cli(env, "admin", "--server", server, "--json", "invite",
@@ -106,9 +86,6 @@ def main() -> None:
                 whoami.append(_cli(env, "whoami", "--profile", "ann")[0])
                 send.append(_cli(env, "send", ben, f"round {round_}", "--profile", "ann")[0])
             derivations = _derivations(env, "send", ben, "counted", "--profile", "ann")
-        finally:
-            stack.send_signal(signal.SIGINT)
-            stack.wait(timeout=30)
     ratio = statistics.median(send) / statistics.median(whoami)
     table(
         f"A warm CLI send next to whoami ({ROUNDS} rounds each, alternating, one run)",

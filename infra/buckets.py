@@ -111,6 +111,15 @@ class Buckets(Construct):
                     ),
                 )
             )
+            # The backstop only: a file is deleted when its record goes (its
+            # message's end, the attachments function); no message outlives
+            # MAX_MESSAGE_LIFETIME_MS (365 days).
+            lifecycle.append(
+                s3.LifecycleRule(
+                    id="expire-attachments-backstop",
+                    expiration=Duration.days(topology.ATTACHMENT_BACKSTOP_DAYS),
+                )
+            )
         mode, days = self._settings.archive_lock
         retention = (
             s3.ObjectLockRetention.compliance(Duration.days(days))

@@ -42,6 +42,9 @@ ARCHITECTURE = lambda_.Architecture.ARM_64
 # The caller ARNs the admin API admits (handlers/admin.py reads it).
 ADMIN_PRINCIPALS_ENV = "SOTTO_ADMIN_PRINCIPALS"
 
+# Where file objects live in the attachments bucket (functions/sotto_server/dal/files.py).
+FILE_OBJECT_PREFIX = "f/"
+
 # DynamoDB uses the table's key on the caller's behalf: reads decrypt, writes
 # also encrypt. Granted only through DynamoDB, only for callers of this account.
 _KMS_READ = ("kms:Decrypt", "kms:DescribeKey")
@@ -241,6 +244,11 @@ class Functions(Construct):
         }
         for logical_id in _tables_of(spec):
             env[topology.table(logical_id).env_var] = self._tables[logical_id].table_name
+        for bucket_id in spec.s3_actions:
+            bucket_spec = next(b for b in topology.BUCKETS if b.logical_id == bucket_id)
+            env[bucket_spec.env_var] = self._buckets[bucket_id].bucket_name
+            key_spec = next(k for k in topology.KEYS if k.logical_id == bucket_spec.kms_key)
+            env[key_spec.env_var] = self._keys_by_bucket(bucket_id).key_arn
         if spec.manages_connections:
             # boto3 reads this per-service endpoint, so handlers just call
             # boto3.client("apigatewaymanagementapi"), here and locally.
@@ -271,8 +279,9 @@ class Functions(Construct):
         ]
         statements += self._table_statements(spec)
         statements += self._bucket_statements(spec)
+        statements += self._write_only_statements(spec)
         if spec.stream_source is not None:
-            if not spec.tables_write:
+            if not spec.tables_write and not spec.s3_actions:
                 raise ValueError(f"{spec.name}: a stream-fed function writes what it derives")
             statements += stream_statements(spec.stream_source, self._tables, self._queues)
         if spec.manages_connections:
@@ -333,6 +342,14 @@ class Functions(Construct):
                 f"AwsSolutions-IAM5[Resource::{nag_token_text(role, objects)}]",
                 "Segment object names are made at run time (network, number, manifest hash); "
                 "the grant is PutObject only, on this one bucket's objects.",
+            )
+        for bucket_id in spec.s3_actions:
+            objects = self._buckets[bucket_id].arn_for_objects(f"{FILE_OBJECT_PREFIX}*")
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::{nag_token_text(role, objects)}]",
+                "File object keys are random ids minted per upload at run time; the grant is "
+                "pinned to the file prefix of this one bucket.",
             )
         for method in spec.connection_methods if spec.manages_connections else ():
             manage_arn = self._connections.manage_arn(method)
@@ -407,7 +424,7 @@ class Functions(Construct):
             )
         return statements
 
-    def _bucket_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
+    def _write_only_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
         """Write-only on each bucket's objects, and its key only through S3 and only to
         encrypt: no function role may decrypt with the archive key (nor read the archive)."""
         statements: list[iam.PolicyStatement] = []
@@ -435,6 +452,57 @@ class Functions(Construct):
                     },
                 )
             )
+        return statements
+
+    def _keys_by_bucket(self, bucket_id: str) -> kms.IKey:
+        # Only the data key's buckets are reached by functions (never the archive).
+        spec = next(b for b in topology.BUCKETS if b.logical_id == bucket_id)
+        if spec.kms_key != "DataKey":
+            raise ValueError(f"{bucket_id}: functions reach only data-key buckets")
+        return self._data_key
+
+    def _bucket_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
+        """Object actions on the file prefix only, bucket actions on the bucket, and the
+        bucket's key through S3 (SSE-KMS uploads generate data keys, every read decrypts)."""
+        statements: list[iam.PolicyStatement] = []
+        stack = Stack.of(self)
+        for bucket_id, actions in spec.s3_actions.items():
+            bucket = self._buckets[bucket_id]
+            on_bucket = [a for a in actions if a in topology.S3_BUCKET_ACTIONS]
+            on_objects = [a for a in actions if a not in topology.S3_BUCKET_ACTIONS]
+            if on_objects:
+                statements.append(
+                    iam.PolicyStatement(
+                        sid=f"{bucket_id}Objects",
+                        actions=[f"s3:{a}" for a in on_objects],
+                        resources=[bucket.arn_for_objects(f"{FILE_OBJECT_PREFIX}*")],
+                    )
+                )
+            if on_bucket:
+                statements.append(
+                    iam.PolicyStatement(
+                        sid=f"{bucket_id}Bucket",
+                        actions=[f"s3:{a}" for a in on_bucket],
+                        resources=[bucket.bucket_arn],
+                    )
+                )
+            kms_actions = ["kms:Decrypt"]
+            if "PutObject" in actions:
+                kms_actions.append("kms:GenerateDataKey")
+            if on_objects and set(on_objects) - {"AbortMultipartUpload", "DeleteObjectVersion"}:
+                statements.append(
+                    iam.PolicyStatement(
+                        sid=f"UseDataKeyThroughS3{bucket_id}",
+                        actions=kms_actions,
+                        resources=[self._keys_by_bucket(bucket_id).key_arn],
+                        conditions={
+                            "StringEquals": {
+                                "kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}",
+                                "kms:CallerAccount": stack.account,
+                            }
+                        },
+                    )
+                )
         return statements
 
     def _table_arn(self, target: str) -> str:

@@ -8,6 +8,7 @@ importing a handler stays cheap (cold start) and tests can inject clients.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -49,4 +50,14 @@ def events_client() -> EventBridgeClient:
 
 @cache
 def s3_client() -> S3Client:
-    return boto3.client("s3", config=_CONFIG.merge(Config(read_timeout=30)))
+    # SigV4 always (presigned URLs), virtual-host addressing where AWS serves it;
+    # a local endpoint (moto) is addressed by path. Archive segments take their time.
+    local = bool(os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+    config = _CONFIG.merge(
+        Config(
+            read_timeout=30,
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if local else "virtual"},
+        )
+    )
+    return boto3.client("s3", config=config)

@@ -337,7 +337,12 @@ def _add_messaging_commands(commands: Any) -> None:
     target_help = "a user id or contact handle, or #ROOM (a local room label)"
     send = commands.add_parser("send", help="send an end-to-end encrypted message")
     send.add_argument("target", metavar="USER|#ROOM", help=target_help)
-    send.add_argument("text")
+    send.add_argument("text", nargs="?", help="the message (with --file: a caption after it)")
+    send.add_argument(
+        "--file", type=Path, metavar="PATH", help="send a file (up to 5 GiB; resumes if rerun)"
+    )
+    send.add_argument("--location", metavar="LAT,LON", help="share a location (decimal degrees)")
+    send.add_argument("--label", default="", metavar="TEXT", help="a place name for --location")
     send.add_argument(
         "--expires", type=parse_duration, metavar="DURATION", help="delete everywhere after this"
     )
@@ -349,12 +354,26 @@ def _add_messaging_commands(commands: Any) -> None:
 
     listen = commands.add_parser("listen", help="sync, then print messages as they arrive")
     listen.add_argument("--once", action="store_true", help="exit after the initial sync")
+    listen.add_argument(
+        "--download", type=Path, metavar="DIR", help="save received files here once verified"
+    )
     _profile_option(listen)
     listen.add_argument("--json", action="store_true", help="one JSON object per line")
 
     chat = commands.add_parser("chat", help="interactive conversation (Ctrl-D ends)")
     chat.add_argument("target", metavar="USER|#ROOM", help=target_help)
+    chat.add_argument(
+        "--download", type=Path, metavar="DIR", help="save received files here once verified"
+    )
     _profile_option(chat)
+
+    files = commands.add_parser("files", help="files sent to this device")
+    files_commands = files.add_subparsers(dest="files_command", required=True)
+    get = files_commands.add_parser("get", help="fetch and verify a received file")
+    get.add_argument("message_id", metavar="MESSAGE_ID")
+    get.add_argument("--out", type=Path, required=True, metavar="PATH", help="never overwritten")
+    _profile_option(get)
+    _json_option(get)
 
     conversations = commands.add_parser("conversations", help="this user's conversations")
     _profile_option(conversations)

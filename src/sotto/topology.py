@@ -15,17 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "ATTACHMENT_BACKSTOP_DAYS",
     "AUDIT_BUS",
     "AUDIT_EVENT_SOURCE",
     "BUCKETS",
     "CONVERSATION_ROUTES",
     "DYNAMODB_WRITE_ACTIONS",
+    "FILE_ROUTES",
     "FUNCTIONS",
     "HTTP_ROUTES",
     "KEYS",
     "KEY_ROUTES",
     "MESSAGE_ROUTES",
     "QUEUES",
+    "S3_BUCKET_ACTIONS",
     "TABLES",
     "WS_AUTHORIZER",
     "WS_AUTHORIZER_IDENTITY_HEADER",
@@ -40,6 +43,7 @@ __all__ = [
     "IndexSpec",
     "KeySpec",
     "QueueSpec",
+    "S3Action",
     "StreamSourceSpec",
     "TableSpec",
     "WsRouteSpec",
@@ -67,6 +71,20 @@ DynamoDBAction = Literal[
 DYNAMODB_WRITE_ACTIONS: frozenset[str] = frozenset(
     {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
 )
+# S3 actions a function role may be granted on a bucket, as IAM names them.
+# The bucket-level ones apply to the bucket ARN, the others to its objects.
+# A presigned URL is authorized as the function that signed it: UploadPart is
+# PutObject and a presigned GET is GetObject.
+S3Action = Literal[
+    "PutObject",
+    "GetObject",
+    "AbortMultipartUpload",
+    "ListMultipartUploadParts",
+    "DeleteObjectVersion",
+    "ListBucketMultipartUploads",
+    "ListBucketVersions",
+]
+S3_BUCKET_ACTIONS: frozenset[str] = frozenset({"ListBucketMultipartUploads", "ListBucketVersions"})
 # @connections methods: POST pushes, GET describes, DELETE closes a socket.
 ConnectionMethod = Literal["POST", "GET", "DELETE"]
 
@@ -189,6 +207,9 @@ class FunctionSpec:
     # Buckets whose objects the function writes (s3:PutObject, and encrypts with the
     # bucket's key through S3 only); it never reads, deletes or changes locks.
     buckets_write: tuple[str, ...] = ()
+    # Exactly what the role grants on each bucket it reaches (logical id ->
+    # actions); SSE-KMS buckets also get their key, through S3 only.
+    s3_actions: Mapping[str, tuple[S3Action, ...]] = field(default_factory=dict)
     # Reserved concurrency of a function anyone may invoke without credentials,
     # so a flood there cannot starve the rest (context reserve_public_concurrency).
     reserved_concurrency: int | None = None
@@ -208,6 +229,9 @@ class FunctionSpec:
                 f"function {self.name}: dynamodb_actions must name exactly the tables it "
                 f"reaches ({sorted(reached)}), not {sorted(declared)}"
             )
+        for bucket_id in self.s3_actions:
+            if bucket_id not in {b.logical_id for b in BUCKETS}:
+                raise ValueError(f"function {self.name}: unknown bucket {bucket_id}")
         for key, actions in self.dynamodb_actions.items():
             table_id, _, index = key.partition("/")
             if index and (set(actions) != {"Query"} or index not in table(table_id).index_names):
@@ -305,6 +329,10 @@ def table(logical_id: str) -> TableSpec:
     raise KeyError(logical_id)
 
 
+# Objects of the attachments bucket expire after this many days whatever
+# happens (lifecycle backstop): a message lives at most 365 days on the server.
+ATTACHMENT_BACKSTOP_DAYS = 366
+
 BUCKETS: tuple[BucketSpec, ...] = (
     BucketSpec(
         logical_id="AttachmentsBucket",
@@ -331,6 +359,11 @@ QUEUES: tuple[QueueSpec, ...] = (
         logical_id="ArchiveFailuresQueue",
         env_var="SOTTO_ARCHIVE_FAILURES_QUEUE",
         purpose="Messages stream records the archiver gave up on: each one a gap verify names.",
+    ),
+    QueueSpec(
+        logical_id="AttachmentFailuresQueue",
+        env_var="SOTTO_ATTACHMENT_FAILURES_QUEUE",
+        purpose="Removed file records whose objects the attachments function could not delete.",
     ),
 )
 
@@ -373,6 +406,12 @@ _ARCHIVED_RECORDS: tuple[dict[str, Any], ...] = (
         },
     },
     {"eventName": ["INSERT"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "MAIL#rtn-"}]}}}},
+)
+
+# A file record leaves the messages table (TTL at its message's end, or an
+# explicit delete): its object goes too.
+_FILE_REMOVED: tuple[dict[str, Any], ...] = (
+    {"eventName": ["REMOVE"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "FILE#"}]}}}},
 )
 
 KEYS: tuple[KeySpec, ...] = (
@@ -535,6 +574,54 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         ),
     ),
     FunctionSpec(
+        name="files",
+        handler="sotto_server.handlers.files.handler",
+        tables_read=("DirectoryTable",),
+        tables_write=("MessagesTable", "ConnectionsTable", "GuardsTable"),
+        dynamodb_actions={
+            "DirectoryTable": ("BatchGetItem",),
+            # Upload records (FILE#), the conversation, membership and roster it
+            # names, and the message a download refers to.
+            "MessagesTable": ("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
+            "ConnectionsTable": _FORGET_CONNECTION,
+            "GuardsTable": ("UpdateItem",),
+        },
+        # Create, complete and abort multipart uploads and list their parts; sign
+        # UploadPart URLs (PutObject) and download URLs (GetObject).
+        s3_actions={
+            "AttachmentsBucket": (
+                *("PutObject", "GetObject", "AbortMultipartUpload"),
+                "ListMultipartUploadParts",
+            )
+        },
+        manages_connections=True,
+        connection_methods=_ANSWER_OR_CUT_OFF,
+        # S3 may take seconds to assemble a large object (CompleteMultipartUpload).
+        timeout_seconds=29,
+        purpose="Files: start, page, complete and abort uploads; presigned download URLs.",
+    ),
+    FunctionSpec(
+        name="attachments",
+        handler="sotto_server.handlers.attachments.handler",
+        # Only its own stream: the removed item's key names the object.
+        s3_actions={
+            "AttachmentsBucket": (
+                *("AbortMultipartUpload", "DeleteObjectVersion"),
+                *("ListBucketMultipartUploads", "ListBucketVersions"),
+            )
+        },
+        timeout_seconds=60,
+        stream_source=StreamSourceSpec(
+            table="MessagesTable",
+            filters=_FILE_REMOVED,
+            on_failure_queue="AttachmentFailuresQueue",
+        ),
+        purpose=(
+            "Messages stream: a file record removed (its message expired or burnt, an "
+            "abandoned or aborted upload) deletes every version of its object."
+        ),
+    ),
+    FunctionSpec(
         name="rosters",
         handler="sotto_server.handlers.rosters.handler",
         tables_read=("DirectoryTable",),
@@ -692,6 +779,14 @@ CONVERSATION_ROUTES = (
 )
 # ``policy``: the caller's effective policy, read where sends are checked against it.
 MESSAGE_ROUTES = ("distribute", "send", "sync", "ack", "policy")
+FILE_ROUTES = (
+    "file_policy",
+    "file_upload_start",
+    "file_upload_parts",
+    "file_upload_complete",
+    "file_upload_abort",
+    "file_download",
+)
 
 WS_ROUTES: tuple[WsRouteSpec, ...] = (
     WsRouteSpec("$connect", "connect"),
@@ -701,6 +796,7 @@ WS_ROUTES: tuple[WsRouteSpec, ...] = (
     *(WsRouteSpec(route, "keys") for route in KEY_ROUTES),
     *(WsRouteSpec(route, "conversations") for route in CONVERSATION_ROUTES),
     *(WsRouteSpec(route, "messages") for route in MESSAGE_ROUTES),
+    *(WsRouteSpec(route, "files") for route in FILE_ROUTES),
 )
 
 # The $connect authorizer, and where it finds the token.

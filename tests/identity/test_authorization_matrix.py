@@ -63,6 +63,8 @@ def world(stack):
             "create_conversation", **create_fields(socket, alice, [dave.user_id])
         )
         sid = spare["conversation"]["conversation_id"]
+        with Socket(stack, dave) as dave_socket:
+            upload = dave_socket.request("file_upload_start", conversation_id=cid, size=1000)
         states = {
             "conversation": log_state(socket, cid),
             "room": log_state(socket, rid),
@@ -78,6 +80,7 @@ def world(stack):
         "conversation_id": cid,
         "room_id": rid,
         "spare_id": sid,  # a room a matrix row changes
+        "object_id": upload["object_id"],  # dave's upload in the direct conversation
     }
 
 
@@ -156,6 +159,22 @@ TARGETED = [
     # Only the user's own identity revokes its devices.
     ("revoke_device", "bob", "alice", "forbidden"),
     ("revoke_device", "carol", "alice", "forbidden"),
+    ("file_upload_start", "dave", "conversation", "file_upload_started"),
+    ("file_upload_start", "bob", "conversation", "not_found"),
+    ("file_upload_start", "carol", "conversation", "not_found"),
+    ("file_upload_parts", "dave", "upload", "file_upload_parts"),
+    ("file_upload_parts", "alice", "upload", "not_found"),  # a member, not the uploader
+    ("file_upload_parts", "bob", "upload", "not_found"),
+    ("file_upload_parts", "carol", "upload", "not_found"),
+    ("file_upload_complete", "dave", "upload", "incomplete_upload"),  # no part uploaded
+    ("file_upload_complete", "alice", "upload", "not_found"),
+    ("file_upload_complete", "carol", "upload", "not_found"),
+    ("file_upload_abort", "alice", "upload", "not_found"),
+    ("file_upload_abort", "bob", "upload", "not_found"),
+    ("file_upload_abort", "carol", "upload", "not_found"),
+    ("file_download", "dave", "conversation", "not_found"),  # no message names the object
+    ("file_download", "bob", "conversation", "not_found"),
+    ("file_download", "carol", "conversation", "not_found"),
 ]
 
 
@@ -198,6 +217,9 @@ FIELDS: dict[str, Any] = {
             ).serialize()
         )
     },
+    "file_upload_start": lambda w, c, t: {"size": 1000},
+    "file_upload_complete": lambda w, c, t: {"part_count": 1, "etags_sha256": "0" * 64},
+    "file_download": lambda w, c, t: {"message_id": "0" * 32, "object_id": w["object_id"]},
 }
 
 
@@ -216,6 +238,8 @@ def test_targeted_route_matrix(stack, world, route, caller, target, expected):
     fields: dict[str, Any]
     if target == "link":
         fields = {"link_id": world["link_id"]}
+    elif target == "upload":
+        fields = {"object_id": world["object_id"]}
     elif target == "conversation":
         fields = {"conversation_id": world["conversation_id"]}
     elif target in ("room", "spare"):
@@ -275,6 +299,7 @@ def test_every_ws_route_is_in_the_matrix_or_own_device_only():
         "ack",  # the caller's own cursors and mail only
         "policy",  # the caller's own effective policy only
         "retention",  # the caller's own network only (test_retention_identity.py)
+        "file_policy",  # the caller's own network's policy only
     }
     named = {r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
     assert named <= covered, named - covered

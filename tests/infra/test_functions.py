@@ -128,12 +128,19 @@ def test_function_environment_names_its_tables_and_nothing_else(
         expected[topology.table(table).env_var] = {
             "Ref": synth.logical_id(synth.stack.tables[table])
         }
-    for bucket in spec.buckets_write:
-        bucket_spec = next(b for b in topology.BUCKETS if b.logical_id == bucket)
+    for written in spec.buckets_write:
+        bucket_spec = next(b for b in topology.BUCKETS if b.logical_id == written)
         key_spec = next(k for k in topology.KEYS if k.logical_id == bucket_spec.kms_key)
-        expected[bucket_spec.env_var] = {"Ref": synth.logical_id(synth.stack.buckets[bucket])}
+        expected[bucket_spec.env_var] = {"Ref": synth.logical_id(synth.stack.buckets[written])}
         expected[key_spec.env_var] = {
             "Fn::GetAtt": [synth.logical_id(synth.stack.keys[bucket_spec.kms_key]), "Arn"]
+        }
+    for bucket_id in spec.s3_actions:
+        bucket = next(b for b in topology.BUCKETS if b.logical_id == bucket_id)
+        expected[bucket.env_var] = {"Ref": synth.logical_id(synth.stack.buckets[bucket_id])}
+        key = next(k for k in topology.KEYS if k.logical_id == bucket.kms_key)
+        expected[key.env_var] = {
+            "Fn::GetAtt": [synth.logical_id(synth.stack.keys[bucket.kms_key]), "Arn"]
         }
     if any(route.iam and route.function == spec.name for route in topology.HTTP_ROUTES):
         expected[ADMIN_PRINCIPALS_ENV] = ",".join(synth.stack.settings.admin_principals)
@@ -271,6 +278,33 @@ def test_function_uses_data_key_only_through_dynamodb_of_this_account(
             "kms:CallerAccount": {"Ref": "AWS::AccountId"},
         }
     }
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)
+def test_function_reaches_file_objects_only_as_topology_declares(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    statements = _statements(synth, spec)
+    s3 = sorted(a for s in statements for a in _actions(s) if a.startswith("s3:"))
+    declared = sorted(f"s3:{a}" for actions in spec.s3_actions.values() for a in actions)
+    assert s3 == declared
+    through_s3 = [s for s in statements if s.get("Sid") == "UseDataKeyThroughS3AttachmentsBucket"]
+    reads_or_writes = {"PutObject", "GetObject"} & set(spec.s3_actions.get("AttachmentsBucket", ()))
+    assert bool(through_s3) == bool(reads_or_writes)
+    for statement in through_s3:
+        # SSE-KMS on the caller's behalf, through S3 only: never a direct use of the key.
+        assert statement["Condition"]["StringEquals"]["kms:ViaService"] == {
+            "Fn::Join": ["", ["s3.", {"Ref": "AWS::Region"}, ".", {"Ref": "AWS::URLSuffix"}]]
+        }
+    for statement in statements:
+        object_actions = [
+            a
+            for a in _actions(statement)
+            if a.startswith("s3:") and a[3:] not in topology.S3_BUCKET_ACTIONS
+        ]
+        if object_actions:
+            (resource,) = _resources(statement)
+            assert resource["Fn::Join"][1][-1] == "/f/*"  # the file prefix, not the whole bucket
 
 
 @pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=FUNCTION_IDS)

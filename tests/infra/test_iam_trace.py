@@ -25,6 +25,7 @@ import pytest
 
 from sotto import topology
 from sotto.client.api import fetch_info
+from sotto.client.events import MessageEvent
 from sotto.client.messaging import Messenger
 from sotto.client.server import ServerConfig, resolve_server
 from sotto.local.iam_trace import TRACE_FILE, TracedCall, read_trace
@@ -77,6 +78,7 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         a1.add_members(room, [carol])
         a1.send_text(room, "room")
         assert b1.sync(read=True)  # sync, ack
+        _drive_files(stack, home, a1, b1)
         a1.set_role(room, carol, "moderator")  # set_role
         a1.remove_members(room, [carol])  # remove_members
         b1.leave(room)  # leave
@@ -146,6 +148,34 @@ def _drive_policy(stack: Stack, network_id: str) -> None:
     admin(stack, "PUT", f"{base}/policy", {"max_expiry_s": None})
 
 
+def _drive_files(stack: Stack, home: Path, sender: Messenger, receiver: Messenger) -> None:
+    """Every file route, and the attachments function through a removed file record."""
+    source = home / "iam-file.bin"
+    source.write_bytes(secrets.token_bytes(9 * 1024 * 1024))  # two parts
+    sender.file_policy()  # file_policy
+    sender.send_file("bob", source)  # start, parts, complete; send names the upload
+    (event,) = [e for e in receiver.sync(read=True) if isinstance(e, MessageEvent) and e.attachment]
+    assert event.attachment is not None
+    out = home / "iam-downloads"
+    out.mkdir()
+    receiver.download(event.message_id, out)  # file_download
+    cid = sender.resolve("bob")
+    started = sender._call("file_upload_start", conversation_id=cid, size=100)
+    sender._call("file_upload_abort", object_id=started["object_id"])  # file_upload_abort
+    # What TTL does at the message's end: the record goes, the attachments function purges.
+    object_id = event.attachment["object_id"]
+    stack.client("dynamodb").delete_item(
+        TableName=stack.table("MessagesTable"),
+        Key={"pk": {"S": f"FILE#{object_id}"}, "sk": {"S": "FILE"}},
+    )
+    s3 = stack.client("s3")
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "attachments" in b["Name"])
+    deadline = time.monotonic() + 20
+    while s3.list_object_versions(Bucket=bucket, Prefix=f"f/{object_id}").get("Versions"):
+        assert time.monotonic() < deadline, "the removed record's object was not purged"
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def traced(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> list[TracedCall]:
     _drive_every_route(stack, tmp_path_factory.mktemp("iam-home"))
@@ -166,17 +196,24 @@ def _request(synth: Synthesized, evaluator: PolicyEvaluator, call: TracedCall) -
         resource = f"{arn}/index/{index}" if index else arn
     elif kind == "bus":
         resource = f"{synth.logical_id(synth.stack.audit_bus)}.Arn"
-    elif kind == "bucket":
-        logical_id, _, object_key = target.partition("/")
-        resource = f"{synth.logical_id(synth.stack.buckets[logical_id])}.Arn/{object_key}"
     elif kind == "connections":
         api = synth.logical_id(synth.stack.websocket.api)
         stage = synth.stack.settings.stage
         prefix = f"arn:{PARTITION}:execute-api:{REGION}:{ACCOUNT}"
         resource = f"{prefix}:{api}/{stage}/{target}/@connections/Zm9vYmFyMTIzNA="
+    elif kind in ("bucket", "object"):
+        logical_id, _, key = target.partition("/")
+        arn = f"{synth.logical_id(synth.stack.buckets[logical_id])}.Arn"
+        resource = f"{arn}/{key}" if kind == "object" else arn
+    elif kind == "key" and target.endswith("/s3"):
+        key_id = target.removesuffix("/s3")
+        resource = f"{synth.logical_id(synth.stack.keys[key_id])}.Arn"
     else:
         resource = "*"  # a service the recorder does not map to ARNs: never granted by accident
     context = {"aws:PrincipalAccount": ACCOUNT, "aws:RequestedRegion": REGION}
+    if kind == "key":
+        # S3 uses the bucket's key on the caller's behalf, through S3 only.
+        context |= {"kms:ViaService": f"s3.{REGION}.amazonaws.com", "kms:CallerAccount": ACCOUNT}
     return Request(call.action, resource, context)
 
 

@@ -233,3 +233,61 @@ def test_people_by_handle_without_contacts(
     assert [row["name"] for row in listed] == [names["hal"]]
     assert main(["send", "nobody-at-all", "hi", "--profile", "gwen"]) == 1
     assert "no user 'nobody-at-all' in this network" in capsys.readouterr().err
+
+
+def test_cli_sends_files_and_locations_and_saves_them_verified(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    users = {}
+    for name in ("fay", "gus"):
+        code = invite(stack, handle=name)["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
+        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    source = tmp_path / "plan.pdf"
+    source.write_bytes(b"%PDF-1.7 " + bytes(range(256)) * 400)
+
+    sent = json.loads(
+        run(
+            capsys,
+            "send",
+            users["gus"],
+            "see attached",
+            "--file",
+            str(source),
+            "--json",
+            "--profile",
+            "fay",
+        )
+    )
+    run(capsys, "send", users["gus"], "--location", "48.8584,2.2945", "--label", "Tower",
+        "--profile", "fay")  # fmt: skip
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    (downloads / "plan.pdf").write_bytes(b"already here")
+    lines = run(capsys, "listen", "--once", "--json", "--download", str(downloads),
+                "--profile", "gus").splitlines()  # fmt: skip
+    events = [json.loads(line) for line in lines]
+    [file_message] = [e for e in events if e.get("file")]
+    assert file_message["message_id"] == sent["message_id"]
+    assert file_message["file"]["name"] == "plan.pdf"
+    assert "key" not in file_message["file"]
+    assert next(e["text"] for e in events if e["type"] == "message" and "file" not in e) == (
+        "see attached"
+    )
+    [place] = [e for e in events if e.get("location")]
+    assert place["location"]["label"] == "Tower"
+    assert "openstreetmap.org" in place["location"]["map"]
+    assert (downloads / "plan.pdf").read_bytes() == b"already here"
+    assert (downloads / "plan (2).pdf").read_bytes() == source.read_bytes()
+
+    out = tmp_path / "again.pdf"
+    run(capsys, "files", "get", sent["message_id"], "--out", str(out), "--profile", "gus")
+    assert out.read_bytes() == source.read_bytes()
+    assert main(["files", "get", sent["message_id"], "--out", str(out), "--profile", "gus"]) != 0
+    assert out.read_bytes() == source.read_bytes()  # never overwritten

@@ -549,6 +549,7 @@ def content() -> dict[str, object]:
             ),
         ),
         ("location", Location(515_007_000, -1_276_000, 12, NOW)),
+        ("location with label", Location(515_007_000, -1_276_000, 12, NOW, "Wharf 3, gate B")),
         ("receipt", Receipt(Receipt.READ, (message_id, call_id))),
         ("control", Control(Control.DELETE_MESSAGE, message_id)),
         ("call_signal", CallSignal(call_id, CallSignal.OFFER, "v=0\r\no=- 0 0 IN IP4 0.0.0.0")),

@@ -40,6 +40,7 @@ contents = st.one_of(
         st.integers(-1_800_000_000, 1_800_000_000),
         st.integers(0, 2**32 - 1),
         st.integers(0, 2**64 - 1),
+        st.text(max_size=60),
     ),
     st.builds(Receipt, st.sampled_from([1, 2]), st.lists(ids, min_size=1, max_size=5).map(tuple)),
     st.builds(Control, st.integers(1, 255), st.binary(max_size=100)),
@@ -78,6 +79,15 @@ def test_unknown_content_type_is_kept_verbatim():
 def test_content_with_trailing_bytes_is_malformed():
     with pytest.raises(errors.MalformedMessage):
         parse_content(Location(0, 0, 0, 0).serialize() + b"\x00")
+
+
+def test_location_label_has_one_encoding():
+    plain = Location(1, 2, 3, 4).serialize()
+    assert Location(1, 2, 3, 4, "").serialize() == plain
+    with pytest.raises(errors.MalformedMessage):
+        parse_content(plain + b"\x00\x00")  # an empty label encoded instead of omitted
+    with pytest.raises(errors.LimitExceeded):
+        Location(0, 0, 0, 0, "x" * 257)
 
 
 def test_invalid_content_cannot_be_constructed():

@@ -94,6 +94,8 @@ class StoredMessage:
     server_time: int
     expires_at: int  # ms; 0 = never
     burn_s: int
+    # Object ids of the uploads the message refers to (dal/files.py).
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ def _message(cid: str, item: Item) -> StoredMessage:
         server_time=int(item["server_time"]["N"]),
         expires_at=int(item["expires_at_ms"]["N"]),
         burn_s=int(item["burn_s"]["N"]),
+        files=tuple(sorted(item.get("files", {}).get("SS", []))),
     )
 
 
@@ -725,6 +728,7 @@ class ConversationsStore(SingleTableStore):
         message: StoredMessage,
         *,
         charge: UpdateTypeDef | None = None,
+        attach: Sequence[TransactWriteItemTypeDef] = (),
     ) -> StoredMessage:
         """Store a message at the next seq, once per message id; returns what is stored.
 
@@ -735,7 +739,8 @@ class ConversationsStore(SingleTableStore):
         (the caller checks the chain again), so no message is stored for a
         device its chain did not reach. Retries when another sender took the
         seq first; a repeated message id returns the message stored the first
-        time.
+        time. ``attach`` ties uploads to the message in the same transaction
+        (``FilesStore.attach_item``): Conflict("file_unavailable") if one lost.
         """
         cid = conversation.conversation_id
         next_seq = conversation.last_seq + 1
@@ -747,10 +752,13 @@ class ConversationsStore(SingleTableStore):
                 # The sender's rate counter rides in the same transaction: one write.
                 reasons[len(items)] = "rate_limited"
                 items.append({"Update": charge})
+            for extra in attach:
+                reasons[len(items)] = "file_unavailable"
+                items.append(extra)
             try:
                 self._transact(items, reasons)
             except Conflict as conflict:
-                if conflict.reason == "rate_limited":
+                if conflict.reason in ("rate_limited", "file_unavailable"):
                     raise
                 if conflict.reason == "duplicate":
                     existing = self.message_by_id(cid, message.message_id)
@@ -797,6 +805,7 @@ class ConversationsStore(SingleTableStore):
                         "server_time": number(message.server_time),
                         "expires_at_ms": number(message.expires_at),
                         "burn_s": number(message.burn_s),
+                        **({"files": {"SS": list(message.files)}} if message.files else {}),
                         **ttl,
                     },
                 }

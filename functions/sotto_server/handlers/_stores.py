@@ -14,10 +14,10 @@ from ..config import settings
 if TYPE_CHECKING:
     from ..dal.conversations import ConversationsStore
     from ..dal.retention import RetentionStore
-    from ..logic import conversations
+    from ..logic import conversations, files
     from ..logic.key_directory import Stores
 
-__all__ = ["conversations_store", "messaging_stores", "retention_store", "stores"]
+__all__ = ["conversations_store", "file_stores", "messaging_stores", "retention_store", "stores"]
 
 
 def conversations_store() -> ConversationsStore:
@@ -57,6 +57,7 @@ def _close_sockets(device_id: str) -> int:
 
 def messaging_stores() -> conversations.Stores:
     from ..dal.directory import DirectoryStore
+    from ..dal.files import FilesStore
     from ..dal.guards import GuardsStore
     from ..logic import conversations
 
@@ -67,6 +68,22 @@ def messaging_stores() -> conversations.Stores:
         guards=GuardsStore(dynamodb_client(), config.table_name("GuardsTable")),
         limit_scale=config.rate_limit_scale,
         retention=retention_store(),
+        files=FilesStore(dynamodb_client(), config.table_name("MessagesTable")),
+    )
+
+
+def file_stores() -> files.FileStores:
+    from ..aws import s3_client
+    from ..dal.files import FilesStore
+    from ..dal.objects import ObjectsStore
+    from ..logic import files
+
+    config = settings()
+    objects = ObjectsStore(s3_client(), config.bucket_name("AttachmentsBucket"), config.data_key_id)
+    return files.FileStores(
+        stores=messaging_stores(),
+        files=FilesStore(dynamodb_client(), config.table_name("MessagesTable")),
+        objects=objects,
     )
 
 

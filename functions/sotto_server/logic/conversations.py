@@ -39,6 +39,7 @@ from sotto.protocol.membership import (
 
 from ..dal.conversations import Conversation, ConversationsStore, LogAppend, Member
 from ..dal.directory import Conflict, DirectoryStore
+from ..dal.files import FilesStore
 from ..dal.guards import GuardsStore
 from ..dal.retention import RetentionStore
 from . import limits
@@ -95,6 +96,8 @@ class Stores:
     limit_scale: float = 1.0
     # Retention identities (None: retention is off everywhere, as in unit tests).
     retention: RetentionStore | None = None
+    # File records (messages that refer to uploads, burn-on-read of their files).
+    files: FilesStore | None = None
 
 
 def roster_entry(user_id: str, device_id: str) -> str:

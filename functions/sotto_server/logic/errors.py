@@ -24,6 +24,9 @@ class ErrorCode(StrEnum):
     INVALID_ENVELOPE = "invalid_envelope"  # an envelope fails the server's checks
     STALE_DEVICES = "stale_devices"  # the sender's chain did not reach exactly the roster
     INVALID_OPERATION = "invalid_operation"  # a membership operation fails verification
+    TOO_LARGE = "too_large"  # over the network's file size limit
+    GONE = "gone"  # the message expired or burnt: its file is no longer served
+    INCOMPLETE_UPLOAD = "incomplete_upload"  # parts missing, mis-sized or not the client's
     REVOKED = "revoked"  # the calling device was revoked: the socket is closed next
     SUSPENDED = "suspended"  # the calling user is suspended: the socket is closed next
     POLICY = "policy_violation"  # over a limit of the network's or a security group's policy
@@ -46,6 +49,9 @@ _HTTP_STATUS = {
     ErrorCode.INVALID_ENVELOPE: 400,
     ErrorCode.STALE_DEVICES: 409,
     ErrorCode.INVALID_OPERATION: 400,
+    ErrorCode.TOO_LARGE: 413,
+    ErrorCode.GONE: 410,
+    ErrorCode.INCOMPLETE_UPLOAD: 409,
     ErrorCode.REVOKED: 403,
     ErrorCode.SUSPENDED: 403,
     ErrorCode.POLICY: 403,

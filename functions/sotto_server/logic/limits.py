@@ -74,6 +74,10 @@ LIMITS: dict[str, Limit] = {
         Limit("ack_device", "device", 600, 60, "`ack`"),
         # A client reads its policy when it opens a session and when one is pushed.
         Limit("policy_device", "device", 120, 60, "`policy`"),
+        # Each upload holds an S3 multipart upload and a record for a day at most.
+        Limit("file_upload_device", "device", 60, 3600, "uploads started (`file_upload_start`)"),
+        # URL pages, completions, aborts and downloads: a 5 GiB file is 40 pages.
+        Limit("file_url_device", "device", 600, 600, "other `file_*` requests"),
     )
 }
 

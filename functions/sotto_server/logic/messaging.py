@@ -8,7 +8,7 @@ a courtesy: the stored copy and each device's cursor are the truth.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.distribution import LABEL as DISTRIBUTION_LABEL
@@ -35,6 +35,9 @@ from .policy import EffectivePolicy, check_envelope_timers, effective_policy
 from .principal import Principal
 from .requests import AckRequest, DistributeRequest, PolicyRequest, SendRequest, SyncRequest
 from .retention import retention_of
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 __all__ = [
     "SYNC_PAGE_MAIL",
@@ -274,6 +277,7 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     if request.to_user is not None:
         limit(stores, "send_device", caller.device_id, now_ms, rid)
         return _send_to_user(stores, caller, request, roster, header.message_id, now_ms)
+    attach = _attachments(stores, caller, request, message_id, header.expires_at, now_ms)
     window = limits.window_for("send_device", caller.device_id, now_ms // 1000, stores.limit_scale)
     charge = (
         None
@@ -292,12 +296,19 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
         server_time=now_ms,
         expires_at=header.expires_at,
         burn_s=header.burn_after_read_s,
+        files=tuple(request.files),
     )
     for _ in range(3):
         try:
-            stored = stores.conversations.append(conversation, draft, charge=charge)
+            stored = stores.conversations.append(conversation, draft, charge=charge, attach=attach)
             break
         except Conflict as conflict:
+            if conflict.reason == "file_unavailable":
+                raise Refused(
+                    ErrorCode.NOT_FOUND,
+                    "no such upload: complete it in this conversation from this device first",
+                    rid,
+                ) from None
             if conflict.reason == "rate_limited":
                 raise Refused(
                     ErrorCode.RATE_LIMITED,
@@ -320,6 +331,30 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
         if entry.split("/", 1)[1] != caller.device_id
     ]
     return outcome
+
+
+def _attachments(
+    stores: Stores,
+    caller: Principal,
+    request: SendRequest,
+    message_id: str,
+    expires_at: int,
+    now_ms: int,
+) -> list[TransactWriteItemTypeDef]:
+    """The transaction items tying the frame's uploads to the message, for its lifetime."""
+    if not request.files:
+        return []
+    if request.to_user is not None or stores.files is None:
+        raise Refused(
+            ErrorCode.BAD_REQUEST, "files travel in conversation messages only", request.id
+        )
+    ends_s = (expires_at or now_ms + MAX_MESSAGE_LIFETIME_MS) // 1000 + 1
+    return [
+        stores.files.attach_item(
+            object_id, request.conversation_id, caller.device_id, message_id, ends_s
+        )
+        for object_id in request.files
+    ]
 
 
 def _send_to_user(
@@ -466,5 +501,9 @@ def ack(stores: Stores, caller: Principal, request: AckRequest, now_ms: int) -> 
                 and message.server_time >= created_at
                 and message.sender_device != caller.device_id
             ):
-                store.start_burn(ref.conversation_id, ref.seq, now_ms + message.burn_s * 1000)
+                deadline = now_ms + message.burn_s * 1000
+                store.start_burn(ref.conversation_id, ref.seq, deadline)
+                if stores.files is not None:
+                    for object_id in message.files:
+                        stores.files.end_at(object_id, deadline)
     return Outcome(replies=[{"action": "acked", "id": request.id}])

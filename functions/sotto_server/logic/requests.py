@@ -37,6 +37,12 @@ __all__ = [
     "EnrollLookupRequest",
     "EnrollRequest",
     "FetchBundlesRequest",
+    "FileDownloadRequest",
+    "FilePolicyRequest",
+    "FileUploadAbortRequest",
+    "FileUploadCompleteRequest",
+    "FileUploadPartsRequest",
+    "FileUploadStartRequest",
     "GroupMembersRequest",
     "GroupRequest",
     "IdentitiesRequest",
@@ -78,6 +84,11 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A
 # Invite and link codes as people type them: case, dashes and spaces are forgiven.
 Code = Annotated[str, StringConstraints(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9 -]+$")]
 Handle = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z0-9._-]+$")]
+# A file's object id: 32 lowercase hex digits, random (logic/files.py).
+ObjectId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+MessageIdHex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+# 2**62: beyond any policy; the policy's limit is checked in logic.
+FileSize = Annotated[int, Field(ge=1, lt=2**62)]
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 # Upper bounds of the wire encodings (docs/protocol.md), with headroom.
@@ -270,6 +281,8 @@ class SendRequest(_Frame):
     conversation_id: Id
     envelope: EnvelopeField
     to_user: Id | None = None
+    # The uploads this message refers to (docs/api.md, Files): at most one.
+    files: Annotated[list[ObjectId], Field(max_length=1)] = []
 
 
 class SyncRequest(_Frame):
@@ -286,6 +299,45 @@ class AckRequest(_Frame):
     cursors: Annotated[dict[Id, Annotated[int, Field(ge=0, lt=2**40)]], Field(max_length=100)] = {}
     mail: Annotated[list[MailId], Field(max_length=500)] = []
     read: Annotated[list[ReadRef], Field(max_length=200)] = []
+
+
+class FilePolicyRequest(_Frame):
+    action: Literal["file_policy"]
+
+
+class FileUploadStartRequest(_Frame):
+    action: Literal["file_upload_start"]
+    conversation_id: Id
+    size: FileSize  # bytes of the encrypted stream
+
+
+class FileUploadPartsRequest(_Frame):
+    action: Literal["file_upload_parts"]
+    object_id: ObjectId
+    first: Annotated[int, Field(ge=1, le=10_000)] = 1
+    count: Annotated[int, Field(ge=0, le=32)] = 16
+    # Also list the parts S3 already holds (resuming an upload).
+    held: bool = False
+
+
+class FileUploadCompleteRequest(_Frame):
+    action: Literal["file_upload_complete"]
+    object_id: ObjectId
+    part_count: Annotated[int, Field(ge=1, le=10_000)]
+    # SHA-256 over the parts' ETags in order, each followed by a newline (hex).
+    etags_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class FileUploadAbortRequest(_Frame):
+    action: Literal["file_upload_abort"]
+    object_id: ObjectId
+
+
+class FileDownloadRequest(_Frame):
+    action: Literal["file_download"]
+    conversation_id: Id
+    message_id: MessageIdHex
+    object_id: ObjectId
 
 
 class EnrollLookupRequest(_Model):

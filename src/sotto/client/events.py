@@ -31,9 +31,18 @@ class MessageEvent:
     burn_after_read_s: int  # 0 = off
     outgoing: bool = False  # sent by another device of this user
     sender: str = ""  # what a person calls the sender: a contact, a handle; else the id
+    # A file's name, size, media type and object id (never its key); a location's
+    # coordinates, label and map link. ``text`` then describes them.
+    attachment: dict[str, Any] | None = None
+    location: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra: dict[str, Any] = {}
+        if self.attachment is not None:
+            extra["file"] = self.attachment
+        if self.location is not None:
+            extra["location"] = self.location
+        return extra | {
             "type": "message",
             "conversation_id": self.conversation_id,
             "conversation": self.conversation,

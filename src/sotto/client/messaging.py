@@ -40,10 +40,19 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
-from sotto.protocol.content import Content, Control, Receipt, Text, parse_content
+from sotto.protocol.content import (
+    Content,
+    Control,
+    File,
+    Location,
+    Receipt,
+    Text,
+    parse_content,
+)
 from sotto.protocol.conversation import (
     Address,
     Conversation,
@@ -90,6 +99,7 @@ from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 from sotto.protocol.sessions import NO_SESSION
 
+from . import files
 from .encoding import b64d, b64e
 from .errors import ClientError, ConnectionLost, FrameError, MessagingError, TrustError
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
@@ -960,6 +970,84 @@ class Messenger:
 
     # -- sending ---------------------------------------------------------------------
 
+    def file_policy(self) -> dict[str, Any]:
+        """What this network allows: files, their size, locations (``file_policy``)."""
+        return self._call("file_policy")
+
+    def send_file(
+        self,
+        target: str,
+        path: Path,
+        *,
+        expires_s: int = 0,
+        burn_s: int = 0,
+        progress: files.Progress | None = None,
+        on_part: Callable[[int], None] | None = None,
+    ) -> SentMessage:
+        """Encrypt and upload ``path`` (resuming a run that stopped), then send its File content."""
+        cid = self.resolve(target)
+        uploaded = files.upload_file(
+            self._call, self._vault, cid, path, progress=progress, on_part=on_part
+        )
+        timers = MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
+        sent = self.send(cid, uploaded.content, timers=timers, files=[uploaded.object_id])
+        files.forget_upload(self._vault, cid, path)
+        return sent
+
+    def send_location(
+        self,
+        target: str,
+        latitude_e7: int,
+        longitude_e7: int,
+        *,
+        label: str = "",
+        expires_s: int = 0,
+        burn_s: int = 0,
+    ) -> SentMessage:
+        cid = self.resolve(target)
+        if not self.file_policy().get("location_allowed", False):
+            raise MessagingError("this network does not allow sharing locations")
+        timers = MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
+        content = Location(latitude_e7, longitude_e7, 0, self._clock(), label)
+        return self.send(cid, content, timers=timers)
+
+    def attachment(self, message_id: str) -> tuple[str, StoredMessage]:
+        """The conversation and stored message of a file message this device still holds."""
+        for cid, record in self.state.conversations.items():
+            for stored in record.history:
+                if stored.message_id == message_id and stored.attachment is not None:
+                    return cid, stored
+        raise MessagingError(f"no file message {message_id} on this device")
+
+    def download(
+        self,
+        message_id: str,
+        directory: Path,
+        *,
+        name: str | None = None,
+        progress: files.Progress | None = None,
+    ) -> Path:
+        """Fetch, verify and save a received file into ``directory`` (never over a file).
+
+        ``name`` takes that exact name (refused if it exists); otherwise the
+        sender's name, sanitised, with " (2)" and so on when taken.
+        """
+        cid, stored = self.attachment(message_id)
+        delete_at = stored.delete_at()
+        if delete_at is not None and delete_at <= self._clock():
+            raise MessagingError("that message expired or burnt; its file is gone")
+        assert stored.attachment is not None
+        content = files.file_of(stored.attachment)
+        staging = self.profile.path / "downloads"
+        verified = files.download_file(
+            self._call, cid, message_id, content, staging, progress=progress
+        )
+        chosen = name if name is not None else files.sanitise_name(content.name)
+        try:
+            return files.place_file(verified, directory, chosen, exact=name is not None)
+        finally:
+            verified.unlink(missing_ok=True)
+
     def send_text(
         self, target: str, text: str, *, expires_s: int = 0, burn_s: int = 0
     ) -> SentMessage:
@@ -979,13 +1067,18 @@ class Messenger:
         *,
         timers: MessageTimers | None = None,
         to_user: str | None = None,
+        files: list[str] | None = None,
     ) -> SentMessage:
-        """Prepare, save, distribute (if the chain is new), send; repair stale rosters."""
+        """Prepare, save, distribute (if the chain is new), send; repair stale rosters.
+
+        ``files``: the uploads the content refers to (``client/files.py``).
+        """
         if self._enforce_policy:
             self._ensure_policy()
             self.policy.check_content(content)
         for attempt in range(MAX_SEND_ATTEMPTS):
             item = self._prepare(cid, content, timers=timers, to_user=to_user)
+            item.files = list(files or [])
             self.save()
             try:
                 return self._deliver(item)
@@ -1051,14 +1144,17 @@ class Messenger:
             burn_after_read_s=outgoing.header.burn_after_read_s,
         )
         record.outbox.append(item)
-        if isinstance(content, Text):
+        if isinstance(content, Text | File | Location):
             header = outgoing.header
+            text, attachment, location = _shown(content)
             record.add_history(
                 StoredMessage(
                     message_id=item.message_id,
                     sender_user_id=self.info.user_id,
                     sender_device_id=self.info.device_id,
-                    text=content.text,
+                    text=text,
+                    attachment=attachment,
+                    location=location,
                     timestamp=header.timestamp,
                     server_time=None,
                     seq=None,
@@ -1114,6 +1210,8 @@ class Messenger:
         }
         if item.to_user is not None:
             fields["to_user"] = item.to_user
+        if item.files:
+            fields["files"] = item.files
         for attempt in range(MAX_SEND_ATTEMPTS):
             try:
                 answer = self._call("send", **fields)
@@ -1226,7 +1324,9 @@ class Messenger:
             expires_in_ms=item.expires_at - now if item.expires_at else 0,
             burn_after_read_s=item.burn_after_read_s,
         )
-        return self.send(cid, parse_content(item.content), timers=timers, to_user=item.to_user)
+        self._retention = None  # enabled, disabled or rotated since: ask again
+        content = parse_content(item.content)
+        return self.send(cid, content, timers=timers, to_user=item.to_user, files=item.files)
 
     # -- receiving -------------------------------------------------------------------
 
@@ -1613,17 +1713,20 @@ class Messenger:
         if isinstance(content, Control) and content.kind == ROOM_PROFILE:
             self._room_profile(record, content, received, batch)
             return
-        if not isinstance(content, Text):
+        if not isinstance(content, Text | File | Location):
             batch.events.append(
                 NoticeEvent(cid, "unsupported", f"a {type(content).__name__} message (not shown)")
             )
             return
         now = self._clock()
+        text, attachment, location = _shown(content)
         stored = StoredMessage(
             message_id=header.message_id.hex(),
             sender_user_id=user_id,
             sender_device_id=device_id,
-            text=content.text,
+            text=text,
+            attachment=attachment,
+            location=location,
             timestamp=header.timestamp,
             server_time=server_time,
             seq=seq,
@@ -1640,8 +1743,10 @@ class Messenger:
                 seq=seq,
                 sender_user_id=user_id,
                 sender_device_id=device_id,
-                text=content.text,
+                text=text,
                 message_id=stored.message_id,
+                attachment=None if attachment is None else files.public_attachment(attachment),
+                location=location,
                 timestamp=header.timestamp,
                 server_time=server_time,
                 expires_at=header.expires_at,
@@ -1842,6 +1947,18 @@ class Messenger:
             kept = [m for a, m in old.members.items() if a[0] != user_id and a != scratch.address]
             old.set_members(kept, now=self._clock())
             record.state = old.serialize()
+
+
+def _shown(
+    content: Text | File | Location,
+) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """A content's history text, and the file or location it carries."""
+    if isinstance(content, File):
+        return files.file_text(content), files.attachment_record(content), None
+    if isinstance(content, Location):
+        place = files.location_record(content.latitude_e7, content.longitude_e7, content.label)
+        return files.location_text(place), None, place
+    return content.text, None, None
 
 
 def _identity(raw: object) -> IdentityPublicKey:

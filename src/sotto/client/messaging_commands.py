@@ -20,11 +20,23 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from sotto.protocol.content import Text
 
-from .errors import UsageError
-from .events import Event, MessageEvent
+from .errors import ClientError, UsageError
+from .events import Event, MessageEvent, NoticeEvent
+from .files import parse_coordinates, printable
 from .listening import follow
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
@@ -48,11 +60,53 @@ def _emit(events: Iterable[Event], as_json: bool) -> None:
         print(line, flush=True)
 
 
+def _progress(quiet: bool, what: str) -> Progress:
+    """A bar with rate and ETA on the terminal's stderr; nothing with --json or no terminal."""
+    return Progress(
+        TextColumn(what),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=quiet or not sys.stderr.isatty(),
+        transient=True,
+    )
+
+
 def _send(args: argparse.Namespace) -> None:
+    chosen = [bool(args.file), bool(args.location)]
+    if sum(chosen) > 1:
+        raise UsageError("send a file or a location, not both")
+    if not any(chosen) and args.text is None:
+        raise UsageError("say what to send: TEXT, --file PATH or --location LAT,LON")
+    if args.label and not args.location:
+        raise UsageError("--label goes with --location")
+    expires_s, burn_s = args.expires or 0, args.burn or 0
+    timers = {"expires_s": expires_s, "burn_s": burn_s}
     with _messenger(args) as messenger:
-        sent = messenger.send_text(
-            args.target, args.text, expires_s=args.expires or 0, burn_s=args.burn or 0
-        )
+        if args.file:
+            if not args.file.is_file():
+                raise UsageError(f"{args.file} is not a readable file")
+            with _progress(args.json, printable(args.file.name)) as bar:
+                task = bar.add_task("upload", total=None)
+                sent = messenger.send_file(
+                    args.target,
+                    args.file,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                    expires_s=expires_s,
+                    burn_s=burn_s,
+                )
+            if args.text:
+                messenger.send_text(args.target, args.text, **timers)
+        elif args.location:
+            try:
+                lat, lon = parse_coordinates(args.location)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            sent = messenger.send_location(args.target, lat, lon, label=args.label, **timers)
+        else:
+            sent = messenger.send_text(args.target, args.text, **timers)
         retention = messenger.retention()
     value = {
         "conversation_id": sent.conversation_id,
@@ -70,11 +124,35 @@ def _send(args: argparse.Namespace) -> None:
             print(notice_text(retention))
 
 
+def _downloads(messenger: Messenger, events: list[Event], directory: Path | None) -> list[Event]:
+    """Save each received file into ``directory`` (verified first); a failure is a notice."""
+    if directory is None:
+        return events
+    out: list[Event] = []
+    for event in events:
+        out.append(event)
+        if not isinstance(event, MessageEvent) or event.attachment is None or event.outgoing:
+            continue
+        try:
+            saved = messenger.download(event.message_id, directory)
+        except ClientError as error:
+            out.append(NoticeEvent(event.conversation_id, "file_not_saved", str(error)))
+            continue
+        out.append(NoticeEvent(event.conversation_id, "file_saved", f"saved {saved}"))
+    return out
+
+
+def _check_download_dir(directory: Path | None) -> None:
+    if directory is not None and not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+
+
 def _listen(args: argparse.Namespace) -> None:
     # Status lines go to stderr: stdout is the messages, for people and for pipes alike.
     def say(text: str) -> None:
         print(f"sotto: {text}", file=sys.stderr, flush=True)
 
+    _check_download_dir(args.download)
     with _messenger(args) as messenger:
         retention = messenger.retention()
         # Said whenever it is on, as Wickr's "Data Retention Turned On" banner; silence means off.
@@ -83,7 +161,7 @@ def _listen(args: argparse.Namespace) -> None:
         elif retention.enabled:
             print(notice_text(retention), flush=True)
         try:
-            events = messenger.sync(read=True)
+            events = _downloads(messenger, messenger.sync(read=True), args.download)
             _emit(events, args.json)
             if args.once:
                 if not any(isinstance(e, MessageEvent) for e in events):
@@ -92,12 +170,30 @@ def _listen(args: argparse.Namespace) -> None:
             say(f"listening as {sanitize(messenger.info.handle)}; Ctrl-C stops")
             follow(
                 messenger,
-                lambda shown: _emit(shown, args.json),
+                lambda shown: _emit(_downloads(messenger, list(shown), args.download), args.json),
                 say,
                 sleep=time.sleep,
             )
         except KeyboardInterrupt:
             pass  # Ctrl-C is how listen ends; the state is saved on the way out
+
+
+def _files(args: argparse.Namespace) -> None:
+    out: Path = args.out
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; name the file to create")
+    with _messenger(args) as messenger, _progress(args.json, out.name) as bar:
+        task = bar.add_task("download", total=None)
+        saved = messenger.download(
+            args.message_id,
+            out.parent if str(out.parent) else Path("."),
+            name=out.name,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if args.json:
+        print(render_json({"message_id": args.message_id, "path": str(saved)}))
+    else:
+        print(f"saved {saved}")
 
 
 def _chat(args: argparse.Namespace) -> None:
@@ -116,11 +212,16 @@ def _chat(args: argparse.Namespace) -> None:
         retention = messenger.retention()
         if retention.enabled:
             print(notice_text(retention), flush=True)
-        _emit((e for e in messenger.sync(read=True) if _here(e, cid)), False)
+        _check_download_dir(args.download)
+
+        def here(events: list[Event]) -> list[Event]:
+            return _downloads(messenger, [e for e in events if _here(e, cid)], args.download)
+
+        _emit(here(messenger.sync(read=True)), False)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:
             while True:
-                _emit((e for e in messenger.poll(0.2, read=True) if _here(e, cid)), False)
+                _emit(here(messenger.poll(0.2, read=True)), False)
                 while not lines.empty():
                     text = lines.get()
                     if text is None:
@@ -218,4 +319,5 @@ MESSAGING_HANDLERS = {
     "room": _room,
     "verify": _verify,
     "contacts": _contacts,
+    "files": _files,
 }

@@ -67,6 +67,10 @@ class StoredMessage:
     outgoing: bool
     first_read_at: int | None = None
     receipts: dict[str, str] = field(default_factory=dict)  # user_id -> delivered | read
+    # A File content's fields (key and digest base64) to fetch it later, or a
+    # Location's; the history is sealed like everything here.
+    attachment: dict[str, Any] | None = None
+    location: dict[str, Any] | None = None
 
     def delete_at(self) -> int | None:
         """``min(expires_at, first_read + burn)``; the sender's copy follows expiry only."""
@@ -205,9 +209,11 @@ class OutboxItem:
     content: bytes = b""
     expires_at: int = 0  # absolute, ms; 0 = never
     burn_after_read_s: int = 0
+    files: list[str] = field(default_factory=list)  # object ids the send frame names
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "files": self.files,
             "conversation_id": self.conversation_id,
             "message_id": self.message_id,
             "envelope": b64e(self.envelope),
@@ -229,6 +235,7 @@ class OutboxItem:
             chain_id=b64d(data["chain_id"], "outbox chain id"),
             distributions=[b64d(d, "outbox distribution") for d in data["distributions"]],
             to_user=data["to_user"],
+            files=list(data.get("files", [])),
             distributed=data["distributed"],
             content=b64d(data.get("content", ""), "outbox content"),
             expires_at=data.get("expires_at", 0),

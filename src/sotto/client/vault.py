@@ -145,6 +145,12 @@ class Vault:
         _fsync_dir(self._state)
         self._seen[name] = self._stat(path)
 
+    def remove(self, name: str) -> None:
+        """Delete a sealed file (gone already is fine)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(name))
+        self._seen[name] = None
+
     def names(self, prefix: str) -> list[str]:
         if not self._state.is_dir():
             return []

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
@@ -62,8 +65,43 @@ class _OneAtATime:
         self.lock = threading.Lock()
 
     def __call__(self, environ: Any, start_response: Any) -> list[bytes]:
+        refusal = presigned_refusal(environ.get("QUERY_STRING", ""), time.time())
+        if refusal is not None:
+            body = (
+                "<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied</Code>"
+                f"<Message>{refusal}</Message></Error>"
+            ).encode()
+            start_response("403 Forbidden", [("Content-Type", "application/xml")])
+            return [body]
         with self.lock:
             return list(self._app(environ, start_response))
+
+
+# S3 refuses a presigned URL after X-Amz-Expires seconds (at most 7 days); moto
+# does not check, so the local stack does, as S3 answers.
+MAX_PRESIGNED_S = 7 * 24 * 3600
+
+
+def presigned_refusal(query: str, now: float) -> str | None:
+    """Why S3 would refuse this presigned request's query string (None: not presigned, or fine)."""
+    params = urllib.parse.parse_qs(query)
+    if "Signature" in params and "Expires" in params:  # SigV2: an absolute epoch
+        try:
+            return "Request has expired" if now > int(params["Expires"][0]) else None
+        except ValueError:
+            return "Expires must be an integer"
+    if "X-Amz-Expires" not in params and "X-Amz-Signature" not in params:
+        return None
+    try:
+        signed = datetime.strptime(params["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        expires = int(params["X-Amz-Expires"][0])
+    except (KeyError, ValueError):
+        return "Query-string authentication requires X-Amz-Date and X-Amz-Expires"
+    if not 1 <= expires <= MAX_PRESIGNED_S:
+        return "X-Amz-Expires must be between 1 and 604800 seconds"
+    if now > signed.timestamp() + expires:
+        return "Request has expired"
+    return None
 
 
 class MotoServer:
@@ -272,7 +310,13 @@ def _create_bucket(
                             "DaysAfterInitiation": ABORT_INCOMPLETE_UPLOAD_DAYS
                         },
                         "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_VERSION_DAYS},
-                    }
+                    },
+                    {
+                        "ID": "expire-attachments-backstop",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": ""},
+                        "Expiration": {"Days": topology.ATTACHMENT_BACKSTOP_DAYS},
+                    },
                 ]
             },
         )

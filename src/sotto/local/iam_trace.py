@@ -57,8 +57,9 @@ class TracedCall:
     """One IAM authorization: ``action`` on ``resource`` by ``function`` serving ``route``.
 
     ``resource`` names the target without physical names: ``table:<logical id>``,
-    ``table:<logical id>/index/<name>``, ``connections:<METHOD>``, ``bus:<logical id>``
-    or ``bucket:<logical id>/<object key>``. An
+    ``table:<logical id>/index/<name>``, ``connections:<METHOD>``, ``bus:<logical id>``,
+    ``bucket:<logical id>``, ``object:<logical id>/<key>`` or
+    ``key:<logical id>/s3`` (a KMS key S3 uses on the caller's behalf). An
     ``action`` of ``None`` records that the route ran (so a function that
     calls nothing, such as ``info``, still shows as exercised).
     """
@@ -123,6 +124,31 @@ _TRANSACT_ACTIONS = {
     "ConditionCheck": "ConditionCheckItem",
     "Get": "GetItem",
 }
+# S3 operations as IAM authorizes them: (action, on the bucket rather than an object).
+# A presigned URL is recorded when it is signed: its request runs as the signer.
+_S3_ACTIONS = {
+    "CreateMultipartUpload": ("PutObject", False),
+    "UploadPart": ("PutObject", False),
+    "CompleteMultipartUpload": ("PutObject", False),
+    "PutObject": ("PutObject", False),
+    "GetObject": ("GetObject", False),
+    "HeadObject": ("GetObject", False),
+    "AbortMultipartUpload": ("AbortMultipartUpload", False),
+    "ListParts": ("ListMultipartUploadParts", False),
+    "ListMultipartUploads": ("ListBucketMultipartUploads", True),
+    "ListObjectVersions": ("ListBucketVersions", True),
+}
+# What the caller must be allowed on an SSE-KMS bucket's key for each S3 operation.
+# One PUT only generates a data key; a multipart upload also decrypts it for each part.
+_MULTIPART = ("kms:GenerateDataKey", "kms:Decrypt")
+_S3_KMS = {
+    "PutObject": ("kms:GenerateDataKey",),
+    "CreateMultipartUpload": _MULTIPART,
+    "UploadPart": _MULTIPART,
+    "CompleteMultipartUpload": _MULTIPART,
+    "GetObject": ("kms:Decrypt",),
+    "HeadObject": ("kms:Decrypt",),
+}
 _CONNECTION_METHODS = {
     "PostToConnection": "POST",
     "GetConnection": "GET",
@@ -137,10 +163,12 @@ class IamRecorder:
         self,
         path: Path,
         tables: Mapping[str, str],
-        buckets: Mapping[str, str] | None = None,
+        buckets: Mapping[str, tuple[str, str]] | None = None,
         buses: Mapping[str, str] | None = None,
     ) -> None:
-        """``tables``, ``buckets``, ``buses``: physical name -> logical id."""
+        """``tables``: physical table name -> logical id; ``buckets``: physical
+        bucket name -> (logical id, logical id of its SSE-KMS key); ``buses``:
+        physical name -> logical id."""
         self.path = path
         self._tables = dict(tables)
         self._buckets = dict(buckets or {})
@@ -171,9 +199,8 @@ class IamRecorder:
     ) -> Iterator[tuple[str, str]]:
         if service == "dynamodb":
             yield from self._dynamodb(operation, params)
-        elif service == "s3" and operation == "PutObject":
-            bucket = self._buckets.get(params["Bucket"], params["Bucket"])
-            yield "s3:PutObject", f"bucket:{bucket}/{params['Key']}"
+        elif service == "s3" and operation in ("DeleteObject", *_S3_ACTIONS):
+            yield from self._s3(operation, params)
         elif service == "apigatewaymanagementapi":
             yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
         elif service == "events" and operation == "PutEvents":
@@ -202,6 +229,21 @@ class IamRecorder:
                 yield f"dynamodb:{_TRANSACT_ACTIONS[kind]}", self._table(item["TableName"])
         else:
             yield f"dynamodb:{operation}", "table:*"
+
+    def _s3(self, operation: str, params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+        bucket, key_id = self._buckets.get(params["Bucket"], (params["Bucket"], "*"))
+        if operation == "DeleteObject":
+            # Deleting a version is its own action; without one it is a delete marker.
+            action = "DeleteObjectVersion" if params.get("VersionId") else "DeleteObject"
+            yield f"s3:{action}", f"object:{bucket}/{params['Key']}"
+            return
+        action, on_bucket = _S3_ACTIONS[operation]
+        yield (
+            f"s3:{action}",
+            f"bucket:{bucket}" if on_bucket else f"object:{bucket}/{params['Key']}",
+        )
+        for kms_action in _S3_KMS.get(operation, ()):
+            yield kms_action, f"key:{key_id}/s3"
 
     def _table(self, name: str) -> str:
         return f"table:{self._tables.get(name, name)}"

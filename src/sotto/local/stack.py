@@ -121,7 +121,7 @@ class LocalStack:
         recorder = IamRecorder(
             self.data_dir / TRACE_FILE,
             _physical_tables(resources),
-            buckets={name: logical for logical, name in resources.buckets.items()},
+            buckets=_physical_buckets(resources),
             buses={name: logical for logical, name in resources.buses.items()},
         )
         session = boto3.DEFAULT_SESSION or _default_session()
@@ -290,6 +290,11 @@ def _default_session() -> boto3.session.Session:
     boto3.setup_default_session()
     assert boto3.DEFAULT_SESSION is not None
     return boto3.DEFAULT_SESSION
+
+
+def _physical_buckets(resources: LocalResources) -> dict[str, tuple[str, str]]:
+    keys = {spec.logical_id: spec.kms_key for spec in topology.BUCKETS}
+    return {physical: (logical, keys[logical]) for logical, physical in resources.buckets.items()}
 
 
 def _physical_tables(resources: LocalResources) -> dict[str, str]:

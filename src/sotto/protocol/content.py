@@ -37,6 +37,7 @@ MAX_PADDED_SIZE = SIZE_BUCKETS[-1]
 MAX_TEXT_BYTES = 60_000
 MAX_RECEIPT_IDS = 256
 MAX_CALL_PAYLOAD = 60_000
+MAX_LOCATION_LABEL = 256
 
 
 def size_class_for(length: int) -> int:
@@ -125,13 +126,19 @@ class File(Content):
 
 @dataclass(frozen=True)
 class Location(Content):
-    """Degrees times 10^7 (about 1 cm), like most GNSS APIs; integers keep one encoding."""
+    """Degrees times 10^7 (about 1 cm), like most GNSS APIs; integers keep one encoding.
+
+    ``label`` (a place name the sender typed, at most 256 UTF-8 bytes) is a
+    trailing ``text16`` present only when non-empty, so a location without
+    one keeps its one encoding.
+    """
 
     TYPE: ClassVar[int] = 0x03
     latitude_e7: int
     longitude_e7: int
     accuracy_m: int
     captured_at: int
+    label: str = ""
 
     def __post_init__(self) -> None:
         if not -900_000_000 <= self.latitude_e7 <= 900_000_000:
@@ -140,14 +147,23 @@ class Location(Content):
             raise MalformedMessage("longitude out of range")
         if not 0 <= self.accuracy_m < 2**32 or not 0 <= self.captured_at < 2**64:
             raise MalformedMessage("accuracy is u32 metres and captured_at u64 ms")
+        if len(self.label.encode("utf-8")) > MAX_LOCATION_LABEL:
+            raise LimitExceeded("location label", len(self.label.encode()), MAX_LOCATION_LABEL)
 
     def body(self) -> bytes:
         w = Writer().i32(self.latitude_e7).i32(self.longitude_e7)
-        return bytes(w.u32(self.accuracy_m).u64(self.captured_at))
+        w.u32(self.accuracy_m).u64(self.captured_at)
+        return bytes(w.text16(self.label) if self.label else w)
 
     @classmethod
     def parse_body(cls, r: Reader) -> Location:
-        return cls(r.i32(), r.i32(), r.u32(), r.u64())
+        fields = (r.i32(), r.i32(), r.u32(), r.u64())
+        if r.position == r.length:
+            return cls(*fields)
+        label = r.text16()
+        if not label:
+            raise MalformedMessage("an empty location label is omitted, not encoded")
+        return cls(*fields, label=label)
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,10 @@ class Reader:
     def position(self) -> int:
         return self._pos
 
+    @property
+    def length(self) -> int:
+        return len(self._data)
+
     def take(self, n: int) -> bytes:
         end = self._pos + n
         if end > len(self._data):
