@@ -21,7 +21,7 @@ import pytest
 from textual.widgets import RichLog
 
 from sotto.client.chat_app import ChatApp
-from sotto.client.chat_model import Line, local_time, render_line
+from sotto.client.chat_model import ChatModel, ConversationView, Line, local_time, render_line
 from sotto.client.events import Event, MessageEvent, ReceiptEvent
 from sotto.client.messaging import Messenger
 from sotto.protocol.content import Text
@@ -215,3 +215,30 @@ def test_chat_without_a_terminal_falls_back_to_the_line_mode(
     no_target = run_cli("chat", "--profile", _profile(alice.devices[0]))
     assert no_target.code == 2
     assert "needs a conversation" in no_target.err
+
+
+def test_a_hostile_conversation_name_is_inert_in_the_list() -> None:
+    view = ConversationView(
+        "room-1", "[b]ops\x1b]0;x\x07", [Line(kind="message", text="hi", unread=True)]
+    )
+    label = view.label()
+    assert label.plain == "[b]ops\\x1b]0;x\\x07 (1)"
+
+
+def test_the_open_pane_starts_a_burn_clock_and_drops_the_line_at_its_deadline() -> None:
+    burning = Line(
+        kind="message", text="burn me", message_id="aa", unread=True, burn_after_read_s=5
+    )
+    other = Line(kind="message", text="later", message_id="bb", unread=True, burn_after_read_s=5)
+    model = ChatModel()
+    model.load(
+        [ConversationView("dm-1", "alice", [burning]), ConversationView("dm-2", "carol", [other])]
+    )
+    assert model.open("dm-1") == ["aa"]  # displayed, so read
+    assert model.conversations["dm-2"].unread == 1  # not displayed: not read, no clock
+    [shown] = model.conversations["dm-1"].lines
+    assert shown.delete_at is not None
+    assert model.conversations["dm-2"].lines[0].delete_at is None
+    assert model.purge(shown.delete_at + 1) is True
+    assert model.conversations["dm-1"].lines == []
+    assert [line.text for line in model.conversations["dm-2"].lines] == ["later"]

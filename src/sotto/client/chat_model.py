@@ -170,10 +170,12 @@ class ChatModel:
                 cid = self.open_id
                 if cid is None:
                     continue
+            name = getattr(event, "conversation", "")
             view = self.conversations.get(cid)
             if view is None:
-                name = getattr(event, "conversation", "") or cid
-                view = self.conversations[cid] = ConversationView(cid, name)
+                view = self.conversations[cid] = ConversationView(cid, name or cid)
+            elif name:
+                view.name = name  # a room renamed by its members: the newest name
             line = line_from_event(event)
             if line.kind == "message" and any(
                 known.message_id == line.message_id for known in view.lines

@@ -103,6 +103,10 @@ class ChatWorker:
         try:
             self._post(Loaded(self._snapshot(), self._messenger.info.handle))
             self._loop()
+        except Exception as exc:
+            # Said on screen (the app stays open to read), then recorded as the worker's error.
+            self._post(Status(f"stopped: {type(exc).__name__}: {exc}; Ctrl-Q quits"))
+            raise
         finally:
             self.finished.set()
 
@@ -117,6 +121,7 @@ class ChatWorker:
     def _loop(self) -> None:
         backoff = Backoff()
         lost, synced = False, False
+        refused = ""  # the last refusal said: a refusal that repeats is said once
         while not self._stop.is_set():
             try:
                 self._run_commands()
@@ -132,9 +137,12 @@ class ChatWorker:
                 self._stop.wait(backoff.delay())
                 continue
             except ClientError as exc:  # a refusal in words: say it, carry on
-                self._post(Failed(None, str(exc)))
+                if str(exc) != refused:
+                    refused = str(exc)
+                    self._post(Failed(None, refused))
                 self._stop.wait(1.0)
                 continue
+            refused = ""
             if lost or not synced:
                 self._post(Status("connected"))
                 lost, synced = False, True
