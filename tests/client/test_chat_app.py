@@ -10,15 +10,24 @@ loop keeps running while they sync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import io
 import json
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import RichLog
+from textual.widgets import Input, RichLog
 
 from sotto.client.chat_app import ChatApp
 from sotto.client.chat_model import ChatModel, ConversationView, Line, local_time, render_line
@@ -111,6 +120,12 @@ async def _chat_session(
             e.text for e in await asyncio.to_thread(from_carol.sync) if isinstance(e, MessageEvent)
         ]
         assert texts == ["hello carol"]
+
+        # Half a line typed stays as it is while a message arrives in the open pane.
+        await pilot.press(*"draft")
+        await asyncio.to_thread(from_carol.send, carol_cid, Text("carol again"))
+        await until(pilot, lambda: "carol again" in pane_text(app))
+        assert app.query_one("#input", Input).value == "draft"
 
         # A message arriving for the conversation that is not open is counted.
         await asyncio.to_thread(from_alice.send, alice_cid, Text("while you were away"))
@@ -242,3 +257,47 @@ def test_the_open_pane_starts_a_burn_clock_and_drops_the_line_at_its_deadline() 
     assert model.purge(shown.delete_at + 1) is True
     assert model.conversations["dm-1"].lines == []
     assert [line.text for line in model.conversations["dm-2"].lines] == ["later"]
+
+
+def test_sotto_chat_runs_full_screen_on_a_terminal_and_quits(
+    stack: Stack, network: str, home: Path
+) -> None:
+    """The real command on a pseudo-terminal: it draws, shows the backlog, quits on Ctrl-Q."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, home, alice.devices[0]) as from_alice:
+        from_alice.send_text(bob.user_id, "on a real terminal")
+    with messenger_for(stack, home, bob.devices[0]):
+        pass
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    argv = [sys.executable, "-m", "sotto.cli", "chat", alice.user_id]
+    process = subprocess.Popen(
+        [*argv, "--profile", _profile(bob.devices[0])],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,  # Textual draws on stderr
+        env={**os.environ, "TERM": "xterm-256color"},
+    )
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"on a real terminal" not in screen:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError((process.returncode, screen[-3000:]))
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                screen += os.read(leader, 65536)
+        os.write(leader, b"\x11")  # Ctrl-Q
+        while process.poll() is None:
+            assert time.monotonic() < deadline
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                with contextlib.suppress(OSError):
+                    os.read(leader, 65536)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    assert process.returncode == 0
