@@ -28,6 +28,7 @@ __all__ = [
     "ChatModel",
     "ConversationView",
     "Line",
+    "event_of",
     "line_from_event",
     "line_from_stored",
     "local_time",
@@ -57,6 +58,25 @@ class Line:
     unread: bool = False
     delete_at: int | None = None  # local plaintext deadline (expiry; burn counts from display)
     burn_after_read_s: int = 0
+
+
+def event_of(cid: str, name: str, message: StoredMessage, sender: str = "") -> MessageEvent:
+    """A stored message as the event ``listen`` would have reported for it."""
+    return MessageEvent(
+        conversation_id=cid,
+        conversation=name,
+        seq=message.seq,
+        sender_user_id=message.sender_user_id,
+        sender_device_id=message.sender_device_id,
+        text=message.text,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        server_time=message.server_time,
+        expires_at=message.expires_at,
+        burn_after_read_s=message.burn_after_read_s,
+        outgoing=message.outgoing,
+        sender=sender,
+    )
 
 
 def line_from_stored(message: StoredMessage, name_of: Callable[[str], str]) -> Line:

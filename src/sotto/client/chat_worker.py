@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .chat_model import ConversationView, Line, view_of
+from .chat_model import ConversationView, Line, event_of, view_of
 from .errors import ClientError, ConnectionLost, ServerUnreachable
-from .events import Event, MessageEvent
+from .events import Event
 from .listening import Backoff
 from .messaging import Messenger
 
@@ -195,20 +195,7 @@ class ChatWorker:
             return
         wanted = set(command.message_ids)
         events: list[Event] = [
-            MessageEvent(
-                conversation_id=command.conversation_id,
-                conversation="",
-                seq=stored.seq,
-                sender_user_id=stored.sender_user_id,
-                sender_device_id=stored.sender_device_id,
-                text="",
-                message_id=stored.message_id,
-                timestamp=stored.timestamp,
-                server_time=stored.server_time,
-                expires_at=stored.expires_at,
-                burn_after_read_s=stored.burn_after_read_s,
-                outgoing=stored.outgoing,
-            )
+            event_of(command.conversation_id, "", stored)
             for stored in record.history
             if stored.message_id in wanted and stored.first_read_at is None
         ]

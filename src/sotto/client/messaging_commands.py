@@ -24,7 +24,7 @@ from typing import Any
 
 from sotto.protocol.content import Text
 
-from .chat_model import local_time
+from .chat_model import event_of, local_time
 from .errors import MessagingError, UsageError
 from .events import Event, MessageEvent
 from .listening import follow
@@ -186,25 +186,12 @@ def _local_conversation(messenger: Messenger, target: str) -> str:
 def _history_json(
     messenger: Messenger, cid: str, name: str, message: StoredMessage
 ) -> dict[str, Any]:
-    return {
-        "conversation_id": cid,
-        "conversation": name,
-        "message_id": message.message_id,
-        "seq": message.seq,
-        "sender": {
-            "user_id": message.sender_user_id,
-            "device_id": message.sender_device_id,
-            "name": messenger.name_of(message.sender_user_id),
-        },
-        "text": message.text,
-        "timestamp": message.timestamp,
-        "server_time": message.server_time,
-        "outgoing": message.outgoing,
-        "expires_at": message.expires_at or None,
-        "burn_after_read_s": message.burn_after_read_s or None,
-        "read_at": message.first_read_at,
-        "receipts": dict(message.receipts),
-    }
+    # The shape of a ``listen --json`` message, plus what this device knows of it.
+    value = event_of(cid, name, message, messenger.name_of(message.sender_user_id)).to_json()
+    value.update(
+        outgoing=message.outgoing, read_at=message.first_read_at, receipts=dict(message.receipts)
+    )
+    return value
 
 
 def _history_text(messenger: Messenger, message: StoredMessage) -> str:
