@@ -16,11 +16,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 from rich.text import Text
 
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
+from .render import local_time
 from .sanitize import CONTINUATION, sanitize, sanitize_lines
 from .store import ConversationRecord, StoredMessage
 
@@ -28,21 +28,10 @@ __all__ = [
     "ChatModel",
     "ConversationView",
     "Line",
-    "event_of",
     "line_from_event",
     "line_from_stored",
-    "local_time",
     "render_line",
 ]
-
-
-def local_time(ms: int, *, now_ms: int | None = None, full: bool = False) -> str:
-    """``HH:MM`` today, else the date too; ``full`` adds seconds and the zone (history)."""
-    when = datetime.fromtimestamp(ms / 1000).astimezone()
-    if full:
-        return when.strftime("%Y-%m-%d %H:%M:%S %Z")
-    today = datetime.fromtimestamp((now_ms or time.time() * 1000) / 1000).astimezone().date()
-    return when.strftime("%H:%M" if when.date() == today else "%Y-%m-%d %H:%M")
 
 
 @dataclass(frozen=True)
@@ -58,25 +47,6 @@ class Line:
     unread: bool = False
     delete_at: int | None = None  # local plaintext deadline (expiry; burn counts from display)
     burn_after_read_s: int = 0
-
-
-def event_of(cid: str, name: str, message: StoredMessage, sender: str = "") -> MessageEvent:
-    """A stored message as the event ``listen`` would have reported for it."""
-    return MessageEvent(
-        conversation_id=cid,
-        conversation=name,
-        seq=message.seq,
-        sender_user_id=message.sender_user_id,
-        sender_device_id=message.sender_device_id,
-        text=message.text,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        server_time=message.server_time,
-        expires_at=message.expires_at,
-        burn_after_read_s=message.burn_after_read_s,
-        outgoing=message.outgoing,
-        sender=sender,
-    )
 
 
 def line_from_stored(message: StoredMessage, name_of: Callable[[str], str]) -> Line:

@@ -19,9 +19,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .chat_model import ConversationView, Line, event_of, view_of
+from .chat_model import ConversationView, Line, view_of
 from .errors import ClientError, ConnectionLost, ServerUnreachable
-from .events import Event
+from .events import Event, event_of
 from .listening import Backoff
 from .messaging import Messenger
 

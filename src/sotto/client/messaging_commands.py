@@ -24,13 +24,12 @@ from typing import Any
 
 from sotto.protocol.content import Text
 
-from .chat_model import event_of, local_time
 from .errors import MessagingError, UsageError
-from .events import Event, MessageEvent
+from .events import Event, MessageEvent, event_of
 from .listening import follow
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
-from .render import format_time, render_json, render_table
+from .render import format_time, local_time, render_json, render_table
 from .sanitize import sanitize, sanitize_block
 from .store import StoredMessage
 
