@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input, RichLog
+from textual.widgets import Input, RichLog, Static
 
 from sotto.client.chat_app import ChatApp
 from sotto.client.chat_model import ChatModel, ConversationView, Line, render_line
@@ -102,6 +102,7 @@ async def _chat_session(
         assert app.model.conversations[carol_cid].unread == 1
         assert "hi from carol" not in pane_text(app)
         assert app.model.conversations[alice_cid].unread == 0
+        await until(pilot, lambda: "connected" in str(app.query_one("#status", Static).render()))
         await receipts_until(from_alice, "read")  # the message on screen was read
         carol_saw = await receipts_until(from_carol, "delivered")
         assert [r.receipt for r in carol_saw] == ["delivered"]

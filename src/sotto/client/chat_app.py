@@ -70,6 +70,11 @@ class ChatApp(App[None]):
         self._start = start
         self.worker = ChatWorker(messenger, self._post)
         self.loaded = False
+        self._handle, self._status = "", "connecting…"
+
+    def _show_status(self) -> None:
+        who = f"{sanitize(self._handle)} · " if self._handle else ""
+        self.query_one("#status", Static).update(Text(who + sanitize(self._status)))
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -119,11 +124,13 @@ class ChatApp(App[None]):
         elif isinstance(news, Failed):
             self._pane.write(render_line(Line(kind="notice", text=news.text)))
         elif isinstance(news, Status):
-            self.query_one("#status", Static).update(Text(sanitize(news.text)))
+            self._status = news.text
+            self._show_status()
 
     def _loaded(self, news: Loaded) -> None:
         self.model.load(news.conversations)
-        self.sub_title = sanitize(news.handle)
+        self._handle = news.handle
+        self._show_status()
         self._refresh_list()
         start = self._start if self._start in self.model.conversations else None
         first = start or next(iter(self.model.conversations), None)
