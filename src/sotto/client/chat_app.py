@@ -136,6 +136,9 @@ class ChatApp(App[None]):
         first = start or next(iter(self.model.conversations), None)
         if first is not None:
             self.open_conversation(first)
+        else:
+            hint = "no conversations on this device yet: `sotto chat USER` or `#ROOM` opens one"
+            self._pane.write(render_line(Line(kind="notice", text=hint)))
         self.loaded = True
 
     # -- the screen ----------------------------------------------------------------------
