@@ -217,18 +217,27 @@ def test_chat_without_a_terminal_falls_back_to_the_line_mode(
     run_cli: RunCli,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    alice, bob, carol = (seed_person(stack, network) for _ in range(3))
     with messenger_for(stack, home, alice.devices[0]):
         pass
-    with messenger_for(stack, home, bob.devices[0]):
-        pass
+    with messenger_for(stack, home, bob.devices[0]) as from_bob:
+        from_bob.send_text(alice.user_id, "from bob")
+    with messenger_for(stack, home, carol.devices[0]) as from_carol:
+        from_carol.send_text(alice.user_id, "from carol, not shown here")
     monkeypatch.setattr("sys.stdin", io.StringIO("typed in a pipe\n"))
     result = run_cli("chat", bob.user_id, "--profile", _profile(alice.devices[0]))
     assert result.code == 0, result.err
     assert "chat with" in result.out
     assert "(sent #" in result.out
+    assert "from bob" in result.out
+    assert "from carol" not in result.out
     with messenger_for(stack, home, bob.devices[0]) as bobs:
-        assert [e.text for e in bobs.sync() if isinstance(e, MessageEvent)] == ["typed in a pipe"]
+        events = bobs.sync()
+        assert [e.text for e in events if isinstance(e, MessageEvent)] == ["typed in a pipe"]
+        assert "read" in [e.receipt for e in events if isinstance(e, ReceiptEvent)]
+    with messenger_for(stack, home, carol.devices[0]) as carols:
+        # Carol's message was not shown, so it is delivered, never read.
+        assert [e.receipt for e in carols.sync() if isinstance(e, ReceiptEvent)] == ["delivered"]
     no_target = run_cli("chat", "--profile", _profile(alice.devices[0]))
     assert no_target.code == 2
     assert "needs a conversation" in no_target.err

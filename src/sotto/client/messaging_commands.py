@@ -125,11 +125,11 @@ def _line_chat(args: argparse.Namespace) -> None:
         record = messenger.state.conversations[cid]
         name = sanitize(messenger.display_name(record))
         print(f"chat with {name}: type and press Enter; Ctrl-D ends")
-        _emit((e for e in messenger.sync(read=True) if _here(e, cid)), False)
+        _show_here(messenger, messenger.sync(), cid)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:
             while True:
-                _emit((e for e in messenger.poll(0.2, read=True) if _here(e, cid)), False)
+                _show_here(messenger, messenger.poll(0.2), cid)
                 while not lines.empty():
                     text = lines.get()
                     if text is None:
@@ -143,6 +143,15 @@ def _line_chat(args: argparse.Namespace) -> None:
 
 def _here(event: Event, cid: str) -> bool:
     return event.conversation_id in (cid, None)
+
+
+def _show_here(messenger: Messenger, events: list[Event], cid: str) -> None:
+    """Print this conversation's events and mark only those read: other conversations'
+    messages were fetched as delivered and stay unread for ``sotto chat`` to show."""
+    shown = [e for e in events if _here(e, cid)]
+    _emit(shown, False)
+    if any(isinstance(e, MessageEvent) for e in shown):
+        messenger.mark_read(shown)
 
 
 def _history(args: argparse.Namespace) -> None:
