@@ -12,6 +12,7 @@ compliance role may decrypt the archive but never administer a key.
 from __future__ import annotations
 
 from aws_cdk import Duration, Fn, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -126,8 +127,42 @@ class Access(Construct):
                 "bucket are named.",
             )
 
-    def grant_archive(self, bucket: s3.IBucket, key: kms.IKey) -> None:
-        """The compliance role reads the archive and manages holds (decrypt: the key policy)."""
+    def _head_statements(
+        self, heads: dynamodb.ITable | None, heads_key: kms.IKey | None
+    ) -> list[iam.PolicyStatement]:
+        if heads is None or heads_key is None:
+            return []
+        stack = Stack.of(self)
+        return [
+            iam.PolicyStatement(
+                sid="ReadArchiveHeads",
+                actions=["dynamodb:GetItem"],
+                resources=[heads.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ARCHIVE#*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="ReadArchiveHeadsThroughDynamoDB",
+                actions=["kms:Decrypt"],
+                resources=[heads_key.key_arn],
+                conditions={
+                    "StringEquals": {
+                        "kms:ViaService": f"dynamodb.{stack.region}.{stack.url_suffix}",
+                        "kms:CallerAccount": stack.account,
+                    }
+                },
+            ),
+        ]
+
+    def grant_archive(
+        self,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+        heads: dynamodb.ITable | None = None,
+        heads_key: kms.IKey | None = None,
+    ) -> None:
+        """The compliance role reads the archive and manages holds (decrypt: the key policy);
+        with ``heads``, it also reads each network's archive chain head (``ARCHIVE#`` items
+        only), which ``sotto records verify`` checks the segments against."""
         # Attached from the policy's side (Roles): the archive key's policy names
         # the role, so the role must not depend on the archive bucket.
         policy = iam.ManagedPolicy(
@@ -163,6 +198,7 @@ class Access(Construct):
                 iam.PolicyStatement(
                     sid="DescribeArchiveKey", actions=["kms:DescribeKey"], resources=[key.key_arn]
                 ),
+                *self._head_statements(heads, heads_key),
             ],
         )
         acknowledge(

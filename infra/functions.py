@@ -77,12 +77,16 @@ class Functions(Construct):
         audit_bus: events.IEventBus,
         archive: s3.IBucket,
         archive_key: kms.IKey,
+        buckets: Mapping[str, s3.IBucket] | None = None,
+        keys: Mapping[str, kms.IKey] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self._queues = queues
         self._audit_bus = audit_bus
         self._archive = archive
         self._archive_key = archive_key
+        self._buckets = dict(buckets or {})
+        self._keys = dict(keys or {})
         self._settings = settings
         self._tables = tables
         self._data_key = data_key
@@ -241,6 +245,11 @@ class Functions(Construct):
             # boto3 reads this per-service endpoint, so handlers just call
             # boto3.client("apigatewaymanagementapi"), here and locally.
             env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self._connections.url
+        for logical_id in spec.buckets_write:
+            bucket_spec = next(b for b in topology.BUCKETS if b.logical_id == logical_id)
+            key_spec = next(k for k in topology.KEYS if k.logical_id == bucket_spec.kms_key)
+            env[bucket_spec.env_var] = self._buckets[logical_id].bucket_name
+            env[key_spec.env_var] = self._keys[bucket_spec.kms_key].key_arn
         if any(route.iam and route.function == spec.name for route in topology.HTTP_ROUTES):
             env[ADMIN_PRINCIPALS_ENV] = ",".join(self._settings.admin_principals)
         if spec.publishes_audit_events:
@@ -261,6 +270,7 @@ class Functions(Construct):
             )
         ]
         statements += self._table_statements(spec)
+        statements += self._bucket_statements(spec)
         if spec.stream_source is not None:
             if not spec.tables_write:
                 raise ValueError(f"{spec.name}: a stream-fed function writes what it derives")
@@ -315,6 +325,14 @@ class Functions(Construct):
                 f"AwsSolutions-IAM5[Resource::{nag_token_text(role, objects)}]",
                 "Segment names are made per sealing; the grant is PutObject only, under this "
                 "one prefix of the archive bucket, whose Object Lock keeps what is written.",
+            )
+        for logical_id in spec.buckets_write:
+            objects = self._buckets[logical_id].arn_for_objects("*")
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::{nag_token_text(role, objects)}]",
+                "Segment object names are made at run time (network, number, manifest hash); "
+                "the grant is PutObject only, on this one bucket's objects.",
             )
         for method in spec.connection_methods if spec.manages_connections else ():
             manage_arn = self._connections.manage_arn(method)
@@ -382,6 +400,36 @@ class Functions(Construct):
                     conditions={
                         "StringEquals": {
                             "kms:ViaService": f"dynamodb.{stack.region}.{stack.url_suffix}",
+                            "kms:CallerAccount": stack.account,
+                        }
+                    },
+                )
+            )
+        return statements
+
+    def _bucket_statements(self, spec: topology.FunctionSpec) -> list[iam.PolicyStatement]:
+        """Write-only on each bucket's objects, and its key only through S3 and only to
+        encrypt: no function role may decrypt with the archive key (nor read the archive)."""
+        statements: list[iam.PolicyStatement] = []
+        stack = Stack.of(self)
+        for logical_id in spec.buckets_write:
+            bucket_spec = next(b for b in topology.BUCKETS if b.logical_id == logical_id)
+            bucket = self._buckets[logical_id]
+            statements.append(
+                iam.PolicyStatement(
+                    sid=f"Write{logical_id}",
+                    actions=["s3:PutObject"],
+                    resources=[bucket.arn_for_objects("*")],
+                )
+            )
+            statements.append(
+                iam.PolicyStatement(
+                    sid=f"Encrypt{logical_id}ThroughS3",
+                    actions=["kms:GenerateDataKey"],
+                    resources=[self._keys[bucket_spec.kms_key].key_arn],
+                    conditions={
+                        "StringEquals": {
+                            "kms:ViaService": f"s3.{stack.region}.{stack.url_suffix}",
                             "kms:CallerAccount": stack.account,
                         }
                     },

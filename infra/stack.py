@@ -53,7 +53,12 @@ class SottoStack(Stack):
             replication_role=self.access.replication,
         )
         archive = next(spec for spec in topology.BUCKETS if spec.object_lock)
-        self.access.grant_archive(self.buckets[archive.logical_id], self.keys[archive.kms_key])
+        self.access.grant_archive(
+            self.buckets[archive.logical_id],
+            self.keys[archive.kms_key],
+            heads=self.tables["MessagesTable"],
+            heads_key=data_key,
+        )
         self.access.grant_replication(self.buckets[archive.logical_id])
         self.queues = Queues(self, "Queues", settings=settings, key=data_key)
         self.websocket = WebSocket(self, "WebSocket", settings=settings, logs_key=logs_key)
@@ -76,6 +81,8 @@ class SottoStack(Stack):
             audit_bus=self.audit_bus,
             archive=self.buckets[archive.logical_id],
             archive_key=self.keys[archive.kms_key],
+            buckets=self.buckets.by_id,
+            keys=self.keys.by_id,
         )
         self.streams = StreamSources(
             self,

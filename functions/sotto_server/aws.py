@@ -49,4 +49,4 @@ def events_client() -> EventBridgeClient:
 
 @cache
 def s3_client() -> S3Client:
-    return boto3.client("s3", config=_CONFIG)
+    return boto3.client("s3", config=_CONFIG.merge(Config(read_timeout=30)))

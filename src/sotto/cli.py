@@ -136,6 +136,7 @@ def _add_client_commands(commands: Any) -> None:
     _json_option(whoami)
 
     _add_messaging_commands(commands)
+    _add_records_commands(commands)
 
     admin = commands.add_parser("admin", help="administer a deployment (AWS credentials)")
     admin.add_argument("--server", required=True, help="HTTP API URL, or local data dir")
@@ -151,6 +152,23 @@ def _add_client_commands(commands: Any) -> None:
     invite.add_argument(
         "--ttl", type=parse_duration, default=None, metavar="DURATION", help="e.g. 30m, 12h, 7d"
     )
+    retention = admin_commands.add_parser(
+        "retention", help="a network's retention identity (records archive)"
+    )
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    for name, text in (
+        ("enable", "create the retention identity here (keys wrapped by KMS) or turn it on"),
+        ("disable", "stop archiving new messages of the network"),
+        ("rotate", "a new retention key, certified by the officer (compliance role)"),
+        ("show", "the network's retention identity and its generations"),
+    ):
+        sub = retention_commands.add_parser(name, help=text)
+        sub.add_argument("network_id", metavar="NETWORK_ID")
+        if name in ("enable", "rotate"):
+            sub.add_argument("--years", type=int, default=None, help="retention period (years)")
+            sub.add_argument(
+                "--archive-key", default=None, help="the archive KMS key (alias or ARN)"
+            )
     for name, metavar, text in (
         ("users", "NETWORK_ID", "users of a network"),
         ("user", "USER_ID", "a user and its devices"),
@@ -272,6 +290,47 @@ def _add_policy_commands(admin_commands: Any) -> None:
         members.add_argument("network_id")
         members.add_argument("group")
         members.add_argument("user_ids", nargs="+", metavar="USER_ID")
+
+
+def _add_records_commands(commands: Any) -> None:
+    records = commands.add_parser(
+        "records", help="the records officer's tools (compliance role credentials)"
+    )
+    records.add_argument("--server", default=None, help="HTTP API URL, or local data dir")
+    records.add_argument("--archive-bucket", default=None, help="the ArchiveBucket (stack output)")
+    records.add_argument("--messages-table", default=None, help="the MessagesTable (stack output)")
+    _json_option(records)
+    records_commands = records.add_subparsers(dest="records_command", required=True)
+    verify = records_commands.add_parser(
+        "verify", help="check a network's archive: chain, digests, locks, sequence numbers"
+    )
+    verify.add_argument("network_id", metavar="NETWORK_ID")
+    export = records_commands.add_parser(
+        "export", help="decrypt a network's archive here into a verifiable package"
+    )
+    export.add_argument("network_id", metavar="NETWORK_ID")
+    export.add_argument("--format", choices=("rsmf", "eml"), required=True)
+    export.add_argument("--out", required=True, help="an empty or new directory")
+    export.add_argument("--from", dest="start", default=None, help="ISO 8601 date or time (UTC)")
+    export.add_argument("--to", dest="end", default=None, help="ISO 8601 date or time (UTC)")
+    export.add_argument("--user", default=None, help="a user id: messages from or to them")
+    export.add_argument("--conversation", default=None, help="a conversation id")
+    export.add_argument("--archive-key", default=None, help="the archive KMS key (alias or ARN)")
+    for name, text in (
+        ("hold", "place S3 legal holds on the archive segments of a user or conversation"),
+        ("release", "remove those legal holds"),
+    ):
+        hold = records_commands.add_parser(name, help=text)
+        hold.add_argument("network_id", metavar="NETWORK_ID")
+        scope = hold.add_mutually_exclusive_group(required=True)
+        scope.add_argument("--user", default=None, help="a user id")
+        scope.add_argument("--conversation", default=None, help="a conversation id")
+        hold.add_argument("--from", dest="start", default=None, help="ISO 8601 (UTC)")
+        hold.add_argument("--to", dest="end", default=None, help="ISO 8601 (UTC)")
+    package = records_commands.add_parser(
+        "verify-package", help="re-check an export package offline (digests, completeness)"
+    )
+    package.add_argument("directory", metavar="DIR")
 
 
 def _add_messaging_commands(commands: Any) -> None:

@@ -186,6 +186,9 @@ class FunctionSpec:
     timeout_seconds: int = 10
     # Invoked by a table's stream rather than by a route.
     stream_source: StreamSourceSpec | None = None
+    # Buckets whose objects the function writes (s3:PutObject, and encrypts with the
+    # bucket's key through S3 only); it never reads, deletes or changes locks.
+    buckets_write: tuple[str, ...] = ()
     # Reserved concurrency of a function anyone may invoke without credentials,
     # so a flood there cannot starve the rest (context reserve_public_concurrency).
     reserved_concurrency: int | None = None
@@ -324,6 +327,11 @@ QUEUES: tuple[QueueSpec, ...] = (
         env_var="SOTTO_ROSTER_FAILURES_QUEUE",
         purpose="Directory stream records the rosters function gave up on, for an operator.",
     ),
+    QueueSpec(
+        logical_id="ArchiveFailuresQueue",
+        env_var="SOTTO_ARCHIVE_FAILURES_QUEUE",
+        purpose="Messages stream records the archiver gave up on: each one a gap verify names.",
+    ),
 )
 
 # The directory changes that move rosters or must close sockets: a device
@@ -347,6 +355,24 @@ AUDIT_BUS = EventBusSpec(
     env_var="SOTTO_AUDIT_BUS",
     source=AUDIT_EVENT_SOURCE,
     purpose="Sotto's audit events (source 'sotto') for security monitoring.",
+)
+
+# What the archive keeps, as it is first written: envelopes, key distributions
+# to retention devices, and the signed membership operations.
+_ARCHIVED_RECORDS: tuple[dict[str, Any], ...] = (
+    {
+        "eventName": ["INSERT"],
+        "dynamodb": {
+            "Keys": {"pk": {"S": [{"prefix": "CONV#"}]}, "sk": {"S": [{"prefix": "MSG#"}]}}
+        },
+    },
+    {
+        "eventName": ["INSERT"],
+        "dynamodb": {
+            "Keys": {"pk": {"S": [{"prefix": "CONV#"}]}, "sk": {"S": [{"prefix": "LOG#"}]}}
+        },
+    },
+    {"eventName": ["INSERT"], "dynamodb": {"Keys": {"pk": {"S": [{"prefix": "MAIL#rtn-"}]}}}},
 )
 
 KEYS: tuple[KeySpec, ...] = (
@@ -537,6 +563,34 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         ),
     ),
     FunctionSpec(
+        name="archiver",
+        handler="sotto_server.handlers.archiver.handler",
+        # Senders' certificates and identities go into the archive with their messages.
+        tables_read=("DirectoryTable",),
+        # The archive's chain head and per-record markers (``ARCHIVE#`` items).
+        tables_write=("MessagesTable",),
+        dynamodb_actions={
+            "DirectoryTable": ("GetItem", "BatchGetItem"),
+            # Query: a conversation's membership log, backfilled on first sight.
+            "MessagesTable": ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem"),
+        },
+        buckets_write=("ArchiveBucket",),
+        timeout_seconds=120,
+        memory_mb=1024,
+        stream_source=StreamSourceSpec(
+            table="MessagesTable",
+            filters=_ARCHIVED_RECORDS,
+            on_failure_queue="ArchiveFailuresQueue",
+            batch_size=90,
+            max_retries=10,
+            batching_window_s=1,
+        ),
+        purpose=(
+            "Messages stream: envelopes, retention key distributions and membership operations "
+            "of retaining networks into hash-chained, Object-Locked archive segments."
+        ),
+    ),
+    FunctionSpec(
         name="info",
         handler="sotto_server.handlers.info.handler",
         purpose="Public HTTP: protocol version and suites this deployment speaks.",
@@ -622,6 +676,7 @@ KEY_ROUTES = (
     "link_pending",
     "link_approve",
     "revoke_device",
+    "retention",
 )
 
 CONVERSATION_ROUTES = (
@@ -664,6 +719,10 @@ HTTP_ROUTES: tuple[HttpRouteSpec, ...] = (
     HttpRouteSpec("GET", "/v1/admin/networks", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/invites", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/users", "admin", iam=True),
+    HttpRouteSpec("GET", "/v1/admin/networks/{network_id}/retention", "admin", iam=True),
+    HttpRouteSpec("PUT", "/v1/admin/networks/{network_id}/retention", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/retention/disable", "admin", iam=True),
+    HttpRouteSpec("POST", "/v1/admin/networks/{network_id}/retention/rotate", "admin", iam=True),
     HttpRouteSpec("GET", "/v1/admin/users/{user_id}", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/users/{user_id}/suspend", "admin", iam=True),
     HttpRouteSpec("POST", "/v1/admin/users/{user_id}/reinstate", "admin", iam=True),

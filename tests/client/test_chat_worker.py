@@ -8,9 +8,10 @@ import time
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sotto.client.chat_worker import ChatWorker, News, Sent, Status
+from sotto.client.chat_worker import Banner, ChatWorker, News, Sent, Status
 from sotto.client.errors import ConnectionLost
 from sotto.client.messaging import SentMessage
+from sotto.client.retention import RetentionNotice
 
 
 class FakeMessenger:
@@ -39,6 +40,9 @@ class FakeMessenger:
         self.calls.append(("send", cid, text))
         return SentMessage(cid, "ab" * 16, 7, 1000, None)
 
+    def retention(self) -> RetentionNotice:
+        return RetentionNotice("net-1", enabled=True, years=7, officer_fingerprint="ab12")
+
     def name_of(self, user_id: str) -> str:
         return "you"
 
@@ -51,7 +55,7 @@ def test_worker_reads_nothing_itself_and_reconnects_after_a_lost_socket() -> Non
     thread.start()
     try:
         deadline = time.monotonic() + 10
-        while not any(isinstance(n, Status) and n.text == "connected" for n in news[2:]):
+        while sum(isinstance(n, Status) and n.text == "connected" for n in news) < 2:
             assert time.monotonic() < deadline, news
             time.sleep(0.05)
         worker.send("dm-1", "hello")
@@ -67,5 +71,7 @@ def test_worker_reads_nothing_itself_and_reconnects_after_a_lost_socket() -> Non
     fetches = [c for c in fake.calls if c[0] in ("sync", "poll")]
     assert all(read is False for _, read in fetches)  # read receipts only for what is shown
     assert fake.calls[:4] == [("sync", False), ("poll", False), ("disconnect",), ("sync", False)]
+    [banner] = [n for n in news if isinstance(n, Banner)]  # retention on: said once, on top
+    assert banner.text.startswith("Data Retention Turned On")
     [sent] = [n for n in news if isinstance(n, Sent)]
     assert (sent.conversation_id, sent.line.text, sent.line.outgoing) == ("dm-1", "hello", True)

@@ -274,6 +274,7 @@ def test_every_ws_route_is_in_the_matrix_or_own_device_only():
         "sync",  # the caller's own device only
         "ack",  # the caller's own cursors and mail only
         "policy",  # the caller's own effective policy only
+        "retention",  # the caller's own network only (test_retention_identity.py)
     }
     named = {r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
     assert named <= covered, named - covered

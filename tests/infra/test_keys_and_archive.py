@@ -209,3 +209,62 @@ def test_compliance_role_is_assumable_only_by_the_named_principals_or_in_dev_the
         assert not synth.stack.settings.is_prod
         assert _root(trust["Principal"]["AWS"])
     assert role["MaxSessionDuration"] == 3600
+
+
+def _function_statements(synth: Synthesized, spec: topology.FunctionSpec) -> list[dict[str, Any]]:
+    evaluator = PolicyEvaluator(synth.template_dict)
+    function = synth.resources[synth.logical_id(synth.stack.functions[spec.name])]
+    return evaluator.role_statements(function["Properties"]["Role"]["Fn::GetAtt"][0])
+
+
+@pytest.mark.parametrize("spec", topology.FUNCTIONS, ids=lambda s: s.name)
+def test_no_function_role_may_decrypt_with_the_archive_key_or_read_the_archive(
+    synth: Synthesized, spec: topology.FunctionSpec
+) -> None:
+    evaluator = PolicyEvaluator(synth.template_dict)
+    statements = _function_statements(synth, spec)
+    key = evaluator.resolve(
+        {"Fn::GetAtt": [synth.logical_id(synth.stack.keys["ArchiveKey"]), "Arn"]}
+    )
+    bucket = evaluator.resolve(
+        {"Fn::GetAtt": [synth.logical_id(synth.stack.buckets["ArchiveBucket"]), "Arn"]}
+    )
+    via_s3 = {"kms:ViaService": "s3.us-east-1.amazonaws.com", "kms:CallerAccount": ACCOUNT}
+    for action in ("kms:Decrypt", "kms:ReEncryptFrom", "kms:CreateGrant"):
+        assert not evaluator.allows(statements, Request(action, key, via_s3)), action
+    for action in ("s3:GetObject", "s3:DeleteObject", "s3:PutObjectRetention"):
+        segment = f"{bucket}/networks/net-x/segments/000000000001-ab.json"
+        assert not evaluator.allows(statements, Request(action, segment)), action
+        assert not evaluator.allows(statements, Request("s3:PutObjectLegalHold", segment))
+    writes = evaluator.allows(
+        statements, Request("s3:PutObject", f"{bucket}/networks/net-x/segments/1.json")
+    )
+    assert writes == ("ArchiveBucket" in spec.buckets_write)
+    # Encrypting happens through S3 only, never by calling KMS directly.
+    direct = {"kms:CallerAccount": ACCOUNT}
+    assert not evaluator.allows(statements, Request("kms:GenerateDataKey", key, direct))
+    assert evaluator.allows(statements, Request("kms:GenerateDataKey", key, via_s3)) == writes
+
+
+def test_the_compliance_role_reads_archive_heads_and_no_other_item(synth: Synthesized) -> None:
+    policies = [
+        r["Properties"]["PolicyDocument"]["Statement"]
+        for r in synth.resources.values()
+        if r["Type"] == "AWS::IAM::ManagedPolicy"
+        and any(
+            s.get("Sid") == "ReadArchiveHeads"
+            for s in r["Properties"]["PolicyDocument"]["Statement"]
+        )
+    ]
+    (statements,) = policies
+    (heads,) = [s for s in statements if s["Sid"] == "ReadArchiveHeads"]
+    assert heads["Action"] == "dynamodb:GetItem"
+    messages = synth.logical_id(synth.stack.tables["MessagesTable"])
+    assert heads["Resource"] == {"Fn::GetAtt": [messages, "Arn"]}
+    assert heads["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["ARCHIVE#*"]}
+    }
+    evaluator = PolicyEvaluator(synth.template_dict)
+    table = evaluator.resolve({"Fn::GetAtt": [messages, "Arn"]})
+    for action in ("dynamodb:Query", "dynamodb:Scan", "dynamodb:PutItem"):
+        assert not evaluator.allows(statements, Request(action, table)), action

@@ -1,4 +1,4 @@
-"""Members see who joined, who left and a member's new device (issue 8, item 1).
+"""Members see who joined, who left and a member's new device (issue 8, item 1), by name.
 
 The words come from the verified log and the certificates, never from the
 server's push: what a person is told is what the signatures say.
@@ -33,14 +33,14 @@ def test_joins_leaves_and_new_devices_are_shown(stack, network, tmp_path: Path):
         messenger.send_text("#ops", "hello")
     with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
         shown = notices(messenger.sync())
-    assert f"{alice.user_id} created the room with 2 members" in shown
+    assert f"{alice.devices[0].handle} created the room with 2 members" in shown
 
     with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
         messenger.add_members("#ops", [carol.user_id])
         messenger.send_text("#ops", "welcome")
     with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
         shown = notices(messenger.sync())
-    assert f"{alice.user_id} added {carol.user_id}" in shown
+    assert f"{alice.devices[0].handle} added {carol.devices[0].handle}" in shown
 
     laptop = add_device(stack, bob)  # bob links a laptop; the stream adds it to the roster
     store = ConversationsStore(stack.client("dynamodb"), stack.table("MessagesTable"))
@@ -59,4 +59,4 @@ def test_joins_leaves_and_new_devices_are_shown(stack, network, tmp_path: Path):
         messenger.leave(cid)
     with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
         shown = notices(messenger.sync())
-    assert f"{carol.user_id} left" in shown
+    assert f"{carol.devices[0].handle} left" in shown

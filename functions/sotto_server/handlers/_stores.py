@@ -13,10 +13,11 @@ from ..config import settings
 
 if TYPE_CHECKING:
     from ..dal.conversations import ConversationsStore
+    from ..dal.retention import RetentionStore
     from ..logic import conversations
     from ..logic.key_directory import Stores
 
-__all__ = ["conversations_store", "messaging_stores", "stores"]
+__all__ = ["conversations_store", "messaging_stores", "retention_store", "stores"]
 
 
 def conversations_store() -> ConversationsStore:
@@ -38,6 +39,7 @@ def stores() -> Stores:
         limit_scale=config.rate_limit_scale,
         audit=audit,
         close_sockets=_close_sockets,
+        retention=retention_store(),
     )
 
 
@@ -64,4 +66,12 @@ def messaging_stores() -> conversations.Stores:
         conversations=conversations_store(),
         guards=GuardsStore(dynamodb_client(), config.table_name("GuardsTable")),
         limit_scale=config.rate_limit_scale,
+        retention=retention_store(),
     )
+
+
+def retention_store() -> RetentionStore:
+    """Retention identities: items of the directory table with a store of their own."""
+    from ..dal.retention import RetentionStore
+
+    return RetentionStore(dynamodb_client(), settings().table_name("DirectoryTable"))

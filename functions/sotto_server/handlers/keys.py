@@ -21,6 +21,7 @@ def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
     from ..logic import key_directory as logic
+    from ..logic import retention
     from ..logic.device_revocation import revoke_device
     from ..logic.requests import (
         FetchBundlesRequest,
@@ -31,6 +32,7 @@ def routes() -> dict[str, Route]:
         LookupUserRequest,
         PrekeyStatusRequest,
         PublishPrekeysRequest,
+        RetentionIdentityRequest,
         RevokeDeviceRequest,
     )
 
@@ -44,6 +46,7 @@ def routes() -> dict[str, Route]:
         "link_pending": (LinkPendingRequest, logic.link_pending),
         "revoke_device": (RevokeDeviceRequest, revoke_device),
         "link_approve": (LinkApproveRequest, logic.link_approve),
+        "retention": (RetentionIdentityRequest, retention.retention_identity),
     }
 
 

@@ -40,6 +40,7 @@ from sotto.protocol.membership import (
 from ..dal.conversations import Conversation, ConversationsStore, LogAppend, Member
 from ..dal.directory import Conflict, DirectoryStore
 from ..dal.guards import GuardsStore
+from ..dal.retention import RetentionStore
 from . import limits
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -92,6 +93,8 @@ class Stores:
     conversations: ConversationsStore
     guards: GuardsStore | None = None
     limit_scale: float = 1.0
+    # Retention identities (None: retention is off everywhere, as in unit tests).
+    retention: RetentionStore | None = None
 
 
 def roster_entry(user_id: str, device_id: str) -> str:

@@ -21,6 +21,7 @@ from ..dal.directory import (
     UserRecord,
 )
 from ..dal.guards import GuardsStore
+from ..dal.retention import RetentionStore
 from . import limits
 from .audit import Actor, AuditEvent
 from .codes import hash_code, new_code
@@ -75,6 +76,7 @@ class Stores:
     audit: Callable[[AuditEvent], object] | None = None
     # Closes every socket of a device (a revocation); None where nothing is closed.
     close_sockets: Callable[[str], object] | None = None
+    retention: RetentionStore | None = None
 
     def record(self, event: AuditEvent) -> None:
         if self.audit is not None:

@@ -16,6 +16,7 @@ from sotto.protocol.distribution import KeyDistribution
 from sotto.protocol.envelope import ExpiryPolicy, verify_envelope
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
+from sotto.protocol.retention import officer_user_id
 
 from ..dal.conversations import (
     MAX_MESSAGE_LIFETIME_MS,
@@ -33,6 +34,7 @@ from .outcome import Outcome, paginate_lists
 from .policy import EffectivePolicy, check_envelope_timers, effective_policy
 from .principal import Principal
 from .requests import AckRequest, DistributeRequest, PolicyRequest, SendRequest, SyncRequest
+from .retention import retention_of
 
 __all__ = [
     "SYNC_PAGE_MAIL",
@@ -90,6 +92,18 @@ def _sending_device(
     return conversation, roster
 
 
+def _retention_entry(stores: Stores, conversation: Conversation) -> str | None:
+    """The roster entry of the network's retention device while retention is on.
+
+    Every chain must reach it as it must reach every member device: the
+    server refuses a send whose chain did not (``stale_devices`` names it).
+    """
+    retention = retention_of(stores, conversation.network_id)
+    if retention is None:
+        return None
+    return roster_entry(officer_user_id(conversation.network_id), retention.current.device_id)
+
+
 def _mail_frame(mail: Mail) -> dict[str, Any]:
     return {
         "mail_id": mail.mail_id,
@@ -129,8 +143,10 @@ def distribute(
     rid = request.id
     cid = request.conversation_id
     limit(stores, "distribute_device", caller.device_id, now_ms, rid)
-    _conversation, roster = _sending_device(stores, caller, cid, rid)
+    conversation, roster = _sending_device(stores, caller, cid, rid)
     certificate, _identity = _sender_certificate(stores, caller, rid)
+    retention = _retention_entry(stores, conversation)
+    reachable = roster if retention is None else roster | {retention}
     recorded = stores.conversations.chain(cid, caller.device_id)
     if recorded is None or recorded[0] != request.chain_id:
         # A new chain is mail for every device of the conversation: bounded.
@@ -150,7 +166,7 @@ def distribute(
             problem = "is for another conversation"
         elif (kd.sender_user_id, kd.sender_device_id) != (caller.user_id, caller.device_id):
             problem = "names another sender"
-        elif recipient not in roster or kd.recipient_device_id == caller.device_id:
+        elif recipient not in reachable or kd.recipient_device_id == caller.device_id:
             problem = "is for a device outside the conversation"
         elif recipient in recipients:
             problem = "repeats a recipient of this frame"
@@ -198,8 +214,12 @@ def _check_chain(
     chain_id: bytes,
     rid: str | None,
 ) -> None:
-    """The envelope's chain must have reached exactly the roster, less the sender."""
+    """The envelope's chain must have reached exactly the roster, less the sender,
+    and the retention device while retention is on."""
     expected = roster - {roster_entry(caller.user_id, caller.device_id)}
+    retention = _retention_entry(stores, conversation)
+    if retention is not None:
+        expected.add(retention)
     if not expected:
         return  # alone in the conversation: nobody to distribute to
     recorded = stores.conversations.chain(conversation.conversation_id, caller.device_id)

@@ -58,6 +58,9 @@ __all__ = [
     "PublishPrekeysRequest",
     "ReissueInviteRequest",
     "RemoveMembersRequest",
+    "RetentionEnableRequest",
+    "RetentionIdentityRequest",
+    "RetentionRotateRequest",
     "RevokeDeviceRequest",
     "SendRequest",
     "SetRoleRequest",
@@ -310,6 +313,33 @@ class CreateNetworkRequest(_Model):
     name: Annotated[
         str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     ]
+
+
+# KMS ciphertext of a few hundred bytes of key (CiphertextBlob is at most 6 KiB).
+WrappedKeyField = Annotated[bytes, _decoder(6144), Field(min_length=1)]
+
+
+class RetentionEnableRequest(_Model):
+    """A first enable carries the new identity; a re-enable carries none of it."""
+
+    years: Annotated[int, Field(ge=1, le=100)] = 7
+    officer_identity: IdentityKeyField | None = None
+    certificate: DeviceCertificateField | None = None
+    prekey: PrekeyField | None = None
+    wrapped_device_key: WrappedKeyField | None = None
+    wrapped_officer_key: WrappedKeyField | None = None
+
+
+class RetentionRotateRequest(_Model):
+    previous_generation: Annotated[int, Field(ge=1)]
+    certificate: DeviceCertificateField
+    prekey: PrekeyField
+    wrapped_device_key: WrappedKeyField
+    years: Annotated[int, Field(ge=1, le=100)] | None = None
+
+
+class RetentionIdentityRequest(_Frame):
+    action: Literal["retention"]
 
 
 class InviteRequest(_Model):

@@ -139,3 +139,19 @@ class AdminApi:
     ) -> dict[str, Any]:
         path = f"/v1/admin/networks/{path_segment(network_id)}/groups/{path_segment(group)}/members"
         return self._http.post(path if add else f"{path}/remove", {"user_ids": user_ids})
+
+    def get_retention(self, network_id: str) -> dict[str, Any]:
+        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/retention")
+
+    def enable_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._http.call(
+            "PUT", f"/v1/admin/networks/{path_segment(network_id)}/retention", body
+        )
+
+    def disable_retention(self, network_id: str) -> dict[str, Any]:
+        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/retention/disable")
+
+    def rotate_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._http.post(
+            f"/v1/admin/networks/{path_segment(network_id)}/retention/rotate", body
+        )

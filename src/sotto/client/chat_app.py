@@ -25,7 +25,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Label, ListItem, ListView, RichLog, Static
 
 from .chat_model import ChatModel, ConversationView, Line, render_line
-from .chat_worker import Arrived, ChatWorker, Failed, Loaded, News, Sent, Status
+from .chat_worker import Arrived, Banner, ChatWorker, Failed, Loaded, News, Sent, Status
 from .messaging import Messenger
 from .sanitize import sanitize
 
@@ -56,6 +56,7 @@ class ChatApp(App[None]):
     #pane { width: 1fr; }
     #messages { height: 1fr; }
     #status { height: 1; color: $text-muted; }
+    #banner { height: auto; color: $warning; display: none; }
     #input { dock: bottom; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -81,6 +82,7 @@ class ChatApp(App[None]):
             yield ListView(id="conversations")
             with Vertical(id="pane"):
                 yield Static(Text("connecting…"), id="status", markup=False)
+                yield Static(Text(""), id="banner", markup=False)
                 yield RichLog(id="messages", wrap=True, markup=False, highlight=False)
                 yield Input(placeholder="type a message; Enter sends", id="input")
         yield Footer()
@@ -123,6 +125,10 @@ class ChatApp(App[None]):
                     self._pane.write(render_line(news.line))
         elif isinstance(news, Failed):
             self._pane.write(render_line(Line(kind="notice", text=news.text)))
+        elif isinstance(news, Banner):
+            banner = self.query_one("#banner", Static)
+            banner.update(Text(sanitize(news.text)))
+            banner.display = True
         elif isinstance(news, Status):
             self._status = news.text
             self._show_status()

@@ -24,8 +24,9 @@ from .errors import ClientError, ConnectionLost, ServerUnreachable
 from .events import Event, event_of
 from .listening import Backoff
 from .messaging import Messenger
+from .retention import notice_text
 
-__all__ = ["Arrived", "ChatWorker", "Failed", "Loaded", "News", "Sent", "Status"]
+__all__ = ["Arrived", "Banner", "ChatWorker", "Failed", "Loaded", "News", "Sent", "Status"]
 
 POLL_S = 0.25  # the longest a command waits behind a poll
 
@@ -58,7 +59,14 @@ class Status:
     text: str
 
 
-News = Loaded | Arrived | Sent | Failed | Status
+@dataclass(frozen=True)
+class Banner:
+    """Shown above every conversation for the whole session (data retention is on)."""
+
+    text: str
+
+
+News = Loaded | Arrived | Sent | Failed | Status | Banner
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ class ChatWorker:
         self.started.set()
         try:
             self._post(Loaded(self._snapshot(), self._messenger.info.handle))
+            self._say_retention()
             self._loop()
         except Exception as exc:
             # Said on screen (the app stays open to read), then recorded as the worker's error.
@@ -109,6 +118,15 @@ class ChatWorker:
             raise
         finally:
             self.finished.set()
+
+    def _say_retention(self) -> None:
+        """Said whenever it is on, as the line commands say it (Wickr's banner)."""
+        try:
+            retention = self._messenger.retention()
+        except ClientError:
+            return  # not reachable now: the loop reports the connection
+        if retention.enabled:
+            self._post(Banner(notice_text(retention)))
 
     def _snapshot(self) -> list[ConversationView]:
         messenger = self._messenger

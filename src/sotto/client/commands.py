@@ -16,18 +16,22 @@ from dataclasses import asdict
 from typing import Any
 
 from sotto.protocol.errors import KeystoreError, ProtocolError
+from sotto.protocol.keys import IdentityPublicKey
 
+from . import retention_admin
 from .api import AdminApi, fetch_info
 from .audit import ArchiveReader, AuditReport, local_archive, read_log, verify_log
 from .bulk import bulk_invite
 from .devices import DeviceListing, KeysReport, approve_link, keys_publish, keys_status
 from .devices import list_devices as list_user_devices
+from .encoding import b64d
 from .enrollment import enroll, link_device
 from .errors import ClientError, UsageError
 from .fingerprints import identity_fingerprint
 from .messaging_commands import MESSAGING_HANDLERS
 from .profile import DeviceKeys, Profile, ProfileInfo, check_profile_name, read_passphrase
 from .render import format_time, render, render_json, render_table
+from .retention import last_known, notice_text
 from .sanitize import sanitize_block
 from .server import ServerConfig, resolve_server
 from .ui import ConsoleUi
@@ -167,7 +171,7 @@ def _whoami(args: argparse.Namespace) -> None:
     profile = Profile.open(check_profile_name(args.profile))
     info = profile.read_info()
     identity = info.identity_public()
-    value = {
+    value: dict[str, Any] = {
         "profile": profile.name,
         "handle": info.handle,
         "user_id": info.user_id,
@@ -179,15 +183,53 @@ def _whoami(args: argparse.Namespace) -> None:
         "holds_identity_key": info.holds_identity,
         "created_at": info.created_at,
     }
-    _print(args, value, render(value))
+    retention = last_known(profile.path)
+    value["retention"] = None if retention is None else retention.to_json()
+    text = render({k: v for k, v in value.items() if k != "retention"})
+    _print(args, value, f"{text}\n{notice_text(retention)}")
 
 
 # -- admin ---------------------------------------------------------------------------------------
 
 
+def _retention(args: argparse.Namespace, server: ServerConfig, api: AdminApi) -> dict[str, Any]:
+    command, network_id = args.retention_command, args.network_id
+    if command == "show":
+        return retention_admin.show(api, network_id)
+    if command == "disable":
+        return retention_admin.disable(api, network_id)
+    kms = retention_admin.archive_kms(args.server, server, args.archive_key)
+    if command == "enable":
+        return retention_admin.enable(api, kms, network_id, args.years or 7)
+    return retention_admin.rotate(api, kms, network_id, args.years)
+
+
+def _retention_text(answer: dict[str, Any]) -> str:
+    if answer.get("status") == "off":
+        return f"retention is off for {answer.get('network_id')} (never enabled)"
+    officer = identity_fingerprint(
+        IdentityPublicKey.parse(b64d(answer.get("officer_identity"), "officer identity"))
+    )
+    return render(
+        {
+            "network_id": answer.get("network_id"),
+            "status": answer.get("status"),
+            "years": answer.get("years"),
+            "generation": answer.get("generation"),
+            "retention_device": answer.get("device_id"),
+            "officer_fingerprint": officer,
+        }
+    )
+
+
 def _admin(args: argparse.Namespace) -> None:
-    api = AdminApi(_server(args.server))
+    server = _server(args.server)
+    api = AdminApi(server)
     command = args.admin_command
+    if command == "retention":
+        answer = _retention(args, server, api)
+        _print(args, answer, _retention_text(answer))
+        return
     if command == "network":
         if args.network_command == "create":
             answer = api.create_network(args.name)
@@ -295,6 +337,54 @@ def _policy_admin(api: AdminApi, args: argparse.Namespace) -> dict[str, Any]:
     return answer
 
 
+def _records(args: argparse.Namespace) -> None:
+    from sotto.records import commands as records_commands
+
+    if args.records_command == "verify-package":
+        problems = records_commands.verify_package_command(args.directory)
+        value = {"directory": args.directory, "ok": not problems, "problems": problems}
+        text = (
+            "package OK: every file matches SHA256SUMS"
+            if not problems
+            else "\n".join(["package has PROBLEMS:", *(f"  - {p}" for p in problems)])
+        )
+        _print(args, value, text)
+        if problems:
+            raise RecordsProblems(len(problems))
+        return
+    if not args.server:
+        raise UsageError("sotto records: --server is required")
+    server = _server(args.server)
+    if args.records_command == "verify":
+        report = records_commands.verify_command(
+            args.server, server, args.network_id, args.archive_bucket, args.messages_table
+        )
+        _print(args, asdict(report) | {"ok": report.ok}, report.text())
+        if not report.ok:
+            raise RecordsProblems(len(report.problems))
+        return
+    if args.records_command in ("hold", "release"):
+        held = records_commands.hold_command(args, server, args.records_command == "hold")
+        _print(
+            args,
+            held,
+            f"legal hold {held['legal_hold']} on {len(held['segments'])} segment(s) of "
+            f"{held['network_id']}",
+        )
+        return
+    summary = records_commands.export_command(args, server, AdminApi(server))
+    _print(args, summary, render(summary))
+    if summary["problems"]:
+        raise RecordsProblems(len(summary["problems"]))
+
+
+class RecordsProblems(ClientError):
+    """Verify found problems: already printed; the exit code says so."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the archive has {count} problem(s)")
+
+
 _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "enroll": _enroll,
     "link": _link,
@@ -303,5 +393,6 @@ _HANDLERS: dict[str, Callable[[argparse.Namespace], None]] = {
     "keys": _keys,
     "whoami": _whoami,
     "admin": _admin,
+    "records": _records,
     **MESSAGING_HANDLERS,
 }

@@ -85,6 +85,7 @@ from sotto.protocol.membership import (
     sign_operation,
     verify_log,
 )
+from sotto.protocol.retention import RetentionIdentity, officer_user_id
 from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 from sotto.protocol.sessions import NO_SESSION
@@ -95,6 +96,7 @@ from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
 from .policy import ClientPolicy, parse_policy
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
 from .profile import DeviceKeys, Profile, ProfileInfo
+from .retention import RetentionNotice, fetch_retention
 from .session import Session, join_parts
 from .store import (
     ConversationRecord,
@@ -130,6 +132,7 @@ MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
 USER_ID = re.compile(r"usr-[0-9a-f]+")  # as the server makes them (enrollment)
 HANDLE = re.compile(r"[a-z0-9._-]{1,32}")  # as invites give them (docs/api.md)
+CONVERSATION_ID = re.compile(r"(room|dm)-[0-9a-f]+")  # as the server and §15 make them
 ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
@@ -243,6 +246,8 @@ class Messenger:
         # A Messenger just opened has missed what arrived while it was closed:
         # its first poll syncs before it hands out any push.
         self._needs_sync = True
+        # The network's retention identity as verified this session (None: not asked yet).
+        self._retention: tuple[RetentionIdentity | None, RetentionNotice] | None = None
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -440,8 +445,8 @@ class Messenger:
             if record is None:
                 raise MessagingError(f"no room named {target!r} on this device")
             return record.conversation_id
-        if target in self.state.conversations:
-            return target
+        if target in self.state.conversations or CONVERSATION_ID.fullmatch(target):
+            return target  # a conversation id (one this device has not seen yet, too)
         user_id = self.resolve_user(target)
         known = next(
             (
@@ -932,6 +937,27 @@ class Messenger:
             return None
         return Member(certificate, identity)
 
+    # -- retention ---------------------------------------------------------------------
+
+    def _retention_state(self) -> tuple[RetentionIdentity | None, RetentionNotice]:
+        if self._retention is None:
+            known = self.local.tracker.get(officer_user_id(self.info.network_id))
+            self._retention = fetch_retention(
+                lambda: self._call("retention"),
+                self.info.network_id,
+                self.local.tracker,
+                now=self._clock(),
+                profile_dir=self.profile.path,
+            )
+            if known is None and self._retention[0] is not None:
+                self._dirty = True  # the officer was pinned: save the tracker
+        return self._retention
+
+    @_operation
+    def retention(self) -> RetentionNotice:
+        """Whether this network archives its messages (verified, officer pinned)."""
+        return self._retention_state()[1]
+
     # -- sending ---------------------------------------------------------------------
 
     def send_text(
@@ -972,6 +998,7 @@ class Messenger:
                 if not repairable or attempt == MAX_SEND_ATTEMPTS - 1:
                     self.save()
                     raise
+                self._retention = None  # enabled, disabled or rotated since: ask again
                 self.refresh(cid)
                 self._refuse_ghosts(cid, exc)
                 self._engine(cid).request_rotation()
@@ -986,6 +1013,7 @@ class Messenger:
         to_user: str | None,
     ) -> OutboxItem:
         conversation = self._engine(cid)
+        conversation.set_retention(self._retention_state()[0])
         record = self._record(cid)
         if timers is None and self._enforce_policy and self.policy.max_expiry_s is not None:
             # Receipts and controls too: under an expiry limit every envelope expires.
@@ -1003,6 +1031,7 @@ class Messenger:
                 break
             except PrekeysRequired:
                 conversation = self.refresh(cid)  # the roster moved under us
+                conversation.set_retention(self._retention_state()[0])
         else:
             raise MessagingError("could not fetch a prekey for every member device")
         # A new chain reached everyone; then count envelopes only some members can see.

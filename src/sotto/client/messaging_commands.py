@@ -30,6 +30,7 @@ from .listening import follow
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
 from .render import format_time, local_time, render_json, render_table
+from .retention import notice_text
 from .sanitize import sanitize, sanitize_block
 from .store import StoredMessage
 
@@ -54,17 +55,21 @@ def _send(args: argparse.Namespace) -> None:
         sent = messenger.send_text(
             args.target, args.text, expires_s=args.expires or 0, burn_s=args.burn or 0
         )
+        retention = messenger.retention()
     value = {
         "conversation_id": sent.conversation_id,
         "seq": sent.seq,
         "message_id": sent.message_id,
         "server_time": sent.server_time,
         "delete_at": sent.delete_at,
+        "retention": retention.to_json(),
     }
     if args.json:
         print(render_json(value))
     else:
         print(f"sent #{sent.seq} to {args.target} at {format_time(sent.server_time)}")
+        if retention.enabled:
+            print(notice_text(retention))
 
 
 def _listen(args: argparse.Namespace) -> None:
@@ -73,6 +78,12 @@ def _listen(args: argparse.Namespace) -> None:
         print(f"sotto: {text}", file=sys.stderr, flush=True)
 
     with _messenger(args) as messenger:
+        retention = messenger.retention()
+        # Said whenever it is on, as Wickr's "Data Retention Turned On" banner; silence means off.
+        if retention.enabled and args.json:
+            print(json.dumps({"type": "retention", **retention.to_json()}, sort_keys=True))
+        elif retention.enabled:
+            print(notice_text(retention), flush=True)
         try:
             events = messenger.sync(read=True)
             _emit(events, args.json)
@@ -125,6 +136,9 @@ def _line_chat(args: argparse.Namespace) -> None:
         record = messenger.state.conversations[cid]
         name = sanitize(messenger.display_name(record))
         print(f"chat with {name}: type and press Enter; Ctrl-D ends")
+        retention = messenger.retention()
+        if retention.enabled:
+            print(notice_text(retention), flush=True)
         _show_here(messenger, messenger.sync(), cid)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:

@@ -171,6 +171,9 @@ class IamRecorder:
     ) -> Iterator[tuple[str, str]]:
         if service == "dynamodb":
             yield from self._dynamodb(operation, params)
+        elif service == "s3" and operation == "PutObject":
+            bucket = self._buckets.get(params["Bucket"], params["Bucket"])
+            yield "s3:PutObject", f"bucket:{bucket}/{params['Key']}"
         elif service == "apigatewaymanagementapi":
             yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
         elif service == "events" and operation == "PutEvents":

@@ -31,7 +31,7 @@ __all__ = ["SERVICES", "STATE_FILE", "SavedState", "StateError", "load", "save"]
 STATE_FILE = "state.pickle"
 VERSION = 1
 # Every AWS service the stack provisions or its handlers call.
-SERVICES = ("dynamodb", "dynamodbstreams", "s3", "kms", "sqs")
+SERVICES = ("dynamodb", "dynamodbstreams", "s3", "kms", "sqs", "events")
 
 
 class StateError(Exception):

@@ -68,6 +68,7 @@ from .ratchet import (
     membership_digest,
 )
 from .replay import ReplayGuard
+from .retention import RetentionIdentity
 from .safety import IdentityTracker
 from .sessions import NO_SESSION, PairwiseSessions, SendSession
 from .wire import (
@@ -338,6 +339,9 @@ class Conversation:
         self._watermarks: dict[Address, int] = {}  # newest created_at retired, per sender
         self._replay = ReplayGuard(CONVERSATION_REPLAY_CAPACITY)
         self._redistribution_requests: set[Address] = set()
+        # The network's retention device (§17); set by the client from what it
+        # verified and pinned, never persisted here.
+        self._retention: RetentionIdentity | None = None
 
     @classmethod
     def create(
@@ -397,6 +401,19 @@ class Conversation:
     def receiver_chain_ids(self, sender: Address) -> tuple[bytes, ...]:
         """The chains installed for ``sender``, oldest first."""
         return tuple(self._by_sender.get(sender, ()))
+
+    @property
+    def retention(self) -> RetentionIdentity | None:
+        return self._retention
+
+    def set_retention(self, retention: RetentionIdentity | None) -> None:
+        """Seal every new chain also to the network's retention key (§17), or stop.
+
+        The caller verified ``retention`` and pinned its officer. It does not
+        force a rotation by itself: the server refuses an envelope whose chain
+        did not reach the retention device, and the client's repair rotates.
+        """
+        self._retention = retention
 
     def _recipients(self) -> list[Address]:
         return sorted(a for a in self._members if a != self._local.address)
@@ -661,6 +678,8 @@ class Conversation:
             ]
             distributions = tuple(d for d, _ in sealed)
             sessions = [session for _, session in sealed if session is not None]
+            if self._retention is not None:
+                distributions += (self._seal_retention(chain, self._retention, now),)
         envelope = seal_envelope(
             self._local.secrets,
             chain,
@@ -679,6 +698,24 @@ class Conversation:
         self._redistribution_requests.difference_update(d.address for d in distributions)
         header = Envelope.parse(envelope).header
         return Outgoing(envelope, header, distributions, reason)
+
+    def _seal_retention(
+        self, chain: SenderChain, retention: RetentionIdentity, now: int
+    ) -> Distribution:
+        """Always to the retention key itself, never over a session: the archive is
+        opened long after, in any order, by a tool that keeps no session state."""
+        retention.verify(now=now)
+        data = seal_key_distribution(
+            self._local.secrets,
+            chain,
+            conversation_id=self._id,
+            recipient_certificate=retention.certificate,
+            recipient_identity=retention.officer,
+            recipient_prekey=retention.prekey,
+            now=now,
+            rng=self._rng,
+        )
+        return Distribution(retention.user_id, retention.device_id, data)
 
     def _store_sessions(self, sessions: list[SendSession]) -> None:
         if self._local.sessions is not None:

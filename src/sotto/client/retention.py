@@ -1,0 +1,147 @@
+"""What a client knows about its network's retention: fetched, verified, pinned, shown.
+
+The ``retention`` route answers the network's retention identity or that
+retention is off. The client verifies the chain (officer -> retention device
+-> KEM key) and pins the officer's identity in its ``IdentityTracker`` under
+``officer_user_id(network)``: a different officer later is a changed
+identity, refused (``TrustError``) until the person compares the safety
+number and accepts it (``sotto verify records-NET --accept-change``). A new
+key generation from the same officer is accepted. The last state seen is
+written to ``retention.json`` in the profile (public data only), so
+``whoami`` can say whether retention is on without connecting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
+from sotto.protocol.errors import IdentityChanged, ProtocolError
+from sotto.protocol.keys import IdentityPublicKey
+from sotto.protocol.retention import RetentionIdentity, officer_user_id
+from sotto.protocol.safety import IdentityTracker
+
+from .encoding import b64d
+from .errors import MessagingError, TrustError
+from .fingerprints import identity_fingerprint
+
+__all__ = [
+    "RETENTION_FILE",
+    "RetentionNotice",
+    "fetch_retention",
+    "last_known",
+    "notice_text",
+]
+
+RETENTION_FILE = "retention.json"
+
+
+@dataclass(frozen=True)
+class RetentionNotice:
+    """What the screens say: whether this network's messages are archived, and by whom."""
+
+    network_id: str
+    enabled: bool
+    years: int = 0
+    officer_fingerprint: str = ""
+    checked_at: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "network_id": self.network_id,
+            "enabled": self.enabled,
+            "years": self.years,
+            "officer_fingerprint": self.officer_fingerprint,
+            "checked_at": self.checked_at,
+        }
+
+
+def notice_text(notice: RetentionNotice | None) -> str:
+    if notice is None:
+        return "Data retention: not known yet (connect once: sotto listen --once)"
+    if not notice.enabled:
+        return "Data retention: off"
+    return (
+        f"Data Retention Turned On: every message in this network is archived for "
+        f"{notice.years} year(s) and readable by its records officer "
+        f"(officer key {notice.officer_fingerprint})"
+    )
+
+
+def _parse(answer: dict[str, Any], network_id: str) -> RetentionIdentity:
+    try:
+        return RetentionIdentity(
+            network_id,
+            IdentityPublicKey.parse(b64d(answer.get("officer_identity"), "officer_identity")),
+            DeviceCertificate.parse(b64d(answer.get("certificate"), "certificate")),
+            PrekeyCertificate.parse(b64d(answer.get("prekey"), "prekey")),
+        )
+    except ProtocolError as exc:
+        raise MessagingError(f"the server's retention identity is malformed: {exc}") from None
+
+
+def fetch_retention(
+    call: Callable[[], dict[str, Any]],
+    network_id: str,
+    tracker: IdentityTracker,
+    *,
+    now: int,
+    profile_dir: Path | None = None,
+) -> tuple[RetentionIdentity | None, RetentionNotice]:
+    """Ask, verify, pin; record what the screens show. Raises instead of trusting a new officer."""
+    answer = call()
+    if answer.get("network_id") not in (None, network_id):
+        raise MessagingError("the server answered retention for another network")
+    identity: RetentionIdentity | None = None
+    if answer.get("enabled") is True:
+        identity = _parse(answer, network_id)
+        try:
+            identity.verify(now=now)
+        except ProtocolError as exc:
+            raise MessagingError(
+                f"the server's retention identity does not verify ({exc}); not sending to it. "
+                "Report this to your records officer."
+            ) from None
+        officer_id = officer_user_id(network_id)
+        try:
+            tracker.check(officer_id, identity.officer)
+        except IdentityChanged:
+            raise TrustError(officer_id, "the records officer of this network") from None
+        years = answer.get("years")
+        notice = RetentionNotice(
+            network_id,
+            True,
+            years if isinstance(years, int) else 0,
+            identity_fingerprint(identity.officer),
+            now,
+        )
+    else:
+        notice = RetentionNotice(network_id, False, checked_at=now)
+    if profile_dir is not None:
+        _write(profile_dir / RETENTION_FILE, notice)
+    return identity, notice
+
+
+def _write(path: Path, notice: RetentionNotice) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(notice.to_json(), sort_keys=True) + "\n")
+    temporary.replace(path)
+
+
+def last_known(profile_dir: Path) -> RetentionNotice | None:
+    """The retention state this profile last saw, or None (never connected, or unreadable)."""
+    try:
+        data = json.loads((profile_dir / RETENTION_FILE).read_text())
+        return RetentionNotice(
+            str(data["network_id"]),
+            bool(data["enabled"]),
+            int(data.get("years") or 0),
+            str(data.get("officer_fingerprint") or ""),
+            int(data.get("checked_at") or 0),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

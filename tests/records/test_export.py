@@ -1,0 +1,186 @@
+"""``sotto records export`` on the officer's machine: the package holds exactly what the
+users' clients displayed (text, sender, every addressee, time, conversation) and
+nothing else, in RSMF 2.0 and EML/MBOX with NARA's CSV; ``verify-package`` re-checks it.
+
+Scenario: a room whose members change (Carol joins, then leaves), a direct
+conversation, a second device of Alice's, an expiring and a burn-on-read message.
+"""
+
+from __future__ import annotations
+
+import email
+import io
+import json
+import mailbox
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sotto.cli import main
+from sotto.client.events import MessageEvent
+from sotto.protocol.content import Text
+from sotto.protocol.conversation import MessageTimers
+from tests.records.archive_support import wait_archived
+from tests.records.test_retention_identity import enable, new_network
+from tests.support.people import add_device, messenger_for, seed_person
+from tests.support.stack import Stack
+
+
+def shown(events: list[Any]) -> dict[str, tuple[str, str, str, int | None]]:
+    return {
+        e.message_id: (e.text, e.sender_user_id, e.conversation_id, e.server_time)
+        for e in events
+        if isinstance(e, MessageEvent)
+    }
+
+
+@pytest.fixture(scope="module")
+def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    home = tmp_path_factory.mktemp("export-home")
+    network = new_network(stack, "Exported")
+    enable(stack, network)
+    alice, bob, carol = (seed_person(stack, network) for _ in range(3))
+    alice_phone = add_device(stack, alice)
+    displayed: dict[str, tuple[str, str, str, int | None]] = {}
+    addressees: dict[str, set[str]] = {}
+    with messenger_for(stack, home, alice.devices[0]) as a:
+        room = a.create_room("ops", [bob.user_id])
+        sent = a.send(room, Text("room, before carol"))
+        addressees[sent.message_id] = {bob.user_id}
+        a.add_members("#ops", [carol.user_id])
+        sent = a.send(room, Text("carol is here"))
+        addressees[sent.message_id] = {bob.user_id, carol.user_id}
+    with messenger_for(stack, home, carol.devices[0]) as c:
+        displayed |= shown(c.sync(read=True))
+        c.leave(room)
+    with messenger_for(stack, home, bob.devices[0]) as b:
+        displayed |= shown(b.sync(read=True))
+        direct = b.direct(alice.user_id)
+        sent = b.send(
+            direct, Text("expiring, direct"), timers=MessageTimers(expires_in_ms=3_600_000)
+        )
+        addressees[sent.message_id] = {alice.user_id}
+    with messenger_for(stack, home, alice_phone) as phone:
+        displayed |= shown(phone.sync(read=True))
+        sent = phone.send(
+            room, Text("burn after reading"), timers=MessageTimers(burn_after_read_s=30)
+        )
+        addressees[sent.message_id] = {bob.user_id}  # carol left
+    with messenger_for(stack, home, bob.devices[0]) as b:
+        displayed |= shown(b.sync(read=True))
+    with messenger_for(stack, home, alice.devices[0]) as a:
+        displayed |= shown(a.sync(read=True))
+    wait_archived(stack, network, "envelope", len(addressees))
+    return {
+        "network": network,
+        "displayed": displayed,
+        "addressees": addressees,
+        "room": room,
+        "direct": direct,
+        "carol": carol.user_id,
+    }
+
+
+def export(stack: Stack, scenario: dict[str, Any], out: Path, fmt: str, *extra: str) -> int:
+    return main(
+        [
+            "records",
+            "--server",
+            str(stack.log_path.parent),
+            "export",
+            scenario["network"],
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
+
+
+def csv_rows(out: Path) -> list[dict[str, str]]:
+    lines = (out / "metadata.csv").read_text().splitlines()
+    header = lines[0].split("|")
+    return [dict(zip(header, line.split("|"), strict=True)) for line in lines[1:]]
+
+
+def test_the_eml_export_holds_exactly_what_clients_displayed(stack, scenario, tmp_path):
+    out = tmp_path / "eml"
+    assert export(stack, scenario, out, "eml") == 0
+    rows = {row["message_id"]: row for row in csv_rows(out)}
+    displayed = scenario["displayed"]
+    assert set(rows) == set(displayed)  # nothing more, nothing less
+    messages = {}
+    for path in (out / "mbox").glob("*.mbox"):
+        for message in mailbox.mbox(str(path)):
+            mid = message["Message-ID"].strip("<>").split("@")[0]
+            messages[mid] = message
+    for mid, (text, sender, cid, server_time) in displayed.items():
+        row = rows[mid]
+        assert (row["sender"], row["conversation_id"]) == (sender, cid)
+        assert set(row["addressees"].split(";")) == scenario["addressees"][mid]
+        assert str(messages[mid].get_payload()).strip() == text
+        assert email.utils.parsedate_to_datetime(messages[mid]["Date"]).timestamp() == int(
+            server_time / 1000
+        )
+    report = json.loads((out / "verification_report.json").read_text())
+    assert report["problems"] == []
+    assert report["signatures_checked"] >= len(displayed)
+    assert main(["records", "verify-package", str(out)]) == 0
+
+
+def test_the_rsmf_export_is_rsmf_2_and_filters_by_user_and_conversation(stack, scenario, tmp_path):
+    out = tmp_path / "rsmf"
+    assert export(stack, scenario, out, "rsmf", "--user", scenario["carol"]) == 0
+    (path,) = (out / "rsmf").glob("*.rsmf")  # carol: the room only, one day
+    wrapper = email.message_from_bytes(path.read_bytes())
+    assert wrapper["X-RSMF-Version"] == "2.0.0"
+    # Carol was addressed only while she was a member: one message.
+    assert wrapper["X-RSMF-EventCount"] == "1"
+    (attachment,) = [p for p in wrapper.walk() if p.get_filename() == "rsmf.zip"]
+    payload = attachment.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    bundle = zipfile.ZipFile(io.BytesIO(payload))
+    manifest = json.loads(bundle.read("rsmf_manifest.json"))
+    assert manifest["conversations"][0]["type"] == "channel"
+    texts = [event["body"] for event in manifest["events"]]
+    assert texts == ["carol is here"]
+    assert {p["id"] for p in manifest["participants"]} >= {scenario["carol"]}
+    assert main(["records", "verify-package", str(out)]) == 0
+
+
+def test_verify_package_names_an_altered_or_added_file(stack, scenario, tmp_path, capsys):
+    out = tmp_path / "pkg"
+    assert export(stack, scenario, out, "eml", "--conversation", scenario["direct"]) == 0
+    csv = out / "metadata.csv"
+    assert len(csv_rows(out)) == 1  # the direct conversation's one message
+    csv.write_text(csv.read_text().replace("direct", "room"))
+    (out / "extra.txt").write_text("planted")
+    capsys.readouterr()
+    assert main(["records", "--json", "verify-package", str(out)]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert "metadata.csv: altered (SHA-256 differs)" in problems
+    assert "extra.txt: not in SHA256SUMS" in problems
+
+
+def test_legal_holds_cover_the_segments_of_a_conversation_and_release_removes_them(stack, scenario):
+    from sotto.client.server import from_endpoints
+    from sotto.records.archive_store import archive_store
+    from tests.records.archive_support import segments
+
+    server = from_endpoints(stack.log_path.parent / "endpoints.json")
+    store = archive_store(str(stack.log_path.parent), server, None, None)
+    args = ["records", "--server", str(stack.log_path.parent)]
+    assert main([*args, "hold", scenario["network"], "--conversation", scenario["direct"]]) == 0
+    held = {key for key, _ in segments(stack, scenario["network"]) if store.legal_hold(key)}
+    with_direct = {
+        key
+        for key, segment in segments(stack, scenario["network"])
+        if any(r["conversation_id"] == scenario["direct"] for r in segment.records)
+    }
+    assert held == with_direct
+    assert held  # the direct conversation's message and log are archived
+    assert main([*args, "release", scenario["network"], "--conversation", scenario["direct"]]) == 0
+    assert not any(store.legal_hold(key) for key in held)
