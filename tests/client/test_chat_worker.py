@@ -3,11 +3,15 @@ runs the screen's commands between polls, and rides out a lost connection."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from types import SimpleNamespace
 from typing import Any, cast
 
+from textual.widgets import Static
+
+from sotto.client.chat_app import ChatApp
 from sotto.client.chat_worker import Banner, ChatWorker, News, Sent, Status
 from sotto.client.errors import ConnectionLost
 from sotto.client.messaging import SentMessage
@@ -75,3 +79,22 @@ def test_worker_reads_nothing_itself_and_reconnects_after_a_lost_socket() -> Non
     assert banner.text.startswith("Data Retention Turned On")
     [sent] = [n for n in news if isinstance(n, Sent)]
     assert (sent.conversation_id, sent.line.text, sent.line.outgoing) == ("dm-1", "hello", True)
+
+
+def test_the_app_shows_data_retention_above_every_conversation() -> None:
+    fake = FakeMessenger()
+    fake.lose_next_poll = False
+    app = ChatApp(cast(Any, fake), None)
+
+    async def session() -> None:
+        async with app.run_test(size=(100, 30)) as pilot:
+            banner = app.query_one("#banner", Static)
+            deadline = time.monotonic() + 10
+            while not banner.display:
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)
+            assert str(banner.render()).startswith("Data Retention Turned On")
+            await pilot.press("ctrl+q")
+
+    asyncio.run(session())
+    assert app.worker.finished.wait(10)
