@@ -360,8 +360,17 @@ def _add_messaging_commands(commands: Any) -> None:
     _profile_option(listen)
     listen.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    chat = commands.add_parser("chat", help="interactive conversation (Ctrl-D ends)")
-    chat.add_argument("target", metavar="USER|#ROOM", help=target_help)
+    chat = commands.add_parser(
+        "chat", help="full-screen chat: every conversation, unread counts (Ctrl-Q ends)"
+    )
+    chat.add_argument(
+        "target", nargs="?", metavar="USER|#ROOM", help=f"open this one first: {target_help}"
+    )
+    chat.add_argument(
+        "--plain",
+        action="store_true",
+        help="line mode for one conversation (Ctrl-D ends); also without a terminal",
+    )
     chat.add_argument(
         "--download", type=Path, metavar="DIR", help="save received files here once verified"
     )
@@ -374,6 +383,14 @@ def _add_messaging_commands(commands: Any) -> None:
     get.add_argument("--out", type=Path, required=True, metavar="PATH", help="never overwritten")
     _profile_option(get)
     _json_option(get)
+
+    history = commands.add_parser("history", help="a conversation's messages on this device")
+    history.add_argument("target", metavar="USER|#ROOM", help=target_help)
+    history.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="only the last N messages"
+    )
+    _profile_option(history)
+    _json_option(history)
 
     conversations = commands.add_parser("conversations", help="this user's conversations")
     _profile_option(conversations)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -16,8 +19,10 @@ from sotto_server.logic.files import (
     MIN_PART_SIZE,
     FileLimits,
     file_limits,
+    format_size,
     part_size_for,
 )
+from sotto_server.logic.policy import PolicyDocuments
 
 MIB = 1024 * 1024
 
@@ -31,10 +36,42 @@ def test_part_size_is_8_mib_until_a_file_needs_more_than_1000_parts() -> None:
     assert -(-big // size) <= MAX_PARTS
 
 
+class Documents:
+    """A directory holding the given policy documents (``PolicyStore``)."""
+
+    def __init__(self, network: dict[str, Any], groups: dict[str, dict[str, Any]]) -> None:
+        self.documents = PolicyDocuments(network, groups)
+
+    def policy_documents(self, network_id: str, groups: Iterable[str]) -> PolicyDocuments:
+        return PolicyDocuments(
+            self.documents.network, {g: self.documents.groups[g] for g in groups}
+        )
+
+    def user_groups(self, user_id: str) -> frozenset[str] | None:
+        return frozenset(self.documents.groups)
+
+
+def limits_under(network: dict[str, Any], **groups: dict[str, Any]) -> FileLimits:
+    stores = cast(Any, SimpleNamespace(directory=Documents(network, groups)))
+    caller = cast(Any, SimpleNamespace(network_id="net-x", user_id="usr-x", user=None))
+    return file_limits(stores, caller)
+
+
 def test_default_policy_allows_files_to_5_gib_and_locations() -> None:
-    limits = file_limits("net-x", "usr-x")
+    limits = limits_under({})
     assert limits == FileLimits(files_allowed=True, max_file_bytes=5 * 1024**3)
     assert limits.location_allowed
+
+
+def test_the_strictest_policy_sets_the_file_limits_and_says_whose() -> None:
+    limits = limits_under({"max_file_bytes": 2 * 1024**3}, ops={"max_file_bytes": 10 * MIB})
+    assert limits.max_file_bytes == 10 * MIB
+    assert limits.whose == "security group ops's"
+    assert not limits_under({"files_allowed": False}).files_allowed
+    assert not limits_under({}, ops={"location_allowed": False}).location_allowed
+    assert format_size(10 * MIB) == "10 MiB"
+    assert format_size(5 * 1024**3) == "5 GiB"
+    assert format_size(1536) == "1.5 KiB"
     # The stored stream of the largest file fits, at any chunk size.
     assert encrypted_size(limits.max_file_bytes, 4096) <= limits.max_object_bytes
 

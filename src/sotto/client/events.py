@@ -12,8 +12,9 @@ from typing import Any
 
 from .render import format_time
 from .sanitize import sanitize, sanitize_block
+from .store import StoredMessage
 
-__all__ = ["Event", "MessageEvent", "NoticeEvent", "ReceiptEvent"]
+__all__ = ["Event", "MessageEvent", "NoticeEvent", "ReceiptEvent", "event_of"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,22 @@ class NoticeEvent:
 
 
 Event = MessageEvent | ReceiptEvent | NoticeEvent
+
+
+def event_of(cid: str, name: str, message: StoredMessage, sender: str = "") -> MessageEvent:
+    """A stored message as the event ``listen`` would have reported for it."""
+    return MessageEvent(
+        conversation_id=cid,
+        conversation=name,
+        seq=message.seq,
+        sender_user_id=message.sender_user_id,
+        sender_device_id=message.sender_device_id,
+        text=message.text,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        server_time=message.server_time,
+        expires_at=message.expires_at,
+        burn_after_read_s=message.burn_after_read_s,
+        outgoing=message.outgoing,
+        sender=sender,
+    )

@@ -1,5 +1,5 @@
-"""The messaging commands of the ``sotto`` CLI: send, listen, chat, conversations, room,
-verify, contacts.
+"""The messaging commands of the ``sotto`` CLI: send, listen, chat, history, conversations,
+room, verify, contacts.
 
 Naming people and rooms (kept simple on purpose):
 
@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -34,15 +35,16 @@ from rich.progress import (
 
 from sotto.protocol.content import Text
 
-from .errors import ClientError, UsageError
-from .events import Event, MessageEvent, NoticeEvent
+from .errors import ClientError, MessagingError, UsageError
+from .events import Event, MessageEvent, NoticeEvent, event_of
 from .files import parse_coordinates, printable
 from .listening import follow
 from .messaging import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
-from .render import format_time, render_json, render_table
+from .render import format_time, local_time, render_json, render_table
 from .retention import notice_text
-from .sanitize import sanitize
+from .sanitize import sanitize, sanitize_block
+from .store import StoredMessage
 
 __all__ = ["MESSAGING_HANDLERS"]
 
@@ -197,6 +199,27 @@ def _files(args: argparse.Namespace) -> None:
 
 
 def _chat(args: argparse.Namespace) -> None:
+    """The full-screen app on a terminal; the line mode with ``--plain`` or without a TTY."""
+    if args.plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if args.target is None:
+            raise UsageError("the line-mode chat needs a conversation: sotto chat USER|#ROOM")
+        _line_chat(args)
+        return
+    from .chat_app import ChatApp  # Textual loads only for the full-screen chat
+
+    with _messenger(args) as messenger:
+        start = messenger.resolve(args.target) if args.target else None
+        app = ChatApp(messenger, start)
+        try:
+            app.run()
+        finally:
+            # The worker thread is the Messenger's only caller: closing waits for it to end.
+            app.worker.stop()
+            if app.worker.started.is_set():
+                app.worker.finished.wait(60)
+
+
+def _line_chat(args: argparse.Namespace) -> None:
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read_stdin() -> None:
@@ -217,11 +240,11 @@ def _chat(args: argparse.Namespace) -> None:
         def here(events: list[Event]) -> list[Event]:
             return _downloads(messenger, [e for e in events if _here(e, cid)], args.download)
 
-        _emit(here(messenger.sync(read=True)), False)
+        _show_here(messenger, here(messenger.sync()), cid)
         threading.Thread(target=read_stdin, daemon=True).start()
         try:
             while True:
-                _emit(here(messenger.poll(0.2, read=True)), False)
+                _show_here(messenger, here(messenger.poll(0.2)), cid)
                 while not lines.empty():
                     text = lines.get()
                     if text is None:
@@ -235,6 +258,78 @@ def _chat(args: argparse.Namespace) -> None:
 
 def _here(event: Event, cid: str) -> bool:
     return event.conversation_id in (cid, None)
+
+
+def _show_here(messenger: Messenger, events: list[Event], cid: str) -> None:
+    """Print this conversation's events and mark only those read: other conversations'
+    messages were fetched as delivered and stay unread for ``sotto chat`` to show."""
+    shown = [e for e in events if _here(e, cid)]
+    _emit(shown, False)
+    if any(isinstance(e, MessageEvent) for e in shown):
+        messenger.mark_read(shown)
+
+
+def _history(args: argparse.Namespace) -> None:
+    """This device's stored messages of one conversation, oldest first (nothing is fetched)."""
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    with _messenger(args) as messenger:
+        with messenger.operation():
+            cid = _local_conversation(messenger, args.target)
+            name = messenger.display_name(messenger.state.conversations[cid])
+        messages = messenger.history(cid)
+        if args.limit is not None:
+            messages = messages[-args.limit :]
+        if args.json:
+            print(render_json([_history_json(messenger, cid, name, m) for m in messages]))
+            return
+        if not messages:
+            print(f"no messages with {sanitize(name)} on this device")
+        for message in messages:
+            print(_history_text(messenger, message))
+
+
+def _local_conversation(messenger: Messenger, target: str) -> str:
+    """The conversation ``target`` names among those this device has (none is created)."""
+    state = messenger.state
+    if target.startswith("#"):
+        record = state.room(target[1:])
+        if record is None:
+            raise MessagingError(f"no room named {target!r} on this device")
+        return record.conversation_id
+    if target in state.conversations:
+        return target
+    user_id = messenger.resolve_user(target)
+    for record in state.conversations.values():
+        if record.kind == "direct" and record.peer == user_id:
+            return record.conversation_id
+    raise MessagingError(f"no conversation with {target!r} on this device")
+
+
+def _history_json(
+    messenger: Messenger, cid: str, name: str, message: StoredMessage
+) -> dict[str, Any]:
+    # The shape of a ``listen --json`` message, plus what this device knows of it.
+    value = event_of(cid, name, message, messenger.name_of(message.sender_user_id)).to_json()
+    value.update(
+        outgoing=message.outgoing, read_at=message.first_read_at, receipts=dict(message.receipts)
+    )
+    return value
+
+
+def _history_text(messenger: Messenger, message: StoredMessage) -> str:
+    when = local_time(message.server_time or message.timestamp, full=True)
+    who = sanitize(messenger.name_of(message.sender_user_id))
+    line = sanitize_block(message.text, f"[{when}] <{who}> ")
+    if message.receipts:
+        states = ", ".join(
+            f"{state} by {sanitize(messenger.name_of(user))}"
+            for user, state in sorted(message.receipts.items())
+        )
+        line += f"  ({states})"
+    elif message.outgoing and message.seq is None:
+        line += "  (not confirmed by the server yet)"
+    return line
 
 
 def _conversations(args: argparse.Namespace) -> None:
@@ -315,6 +410,7 @@ MESSAGING_HANDLERS = {
     "send": _send,
     "listen": _listen,
     "chat": _chat,
+    "history": _history,
     "conversations": _conversations,
     "room": _room,
     "verify": _verify,

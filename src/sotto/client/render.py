@@ -8,13 +8,14 @@ milliseconds, and a list of objects is a table.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from .sanitize import sanitize
 
-__all__ = ["format_time", "render", "render_json", "render_table"]
+__all__ = ["format_time", "local_time", "render", "render_json", "render_table"]
 
 # Keys and certificates are kilobytes of base64: noise on a terminal, kept for --json.
 _BINARY_FIELDS = frozenset({"identity_key", "certificate", "signing_key", "device_key"})
@@ -26,6 +27,15 @@ def render_json(value: Any) -> str:
 
 def format_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def local_time(ms: int, *, now_ms: int | None = None, full: bool = False) -> str:
+    """``HH:MM`` today, else the date too; ``full`` adds seconds and the zone (history)."""
+    when = datetime.fromtimestamp(ms / 1000).astimezone()
+    if full:
+        return when.strftime("%Y-%m-%d %H:%M:%S %Z")
+    today = datetime.fromtimestamp((now_ms or time.time() * 1000) / 1000).astimezone().date()
+    return when.strftime("%H:%M" if when.date() == today else "%Y-%m-%d %H:%M")
 
 
 def _scalar(key: str, value: Any) -> str:
