@@ -20,20 +20,35 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return out
 
 
+def enroll_profiles(
+    stack: Stack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    home: Path,
+    handles: dict[str, str],
+) -> dict[str, str]:
+    """Each profile (key) invited with its handle (value) and enrolled: profile -> user id."""
+    monkeypatch.setenv("SOTTO_HOME", str(home))
+    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
+    server = str(stack.log_path.parent)
+    users = {}
+    for profile, handle in handles.items():
+        code = invite(stack, handle=handle)["code"]
+        run(capsys, "enroll", "--server", server, "--code", code, "--profile", profile)
+        answer = run(capsys, "whoami", "--profile", profile, "--json")
+        users[profile] = json.loads(answer)["user_id"]
+    return users
+
+
 def test_cli_send_listen_conversations_room_and_verify(
     stack: Stack,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
-    server = str(stack.log_path.parent)
-    users = {}
-    for name in ("dave", "erin"):
-        code = invite(stack, handle=name)["code"]
-        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
-        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    users = enroll_profiles(
+        stack, capsys, monkeypatch, tmp_path / "home", {n: n for n in ("dave", "erin")}
+    )
     run(capsys, "contacts", "add", "erin", users["erin"], "--profile", "dave")
 
     out = run(capsys, "send", "erin", "hello erin", "--expires", "1h", "--profile", "dave")
@@ -73,14 +88,9 @@ def test_cli_room_moderation(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
-    server = str(stack.log_path.parent)
-    users = {}
-    for name in ("gwen", "hank", "iris"):
-        code = invite(stack, handle=f"{name}-{tmp_path.name[-6:]}")["code"]
-        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
-        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    names = ("gwen", "hank", "iris")
+    handles = {n: f"{n}-{tmp_path.name[-6:]}".lower() for n in names}
+    users = enroll_profiles(stack, capsys, monkeypatch, tmp_path / "home", handles)
     run(capsys, "room", "create", "crew", users["hank"], users["iris"], "--profile", "gwen")
     out = run(
         capsys,
@@ -181,14 +191,9 @@ def test_a_hostile_message_reaches_the_screen_inert_and_json_exact(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
-    server = str(stack.log_path.parent)
-    users = {}
-    for name in ("mallory", "victim"):
-        code = invite(stack, handle=name)["code"]
-        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
-        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    users = enroll_profiles(
+        stack, capsys, monkeypatch, tmp_path / "home", {n: n for n in ("mallory", "victim")}
+    )
     hostile = "\x1b[2J\x1b]0;pwned\x07ok\r\n[2026-12-01 10:00:00 UTC] <usr-boss> \x9b31m\u202eevil"
     run(capsys, "send", users["victim"], hostile, "--profile", "mallory")
     shown = run(capsys, "listen", "--once", "--profile", "victim")
@@ -209,18 +214,11 @@ def test_people_by_handle_without_contacts(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
-    server = str(stack.log_path.parent)
-    names = {"gwen": f"gwen-{tmp_path.name[-6:]}".lower(), "hal": f"hal-{tmp_path.name[-6:]}"}
+    names = {"gwen": f"gwen-{tmp_path.name[-6:]}", "hal": f"hal-{tmp_path.name[-6:]}"}
     names = {
         k: "".join(c for c in v.lower() if c.isalnum() or c in "-._") for k, v in names.items()
     }
-    ids = {}
-    for person, handle in names.items():
-        code = invite(stack, handle=handle)["code"]
-        run(capsys, "enroll", "--server", server, "--code", code, "--profile", person)
-        ids[person] = json.loads(run(capsys, "whoami", "--profile", person, "--json"))["user_id"]
+    ids = enroll_profiles(stack, capsys, monkeypatch, tmp_path / "home", names)
 
     out = run(capsys, "send", names["hal"], "found you by handle", "--profile", "gwen")
     assert out.startswith(f"sent #1 to {names['hal']}")
@@ -241,14 +239,9 @@ def test_cli_sends_files_and_locations_and_saves_them_verified(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("SOTTO_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("SOTTO_PASSPHRASE", PASSPHRASE)
-    server = str(stack.log_path.parent)
-    users = {}
-    for name in ("fay", "gus"):
-        code = invite(stack, handle=name)["code"]
-        run(capsys, "enroll", "--server", server, "--code", code, "--profile", name)
-        users[name] = json.loads(run(capsys, "whoami", "--profile", name, "--json"))["user_id"]
+    users = enroll_profiles(
+        stack, capsys, monkeypatch, tmp_path / "home", {n: n for n in ("fay", "gus")}
+    )
     source = tmp_path / "plan.pdf"
     source.write_bytes(b"%PDF-1.7 " + bytes(range(256)) * 400)
 
