@@ -8,6 +8,7 @@ in the cloud.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -107,7 +108,7 @@ def presigned_refusal(query: str, now: float) -> str | None:
 class MotoServer:
     """moto on 127.0.0.1, on a port the OS chooses, serving one request at a time."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, *, speedups: bool = True) -> None:
         # moto is heavy to import; only the local stack needs it.
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
@@ -125,11 +126,10 @@ class MotoServer:
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.endpoint = ""
+        self._speedups = fast_moto() if speedups else contextlib.nullcontext()
 
     def start(self) -> str:
-        # For the life of the process: the local stack owns its moto.
-        self._speedups = fast_moto()
-        self._speedups.__enter__()
+        self._speedups.__enter__()  # for the life of the server: the local stack owns its moto
         self._thread.start()
         host, port = self._server.server_address[:2]
         self.endpoint = f"http://{host!s}:{port}"

@@ -10,11 +10,18 @@ clients to time out (and a 1000-member room unbuildable):
   transaction takes hundreds of milliseconds, a 100-item one tens of seconds.
 - ``Query`` sorts every item of the table (``Table.all_items()``) and scans
   them to find one partition's items, on the table's key or an index's.
+- Every attribute value of every answer goes through moto's generic,
+  model-driven serializer, which tries each of the ten members of the
+  ``AttributeValue`` union under several spellings: reading a hundred
+  certificates (``BatchGetItem``) costs tens of milliseconds of CPU in the
+  stand-in, where DynamoDB answers in a few.
 
 While ``fast_moto()`` is active, a transaction snapshots only the items it
-names (restored if it is cancelled) instead of copying tables, and a
+names (restored if it is cancelled) instead of copying tables, a
 Query starts from its partition's items (an index's by a plain filter,
-moto keeping no index structure) rather than from the sorted table. A
+moto keeping no index structure) rather than from the sorted table, and
+attribute values (DynamoDB and its streams) are written to the JSON answer
+directly, in DynamoDB's wire form. A
 cancelled transaction also drops the stream records moto wrote while
 applying it (DynamoDB streams only what commits). The local stack serves one
 moto request at a time, so DynamoDB's all-or-nothing semantics hold.
@@ -24,6 +31,7 @@ not what the handlers send.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,8 +115,30 @@ def _index_partition(table: Any, conditions: list[tuple[str, Any]]) -> list[Any]
     ]
 
 
+_ATTRIBUTE_SERVICES = frozenset({"dynamodb", "dynamodbstreams"})
+
+
+def _wire(value: dict[str, Any]) -> dict[str, Any]:
+    """One attribute value as DynamoDB's JSON has it (moto hands binaries over as bytes)."""
+    ((kind, inner),) = value.items()
+    if kind == "B":
+        return {"B": _b64(inner)}
+    if kind == "BS":
+        return {"BS": [_b64(v) for v in inner]}
+    if kind == "M":
+        return {"M": {k: _wire(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_wire(v) for v in inner]}
+    return {kind: inner}  # S, N, SS, NS, BOOL, NULL: already their wire form
+
+
+def _b64(value: bytes | str) -> str:
+    return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
 @contextmanager
 def fast_moto() -> Iterator[None]:
+    from moto.core.serialize import BaseJSONSerializer
     from moto.dynamodb import models
     from moto.dynamodb.models.table import Table
 
@@ -139,12 +169,31 @@ def fast_moto() -> Iterator[None]:
             snapshot.restore()
             raise
 
+    original_serialize = BaseJSONSerializer._serialize
+    own_serialize = "_serialize" in vars(BaseJSONSerializer)  # else inherited
+
+    def serialize(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if (
+            shape.name == "AttributeValue"
+            and isinstance(value, dict)
+            and len(value) == 1
+            and self.operation_model.service_model.service_name in _ATTRIBUTE_SERVICES
+        ):
+            self._default_serialize(serialized, _wire(value), shape, key)
+        else:
+            original_serialize(self, serialized, value, shape, key)
+
     setattr(models, "copy", _NoTableCopies(Table))  # noqa: B010
     backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
     Table.query = query  # type: ignore[method-assign]
+    BaseJSONSerializer._serialize = serialize  # type: ignore[method-assign]
     try:
         yield
     finally:
+        if own_serialize:
+            BaseJSONSerializer._serialize = original_serialize  # type: ignore[method-assign]
+        else:
+            del BaseJSONSerializer._serialize
         Table.query = original_query  # type: ignore[method-assign]
         backend_class.transact_write_items = original  # type: ignore[method-assign]
         setattr(models, "copy", original_copy)  # noqa: B010
