@@ -149,3 +149,68 @@ def test_session_gives_up_when_no_answer_comes() -> None:
     s, _ = session([])
     with pytest.raises(SessionError, match="no answer to ping"):
         s.request("ping", timeout=0.1)
+
+
+class PipelinedConnection:
+    """Holds every request and answers the newest first (out of order) or the oldest."""
+
+    def __init__(self, fail: set[int] | None = None, *, newest_first: bool = True) -> None:
+        self.newest_first = newest_first
+        self.sent: list[dict[str, Any]] = []
+        self.held: list[dict[str, Any]] = []
+        self.most_in_flight = 0
+        self.fail = fail or set()
+
+    def send(self, data: Any) -> None:
+        frame = json.loads(data)
+        self.sent.append(frame)
+        self.held.append(frame)
+        self.most_in_flight = max(self.most_in_flight, len(self.held))
+
+    def recv(self, timeout: float | None = None) -> str:
+        if not self.held:
+            raise TimeoutError
+        frame = self.held.pop(-1 if self.newest_first else 0)
+        number = frame["n"]
+        if number in self.fail:
+            return json.dumps({"action": "error", "id": frame["id"], "code": "rate_limited"})
+        return json.dumps({"action": "echo", "id": frame["id"], "n": number})
+
+    def close(self) -> None:
+        pass
+
+
+def test_request_many_keeps_a_window_in_flight_and_answers_in_request_order() -> None:
+    fake = PipelinedConnection()
+    answered: dict[int, list[dict[str, Any]]] = {}
+    Session(cast(Any, fake)).request_many("echo", [{"n": n} for n in range(20)], answered, window=4)
+    assert [answered[i][0]["n"] for i in range(20)] == list(range(20))
+    assert fake.most_in_flight == 4
+    assert len({f["id"] for f in fake.sent}) == 20
+
+
+def test_request_many_skips_what_was_answered_before_a_reconnect() -> None:
+    fake = PipelinedConnection()
+    answered: dict[int, list[dict[str, Any]]] = {0: [{"n": 0}], 2: [{"n": 2}]}
+    Session(cast(Any, fake)).request_many("echo", [{"n": n} for n in range(4)], answered)
+    assert sorted(f["n"] for f in fake.sent) == [1, 3]
+    assert sorted(answered) == [0, 1, 2, 3]
+
+
+def test_request_many_raises_an_error_once_the_requests_in_flight_are_answered() -> None:
+    fake = PipelinedConnection(fail={1}, newest_first=False)
+    s = Session(cast(Any, fake))
+    answered: dict[int, list[dict[str, Any]]] = {}
+    with pytest.raises(FrameError) as raised:
+        s.request_many("echo", [{"n": n} for n in range(10)], answered, window=3)
+    assert raised.value.code == "rate_limited"
+    # Nothing more is sent after the error; what was in flight was answered, not left as pushes.
+    assert not fake.held and not s.pushes
+    assert [f["n"] for f in fake.sent] == [0, 1, 2, 3]
+    assert 1 not in answered and all(answered[i][0]["n"] == i for i in answered)
+
+
+def test_request_many_raises_at_once_on_an_error_without_id() -> None:
+    s, _ = session([{"action": "error", "message": "Internal server error"}])
+    with pytest.raises(FrameError):
+        s.request_many("echo", [{"n": 0}], {})

@@ -648,29 +648,41 @@ class ConversationsStore(SingleTableStore):
         """Note that ``recipients`` got the device's chain ``chain_id``.
 
         A new chain id replaces the record; the same one accumulates recipients
-        over the several frames a large room's distribution takes.
+        over the several frames a large room's distribution takes, which may
+        be stored concurrently: each step is conditional on what it found, so
+        no frame's recipients are lost to another's.
         """
         chain_key = key(f"CONV#{cid}", f"CHAIN#{device_id}")
-        devices: AttributeValueTypeDef = {"SS": sorted(recipients)}
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=chain_key,
-                UpdateExpression="ADD devices :d",
-                ConditionExpression="chain_id = :c",
-                ExpressionAttributeValues={":d": devices, ":c": {"B": chain_id}},
-            )
-        except ClientError as error:
-            if error_code(error) != "ConditionalCheckFailedException":
-                raise
-            self._client.put_item(
-                TableName=self._table,
-                Item={
-                    **chain_key,
-                    "chain_id": {"B": chain_id},
-                    "devices": {"SS": sorted(recipients)},
-                },
-            )
+        values: dict[str, AttributeValueTypeDef] = {
+            ":d": {"SS": sorted(recipients)},
+            ":c": {"B": chain_id},
+        }
+        for _ in range(3):
+            try:
+                self._client.update_item(
+                    TableName=self._table,
+                    Key=chain_key,
+                    UpdateExpression="ADD devices :d",
+                    ConditionExpression="chain_id = :c",
+                    ExpressionAttributeValues=values,
+                )
+                return
+            except ClientError as error:
+                if error_code(error) != "ConditionalCheckFailedException":
+                    raise
+            try:
+                self._client.put_item(
+                    TableName=self._table,
+                    Item={**chain_key, "chain_id": values[":c"], "devices": values[":d"]},
+                    ConditionExpression="attribute_not_exists(chain_id) OR chain_id <> :c",
+                    ExpressionAttributeValues={":c": values[":c"]},
+                )
+                return
+            except ClientError as error:
+                if error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                # Another frame of this chain recorded it first: add to what it wrote.
+        raise RuntimeError("the chain record kept changing under this distribution")
 
     def put_mail(self, items: Sequence[MailDraft], now_ms: int) -> list[Mail]:
         """Store mail items, 25 per batch; the same item stored again replaces itself.

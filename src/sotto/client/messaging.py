@@ -38,7 +38,7 @@ import hashlib
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -158,6 +158,13 @@ class SessionLike(Protocol):
     def request(self, action: str, **fields: Any) -> dict[str, Any]: ...
 
     def request_parts(self, action: str, **fields: Any) -> list[dict[str, Any]]: ...
+
+    def request_many(
+        self,
+        action: str,
+        requests: Sequence[Mapping[str, Any]],
+        answered: dict[int, list[dict[str, Any]]],
+    ) -> None: ...
 
     def next_push(self, timeout: float) -> dict[str, Any] | None: ...
 
@@ -393,6 +400,25 @@ class Messenger:
     def _call(self, action: str, *, retry: bool = True, **fields: Any) -> dict[str, Any]:
         """One answer; a multi-part one joined (docs/api.md, pagination)."""
         return join_parts(self._call_parts(action, retry=retry, **fields))
+
+    def _call_many(
+        self, action: str, requests: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Several requests of one action in flight at once (``Session.request_many``),
+        each answer joined, in request order. After a lost connection only the
+        requests still unanswered are sent again: each must be safe to repeat.
+        """
+        answered: dict[int, list[dict[str, Any]]] = {}
+        for attempt in range(MAX_RECONNECTS + 1):
+            try:
+                self.session.request_many(action, requests, answered)
+                return [join_parts(answered[i]) for i in range(len(requests))]
+            except ConnectionLost:
+                self._reconnect()
+                if attempt == MAX_RECONNECTS:
+                    raise
+                time.sleep(min(0.2 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")
 
     # -- conversations ---------------------------------------------------------------
 
@@ -1169,20 +1195,28 @@ class Messenger:
     def _prekeys(
         self, conversation: Conversation, needed: list[Address], now: int
     ) -> dict[Address, PrekeyCertificate]:
-        """One prekey per device from ``fetch_bundles`` (100 devices a request), each
-        checked against the member's certificate; a prekey that does not verify is dropped.
+        """One prekey per device from ``fetch_bundles`` (100 devices a request, the
+        requests in flight together), each checked against the member's
+        certificate; a prekey that does not verify is dropped. A request sent
+        again after a lost connection spends prekeys the first one took: the
+        server hands each one-time prekey out once, whoever asks.
         """
         wanted = sorted(set(needed))
+        batches = [
+            wanted[start : start + BUNDLES_PER_REQUEST]
+            for start in range(0, len(wanted), BUNDLES_PER_REQUEST)
+        ]
+        answers = self._call_many(
+            "fetch_bundles",
+            [{"devices": [{"user_id": u, "device_id": d} for u, d in b]} for b in batches],
+        )
+        asked = set(wanted)
         found: dict[Address, PrekeyCertificate] = {}
-        for start in range(0, len(wanted), BUNDLES_PER_REQUEST):
-            batch = wanted[start : start + BUNDLES_PER_REQUEST]
-            answer = self._call(
-                "fetch_bundles", devices=[{"user_id": u, "device_id": d} for u, d in batch]
-            )
+        for answer in answers:
             for bundle in answer.get("bundles") or []:
                 address = (str(bundle.get("user_id")), str(bundle.get("device_id")))
                 member = conversation.members.get(address)
-                if address not in batch or member is None:
+                if address not in asked or member is None:
                     continue
                 try:
                     prekey = PrekeyCertificate.parse(b64d(bundle.get("prekey"), "prekey"))
@@ -1193,16 +1227,24 @@ class Messenger:
         return found
 
     def _deliver(self, item: OutboxItem) -> SentMessage:
-        """Distributions first (40 a frame), then the envelope; same bytes on every retry."""
+        """Distributions first (40 a frame), then the envelope; same bytes on every retry.
+
+        The first distribute frame goes alone and records the new chain; the
+        rest are in flight together (a frame stored twice overwrites itself).
+        """
         if item.distributions and not item.distributed:
-            for start in range(0, len(item.distributions), DISTRIBUTIONS_PER_FRAME):
-                batch = item.distributions[start : start + DISTRIBUTIONS_PER_FRAME]
-                self._call(
-                    "distribute",
-                    conversation_id=item.conversation_id,
-                    chain_id=b64e(item.chain_id),
-                    distributions=[b64e(d) for d in batch],
-                )
+            step = DISTRIBUTIONS_PER_FRAME
+            frames: list[dict[str, Any]] = [
+                {
+                    "conversation_id": item.conversation_id,
+                    "chain_id": b64e(item.chain_id),
+                    "distributions": [b64e(d) for d in item.distributions[start : start + step]],
+                }
+                for start in range(0, len(item.distributions), step)
+            ]
+            self._call("distribute", **frames[0])
+            if len(frames) > 1:
+                self._call_many("distribute", frames[1:])
             item.distributed = True
         fields: dict[str, Any] = {
             "conversation_id": item.conversation_id,

@@ -13,6 +13,7 @@ import os
 import secrets
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,13 @@ from sotto.protocol.keys import SigningKey
 from .errors import ConnectionLost, ConnectRefused, FrameError, ServerUnreachable, SessionError
 from .server import ServerConfig
 
-__all__ = ["DEFAULT_REQUEST_TIMEOUT_S", "MAX_MESSAGE_BYTES", "Session", "join_parts"]
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "MAX_MESSAGE_BYTES",
+    "PIPELINE_WINDOW",
+    "Session",
+    "join_parts",
+]
 
 # API Gateway's WebSocket message limit; frames larger than this never arrive.
 MAX_MESSAGE_BYTES = 128 * 1024
@@ -34,6 +41,10 @@ MAX_MESSAGE_BYTES = 128 * 1024
 MAX_FRAME_BYTES = 32 * 1024
 # A little above the Lambda integration timeout (29 s): a slower answer is not coming.
 DEFAULT_REQUEST_TIMEOUT_S = 35.0
+# Requests of one batch in flight at once (``request_many``): enough to keep a
+# handful of integration calls busy, few enough not to trip API Gateway's
+# per-connection throttling or a device's rate limits in a burst.
+PIPELINE_WINDOW = 8
 OPEN_TIMEOUT_S = 15.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -112,30 +123,59 @@ class Session:
         """Like ``request``, but a multi-part answer (``part``, ``final``) comes back as its
         parts in order (``bundles``, ``sync``, ``conversation_devices``); a plain answer as one.
         """
-        request_id = secrets.token_hex(8)
-        self._send({"action": action, "id": request_id, **fields})
-        deadline = time.monotonic() + timeout
-        parts: dict[int, dict[str, Any]] = {}
-        last_part: int | None = None
-        while True:
-            frame = self._receive(action, deadline)
-            if frame.get("action") == "error" and frame.get("id") in (request_id, None):
-                # An error without an id can only be ours: we have one request in flight.
+        answered: dict[int, list[dict[str, Any]]] = {}
+        self.request_many(action, [fields], answered, window=1, timeout=timeout)
+        return answered[0]
+
+    def request_many(
+        self,
+        action: str,
+        requests: Sequence[Mapping[str, Any]],
+        answered: dict[int, list[dict[str, Any]]],
+        *,
+        window: int = PIPELINE_WINDOW,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
+        """Send ``requests`` of one action, up to ``window`` in flight; put each one's
+        parts in ``answered`` under its index as it completes.
+
+        API Gateway hands each message of a connection to its own integration
+        call, concurrently, so a batch costs about its slowest request rather
+        than the sum. Indexes already in ``answered`` are not sent again (a
+        caller resuming after ``ConnectionLost`` keeps what arrived). An error
+        frame raises ``FrameError`` once every request in flight has been
+        answered, so no late answer is mistaken for a push; an error frame
+        without an id (API Gateway's own) raises at once.
+        """
+        waiting = [i for i in range(len(requests)) if i not in answered]
+        flight: dict[str, tuple[int, float, _Parts]] = {}
+        failure: FrameError | None = None
+        while waiting or flight:
+            while waiting and failure is None and len(flight) < max(1, window):
+                index = waiting.pop(0)
+                request_id = secrets.token_hex(8)
+                self._send({**requests[index], "action": action, "id": request_id})
+                flight[request_id] = (index, time.monotonic() + timeout, _Parts(action))
+            if not flight:
+                break
+            frame = self._receive(action, min(deadline for _, deadline, _ in flight.values()))
+            answer_id = frame.get("id")
+            if frame.get("action") == "error" and answer_id is None:
                 raise _frame_error(action, frame)
-            if frame.get("id") != request_id:
+            if not isinstance(answer_id, str) or answer_id not in flight:
                 self.pushes.append(frame)
                 continue
-            if "part" not in frame and "final" not in frame:
-                return [frame]
-            # Parts are separate frames: wait until every number up to the final one is here.
-            number = frame.get("part", 0)
-            if not isinstance(number, int) or number < 0 or number in parts:
-                raise SessionError(f"server sent a bad {action} part number: {number!r}")
-            parts[number] = frame
-            if frame.get("final") is True:
-                last_part = number
-            if last_part is not None and all(i in parts for i in range(last_part + 1)):
-                return [parts[i] for i in range(last_part + 1)]
+            index, _, parts = flight[answer_id]
+            if frame.get("action") == "error":
+                del flight[answer_id]
+                failure = failure or _frame_error(action, frame)
+                continue
+            complete = parts.add(frame)
+            if complete is not None:
+                del flight[answer_id]
+                answered[index] = complete
+        if failure is not None:
+            raise failure
 
     def next_push(self, timeout: float) -> dict[str, Any] | None:
         """The next frame that answers no request (kept ones first), or None after ``timeout``."""
@@ -184,6 +224,29 @@ class Session:
         except (TypeError, UnicodeDecodeError, json.JSONDecodeError):
             return {"action": "unparseable"}
         return frame if isinstance(frame, dict) else {"action": "unparseable"}
+
+
+class _Parts:
+    """One request's answer as its parts arrive: separate frames, in any order."""
+
+    def __init__(self, action: str) -> None:
+        self._action = action
+        self._parts: dict[int, dict[str, Any]] = {}
+        self._last: int | None = None
+
+    def add(self, frame: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every part in order once all up to the final one are here, else None."""
+        if "part" not in frame and "final" not in frame:
+            return [frame]
+        number = frame.get("part", 0)
+        if not isinstance(number, int) or number < 0 or number in self._parts:
+            raise SessionError(f"server sent a bad {self._action} part number: {number!r}")
+        self._parts[number] = frame
+        if frame.get("final") is True:
+            self._last = number
+        if self._last is None or any(i not in self._parts for i in range(self._last + 1)):
+            return None
+        return [self._parts[i] for i in range(self._last + 1)]
 
 
 def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
