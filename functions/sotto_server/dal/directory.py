@@ -252,6 +252,20 @@ class DirectoryStore(SingleTableStore):
             for (pk, _), item in items.items()
         }
 
+    def device_owners(self, device_ids: Sequence[str]) -> dict[str, tuple[str, str, DeviceStatus]]:
+        """``(user_id, network_id, status)`` of many devices, without their certificates."""
+        items = self._batch_get(
+            [(f"DEVICE#{d}", "DEVICE") for d in device_ids], ("user_id", "network_id", "status")
+        )
+        owners: dict[str, tuple[str, str, DeviceStatus]] = {}
+        for (pk, _), item in items.items():
+            device_id = pk.removeprefix("DEVICE#")
+            status = _DEVICE_STATUSES.get(_s(item, "status"))
+            if status is None:
+                raise ValueError(f"device {device_id} has an unknown status")
+            owners[device_id] = (_s(item, "user_id"), _s(item, "network_id"), status)
+        return owners
+
     def get_device_and_user(
         self, device_id: str, user_id: str
     ) -> tuple[DeviceRecord | None, UserRecord | None]:

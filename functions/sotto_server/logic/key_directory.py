@@ -185,14 +185,14 @@ def fetch_bundles(
     _limit(stores, "fetch_device", caller.device_id, now_ms, rid, cost=len(wanted))
     _limit(stores, "fetch_network", caller.network_id, now_ms, rid, cost=len(wanted))
     directory = stores.directory
-    devices = directory.get_devices([device_id for _, device_id in wanted])
+    owners = directory.device_owners([device_id for _, device_id in wanted])
     unavailable: list[dict[str, Any]] = []
     eligible: list[tuple[str, str]] = []
     for user_id, device_id in wanted:
-        device = devices.get(device_id)
-        if device is None or device.user_id != user_id or device.network_id != caller.network_id:
+        owner = owners.get(device_id)
+        if owner is None or owner[:2] != (user_id, caller.network_id):
             unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "unknown"})
-        elif device.status != "active":
+        elif owner[2] != "active":
             unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "revoked"})
         else:
             eligible.append((user_id, device_id))
