@@ -21,17 +21,7 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING, Any
 
 from sotto.protocol.content import Text
 
@@ -45,6 +35,9 @@ from .render import format_time, local_time, render_json, render_table
 from .retention import notice_text
 from .sanitize import sanitize, sanitize_block
 from .store import StoredMessage
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["MESSAGING_HANDLERS"]
 
@@ -64,6 +57,17 @@ def _emit(events: Iterable[Event], as_json: bool) -> None:
 
 def _progress(quiet: bool, what: str) -> Progress:
     """A bar with rate and ETA on the terminal's stderr; nothing with --json or no terminal."""
+    # rich costs ~15 ms to import: only the file commands pay for it.
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn(what),
         BarColumn(),
