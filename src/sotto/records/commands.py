@@ -96,7 +96,9 @@ def export_command(args: argparse.Namespace, server: ServerConfig, api: AdminApi
         "segments_verified": verified.segments,
     }
     out = Path(args.out)
-    written = write_package(out, network_id, args.format, messages, report, asked)
+    written = write_package(
+        out, network_id, args.format, messages, report, asked, fetch=store.file_stream
+    )
     return {
         "network_id": network_id,
         "format": args.format,
