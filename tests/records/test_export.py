@@ -146,7 +146,7 @@ def test_the_eml_export_holds_exactly_what_clients_displayed(stack, scenario, tm
         assert (row["sender"], row["conversation_id"]) == (sender, cid)
         assert set(row["addressees"].split(";")) == scenario["addressees"][mid]
         (body,) = [p for p in messages[mid].walk() if p.get_content_type() == "text/plain"]
-        assert body.get_payload(decode=True).decode() == text
+        assert body.get_payload(decode=True) == text.encode()
         assert email.utils.parsedate_to_datetime(messages[mid]["Date"]).timestamp() == int(
             server_time / 1000
         )

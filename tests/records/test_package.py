@@ -113,7 +113,7 @@ def test_eml_messages_carry_their_files_as_mime_attachments(tmp_path):
     assert part.get_payload(decode=True) == archive.plain["minutes é.pdf"]
     assert str(part.get_filename()).endswith("minutes é.pdf")
     (text,) = [p for p in second.walk() if p.get_content_type() == "text/plain"]
-    assert text.get_payload(decode=True).decode() == "plain text, ünïcode"
+    assert text.get_payload(decode=True) == "plain text, ünïcode".encode()
     assert verify_package(out) == []
 
 
