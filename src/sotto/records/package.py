@@ -264,8 +264,34 @@ def _write_mime(
     out.write(b"--" + boundary.encode() + b"--" + nl)
 
 
-def _grown(size: int) -> int:
-    return int(size * _B64_GROWTH) + _CONTAINER_OVERHEAD
+def _text_weight(m: ExportedMessage) -> int:
+    """A safe bound on what a message's text adds to a container: the preview, the
+    manifest's JSON (escapes at most 6 bytes per byte), headers, all base64-encoded."""
+    return int((8 * len(m.text.encode()) + 4096) * _B64_GROWTH)
+
+
+def _file_weight(item: _Staged) -> int:
+    return int((item.attachment.size + 1024) * _B64_GROWTH)
+
+
+def _place_outside(
+    m: ExportedMessage, items: Sequence[_Staged], limit: int
+) -> tuple[list[_Staged], list[_Staged]]:
+    """A message's files that fit in a container with it (smallest first), and the rest."""
+    used = _CONTAINER_OVERHEAD + _text_weight(m)
+    inside: list[_Staged] = []
+    outside: list[_Staged] = []
+    for item in sorted(items, key=lambda i: i.attachment.size):
+        if used + _file_weight(item) < limit:
+            inside.append(item)
+            used += _file_weight(item)
+        else:
+            outside.append(item)
+    return inside, outside
+
+
+def _weight(m: ExportedMessage, inside: Sequence[_Staged]) -> int:
+    return _text_weight(m) + sum(_file_weight(s) for s in inside)
 
 
 def _media_type(value: str) -> str:
@@ -314,9 +340,8 @@ def _rsmf_groups(
     current: list[ExportedMessage] = []
     used = _CONTAINER_OVERHEAD
     for m in messages:
-        inside = [s for s in staged.get(m.message_id, []) if _grown(s.attachment.size) < limit]
-        weight = int((3 * len(m.text.encode()) + 2048) * _B64_GROWTH)
-        weight += sum(int((s.attachment.size + 512) * _B64_GROWTH) for s in inside)
+        inside, _rest = _place_outside(m, staged.get(m.message_id, []), limit)
+        weight = _weight(m, inside)
         if current and used + weight >= limit:
             groups.append(current)
             current, used = [], _CONTAINER_OVERHEAD
@@ -457,9 +482,8 @@ def _write_mboxes(
                 for s in staged.get(m.message_id, [])
                 if s.member not in outside.get(m.message_id, {})
             ]
-            weight = int((len(m.text.encode()) + 4096) * _B64_GROWTH)
-            weight += sum(_grown(s.attachment.size) for s in inside)
-            if box is None or (used and used + weight >= limit):
+            weight = _weight(m, inside)
+            if box is None or (used and _CONTAINER_OVERHEAD + used + weight >= limit):
                 if box is not None:
                     box.close()
                 number = len(written) + 1
@@ -532,13 +556,13 @@ def _write(
     placed: list[dict[str, Any]] = []
     # A file no container could hold under the limit goes beside them, in pieces.
     outside: dict[str, dict[str, list[str]]] = {}
-    for of_message in staged.values():
-        for item in of_message:
-            if _grown(item.attachment.size) >= limit:
-                pieces = _outside(item, out, limit)
-                outside.setdefault(item.message_id, {})[item.member] = pieces
-                written += [out / p for p in pieces]
-                placed.append(_placed(item, "attachments", pieces=pieces))
+    by_id = {m.message_id: m for m in messages}
+    for message_id, of_message in staged.items():
+        for item in _place_outside(by_id[message_id], of_message, limit)[1]:
+            pieces = _outside(item, out, limit)
+            outside.setdefault(item.message_id, {})[item.member] = pieces
+            written += [out / p for p in pieces]
+            placed.append(_placed(item, "attachments", pieces=pieces))
     by_conversation: dict[str, list[ExportedMessage]] = {}
     for m in messages:
         by_conversation.setdefault(m.conversation_id, []).append(m)
