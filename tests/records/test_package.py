@@ -122,6 +122,8 @@ def test_no_output_file_reaches_the_limit_and_a_huge_file_goes_beside_in_pieces(
     limit = 200_000
     messages = [message(n, f"file {n}", archive.attach(f"f{n}.bin", 40_000)) for n in range(1, 7)]
     messages.append(message(7, "the big one", archive.attach("big.bin", 450_000)))
+    # Text whose JSON escapes are six times its size, beside a file that nearly fills a file.
+    messages.append(message(8, "\x01" * 3_000, archive.attach("near.bin", 60_000)))
     for fmt in ("rsmf", "eml"):
         out = tmp_path / fmt
         written = write_package(
@@ -141,7 +143,7 @@ def test_no_output_file_reaches_the_limit_and_a_huge_file_goes_beside_in_pieces(
         assert len(pieces) == 3
         assert b"".join(p.read_bytes() for p in pieces) == archive.plain["big.bin"]
         report = json.loads((out / "verification_report.json").read_text())
-        assert len(report["attachments"]) == 7
+        assert len(report["attachments"]) == 8
         assert verify_package(out) == []
     events = sorted(
         (
@@ -152,7 +154,7 @@ def test_no_output_file_reaches_the_limit_and_a_huge_file_goes_beside_in_pieces(
         key=lambda event: str(event["timestamp"]),
     )
     assert [e["body"] for e in events] == [m.text for m in messages]  # every event, once
-    big = events[-1]
+    big = events[-2]
     assert big["attachments"] == []
     assert any(c["name"] == "attachment_outside_rsmf" for c in big["custom"])
 

@@ -158,7 +158,7 @@ def _stage(
                     f"({getattr(error, 'code', type(error).__name__)}); left out"
                 )
                 continue
-            member = f"{m.message_id[:16]}-{index + 1}-{sanitise_name(attachment.name)}"
+            member = f"{m.message_id}-{index + 1}-{sanitise_name(attachment.name)}"
             staged.setdefault(m.message_id, []).append(
                 _Staged(m.message_id, attachment, path, digest, member)
             )
