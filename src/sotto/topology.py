@@ -662,6 +662,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             "MessagesTable": ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem"),
         },
         buckets_write=("ArchiveBucket",),
+        # Files the archived messages name: read (HeadObject for the size, CopyObject's
+        # source) under the file prefix only; the copy itself is a PutObject above.
+        s3_actions={"AttachmentsBucket": ("GetObject",)},
         timeout_seconds=120,
         memory_mb=1024,
         stream_source=StreamSourceSpec(
@@ -673,8 +676,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
             batching_window_s=1,
         ),
         purpose=(
-            "Messages stream: envelopes, retention key distributions and membership operations "
-            "of retaining networks into hash-chained, Object-Locked archive segments."
+            "Messages stream: envelopes (and copies of their files), retention key "
+            "distributions and membership operations of retaining networks into "
+            "hash-chained, Object-Locked archive segments."
         ),
     ),
     FunctionSpec(

@@ -10,6 +10,8 @@ and bucket, as a retried or bisected stream batch would.
 from __future__ import annotations
 
 import base64
+import hashlib
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,7 @@ def stores(stack: Stack) -> archiver.ArchiverStores:
         objects=ArchiveObjects(
             stack.client("s3"), bucket(stack), stack.endpoints["resources"]["keys"]["ArchiveKey"]
         ),
+        files_bucket=stack.endpoints["resources"]["buckets"]["AttachmentsBucket"],
     )
 
 
@@ -155,3 +158,74 @@ def test_replayed_reordered_and_interrupted_batches_archive_each_record_once(
     top = head(stack, network)
     assert top is not None
     assert check_chain(segments(stack, network), (top.segment, top.manifest_hash)) == []
+
+
+def test_a_sent_file_is_copied_into_the_archive_under_lock_with_its_sha256(stack, home):
+    network = new_network(stack, "Archived files")
+    alice, _bob, cid = room(stack, network, home)
+    enable(stack, network)
+    source = home / "report.pdf"
+    source.write_bytes(secrets.token_bytes(300_000))
+    with messenger_for(stack, home, alice.devices[0]) as messenger:
+        messenger.send_file(cid, source)
+    (envelope,) = wait_archived(stack, network, "envelope", 1)
+    (entry,) = envelope["files"]
+    s3 = stack.client("s3")
+    attachments = stack.endpoints["resources"]["buckets"]["AttachmentsBucket"]
+    original = s3.get_object(Bucket=attachments, Key=f"f/{entry['object_id']}")["Body"].read()
+    assert entry["key"] == f"networks/{network}/files/{entry['object_id']}"
+    assert entry["size"] == len(original)
+    copy = s3.get_object(Bucket=bucket(stack), Key=entry["key"])
+    body = copy["Body"].read()
+    # The encrypted stream, byte for byte: nothing was decrypted on the way.
+    assert body == original
+    assert entry["sha256"] == hashlib.sha256(body).hexdigest()
+    assert copy.get("ObjectLockMode")
+    assert copy.get("ObjectLockRetainUntilDate")
+    assert copy["ServerSideEncryption"] == "aws:kms"
+    # The entry is inside the record, so the chain commits its digest.
+    top = head(stack, network)
+    assert top is not None
+    assert check_chain(segments(stack, network), (top.segment, top.manifest_hash)) == []
+
+
+def test_a_file_gone_before_archiving_is_recorded_missing_not_skipped(stack, home):
+    network = new_network(stack, "Gone files")
+    alice, _bob, cid = room(stack, network, home)
+    with messenger_for(stack, home, alice.devices[0]) as messenger:
+        source = home / "gone.bin"
+        source.write_bytes(b"x" * 5000)
+        messenger.send_file(cid, source)  # retention still off: not archived
+    items = stack.client("dynamodb").query(
+        TableName=stack.table("MessagesTable"),
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :m)",
+        ExpressionAttributeValues={":pk": {"S": f"CONV#{cid}"}, ":m": {"S": "MSG#"}},
+    )["Items"]
+    (object_id,) = items[0]["files"]["SS"]
+    s3 = stack.client("s3")
+    attachments = stack.endpoints["resources"]["buckets"]["AttachmentsBucket"]
+    for version in s3.list_object_versions(Bucket=attachments, Prefix=f"f/{object_id}")["Versions"]:
+        s3.delete_object(Bucket=attachments, Key=version["Key"], VersionId=version["VersionId"])
+    enable(stack, network)
+    done = archiver.archive(stores(stack), as_stream_items(items), lambda: 5)
+    assert done.failed == []
+    (envelope,) = [r for r in committed_records(stack, network) if r["kind"] == "envelope"]
+    assert envelope["files"] == [
+        {"object_id": object_id, "missing": "gone from the attachments bucket"}
+    ]
+
+
+def test_uploads_over_the_archive_copy_limit_are_refused_while_retention_is_on(stack, home):
+    from sotto.client.errors import FrameError
+
+    network = new_network(stack, "Big files")
+    alice, _bob, cid = room(stack, network, home)
+    over = 5 * 1024**3 + 1
+    with messenger_for(stack, home, alice.devices[0]) as messenger:
+        started = messenger._call("file_upload_start", conversation_id=cid, size=over)
+        messenger._call("file_upload_abort", object_id=started["object_id"])
+        enable(stack, network)
+        with pytest.raises(FrameError) as refused:
+            messenger._call("file_upload_start", conversation_id=cid, size=over)
+    assert refused.value.code == "too_large"
+    assert "records archive" in str(refused.value)

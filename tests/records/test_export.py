@@ -3,7 +3,9 @@ users' clients displayed (text, sender, every addressee, time, conversation) and
 nothing else, in RSMF 2.0 and EML/MBOX with NARA's CSV; ``verify-package`` re-checks it.
 
 Scenario: a room whose members change (Carol joins, then leaves), a direct
-conversation, a second device of Alice's, an expiring and a burn-on-read message.
+conversation, a second device of Alice's, an expiring and a burn-on-read message,
+a file, and a restored keystore: Bob's profile is put back from a copy taken
+before he last sent (a device restored from backup), and he sends again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import email
 import io
 import json
 import mailbox
+import secrets
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -52,16 +56,35 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         a.add_members("#ops", [carol.user_id])
         sent = a.send(room, Text("carol is here"))
         addressees[sent.message_id] = {bob.user_id, carol.user_id}
+        attachment = home / "minutes.pdf"
+        attachment.write_bytes(secrets.token_bytes(70_000))
+        sent = a.send_file(room, attachment)
+        addressees[sent.message_id] = {bob.user_id, carol.user_id}
     with messenger_for(stack, home, carol.devices[0]) as c:
         displayed |= shown(c.sync(read=True))
         c.leave(room)
     with messenger_for(stack, home, bob.devices[0]) as b:
         displayed |= shown(b.sync(read=True))
         direct = b.direct(alice.user_id)
+    backup = home / "bob-backup"
+    profile = home / f"p-{bob.devices[0].device_id}"
+    shutil.copytree(profile, backup)
+    with messenger_for(stack, home, bob.devices[0]) as b:
         sent = b.send(
             direct, Text("expiring, direct"), timers=MessageTimers(expires_in_ms=3_600_000)
         )
         addressees[sent.message_id] = {alice.user_id}
+    # Bob's device is restored from the backup: it has forgotten that it sent.
+    shutil.rmtree(profile)
+    shutil.copytree(backup, profile)
+    with messenger_for(stack, home, bob.devices[0]) as b:
+        sent = b.send(direct, Text("sent from the restored keystore"))
+        addressees[sent.message_id] = {alice.user_id}
+        # What Bob's own screen shows of it. (Alice's client cannot open it today: the
+        # restored device reuses a pairwise-session step. The archive's copy came by
+        # HPKE, and the record is what was sent.)
+        (mine,) = [m for m in b.history(direct) if m.message_id == sent.message_id]
+        displayed[mine.message_id] = (mine.text, mine.sender_user_id, direct, mine.server_time)
     with messenger_for(stack, home, alice_phone) as phone:
         displayed |= shown(phone.sync(read=True))
         sent = phone.send(
@@ -74,6 +97,7 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         displayed |= shown(a.sync(read=True))
     wait_archived(stack, network, "envelope", len(addressees))
     return {
+        "attachment": attachment.read_bytes(),
         "network": network,
         "displayed": displayed,
         "addressees": addressees,
@@ -121,13 +145,20 @@ def test_the_eml_export_holds_exactly_what_clients_displayed(stack, scenario, tm
         row = rows[mid]
         assert (row["sender"], row["conversation_id"]) == (sender, cid)
         assert set(row["addressees"].split(";")) == scenario["addressees"][mid]
-        assert str(messages[mid].get_payload()).strip() == text
+        (body,) = [p for p in messages[mid].walk() if p.get_content_type() == "text/plain"]
+        assert body.get_payload(decode=True) == text.encode()
         assert email.utils.parsedate_to_datetime(messages[mid]["Date"]).timestamp() == int(
             server_time / 1000
         )
+    (with_file,) = [m for m in messages.values() if m.is_multipart()]
+    (part,) = [p for p in with_file.walk() if p.get_content_disposition() == "attachment"]
+    assert part.get_payload(decode=True) == scenario["attachment"]
+    assert str(part.get_filename()).endswith("minutes.pdf")
     report = json.loads((out / "verification_report.json").read_text())
     assert report["problems"] == []
     assert report["signatures_checked"] >= len(displayed)
+    (listed,) = report["attachments"]
+    assert listed["name"] == "minutes.pdf"
     assert main(["records", "verify-package", str(out)]) == 0
 
 
@@ -137,8 +168,9 @@ def test_the_rsmf_export_is_rsmf_2_and_filters_by_user_and_conversation(stack, s
     (path,) = (out / "rsmf").glob("*.rsmf")  # carol: the room only, one day
     wrapper = email.message_from_bytes(path.read_bytes())
     assert wrapper["X-RSMF-Version"] == "2.0.0"
-    # Carol was addressed only while she was a member: one message.
-    assert wrapper["X-RSMF-EventCount"] == "1"
+    # Carol was addressed only while she was a member: a message and a file.
+    assert wrapper["X-RSMF-EventCount"] == "2"
+    assert wrapper["X-RSMF-AttachmentCount"] == "1"
     (attachment,) = [p for p in wrapper.walk() if p.get_filename() == "rsmf.zip"]
     payload = attachment.get_payload(decode=True)
     assert isinstance(payload, bytes)
@@ -146,7 +178,11 @@ def test_the_rsmf_export_is_rsmf_2_and_filters_by_user_and_conversation(stack, s
     manifest = json.loads(bundle.read("rsmf_manifest.json"))
     assert manifest["conversations"][0]["type"] == "channel"
     texts = [event["body"] for event in manifest["events"]]
-    assert texts == ["carol is here"]
+    assert texts[0] == "carol is here"
+    assert texts[1].startswith("[file] minutes.pdf")
+    (entry,) = manifest["events"][1]["attachments"]
+    assert (entry["display"], entry["size"]) == ("minutes.pdf", len(scenario["attachment"]))
+    assert bundle.read(entry["id"]) == scenario["attachment"]
     assert {p["id"] for p in manifest["participants"]} >= {scenario["carol"]}
     assert main(["records", "verify-package", str(out)]) == 0
 
@@ -155,7 +191,7 @@ def test_verify_package_names_an_altered_or_added_file(stack, scenario, tmp_path
     out = tmp_path / "pkg"
     assert export(stack, scenario, out, "eml", "--conversation", scenario["direct"]) == 0
     csv = out / "metadata.csv"
-    assert len(csv_rows(out)) == 1  # the direct conversation's one message
+    assert len(csv_rows(out)) == 2  # the direct conversation: before and after the restore
     csv.write_text(csv.read_text().replace("direct", "room"))
     (out / "extra.txt").write_text("planted")
     capsys.readouterr()
@@ -165,7 +201,9 @@ def test_verify_package_names_an_altered_or_added_file(stack, scenario, tmp_path
     assert "extra.txt: not in SHA256SUMS" in problems
 
 
-def test_legal_holds_cover_the_segments_of_a_conversation_and_release_removes_them(stack, scenario):
+def test_legal_holds_cover_the_segments_of_a_conversation_and_release_removes_them(
+    stack, scenario, capsys
+):
     from sotto.client.server import from_endpoints
     from sotto.records.archive_store import archive_store
     from tests.records.archive_support import segments
@@ -184,3 +222,13 @@ def test_legal_holds_cover_the_segments_of_a_conversation_and_release_removes_th
     assert held  # the direct conversation's message and log are archived
     assert main([*args, "release", scenario["network"], "--conversation", scenario["direct"]]) == 0
     assert not any(store.legal_hold(key) for key in held)
+    # The room's file copy is held with its segments.
+    capsys.readouterr()
+    assert (
+        main([*args, "--json", "hold", scenario["network"], "--conversation", scenario["room"]])
+        == 0
+    )
+    (file_copy,) = json.loads(capsys.readouterr().out)["files"]
+    assert store.legal_hold(file_copy)
+    assert main([*args, "release", scenario["network"], "--conversation", scenario["room"]]) == 0
+    assert not store.legal_hold(file_copy)

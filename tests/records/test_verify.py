@@ -94,3 +94,39 @@ def test_a_gap_in_sequence_numbers_and_an_unlocked_object_are_named():
     assert report.problems == ["conversation c: message 3 missing from the archive"]
     report = verify_archive("net-x", [(key, segment)], (1, segment.hash), {}, now=now)
     assert f"{key}: not under Object Lock" in report.problems
+
+
+@pytest.fixture
+def with_file(stack: Stack, tmp_path: Path) -> tuple[str, str]:
+    network = new_network(stack, "Verified files")
+    alice, _bob, cid = room(stack, network, tmp_path)
+    enable(stack, network)
+    source = tmp_path / "minutes.txt"
+    source.write_bytes(b"minutes of the meeting\n" * 2000)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_file(cid, source)
+    (envelope,) = wait_archived(stack, network, "envelope", 1)
+    (entry,) = envelope["files"]
+    return network, str(entry["key"])
+
+
+def test_an_archive_with_files_verifies_and_a_tampered_file_copy_is_named(stack, with_file, capsys):
+    network, key = with_file
+    code, report = verify(stack, network, capsys)
+    assert code == 0, report["problems"]
+    assert report["files"] == 1
+    # The operator overwrites the copy (a new version on top of the locked one).
+    stack.client("s3").put_object(
+        Bucket=bucket(stack), Key=key, Body=b"something else", ChecksumAlgorithm="SHA256"
+    )
+    code, report = verify(stack, network, capsys)
+    assert code == 1
+    assert any(p.startswith(f"{key}: altered: SHA-256 differs") for p in report["problems"])
+
+
+def test_a_deleted_file_copy_is_named(stack, with_file, capsys):
+    network, key = with_file
+    stack.client("s3").delete_object(Bucket=bucket(stack), Key=key)  # a delete marker
+    code, report = verify(stack, network, capsys)
+    assert code == 1
+    assert any(p.startswith(f"{key}: missing from the archive") for p in report["problems"])

@@ -17,17 +17,27 @@ records 24 hours).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._single_table import Conflict, SingleTableStore, key, number
+from botocore.exceptions import ClientError
+
+from ._single_table import Conflict, SingleTableStore, error_code, key, number
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MARKER_TTL_SECONDS", "ArchiveHead", "ArchiveHeads", "ArchiveObjects", "Conflict"]
+__all__ = [
+    "MARKER_TTL_SECONDS",
+    "ArchiveHead",
+    "ArchiveHeads",
+    "ArchiveObjects",
+    "Conflict",
+]
 
 MARKER_TTL_SECONDS = 3 * 24 * 3600
 
@@ -37,6 +47,16 @@ class ArchiveHead:
     segment: int
     manifest_hash: str
     object_key: str
+
+
+# MD5 of the empty body, base64.
+_EMPTY_MD5 = base64.b64encode(hashlib.md5(b"", usedforsecurity=False).digest()).decode()
+
+
+def _integrity_header(params: dict[str, Any], **_: Any) -> None:
+    """Writes into an Object Lock bucket must carry Content-MD5 or a checksum header; a
+    copy's request body is empty, and its MD5 is what botocore would not send unasked."""
+    params["headers"].setdefault("Content-MD5", _EMPTY_MD5)
 
 
 class ArchiveHeads(SingleTableStore):
@@ -103,6 +123,9 @@ class ArchiveObjects:
         self._client = client
         self._bucket = bucket
         self._key_id = key_id
+        client.meta.events.register(
+            "before-call.s3.CopyObject", _integrity_header, unique_id="sotto-archive-copy-md5"
+        )
 
     def put(self, object_key: str, body: bytes) -> None:
         self._client.put_object(
@@ -116,3 +139,40 @@ class ArchiveObjects:
             # Object Lock buckets want an integrity checksum on every PUT.
             ChecksumAlgorithm="SHA256",
         )
+
+    def source_size(self, bucket: str, object_key: str) -> int | None:
+        """The size of a file object in the attachments bucket; None if it is gone."""
+        try:
+            return self._client.head_object(Bucket=bucket, Key=object_key)["ContentLength"]
+        except ClientError as error:
+            if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def copy_file(self, bucket: str, source_key: str, object_key: str) -> str | None:
+        """Copy a file object into the archive inside S3 (no byte passes through the
+        function), re-encrypted under the archive key and locked by the bucket's default
+        retention; the copy's SHA-256 (hex) as S3 computed it, or None if the source is gone.
+
+        One CopyObject, not a multipart copy: that would need kms:Decrypt on the archive
+        key, which no function role may have (hence MAX_ARCHIVED_FILE_BYTES)."""
+        try:
+            answer = self._client.copy_object(
+                Bucket=self._bucket,
+                Key=object_key,
+                CopySource={"Bucket": bucket, "Key": source_key},
+                MetadataDirective="REPLACE",
+                ContentType="application/octet-stream",
+                ServerSideEncryption="aws:kms",
+                SSEKMSKeyId=self._key_id,
+                BucketKeyEnabled=True,
+                ChecksumAlgorithm="SHA256",
+            )
+        except ClientError as error:
+            if error_code(error) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        checksum = answer.get("CopyObjectResult", {}).get("ChecksumSHA256")
+        if not checksum:
+            raise RuntimeError(f"S3 gave no SHA-256 for the copy of {source_key}")
+        return base64.b64decode(checksum).hex()

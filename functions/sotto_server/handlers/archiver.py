@@ -43,6 +43,7 @@ def _stores() -> archiver.ArchiverStores:
         objects=ArchiveObjects(
             aws.s3_client(), os.environ["SOTTO_ARCHIVE_BUCKET"], os.environ["SOTTO_ARCHIVE_KEY_ID"]
         ),
+        files_bucket=settings().bucket_name("AttachmentsBucket"),
     )
 
 

@@ -8,7 +8,12 @@ can verify every signature offline. Items of networks without retention on
 are passed over. Per network and batch, one segment: read the chain head,
 drop records already archived (a replayed batch), write the segment object,
 then commit head and markers in one conditional transaction; a lost race
-reads again and retries. What could not be archived is returned, so the
+reads again and retries. Before a segment is built, every file its
+envelopes name is copied into the archive inside S3 (CopyObject: the
+encrypted stream, re-encrypted at rest under the archive key and locked),
+and the envelope record gains the copy's key, size and SHA-256, so the file
+is under the chain like the message; a file already gone is recorded as
+missing, so ``verify`` names it. What could not be archived is returned, so the
 handler reports it as a partial batch failure and the stream retries it.
 """
 
@@ -19,13 +24,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sotto.protocol.archive import build_segment, segment_key
+from sotto.protocol.archive import (
+    MAX_ARCHIVED_FILE_BYTES,
+    build_segment,
+    file_key,
+    segment_key,
+)
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.membership import MembershipOperation
 
 from ..dal.archive import ArchiveHead, ArchiveHeads, ArchiveObjects, Conflict
 from ..dal.conversations import ConversationsStore
 from ..dal.directory import DirectoryStore
+from ..dal.files import object_key
 from ..dal.retention import RetentionStore
 from .retention import retention_for
 
@@ -57,7 +68,10 @@ class ArchiverStores:
     retention: RetentionStore
     heads: ArchiveHeads
     objects: ArchiveObjects
+    # The attachments bucket, whose file objects envelopes name.
+    files_bucket: str = ""
     _networks: dict[str, str | None] = field(default_factory=dict)
+    _copied: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     _senders: dict[str, dict[str, str] | None] = field(default_factory=dict)
 
 
@@ -133,6 +147,8 @@ def _record(stores: ArchiverStores, item: StreamItem, cid: str) -> dict[str, Any
             "burn_s": _n(image, "burn_s"),
             "envelope": _b(image, "envelope"),
             "sender": sender,
+            # Replaced by the archived copies' entries just before the segment is built.
+            "_files": sorted(str(f) for f in image.get("files", {}).get("SS", [])),
         }
     if item.sk.startswith("LOG#"):
         return _membership(stores, cid, int(item.sk.removeprefix("LOG#")), _b(image, "op"), item)
@@ -251,7 +267,9 @@ def _commit_one(
     for _attempt in range(COMMIT_ATTEMPTS):
         ids = [record["id"] for record in pending]
         done = stores.heads.archived(network, ids)
-        records = [record for record in pending if record["id"] not in done]
+        records = [
+            _with_files(stores, network, record) for record in pending if record["id"] not in done
+        ]
         if not records:
             return 0
         head = stores.heads.head(network)
@@ -274,3 +292,36 @@ def _commit_one(
         except Conflict:
             continue  # another invocation moved the head, or archived some: read again
     raise RuntimeError(f"archive head of {network} kept moving")
+
+
+def _with_files(stores: ArchiverStores, network: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record as archived: its ``_files`` copied into the archive and listed in ``files``."""
+    if "_files" not in record:
+        return record
+    archived = {k: v for k, v in record.items() if k != "_files"}
+    if record["_files"]:
+        archived["files"] = [_copy(stores, network, oid) for oid in record["_files"]]
+    return archived
+
+
+def _copy(stores: ArchiverStores, network: str, object_id: str) -> dict[str, Any]:
+    """One file object into the archive (once per invocation, whatever the retries)."""
+    done = stores._copied.get((network, object_id))
+    if done is not None:
+        return done
+    source, target = object_key(object_id), file_key(network, object_id)
+    size = stores.objects.source_size(stores.files_bucket, source) if stores.files_bucket else None
+    entry: dict[str, Any]
+    if size is None:
+        entry = {"object_id": object_id, "missing": "gone from the attachments bucket"}
+    elif size > MAX_ARCHIVED_FILE_BYTES:
+        entry = {"object_id": object_id, "size": size, "missing": "over the 5 GiB copy limit"}
+    else:
+        sha256 = stores.objects.copy_file(stores.files_bucket, source, target)
+        entry = (
+            {"object_id": object_id, "missing": "gone from the attachments bucket"}
+            if sha256 is None
+            else {"object_id": object_id, "key": target, "size": size, "sha256": sha256}
+        )
+    stores._copied[(network, object_id)] = entry
+    return entry

@@ -20,6 +20,8 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from sotto.protocol.archive import MAX_ARCHIVED_FILE_BYTES
+
 from ..dal.conversations import MAX_MESSAGE_LIFETIME_MS, StoredMessage
 from ..dal.files import FileRecord, FilesStore
 from ..dal.objects import Part
@@ -36,6 +38,7 @@ from .requests import (
     FileUploadPartsRequest,
     FileUploadStartRequest,
 )
+from .retention import retention_for
 
 __all__ = [
     "DOWNLOAD_URL_S",
@@ -189,6 +192,19 @@ def start(
             f"{format_size(limits.max_file_bytes)}",
             rid,
             details={"max_file_bytes": limits.max_file_bytes},
+        )
+    if (
+        request.size > MAX_ARCHIVED_FILE_BYTES
+        and fs.stores.retention is not None
+        and retention_for(fs.stores.retention, caller.network_id) is not None
+    ):
+        # The archiver copies a file in one CopyObject, which S3 caps at 5 GiB.
+        raise Refused(
+            ErrorCode.TOO_LARGE,
+            f"a file of {format_size(request.size)} is over the records archive's limit "
+            f"of {format_size(MAX_ARCHIVED_FILE_BYTES)} (data retention is on)",
+            rid,
+            details={"max_file_bytes": MAX_ARCHIVED_FILE_BYTES},
         )
     _member_device(fs.stores, caller, request.conversation_id, rid)
     limit(fs.stores, "file_upload_device", caller.device_id, now_ms, rid)

@@ -368,8 +368,8 @@ def _records(args: argparse.Namespace) -> None:
         _print(
             args,
             held,
-            f"legal hold {held['legal_hold']} on {len(held['segments'])} segment(s) of "
-            f"{held['network_id']}",
+            f"legal hold {held['legal_hold']} on {len(held['segments'])} segment(s) and "
+            f"{len(held['files'])} file(s) of {held['network_id']}",
         )
         return
     summary = records_commands.export_command(args, server, AdminApi(server))

@@ -199,7 +199,7 @@ class IamRecorder:
     ) -> Iterator[tuple[str, str]]:
         if service == "dynamodb":
             yield from self._dynamodb(operation, params)
-        elif service == "s3" and operation in ("DeleteObject", *_S3_ACTIONS):
+        elif service == "s3" and operation in ("DeleteObject", "CopyObject", *_S3_ACTIONS):
             yield from self._s3(operation, params)
         elif service == "apigatewaymanagementapi":
             yield "execute-api:ManageConnections", f"connections:{_CONNECTION_METHODS[operation]}"
@@ -236,6 +236,20 @@ class IamRecorder:
             # Deleting a version is its own action; without one it is a delete marker.
             action = "DeleteObjectVersion" if params.get("VersionId") else "DeleteObject"
             yield f"s3:{action}", f"object:{bucket}/{params['Key']}"
+            return
+        if operation == "CopyObject":
+            # Read the source (and decrypt it with its key), write the target (a new data key).
+            source = params["CopySource"]
+            if isinstance(source, str):  # "bucket/key", the other form boto3 takes
+                name, _, rest = source.lstrip("/").partition("/")
+                source = {"Bucket": name, "Key": rest}
+            source_bucket, source_key_id = self._buckets.get(
+                source["Bucket"], (source["Bucket"], "*")
+            )
+            yield "s3:GetObject", f"object:{source_bucket}/{source['Key']}"
+            yield "kms:Decrypt", f"key:{source_key_id}/s3"
+            yield "s3:PutObject", f"object:{bucket}/{params['Key']}"
+            yield "kms:GenerateDataKey", f"key:{key_id}/s3"
             return
         action, on_bucket = _S3_ACTIONS[operation]
         yield (

@@ -14,6 +14,13 @@ hash (64 zeros for the first), the time it was made, and each record's id,
 kind, conversation, sequence number and digest. A manifest's hash is
 SHA-256 of its canonical JSON, so the segments of a network form a hash
 chain whose head the archiver keeps in DynamoDB (docs/architecture.md).
+
+An envelope that names files carries, in ``files``, one entry per object:
+``{"object_id", "key", "size", "sha256"}`` for the encrypted stream the
+archiver copied to ``key`` (``file_key``), or ``{"object_id", "missing"}``
+saying why it could not be copied. The entry is part of the record, so its
+SHA-256 is under the record's digest and the chain: ``verify`` hashes the
+archived object against it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 __all__ = [
     "FORMAT",
     "GENESIS",
+    "MAX_ARCHIVED_FILE_BYTES",
     "ArchiveProblem",
     "Segment",
     "build_segment",
@@ -34,10 +42,16 @@ __all__ = [
     "check_chain",
     "check_segment",
     "digest",
+    "file_key",
+    "files_of",
     "manifest_hash",
     "parse_segment",
     "segment_key",
 ]
+
+# S3 copies an object in one request up to 5 GiB; a multipart copy into the archive
+# would need kms:Decrypt on the archive key, which no function may have.
+MAX_ARCHIVED_FILE_BYTES = 5 * 1024**3
 
 FORMAT = "sotto-archive-segment/1"
 GENESIS = "0" * 64
@@ -59,6 +73,19 @@ def manifest_hash(manifest: Mapping[str, Any]) -> str:
 def segment_key(network_id: str, segment: int, manifest_digest: str) -> str:
     """Where a segment lives; the hash in the name keeps an uncommitted attempt apart."""
     return f"networks/{network_id}/segments/{segment:012d}-{manifest_digest[:32]}.json"
+
+
+def file_key(network_id: str, object_id: str) -> str:
+    """Where an archived file's encrypted stream lives (object ids are random hex)."""
+    return f"networks/{network_id}/files/{object_id}"
+
+
+def files_of(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The file entries of an envelope record (none for other kinds or a malformed list)."""
+    entries = record.get("files") if record.get("kind") == "envelope" else None
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("object_id"), str)]
 
 
 @dataclass(frozen=True)

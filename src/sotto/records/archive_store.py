@@ -9,7 +9,9 @@ moto endpoint; for AWS, the stack outputs do (``--archive-bucket``,
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,30 @@ class ArchiveStore:
         except (BotoCoreError, ClientError) as exc:
             raise RecordsError(f"cannot read the archive bucket: {exc}") from None
         return sorted(found, key=lambda pair: pair[0]), unreadable
+
+    def file_digest(self, key: str) -> str | None:
+        """SHA-256 (hex) of the archived file copy's current bytes, read as a stream;
+        None if there is none (deleted, or never copied)."""
+        digest = hashlib.sha256()
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                digest.update(chunk)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise RecordsError(f"cannot read {key}: {exc}") from None
+        except BotoCoreError as exc:
+            raise RecordsError(f"cannot read {key}: {exc}") from None
+        return digest.hexdigest()
+
+    def file_stream(self, key: str) -> Iterator[bytes]:
+        """An archived file copy's bytes, a MiB at a time."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            yield from body.iter_chunks(1 << 20)
+        except (BotoCoreError, ClientError) as exc:
+            raise RecordsError(f"cannot read {key}: {exc}") from None
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         try:

@@ -23,10 +23,10 @@ from sotto.protocol.retention import open_device
 
 from .archive_store import ArchiveStore, archive_store
 from .export import ExportFilter, open_archive
-from .holds import HoldScope, segments_in_scope
+from .holds import HoldScope, files_in_scope, segments_in_scope
 from .opening import ArchiveOpener
 from .package import verify_package, write_package
-from .verify import VerifyReport, committed_chain, verify_archive
+from .verify import VerifyReport, archived_files, committed_chain, verify_archive
 
 __all__ = ["export_command", "hold_command", "verify_command", "verify_package_command"]
 
@@ -34,10 +34,13 @@ __all__ = ["export_command", "hold_command", "verify_command", "verify_package_c
 def _verify(store: ArchiveStore, network_id: str) -> tuple[VerifyReport, list[dict[str, Any]]]:
     segments, unreadable = store.segments(network_id)
     head = store.head(network_id)
-    locks = {key: store.lock(key) for key, _segment in segments}
-    report = verify_archive(network_id, segments, head, locks, now=datetime.now(UTC))
+    committed = committed_chain(segments, head)
+    file_keys = archived_files(committed)
+    locks = {key: store.lock(key) for key in [*(k for k, _s in segments), *file_keys]}
+    digests = {key: store.file_digest(key) for key in file_keys}
+    report = verify_archive(network_id, segments, head, locks, now=datetime.now(UTC), files=digests)
     report.problems = unreadable + report.problems
-    records = [r for _key, s in committed_chain(segments, head) for r in s.records]
+    records = [r for _key, s in committed for r in s.records]
     return report, records
 
 
@@ -93,7 +96,9 @@ def export_command(args: argparse.Namespace, server: ServerConfig, api: AdminApi
         "segments_verified": verified.segments,
     }
     out = Path(args.out)
-    written = write_package(out, network_id, args.format, messages, report, asked)
+    written = write_package(
+        out, network_id, args.format, messages, report, asked, fetch=store.file_stream
+    )
     return {
         "network_id": network_id,
         "format": args.format,
@@ -115,7 +120,8 @@ def hold_command(args: argparse.Namespace, server: ServerConfig, on: bool) -> di
     segments, _unreadable = store.segments(args.network_id)
     committed = committed_chain(segments, store.head(args.network_id))
     keys = segments_in_scope(scope, committed)
-    for key in keys:
+    file_keys = files_in_scope(scope, committed)
+    for key in [*keys, *file_keys]:
         store.set_legal_hold(key, on)
     return {
         "network_id": args.network_id,
@@ -125,6 +131,7 @@ def hold_command(args: argparse.Namespace, server: ServerConfig, on: bool) -> di
         "from": args.start,
         "to": args.end,
         "segments": keys,
+        "files": file_keys,
     }
 
 

@@ -6,9 +6,12 @@ was stored), then each conversation's envelopes in sequence order: each is
 verified (sender certificate under the sender's identity, signature,
 ciphertext digest) and decrypted as the receiving client would. Addressees
 are the members of the conversation's signed membership log, verified from
-its creation operation, as it stood when the message was stored. Content a
-client does not display (receipts, control messages) is counted, not
-exported. Nothing here touches the network or KMS.
+its creation operation, as it stood when the message was stored. A file or
+location message is exported with the text a client shows for it; a file's
+key and digest come out of the signed envelope, and its archived copy is
+named from the record, so the package can fetch, decrypt and check it.
+Content a client does not display (receipts, control messages) is counted,
+not exported. Nothing here touches the network or KMS.
 """
 
 from __future__ import annotations
@@ -19,15 +22,37 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sotto.client.files import file_text, location_record, location_text
+from sotto.protocol.archive import files_of
 from sotto.protocol.certificates import DeviceCertificate
-from sotto.protocol.content import Text
+from sotto.protocol.content import File, Location, Text
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
 from sotto.protocol.membership import ConversationKind, MembershipOperation, verify_log
 
 from .opening import ArchiveOpener
 
-__all__ = ["ExportFilter", "ExportReport", "ExportedMessage", "open_archive"]
+__all__ = [
+    "ExportFilter",
+    "ExportReport",
+    "ExportedAttachment",
+    "ExportedMessage",
+    "open_archive",
+]
+
+
+@dataclass(frozen=True)
+class ExportedAttachment:
+    """A file a message carried: what the sender's signed File content says, and where
+    the archive keeps its encrypted stream."""
+
+    object_id: str
+    name: str
+    media_type: str
+    size: int  # plaintext bytes
+    archive_key: str
+    key: bytes = field(repr=False)
+    digest: bytes = field(repr=False)  # SHA-384 of the encrypted stream
 
 
 @dataclass(frozen=True)
@@ -44,6 +69,7 @@ class ExportedMessage:
     text: str
     expires_at: int
     burn_after_read_s: int
+    attachments: tuple[ExportedAttachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,7 +211,17 @@ def open_archive(
             continue
         report.envelopes_opened += 1
         report.signatures_checked += 1
-        if not isinstance(opened.content, Text):
+        content = opened.content
+        attachments: tuple[ExportedAttachment, ...] = ()
+        if isinstance(content, Text):
+            text = content.text
+        elif isinstance(content, Location):
+            place = location_record(content.latitude_e7, content.longitude_e7, content.label)
+            text = location_text(place)
+        elif isinstance(content, File):
+            text = file_text(content)
+            attachments = _attachment(record, content, report)
+        else:
             report.not_displayed += 1
             continue
         membership = memberships.at(cid, at)
@@ -206,11 +242,37 @@ def open_archive(
             server_time=at,
             sent_at=header.timestamp,
             addressees=tuple(u for u in members if u != header.sender_user_id),
-            text=opened.content.text,
+            text=text,
             expires_at=header.expires_at,
             burn_after_read_s=header.burn_after_read_s,
+            attachments=attachments,
         )
         if keep.keeps(message):
             messages.append(message)
     report.exported = len(messages)
     return messages, report
+
+
+def _attachment(
+    record: dict[str, Any], content: File, report: ExportReport
+) -> tuple[ExportedAttachment, ...]:
+    """The archived copy of the file a message's signed content names (the record's entry
+    for that object id; a message can only name a file the server attached to it)."""
+    entry = next((e for e in files_of(record) if e["object_id"] == content.object_id), None)
+    if entry is None or not entry.get("key"):
+        why = "not in the record" if entry is None else entry.get("missing")
+        report.problems.append(
+            f"record {record.get('id')}: file {content.object_id} not archived ({why})"
+        )
+        return ()
+    return (
+        ExportedAttachment(
+            object_id=content.object_id,
+            name=content.name,
+            media_type=content.media_type,
+            size=content.size,
+            archive_key=str(entry["key"]),
+            key=content.key,
+            digest=content.digest,
+        ),
+    )

@@ -5,7 +5,8 @@ every committed segment holding a record of the scope: for a conversation,
 its records; for a user, the records of every conversation the user was ever
 named in by its membership log, or sent in. A segment is held as a whole
 (S3 legal holds are per object), so a hold may keep records outside the
-scope too; it never keeps fewer. Only the compliance role may place or
+scope too; it never keeps fewer. The archived copy of every file an envelope
+in the scope names is held with it. Only the compliance role may place or
 remove a legal hold (the archive bucket policy); a hold outlasts any
 retention period until it is released.
 """
@@ -13,14 +14,15 @@ retention period until it is released.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sotto.protocol.archive import Segment
+from sotto.protocol.archive import Segment, files_of
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.membership import Add, Create, MembershipOperation
 
-__all__ = ["HoldScope", "segments_in_scope"]
+__all__ = ["HoldScope", "files_in_scope", "segments_in_scope"]
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,14 @@ def _conversations_of(user_id: str, segments: Sequence[tuple[str, Segment]]) -> 
     return found
 
 
-def segments_in_scope(scope: HoldScope, segments: Sequence[tuple[str, Segment]]) -> list[str]:
-    """The object keys of the committed ``segments`` the hold covers, in chain order."""
+def _in_scope(
+    scope: HoldScope, segments: Sequence[tuple[str, Segment]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
     conversations = (
         {scope.conversation_id}
         if scope.conversation_id is not None
         else _conversations_of(str(scope.user_id), segments)
     )
-    keys = []
     for key, segment in segments:
         for record in segment.records:
             at = int(record.get("server_time") or 0)
@@ -71,6 +73,20 @@ def segments_in_scope(scope: HoldScope, segments: Sequence[tuple[str, Segment]])
                 continue
             if scope.end_ms is not None and at >= scope.end_ms:
                 continue
-            keys.append(key)
-            break
-    return keys
+            yield key, record
+
+
+def segments_in_scope(scope: HoldScope, segments: Sequence[tuple[str, Segment]]) -> list[str]:
+    """The object keys of the committed ``segments`` the hold covers, in chain order."""
+    return list(dict.fromkeys(key for key, _record in _in_scope(scope, segments)))
+
+
+def files_in_scope(scope: HoldScope, segments: Sequence[tuple[str, Segment]]) -> list[str]:
+    """The archived file copies the envelopes in scope name."""
+    keys = (
+        str(entry["key"])
+        for _key, record in _in_scope(scope, segments)
+        for entry in files_of(record)
+        if entry.get("key")
+    )
+    return list(dict.fromkeys(keys))

@@ -7,7 +7,10 @@ Checks, each problem named by the object it concerns:
 - every committed object's Object Lock (a mode, and a retain-until date
   still ahead);
 - each conversation's archived envelope and membership sequence numbers are
-  gap-free from the first archived one on, and no record is archived twice.
+  gap-free from the first archived one on, and no record is archived twice;
+- every file an archived envelope names: its copy is in the archive, hashes
+  to the SHA-256 the (chained) record holds, and is under Object Lock; a file
+  the archiver found already gone is named too.
 
 What this cannot see: messages after the last archived one that never
 reached the archive (the chain head is the archiver's own word; the
@@ -21,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sotto.protocol.archive import ArchiveProblem, Segment, check_chain
+from sotto.protocol.archive import ArchiveProblem, Segment, check_chain, files_of
 
-__all__ = ["Lock", "VerifyReport", "committed_chain", "verify_archive"]
+__all__ = ["Lock", "VerifyReport", "archived_files", "committed_chain", "verify_archive"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class VerifyReport:
     segments: int = 0
     records: int = 0
     conversations: int = 0
+    files: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -50,9 +54,12 @@ class VerifyReport:
             f"segments       {self.segments}",
             f"records        {self.records}",
             f"conversations  {self.conversations}",
+            f"files          {self.files}",
         ]
         if self.ok:
-            lines.append("result         OK: chain, digests, locks and sequence numbers verify")
+            lines.append(
+                "result         OK: chain, digests, files, locks and sequence numbers verify"
+            )
         else:
             lines.append(f"result         {len(self.problems)} PROBLEM(S)")
             lines += [f"  - {problem}" for problem in self.problems]
@@ -69,6 +76,45 @@ def committed_chain(
         chain.append(by_hash[expected])
         expected = str(by_hash[expected][1].manifest.get("previous"))
     return list(reversed(chain))
+
+
+def archived_files(segments: Sequence[tuple[str, Segment]]) -> list[str]:
+    """The archive keys of every file copy the ``segments``' envelopes name, once each."""
+    keys = (str(e["key"]) for _k, s in segments for r in s.records for e in files_of(r))
+    return list(dict.fromkeys(k for k in keys if k != "None"))
+
+
+def _lock_problem(key: str, lock: Lock | None, now: datetime) -> ArchiveProblem | None:
+    if lock is None or lock.mode is None or lock.retain_until is None:
+        return ArchiveProblem(key, "not under Object Lock")
+    if lock.retain_until <= now:
+        return ArchiveProblem(key, f"lock ended {lock.retain_until.isoformat()}")
+    return None
+
+
+def _file_problems(
+    record: Mapping[str, object],
+    files: Mapping[str, str | None],
+    locks: Mapping[str, Lock],
+    now: datetime,
+) -> list[ArchiveProblem]:
+    problems: list[ArchiveProblem] = []
+    for entry in files_of(record):
+        where = f"record {record.get('id')}: file {entry['object_id']}"
+        if "missing" in entry or not entry.get("key"):
+            problems.append(ArchiveProblem(where, f"not archived ({entry.get('missing')})"))
+            continue
+        key = str(entry["key"])
+        found = files.get(key)
+        if found is None:
+            problems.append(ArchiveProblem(key, f"missing from the archive ({where})"))
+            continue
+        if found != entry.get("sha256"):
+            problems.append(ArchiveProblem(key, f"altered: SHA-256 differs ({where})"))
+        lock = _lock_problem(key, locks.get(key), now)
+        if lock is not None:
+            problems.append(lock)
+    return problems
 
 
 def _gaps(kind: str, cid: str, numbers: list[int]) -> list[str]:
@@ -92,8 +138,12 @@ def verify_archive(
     locks: Mapping[str, Lock],
     *,
     now: datetime,
+    files: Mapping[str, str | None] | None = None,
 ) -> VerifyReport:
+    """``locks`` of segment and file objects; ``files``: each archived file copy's key to
+    the SHA-256 (hex) of the bytes stored there now, or None if it is gone."""
     report = VerifyReport(network_id)
+    files = files or {}
     if head is None:
         if segments:
             report.problems.append("segments exist but the archive has no committed head")
@@ -104,11 +154,9 @@ def verify_archive(
     seen_ids: set[str] = set()
     numbers: dict[tuple[str, str], list[int]] = {}
     for key, segment in committed:
-        lock = locks.get(key)
-        if lock is None or lock.mode is None or lock.retain_until is None:
-            problems.append(ArchiveProblem(key, "not under Object Lock"))
-        elif lock.retain_until <= now:
-            problems.append(ArchiveProblem(key, f"lock ended {lock.retain_until.isoformat()}"))
+        lock = _lock_problem(key, locks.get(key), now)
+        if lock is not None:
+            problems.append(lock)
         if segment.manifest.get("network_id") != network_id:
             problems.append(ArchiveProblem(key, "segment of another network"))
         for record in segment.records:
@@ -116,6 +164,8 @@ def verify_archive(
             if record.get("id") in seen_ids:
                 problems.append(ArchiveProblem(key, f"record {record.get('id')} archived twice"))
             seen_ids.add(str(record.get("id")))
+            report.files += len(files_of(record))
+            problems.extend(_file_problems(record, files, locks, now))
             if record.get("kind") in ("envelope", "membership") and isinstance(
                 record.get("seq"), int
             ):
