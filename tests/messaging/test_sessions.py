@@ -10,6 +10,7 @@ reads the ones sent after the repair.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -83,5 +84,71 @@ def test_a_device_that_lost_its_sessions_asks_again_and_reads(stack, network, tm
     assert "lost its keys" in lost.detail
     with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
         messenger.send_text("#ops", "after the repair")
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == ["after the repair"]
+
+
+def _restore(home: Path, person: Seeded, backup: Path) -> None:
+    profile = home / f"p-{person.devices[0].device_id}"
+    shutil.rmtree(profile)
+    shutil.copytree(backup, profile)
+
+
+def _backup(home: Path, person: Seeded) -> Path:
+    backup = home / f"backup-{person.devices[0].device_id}"
+    shutil.copytree(home / f"p-{person.devices[0].device_id}", backup)
+    return backup
+
+
+def test_a_sender_restored_from_a_backup_starts_a_new_chain(stack, network, tmp_path: Path):
+    """The server refuses a second message at a chain position (``rolled_back``); the SDK
+    drops every sender chain and send session (§14.6) and sends on a new chain."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text(bob.user_id, "one")
+    backup = _backup(tmp_path, alice)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text(bob.user_id, "two")
+    _restore(tmp_path, alice, backup)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        cid = messenger.resolve(bob.user_id)
+        old_chain = messenger._engine(cid).sender_chain_id
+        messenger.send_text(bob.user_id, "three")  # the position of "two": refused, then anew
+        assert messenger._engine(cid).sender_chain_id != old_chain
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        events = messenger.sync()
+    assert texts(events) == ["one", "two", "three"]
+    assert not [e for e in events if isinstance(e, NoticeEvent)]
+
+
+def test_a_session_step_used_again_is_asked_for_again(stack, network, tmp_path: Path):
+    """A restored sender reuses a session step in another conversation, where no chain
+    position repeats: the recipient asks again (§16.4), is told which message it lost,
+    and reads what follows."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text(bob.user_id, "direct")  # offers alice->bob a session
+        room = messenger.create_room("ops", [bob.user_id])
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == ["direct"]
+    backup = _backup(tmp_path, alice)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text(room, "room, over the session")
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == ["room, over the session"]
+    _restore(tmp_path, alice, backup)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text(room, "room, the same session step again")  # a new chain here
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == []  # the step was used: bob asks alice again
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.sync()  # answers by HPKE
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        events = messenger.sync()
+    assert texts(events) == []
+    (lost,) = [e for e in events if isinstance(e, NoticeEvent)]
+    assert lost.code == "message_key_unavailable"
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text(room, "after the repair")
     with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
         assert texts(messenger.sync()) == ["after the repair"]

@@ -80,9 +80,10 @@ def scenario(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     with messenger_for(stack, home, bob.devices[0]) as b:
         sent = b.send(direct, Text("sent from the restored keystore"))
         addressees[sent.message_id] = {alice.user_id}
-        # What Bob's own screen shows of it. (Alice's client cannot open it today: the
-        # restored device reuses a pairwise-session step. The archive's copy came by
-        # HPKE, and the record is what was sent.)
+        # What Bob's own screen shows of it. Alice's devices cannot open it: the restored
+        # device reused a pairwise-session step (a new chain here, so no chain position
+        # repeats and the server has nothing to refuse); they ask again, and are told
+        # (protocol §16.4). The archive's copy came by HPKE: the record is what was sent.
         (mine,) = [m for m in b.history(direct) if m.message_id == sent.message_id]
         displayed[mine.message_id] = (mine.text, mine.sender_user_id, direct, mine.server_time)
     with messenger_for(stack, home, alice_phone) as phone:

@@ -9,6 +9,8 @@ Single-table layout (access patterns in docs/architecture.md)::
     CONV#<cid>             CHAIN#<device_id>    the sender's current chain and who received it
     CONV#<cid>             MSG#<seq:012d>       one envelope, stored once for all members
     CONV#<cid>             MID#<message_id>     seq of a message id: idempotent sends
+    CONV#<cid>             POS#<device>#<chain>#<iteration:010d>
+                                                the one message sent at that chain position
     CONV#<cid>             LOG#<seq:08d>        a signed membership operation (protocol §15)
     CONV#<cid>             LOGSTATE             the verified membership state after the last one
     USERCONV#<user_id>     CONV#<cid>           a user's conversations
@@ -17,8 +19,9 @@ Single-table layout (access patterns in docs/architecture.md)::
     USERCONV#<user_id>     COUNT                how many conversations the user is in
     CURSOR#<device_id>     CONV#<cid>           the last seq a device acknowledged
 
-A message is one transaction (counter, message, message id) whatever the
-room size: gap-free order, since seq N+1 cannot commit before seq N.
+A message is one transaction (counter, message, message id, chain position)
+whatever the room size: gap-free order, since seq N+1 cannot commit before
+seq N.
 """
 
 from __future__ import annotations
@@ -734,6 +737,44 @@ class ConversationsStore(SingleTableStore):
         for start in range(0, len(requests), 25):
             self._batch_write(requests[start : start + 25])
 
+    def position_claim(
+        self, cid: str, device_id: str, chain_id: bytes, iteration: int, message_id: str, ttl: int
+    ) -> TransactWriteItemTypeDef:
+        """The item that claims a chain position for one message (``append``, ``claim``).
+
+        A device's chain position carries one message, ever: a second message
+        at a position already used means the device's state is older than its
+        last send (a keystore restored from a backup), and its recipients could
+        not open it (they used that step's key). Conflict("position_used").
+        """
+        return {
+            "Put": {
+                "TableName": self._table,
+                "Item": {
+                    **key(f"CONV#{cid}", f"POS#{device_id}#{chain_id.hex()}#{iteration:010d}"),
+                    "message_id": {"S": message_id},
+                    "expires_at": number(ttl),
+                },
+                "ConditionExpression": "attribute_not_exists(pk) OR message_id = :m",
+                "ExpressionAttributeValues": {":m": {"S": message_id}},
+            }
+        }
+
+    def claim(self, item: TransactWriteItemTypeDef) -> None:
+        """One ``position_claim`` on its own (a mailbox send stores no message)."""
+        put = item["Put"]
+        try:
+            self._client.put_item(
+                TableName=put["TableName"],
+                Item=put["Item"],
+                ConditionExpression=put["ConditionExpression"],
+                ExpressionAttributeValues=put["ExpressionAttributeValues"],
+            )
+        except ClientError as error:
+            if error_code(error) != "ConditionalCheckFailedException":
+                raise
+            raise Conflict("position_used") from None
+
     def append(
         self,
         conversation: Conversation,
@@ -741,6 +782,7 @@ class ConversationsStore(SingleTableStore):
         *,
         charge: UpdateTypeDef | None = None,
         attach: Sequence[TransactWriteItemTypeDef] = (),
+        position: TransactWriteItemTypeDef | None = None,
     ) -> StoredMessage:
         """Store a message at the next seq, once per message id; returns what is stored.
 
@@ -753,6 +795,7 @@ class ConversationsStore(SingleTableStore):
         seq first; a repeated message id returns the message stored the first
         time. ``attach`` ties uploads to the message in the same transaction
         (``FilesStore.attach_item``): Conflict("file_unavailable") if one lost.
+        ``position`` (``position_claim``) commits with it: Conflict("position_used").
         """
         cid = conversation.conversation_id
         next_seq = conversation.last_seq + 1
@@ -767,10 +810,13 @@ class ConversationsStore(SingleTableStore):
             for extra in attach:
                 reasons[len(items)] = "file_unavailable"
                 items.append(extra)
+            if position is not None:
+                reasons[len(items)] = "position_used"
+                items.append(position)
             try:
                 self._transact(items, reasons)
             except Conflict as conflict:
-                if conflict.reason in ("rate_limited", "file_unavailable"):
+                if conflict.reason in ("rate_limited", "file_unavailable", "position_used"):
                     raise
                 if conflict.reason == "duplicate":
                     existing = self.message_by_id(cid, message.message_id)

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"  # too many requests; retry later
     INVALID_ENVELOPE = "invalid_envelope"  # an envelope fails the server's checks
     STALE_DEVICES = "stale_devices"  # the sender's chain did not reach exactly the roster
+    ROLLED_BACK = "rolled_back"  # the device sent at this chain position before: old state
     INVALID_OPERATION = "invalid_operation"  # a membership operation fails verification
     TOO_LARGE = "too_large"  # over the network's file size limit
     GONE = "gone"  # the message expired or burnt: its file is no longer served
@@ -48,6 +49,7 @@ _HTTP_STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INVALID_ENVELOPE: 400,
     ErrorCode.STALE_DEVICES: 409,
+    ErrorCode.ROLLED_BACK: 409,
     ErrorCode.INVALID_OPERATION: 400,
     ErrorCode.TOO_LARGE: 413,
     ErrorCode.GONE: 410,

@@ -274,8 +274,16 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
             return Outcome(replies=[_sent(rid, existing)])
     _check_chain(stores, caller, conversation, roster, header.chain_id, rid)
 
+    ends = header.expires_at or now_ms + MAX_MESSAGE_LIFETIME_MS
+    position = stores.conversations.position_claim(
+        cid, caller.device_id, header.chain_id, header.iteration, message_id, ends // 1000 + 1
+    )
     if request.to_user is not None:
         limit(stores, "send_device", caller.device_id, now_ms, rid)
+        try:
+            stores.conversations.claim(position)
+        except Conflict:
+            raise _rolled_back(rid) from None
         return _send_to_user(stores, caller, request, roster, header.message_id, now_ms)
     attach = _attachments(stores, caller, request, message_id, header.expires_at, now_ms)
     window = limits.window_for("send_device", caller.device_id, now_ms // 1000, stores.limit_scale)
@@ -300,9 +308,13 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     )
     for _ in range(3):
         try:
-            stored = stores.conversations.append(conversation, draft, charge=charge, attach=attach)
+            stored = stores.conversations.append(
+                conversation, draft, charge=charge, attach=attach, position=position
+            )
             break
         except Conflict as conflict:
+            if conflict.reason == "position_used":
+                raise _rolled_back(rid) from None
             if conflict.reason == "file_unavailable":
                 raise Refused(
                     ErrorCode.NOT_FOUND,
@@ -355,6 +367,15 @@ def _attachments(
         )
         for object_id in request.files
     ]
+
+
+def _rolled_back(rid: str | None) -> Refused:
+    return Refused(
+        ErrorCode.ROLLED_BACK,
+        "this device already sent another message at this chain position: its state is older"
+        " than its last send (restored from a backup?); start a new chain",
+        rid,
+    )
 
 
 def _send_to_user(

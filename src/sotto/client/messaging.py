@@ -63,7 +63,7 @@ from sotto.protocol.conversation import (
     Received,
     RefusedDevice,
 )
-from sotto.protocol.distribution import KeyDistribution
+from sotto.protocol.distribution import DistributionMode, KeyDistribution
 from sotto.protocol.envelope import Envelope
 from sotto.protocol.errors import (
     IdentityChanged,
@@ -1111,6 +1111,9 @@ class Messenger:
             except FrameError as exc:
                 self._record(cid).outbox.remove(item)
                 self._forget_sent(cid, item.message_id)
+                if exc.code == "rolled_back" and attempt < MAX_SEND_ATTEMPTS - 1:
+                    self._restored()
+                    continue
                 # A distribution to a device the server no longer lists is refused outright
                 # (invalid_envelope): the same repair as stale_devices.
                 repairable = exc.code == "stale_devices" or exc.action == "distribute"
@@ -1122,6 +1125,20 @@ class Messenger:
                 self._refuse_ghosts(cid, exc)
                 self._engine(cid).request_rotation()
         raise AssertionError("unreachable")
+
+    def _restored(self) -> None:
+        """The server holds another message of this device at a chain position this state
+        is about to use again: the keystore is older than the last send (restored from
+        a backup, a snapshot, a copy put back). docs/protocol.md §14.6: no conversation
+        continues its sender chain (each next send distributes a new one) and no send
+        session continues (the next distributions go through HPKE again).
+        """
+        for cid, record in self.state.conversations.items():
+            if record.state is not None or cid in self._live:
+                self._engine(cid).restored()
+        self.state.sessions.restored()
+        self._dirty = True
+        self.save()
 
     def _prepare(
         self,
@@ -1338,7 +1355,9 @@ class Messenger:
                 self._record(cid).outbox.remove(item)
                 self._forget_sent(cid, item.message_id)
                 self._dirty = True
-                if exc.code == "stale_devices" or exc.action == "distribute":
+                if exc.code == "rolled_back":
+                    self._restored()
+                if exc.code in ("stale_devices", "rolled_back") or exc.action == "distribute":
                     again = self._prepare_again(item, exc)
                     if again is not None:
                         sent.append(again)
@@ -1578,6 +1597,16 @@ class Messenger:
             kd = KeyDistribution.parse(data)
             session_id = exc.session_id if isinstance(exc, UnknownSession) else NO_SESSION
             batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), session_id))
+            return
+        except MessageKeyUnavailable as exc:
+            kd = KeyDistribution.parse(data)
+            if kd.mode != DistributionMode.SESSION:
+                batch.events.append(NoticeEvent(cid, exc.code, f"a key distribution failed: {exc}"))
+                return
+            # Another distribution at a session step already used (a repeat of the same one
+            # is refused as replayed first): the sender's state was rolled back (§16.4).
+            # Asked, it drops that session and sends its chain again through HPKE.
+            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), kd.session_id))
             return
         except ProtocolError as exc:
             batch.events.append(NoticeEvent(cid, exc.code, f"a key distribution failed: {exc}"))
