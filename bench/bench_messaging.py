@@ -36,10 +36,14 @@ from botocore.config import Config
 from sotto.protocol.content import Text
 from sotto.protocol.conversation import Conversation
 from sotto.protocol.membership import (
+    Add,
+    Change,
     ConversationKind,
     Create,
     MemberEntry,
+    MembershipState,
     Role,
+    direct_conversation_id,
     sign_operation,
     verify_log,
 )
@@ -82,18 +86,45 @@ class Sender:
         self.pending = b""
 
     def open(self, others: Sequence[Device]) -> str:
-        """A direct conversation with one other user, or a room built through the routes."""
+        """A direct conversation with one other user, or a room built through the routes.
+
+        Each membership change is an operation the sender signs after the log
+        so far (docs/protocol.md §15), as the SDK does.
+        """
+        me = self.device
+        mine = MemberEntry.of(me.user_id, me.identity.public, Role.MODERATOR)
         if len(others) == 1:
-            (frame,) = self.socket.request(
-                "create_conversation", kind="direct", user_id=others[0].user_id
-            )
+            cid = direct_conversation_id(me.user_id, others[0].user_id)
+            kind, mine = ConversationKind.DIRECT, MemberEntry.of(me.user_id, me.identity.public)
+            first: Sequence[Device] = others
         else:
-            first = [d.user_id for d in others[:ROOM_CREATE]]
-            (frame,) = self.socket.request("create_conversation", kind="room", members=first)
-        cid: str = frame["conversation"]["conversation_id"]
-        for start in range(ROOM_CREATE, len(others), MAX_ROOM_ADD):
-            batch = [d.user_id for d in others[start : start + MAX_ROOM_ADD]]
-            self.socket.request("add_members", conversation_id=cid, user_ids=batch)
+            cid, kind = f"room-{secrets.token_hex(12)}", ConversationKind.ROOM
+            first = others[:ROOM_CREATE]
+
+        def entries(devices: Sequence[Device]) -> tuple[MemberEntry, ...]:
+            listed = (MemberEntry.of(d.user_id, d.identity.public) for d in devices)
+            return tuple(sorted(listed, key=lambda e: e.user_id))
+
+        creation = sorted((mine, *entries(first)), key=lambda e: e.user_id)
+        changes: list[Change] = [Create(kind, tuple(creation))]
+        changes += [
+            Add(entries(others[start : start + MAX_ROOM_ADD]))
+            for start in range(len(first), len(others), MAX_ROOM_ADD)
+        ]
+        keys = list(
+            {d.identity.public.serialize(): d.identity.public for d in (me, *others)}.values()
+        )
+        ops: list[bytes] = []
+        state: MembershipState | None = None
+        for change in changes:
+            now = now_ms()
+            op = sign_operation(
+                me.secrets, me.identity.public, state, change, now=now, conversation_id=cid
+            )
+            ops.append(op)
+            state = verify_log(ops, keys, conversation_id=cid, now=now)
+            action = "add_members" if state.seq else "create_conversation"
+            self.socket.request(action, conversation_id=cid, op=b64(op))
         self.prekeys[cid] = {d.address: d.prekey() for d in others}
         return cid
 
