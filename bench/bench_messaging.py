@@ -501,9 +501,12 @@ def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catch
     socket = stack.socket(reader)
     received = syncs = acks = frames = frame_bytes = 0
     stack.wait_idle()
+    resume: dict[str, str] = {}
     with stack.meter.window() as tally:
         while True:
-            parts = socket.request("sync")
+            # As the SDK does: each page names the last one's continuation.
+            parts = socket.request("sync", **resume)
+            resume = {"resume": parts[-1]["resume"]} if "resume" in parts[-1] else {}
             syncs += 1
             through: dict[str, int] = {}
             mail: list[str] = []
