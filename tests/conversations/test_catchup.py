@@ -253,6 +253,18 @@ def test_a_forged_token_reads_nothing_the_device_may_not(stack, small_pages):
     assert last["through"] == {mine: 10}
     assert last["more"] is False
 
+    # A head promising more than there is fills the page's budget on paper: the page
+    # stops where its membership read stopped, and the next page checks the rest.
+    forged = Resume(False, (Entry(mine, 0, 40, 1), Entry(theirs, 0, 10, 1)), False)
+    device.received.clear()
+    last = device.page(sync_resume.encode(forged, reader.device_id, now_ms()))
+    assert device.received == [(mine, seq) for seq in range(7, 11)]
+    assert last["more"] is True
+    last = device.page(last["resume"])
+    assert device.received == [(mine, seq) for seq in range(7, 11)]
+    assert last["through"] == {}
+    assert last["more"] is False
+
     # The same token presented by the device it names is fine; by any other, refused.
     token = sync_resume.encode(forged, outsider.device_id, now_ms())
     with pytest.raises(Refused) as refused:

@@ -441,12 +441,15 @@ def _plan(stores: Stores, caller: Principal) -> list[Entry]:
     return sorted(entries, key=lambda e: (e.head - e.start, e.conversation_id))
 
 
-def _still_member(stores: Stores, caller: Principal, entries: list[Entry]) -> list[Entry]:
-    """The token's entries this page may read, re-authorized: only conversations the user
-    is still a member of, none from before the user joined.
+def _still_member(
+    stores: Stores, caller: Principal, entries: list[Entry]
+) -> tuple[list[Entry], list[Entry]]:
+    """The token's entries this page may read, re-authorized, and those left for later
+    pages (checked when they come up).
 
     Reads the memberships of only as many conversations as the page can fill
-    (by the heads the plan recorded): one batched read.
+    (by the heads the plan recorded): one batched read. Only conversations the
+    user is still a member of are kept, none from before the user joined.
     """
     wanted: list[Entry] = []
     count = 0
@@ -461,7 +464,7 @@ def _still_member(stores: Stores, caller: Principal, entries: list[Entry]) -> li
         for e in wanted
         if e.conversation_id in joined
     ]
-    return [e for e in allowed if e.start < e.head] + entries[len(wanted) :]
+    return [e for e in allowed if e.start < e.head], entries[len(wanted) :]
 
 
 def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -> Outcome:
@@ -484,14 +487,12 @@ def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -
         else sync_resume.decode(request.resume, caller.device_id, now_ms, request.id)
     )
     rest = False
+    later: list[Entry] = []  # entries of the token this page has not re-authorized
     if resume is None or (not resume.entries and resume.rest):
         read_mail, plan = True, _plan(stores, caller)
     else:
-        read_mail, plan, rest = (
-            resume.mail_more,
-            _still_member(stores, caller, list(resume.entries)),
-            resume.rest,
-        )
+        read_mail, rest = resume.mail_more, resume.rest
+        plan, later = _still_member(stores, caller, list(resume.entries))
     mail = store.mail(caller.device_id, limit=SYNC_PAGE_MAIL + 1) if read_mail else []
     mail_more = len(mail) > SYNC_PAGE_MAIL
     mail = mail[:SYNC_PAGE_MAIL]
@@ -528,7 +529,11 @@ def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -
         )
         if not finished:
             break
-    remaining = ([left] if left is not None else []) + plan[done + (1 if left else 0) :]
+    remaining = [
+        *([left] if left is not None else []),
+        *plan[done + (1 if left else 0) :],
+        *later,
+    ]
     rest = rest or len(remaining) > sync_resume.RESUME_WINDOW
     more = mail_more or bool(remaining) or rest
     # Each paged conversation's roster version as the plan read it with the head: a
