@@ -11,7 +11,8 @@ boto3's default session (``bench/_meter.py``) counts every DynamoDB and
    @connections rate (boto3 ``post_to_connection`` to the same sockets, with
    the same 32 threads), measured in the same run.
 3. The reads a device needs to catch up on missed messages spread across
-   conversations (sync + ack until ``more`` is false).
+   conversations (sync, following each page's ``resume``, + ack until ``more`` is
+   false).
 4. Cost per million messages at AWS list prices, derived from 1.
 
 Scale with SOTTO_BENCH_ROOMS (member counts, "2,10,100,1000"),
@@ -542,6 +543,11 @@ def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catch
             ("  of which Query", queries, 1000 * queries / total),
             ("    that found nothing", tally.empty_queries, 1000 * tally.empty_queries / total),
             ("  of which GetItem", tally.count("GetItem"), 1000 * tally.count("GetItem") / total),
+            (
+                "  of which BatchGetItem",
+                tally.count("BatchGetItem"),
+                1000 * tally.count("BatchGetItem") / total,
+            ),
             ("RCU (computed)", tally.rcu, 1000 * tally.rcu / total),
             ("RCU if each message item were read once", ideal, 1000 * ideal / total),
             ("write requests (acks)", tally.write_requests, 1000 * tally.write_requests / total),
