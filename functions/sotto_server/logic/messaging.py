@@ -426,8 +426,8 @@ def _live(message: StoredMessage, now_ms: int, device_created_at: int) -> bool:
 
 def _plan(stores: Stores, caller: Principal) -> list[Entry]:
     """Every conversation of the caller with messages after the device's cursor (and
-    after the user joined), fewest waiting first: three reads, plus one per 100
-    conversations for their heads."""
+    after the user joined), fewest waiting first: two queries (cursors, the user's
+    conversations) and one batched read of heads per 100 conversations."""
     store = stores.conversations
     cursors = store.cursors(caller.device_id)
     mine = store.user_conversations(caller.user_id)
