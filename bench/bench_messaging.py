@@ -11,7 +11,8 @@ boto3's default session (``bench/_meter.py``) counts every DynamoDB and
    @connections rate (boto3 ``post_to_connection`` to the same sockets, with
    the same 32 threads), measured in the same run.
 3. The reads a device needs to catch up on missed messages spread across
-   conversations (sync + ack until ``more`` is false).
+   conversations (sync, following each page's ``resume``, + ack until ``more`` is
+   false).
 4. Cost per million messages at AWS list prices, derived from 1.
 
 Scale with SOTTO_BENCH_ROOMS (member counts, "2,10,100,1000"),
@@ -36,10 +37,14 @@ from botocore.config import Config
 from sotto.protocol.content import Text
 from sotto.protocol.conversation import Conversation
 from sotto.protocol.membership import (
+    Add,
+    Change,
     ConversationKind,
     Create,
     MemberEntry,
+    MembershipState,
     Role,
+    direct_conversation_id,
     sign_operation,
     verify_log,
 )
@@ -82,18 +87,45 @@ class Sender:
         self.pending = b""
 
     def open(self, others: Sequence[Device]) -> str:
-        """A direct conversation with one other user, or a room built through the routes."""
+        """A direct conversation with one other user, or a room built through the routes.
+
+        Each membership change is an operation the sender signs after the log
+        so far (docs/protocol.md §15), as the SDK does.
+        """
+        me = self.device
+        mine = MemberEntry.of(me.user_id, me.identity.public, Role.MODERATOR)
         if len(others) == 1:
-            (frame,) = self.socket.request(
-                "create_conversation", kind="direct", user_id=others[0].user_id
-            )
+            cid = direct_conversation_id(me.user_id, others[0].user_id)
+            kind, mine = ConversationKind.DIRECT, MemberEntry.of(me.user_id, me.identity.public)
+            first: Sequence[Device] = others
         else:
-            first = [d.user_id for d in others[:ROOM_CREATE]]
-            (frame,) = self.socket.request("create_conversation", kind="room", members=first)
-        cid: str = frame["conversation"]["conversation_id"]
-        for start in range(ROOM_CREATE, len(others), MAX_ROOM_ADD):
-            batch = [d.user_id for d in others[start : start + MAX_ROOM_ADD]]
-            self.socket.request("add_members", conversation_id=cid, user_ids=batch)
+            cid, kind = f"room-{secrets.token_hex(12)}", ConversationKind.ROOM
+            first = others[:ROOM_CREATE]
+
+        def entries(devices: Sequence[Device]) -> tuple[MemberEntry, ...]:
+            listed = (MemberEntry.of(d.user_id, d.identity.public) for d in devices)
+            return tuple(sorted(listed, key=lambda e: e.user_id))
+
+        creation = sorted((mine, *entries(first)), key=lambda e: e.user_id)
+        changes: list[Change] = [Create(kind, tuple(creation))]
+        changes += [
+            Add(entries(others[start : start + MAX_ROOM_ADD]))
+            for start in range(len(first), len(others), MAX_ROOM_ADD)
+        ]
+        keys = list(
+            {d.identity.public.serialize(): d.identity.public for d in (me, *others)}.values()
+        )
+        ops: list[bytes] = []
+        state: MembershipState | None = None
+        for change in changes:
+            now = now_ms()
+            op = sign_operation(
+                me.secrets, me.identity.public, state, change, now=now, conversation_id=cid
+            )
+            ops.append(op)
+            state = verify_log(ops, keys, conversation_id=cid, now=now)
+            action = "add_members" if state.seq else "create_conversation"
+            self.socket.request(action, conversation_id=cid, op=b64(op))
         self.prekeys[cid] = {d.address: d.prekey() for d in others}
         return cid
 
@@ -470,9 +502,12 @@ def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catch
     socket = stack.socket(reader)
     received = syncs = acks = frames = frame_bytes = 0
     stack.wait_idle()
+    resume: dict[str, str] = {}
     with stack.meter.window() as tally:
         while True:
-            parts = socket.request("sync")
+            # As the SDK does: each page names the last one's continuation.
+            parts = socket.request("sync", **resume)
+            resume = {"resume": parts[-1]["resume"]} if "resume" in parts[-1] else {}
             syncs += 1
             through: dict[str, int] = {}
             mail: list[str] = []
@@ -508,6 +543,11 @@ def measure_catchup(stack: BenchStack, sender: Device, envelope: bytes) -> Catch
             ("  of which Query", queries, 1000 * queries / total),
             ("    that found nothing", tally.empty_queries, 1000 * tally.empty_queries / total),
             ("  of which GetItem", tally.count("GetItem"), 1000 * tally.count("GetItem") / total),
+            (
+                "  of which BatchGetItem",
+                tally.count("BatchGetItem"),
+                1000 * tally.count("BatchGetItem") / total,
+            ),
             ("RCU (computed)", tally.rcu, 1000 * tally.rcu / total),
             ("RCU if each message item were read once", ideal, 1000 * ideal / total),
             ("write requests (acks)", tally.write_requests, 1000 * tally.write_requests / total),

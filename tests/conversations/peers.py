@@ -106,8 +106,10 @@ class Peer:
     def sync(self) -> list[tuple[str, int, str]]:
         """Sync everything, decrypt, ack; returns (conversation, seq, text) in order."""
         received: list[tuple[str, int, str]] = []
+        resume: dict[str, str] = {}
         while True:
-            parts = self.socket.answers("sync")
+            parts = self.socket.answers("sync", **resume)
+            resume = {"resume": parts[-1]["resume"]} if "resume" in parts[-1] else {}
             mail_ids: list[str] = []
             through: dict[str, int] = {}
             for part in parts:

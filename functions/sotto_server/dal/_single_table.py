@@ -57,17 +57,28 @@ class SingleTableStore:
         ).get("Item")
 
     def _query(
-        self, pk: str, prefix: str, *, start: str | None = None, limit: int | None = None
+        self,
+        pk: str,
+        prefix: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int | None = None,
     ) -> Iterator[Item]:
-        """Items of ``pk`` whose sort key starts with ``prefix`` (from ``start`` on), in order."""
-        if start is None:
+        """Items of ``pk`` whose sort key starts with ``prefix`` (from ``start`` on, up to
+        ``end`` inclusive), in order."""
+        if start is None and end is None:
             condition = "pk = :pk AND begins_with(sk, :prefix)"
             values: dict[str, Any] = {":pk": {"S": pk}, ":prefix": {"S": prefix}}
         else:
             # From ``start`` (inclusive) to the end of this kind: prefix + "~"
             # is an upper bound, since keys use only [A-Za-z0-9_#-].
             condition = "pk = :pk AND sk BETWEEN :start AND :end"
-            values = {":pk": {"S": pk}, ":start": {"S": start}, ":end": {"S": prefix + "~"}}
+            values = {
+                ":pk": {"S": pk},
+                ":start": {"S": prefix if start is None else start},
+                ":end": {"S": prefix + "~" if end is None else end},
+            }
         args: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": condition,

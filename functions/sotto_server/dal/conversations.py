@@ -267,9 +267,23 @@ class ConversationsStore(SingleTableStore):
         stored = self._get(f"CONV#{cid}", f"MSG#{int(item['seq']['N']):012d}")
         return None if stored is None else _message(cid, stored)
 
-    def messages_after(self, cid: str, seq: int, limit: int) -> list[StoredMessage]:
-        items = self._query(f"CONV#{cid}", "MSG#", start=f"MSG#{seq + 1:012d}", limit=limit)
+    def messages_after(
+        self, cid: str, seq: int, limit: int, *, through: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages after ``seq`` (up to ``through`` inclusive, if given), in seq order."""
+        end = None if through is None else f"MSG#{through:012d}"
+        items = self._query(
+            f"CONV#{cid}", "MSG#", start=f"MSG#{seq + 1:012d}", end=end, limit=limit
+        )
         return [_message(cid, item) for item in items]
+
+    def memberships(self, user_id: str, cids: Sequence[str]) -> dict[str, int]:
+        """The seq the user joined at, for each of ``cids`` it is a member of (batched reads)."""
+        items = self._batch_get([(f"CONV#{cid}", f"MEMBER#{user_id}") for cid in cids])
+        return {
+            pk.removeprefix("CONV#"): int(item["joined_seq"]["N"])
+            for (pk, _), item in items.items()
+        }
 
     def cursors(self, device_id: str) -> dict[str, int]:
         return {

@@ -8,6 +8,7 @@ a courtesy: the stored copy and each device's cursor are the truth.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from sotto.protocol.certificates import DeviceCertificate
@@ -26,7 +27,7 @@ from ..dal.conversations import (
     StoredMessage,
 )
 from ..dal.directory import Conflict
-from . import limits
+from . import limits, sync_resume
 from .conversations import Stores, limit, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
@@ -35,11 +36,14 @@ from .policy import EffectivePolicy, check_envelope_timers, effective_policy
 from .principal import Principal
 from .requests import AckRequest, DistributeRequest, PolicyRequest, SendRequest, SyncRequest
 from .retention import retention_of
+from .sync_resume import Entry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 __all__ = [
+    "SYNC_PAGE_BYTES",
+    "SYNC_PAGE_CONVERSATIONS",
     "SYNC_PAGE_MAIL",
     "SYNC_PAGE_MESSAGES",
     "ack",
@@ -51,9 +55,14 @@ __all__ = [
 ]
 
 # One sync page: mail and messages each have their own budget; a client
-# acks and syncs again while ``more`` is true.
+# acks and syncs again, with the page's ``resume``, while ``more`` is true.
 SYNC_PAGE_MAIL = 100
-SYNC_PAGE_MESSAGES = 200
+SYNC_PAGE_MESSAGES = 2000
+# Envelope bytes a page stops at (about 14 parts of 100 KB): a page of large
+# messages stays as large as a page of small ones.
+SYNC_PAGE_BYTES = 1024 * 1024
+# Conversations a page reads: its ``through`` is one ack frame's cursors.
+SYNC_PAGE_CONVERSATIONS = 100
 POLICY = ExpiryPolicy()
 
 
@@ -436,55 +445,135 @@ def _live(message: StoredMessage, now_ms: int, device_created_at: int) -> bool:
     return message.server_time >= device_created_at
 
 
+def _plan(stores: Stores, caller: Principal) -> list[Entry]:
+    """Every conversation of the caller with messages after the device's cursor (and
+    after the user joined), fewest waiting first: two queries (cursors, the user's
+    conversations) and one batched read of heads per 100 conversations."""
+    store = stores.conversations
+    cursors = store.cursors(caller.device_id)
+    mine = store.user_conversations(caller.user_id)
+    starts = {cid: max(cursors.get(cid, 0), joined_seq) for cid, _kind, _role, joined_seq in mine}
+    heads = store.get_many(list(starts))
+    entries = [
+        Entry(cid, start, heads[cid].last_seq, heads[cid].roster_version)
+        for cid, start in starts.items()
+        if cid in heads and heads[cid].last_seq > start
+    ]
+    return sorted(entries, key=lambda e: (e.head - e.start, e.conversation_id))
+
+
+def _still_member(
+    stores: Stores, caller: Principal, entries: list[Entry]
+) -> tuple[list[Entry], list[Entry]]:
+    """The token's entries this page may read, re-authorized, and those left for later
+    pages (checked when they come up).
+
+    Reads the memberships of only as many conversations as the page can fill
+    (by the heads the plan recorded): one batched read. Only conversations the
+    user is still a member of are kept, none from before the user joined.
+    """
+    wanted: list[Entry] = []
+    count = 0
+    for entry in entries:
+        if count >= SYNC_PAGE_MESSAGES or len(wanted) >= SYNC_PAGE_CONVERSATIONS:
+            break
+        wanted.append(entry)
+        count += entry.head - entry.start
+    joined = stores.conversations.memberships(caller.user_id, [e.conversation_id for e in wanted])
+    allowed = [
+        replace(e, start=max(e.start, joined[e.conversation_id]))
+        for e in wanted
+        if e.conversation_id in joined
+    ]
+    return [e for e in allowed if e.start < e.head], entries[len(wanted) :]
+
+
 def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -> Outcome:
     """Mail, then each conversation's messages after the device's cursor, one page.
 
     Mail and messages have budgets of their own, so a flooded mailbox never
-    holds messages back. Only conversations with messages after the cursor
-    are queried: one batched read of their META items per 100 finds them.
+    holds messages back. The first page plans (``_plan``): only conversations
+    with messages after the cursor are queried. A page that does not hold
+    everything answers a ``resume`` token (``sync_resume``); the next sync names
+    it and reads on from where this page stopped, after re-reading the
+    caller's membership of what it pages, instead of planning again.
     """
     limit(stores, "sync_device", caller.device_id, now_ms, request.id)
     store = stores.conversations
     device = caller.device or stores.directory.get_device(caller.device_id)
     created_at = device.created_at if device is not None else 0
-    mail = store.mail(caller.device_id, limit=SYNC_PAGE_MAIL + 1)
-    more = len(mail) > SYNC_PAGE_MAIL
-    mail = mail[:SYNC_PAGE_MAIL]
-    cursors = store.cursors(caller.device_id)
-    mine = store.user_conversations(caller.user_id)
-    starts = {cid: max(cursors.get(cid, 0), joined_seq) for cid, _kind, _role, joined_seq in mine}
-    heads = store.get_many(list(starts))
-    active = sorted(
-        (cid for cid, start in starts.items() if cid in heads and heads[cid].last_seq > start),
-        key=lambda cid: heads[cid].last_seq - starts[cid],
+    resume = (
+        None
+        if request.resume is None
+        else sync_resume.decode(request.resume, caller.device_id, now_ms, request.id)
     )
-    budget = SYNC_PAGE_MESSAGES
+    rest = False
+    later: list[Entry] = []  # entries of the token this page has not re-authorized
+    if resume is None or (not resume.entries and resume.rest):
+        read_mail, plan = True, _plan(stores, caller)
+    else:
+        read_mail, rest = resume.mail_more, resume.rest
+        plan, later = _still_member(stores, caller, list(resume.entries))
+    mail = store.mail(caller.device_id, limit=SYNC_PAGE_MAIL + 1) if read_mail else []
+    mail_more = len(mail) > SYNC_PAGE_MAIL
+    mail = mail[:SYNC_PAGE_MAIL]
+
+    budget, size = SYNC_PAGE_MESSAGES, 0
     messages: list[StoredMessage] = []
     through: dict[str, int] = {}
-    for cid in active:
-        if budget <= 0:
-            more = True
+    done = 0  # plan entries read to their head
+    left: Entry | None = None  # the entry this page stopped inside, from where it stopped
+    for entry in plan:
+        if budget <= 0 or size >= SYNC_PAGE_BYTES or len(through) >= SYNC_PAGE_CONVERSATIONS:
             break
-        page = store.messages_after(cid, starts[cid], limit=budget + 1)
-        if len(page) > budget:
-            page, more = page[:budget], True
-        if page:
-            through[cid] = page[-1].seq
-        budget -= len(page)
+        cid = entry.conversation_id
+        want = min(budget, entry.head - entry.start)
+        found = store.messages_after(cid, entry.start, limit=want, through=entry.head)
+        taken: list[StoredMessage] = []
+        for message in found:
+            if size >= SYNC_PAGE_BYTES:
+                break  # a page always takes its first message, however large
+            taken.append(message)
+            size += len(message.envelope)
+        budget -= len(taken)
+        # Fewer than asked: nothing else is left up to the head (expired, or TTL-deleted).
+        finished = len(taken) == len(found) and (len(found) < want or found[-1].seq == entry.head)
+        if finished:
+            through[cid] = entry.head
+            done += 1
+        elif taken:
+            through[cid] = taken[-1].seq
+            left = replace(entry, start=taken[-1].seq)
         # The sending device has its own plaintext; its other devices get the copy.
         messages.extend(
-            m for m in page if m.sender_device != caller.device_id and _live(m, now_ms, created_at)
+            m for m in taken if m.sender_device != caller.device_id and _live(m, now_ms, created_at)
         )
-    # Each paged conversation's roster version: a device that was away learns the
-    # membership moved (a join, a leave, a new device) before it reads what followed.
-    rosters = {cid: heads[cid].roster_version for cid in through}
-    header = {
+        if not finished:
+            break
+    remaining = [
+        *([left] if left is not None else []),
+        *plan[done + (1 if left else 0) :],
+        *later,
+    ]
+    rest = rest or len(remaining) > sync_resume.RESUME_WINDOW
+    more = mail_more or bool(remaining) or rest
+    # Each paged conversation's roster version as the plan read it with the head: a
+    # device that was away learns the membership moved (a join, a leave, a new
+    # device) before it reads what followed.
+    versions = {e.conversation_id: e.roster_version for e in plan}
+    rosters = {cid: versions[cid] for cid in through}
+    header: dict[str, Any] = {
         "action": "sync",
         "id": request.id,
         "more": more,
         "through": through,
         "rosters": rosters,
     }
+    if more:
+        window = tuple(remaining[: sync_resume.RESUME_WINDOW])
+        header["resume"] = sync_resume.encode(
+            sync_resume.Resume(mail_more, window, rest), caller.device_id, now_ms
+        )
     return Outcome(
         replies=paginate_lists(
             header,

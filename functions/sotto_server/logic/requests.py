@@ -287,6 +287,8 @@ class SendRequest(_Frame):
 
 class SyncRequest(_Frame):
     action: Literal["sync"]
+    # The last page's continuation (logic/sync_resume.py); checked there, not trusted.
+    resume: Annotated[str, StringConstraints(min_length=1, max_length=16_384)] | None = None
 
 
 class ReadRef(_Model):

@@ -1402,8 +1402,20 @@ class Messenger:
         self._ensure_policy()
         self.flush_outbox()
         events: list[Event] = []
+        # The server's continuation: the next page reads on from where this one stopped.
+        resume: dict[str, Any] = {}
         while True:
-            parts = self._call_parts("sync")
+            try:
+                parts = self._call_parts("sync", **resume)
+            except FrameError as exc:
+                if not resume or exc.code != "bad_request":
+                    raise
+                # A token this server no longer takes (a new version deployed mid-sync):
+                # start from the cursors, which never skips anything.
+                resume = {}
+                continue
+            token = parts[-1].get("resume")
+            resume = {"resume": token} if isinstance(token, str) else {}
             mail = [m for p in parts for m in (p.get("mail") or [])]
             messages = [m for p in parts for m in (p.get("messages") or [])]
             more = any(p.get("more") is True for p in parts)
