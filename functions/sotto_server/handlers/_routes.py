@@ -54,13 +54,22 @@ def run_route(
         metrics.add_metric(name="Refused", unit=MetricUnit.Count, value=1)
         reply(connection_id, refusal_frame(refused))
         return
+    if outcome.notices_first:
+        _notify(outcome, metrics)
     for frame in outcome.replies:
         reply(connection_id, encode(frame))
-    if outcome.notices:
-        encoded = [(device_id, encode(frame)) for device_id, frame in outcome.notices]
-        pushes = online_pushes(encoded)
-        list(_pool.map(lambda push: reply(*push), pushes))
-        metrics.add_metric(name="Pushes", unit=MetricUnit.Count, value=len(pushes))
+    if not outcome.notices_first:
+        _notify(outcome, metrics)
     for task in outcome.afterwards:
         task()
     metrics.add_metric(name="Answered", unit=MetricUnit.Count, value=1)
+
+
+def _notify(outcome: Outcome, metrics: Metrics) -> None:
+    """Push the outcome's notices to every open socket of their devices, concurrently."""
+    if not outcome.notices:
+        return
+    encoded = [(device_id, encode(frame)) for device_id, frame in outcome.notices]
+    pushes = online_pushes(encoded)
+    list(_pool.map(lambda push: reply(*push), pushes))
+    metrics.add_metric(name="Pushes", unit=MetricUnit.Count, value=len(pushes))

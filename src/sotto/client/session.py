@@ -14,7 +14,7 @@ import secrets
 import time
 from collections import deque
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -53,7 +53,7 @@ class Session:
         signing_key: SigningKey,
         *,
         now: int | None = None,
-    ) -> Session:
+    ) -> Self:
         token = connect_token.issue(
             device_id,
             signing_key.key,
