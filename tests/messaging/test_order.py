@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
+from sotto.client import messaging
 from sotto.client.errors import FrameError
-from sotto.client.events import MessageEvent
+from sotto.client.events import Event, MessageEvent
 from sotto.client.messaging import Messenger
 from sotto.client.prekeys import ONE_TIME_TARGET
 from sotto.client.session import Session
@@ -177,9 +178,9 @@ def test_a_sync_that_failed_is_done_before_any_push_is_shown(stack, network, tmp
     assert texts(events) == ["missed while closed", "live"]
 
 
-def test_a_message_before_its_key_is_shown_in_its_place(stack, network, tmp_path):
+def key_arrives_late(stack: Stack, network: str, tmp_path: Path) -> tuple[list[Event], str]:
     """alice starts a new chain; its key's push is lost, her message's push arrives, then
-    carol's. alice's message is shown first, as its seq says, not after carol's."""
+    carol's; bob polls, then syncs. His events and the conversation id."""
     alice, bob, carol = (seed_person(stack, network) for _ in range(3))
     cid = room(stack, tmp_path, alice, [bob, carol], "keys")
     with messenger_for(stack, tmp_path, carol.devices[0]) as c1:
@@ -202,8 +203,25 @@ def test_a_message_before_its_key_is_shown_in_its_place(stack, network, tmp_path
 
         events = b1.poll(5)
         events += b1.poll(0.5) + b1.sync()
-    assert texts(events) == ["alice on a new chain", "carol after"]
     assert b1.state.conversations[cid].pending == []
+    return events, cid
+
+
+def test_a_message_before_its_key_is_shown_in_its_place(stack, network, tmp_path):
+    """alice's message is shown first, as its seq says, not after carol's."""
+    events, _ = key_arrives_late(stack, network, tmp_path)
+    assert texts(events) == ["alice on a new chain", "carol after"]
+
+
+def test_a_missing_key_holds_its_conversation_back_only_so_long(
+    stack, network, tmp_path, monkeypatch
+):
+    """Past MAX_HELD messages behind it, a message without its key stops holding the
+    others back (a long catch-up must not keep everything unread); it is shown when
+    its key comes, late but shown."""
+    monkeypatch.setattr(messaging, "MAX_HELD", 1)
+    events, _ = key_arrives_late(stack, network, tmp_path)
+    assert texts(events) == ["carol after", "alice on a new chain"]
 
 
 def test_a_closed_socket_under_a_prekeys_low_push_does_not_end_listening(stack, network, tmp_path):

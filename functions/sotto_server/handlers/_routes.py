@@ -2,7 +2,9 @@
 
 Notices to other devices are pushed concurrently: one slow or gone socket
 does not hold up the others, and the handler's time stays within API
-Gateway's 29 s integration limit for large rooms.
+Gateway's 29 s integration limit for large rooms. They go after the answer,
+unless the outcome says ``notices_first`` (the caller's next request must
+not overtake them).
 """
 
 from __future__ import annotations

@@ -13,10 +13,16 @@ does no cryptography itself. Its rules:
   connection the same bytes are sent again, and the server de-duplicates on
   the message id. ``stale_devices`` drops it, refreshes the roster, rotates
   the chain and prepares again (at most ``MAX_SEND_ATTEMPTS`` times).
-* **The server's copy and the cursor are the truth.** Pushes are processed
-  as they come but de-duplicated by seq and mail id; the cursor acknowledged
-  is the highest seq with nothing missing below it, and a gap starts a sync.
-  Mail and messages are processed merged in server order (§14.5).
+* **The server's copy and the cursor are the truth.** Pushes are
+  de-duplicated by seq and mail id; the cursor acknowledged is the highest
+  seq with nothing missing below it.
+* **A conversation's messages are shown in seq order.** A pushed message
+  above a gap is left for the sync the gap starts, which brings it after the
+  missing ones; a batch is processed in seq order per conversation, mail
+  merged in by time (``receive_order``, §14.5); a message whose chain key has
+  not come holds the conversation's later messages back (``PendingItem``)
+  until the key comes or a complete sync ends without it; a new Messenger,
+  and one whose last sync failed, syncs before it hands out any push.
 * **Trust is local.** Certificates are verified against identities in this
   device's ``IdentityTracker``; a changed identity key raises ``TrustError``
   (sending) or is reported as a notice (receiving) until the person runs
@@ -148,6 +154,9 @@ ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device th
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
+# Messages held behind one that waits for its key, at most (a sync page's worth; well
+# under the store's MAX_PENDING, so every held message is saved before it is acknowledged).
+MAX_HELD = 200
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
 MAX_PRIVATE_SENDS = 128
@@ -1682,9 +1691,14 @@ class Messenger:
             return  # a push and a sync page both brought it
         data = b64d(item.get("envelope"), "envelope")
         server_time = _time(item)
-        if any(p.waiting for p in record.pending):
+        waiting = sum(1 for p in record.pending if p.waiting)
+        if waiting >= MAX_HELD:
+            # Held back long enough (a long catch-up): stop waiting, show what opens.
+            self._retry_pending(cid, batch, read=read, give_up=True)
+            waiting = 0
+        if waiting:
             # An earlier message of this conversation waits for its key: this one is
-            # shown after it, not before (kept, so it is acknowledged like any other).
+            # shown after it, not before (kept, and saved before it is acknowledged).
             record.pending.append(PendingItem(data, server_time, seq, waiting=True))
         else:
             self._envelope(cid, data, server_time, seq, batch, read=read)
