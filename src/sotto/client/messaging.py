@@ -217,6 +217,21 @@ def _operation(
     return functools.update_wrapper(run, method)  # type: ignore[return-value]
 
 
+def _until_done(
+    method: Callable[Concatenate[Messenger, P], T],
+) -> Callable[Concatenate[Messenger, P], T]:
+    """A sync that raised is still owed: the next poll syncs before it hands out a push."""
+
+    def run(self: Messenger, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self._needs_sync = True
+            raise
+
+    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+
+
 class Messenger:
     """``with Messenger.open(profile, info, keys, passphrase) as m: m.send_text(...)``."""
 
@@ -1340,6 +1355,7 @@ class Messenger:
 
     # -- receiving -------------------------------------------------------------------
 
+    @_until_done
     @_operation
     def sync(self, *, read: bool = False) -> list[Event]:
         """Everything missed, page by page: process, save, then acknowledge.
@@ -1347,16 +1363,7 @@ class Messenger:
         ``read=True``: the caller displays the messages now (receipts say "read",
         burn-on-read clocks start); otherwise receipts say "delivered".
         """
-        # Cleared now, set again if this sync does not complete: until one does, no poll
-        # hands out a push ahead of what it would have brought.
         self._needs_sync = False
-        try:
-            return self._sync(read=read)
-        except BaseException:
-            self._needs_sync = True
-            raise
-
-    def _sync(self, *, read: bool) -> list[Event]:
         self._ensure_policy()
         self.flush_outbox()
         events: list[Event] = []
