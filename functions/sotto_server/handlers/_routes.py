@@ -2,7 +2,9 @@
 
 Notices to other devices are pushed concurrently: one slow or gone socket
 does not hold up the others, and the handler's time stays within API
-Gateway's 29 s integration limit for large rooms.
+Gateway's 29 s integration limit for large rooms. They go after the answer,
+unless the outcome says ``notices_first`` (the caller's next request must
+not overtake them).
 """
 
 from __future__ import annotations
@@ -54,13 +56,22 @@ def run_route(
         metrics.add_metric(name="Refused", unit=MetricUnit.Count, value=1)
         reply(connection_id, refusal_frame(refused))
         return
+    if outcome.notices_first:
+        _notify(outcome, metrics)
     for frame in outcome.replies:
         reply(connection_id, encode(frame))
-    if outcome.notices:
-        encoded = [(device_id, encode(frame)) for device_id, frame in outcome.notices]
-        pushes = online_pushes(encoded)
-        list(_pool.map(lambda push: reply(*push), pushes))
-        metrics.add_metric(name="Pushes", unit=MetricUnit.Count, value=len(pushes))
+    if not outcome.notices_first:
+        _notify(outcome, metrics)
     for task in outcome.afterwards:
         task()
     metrics.add_metric(name="Answered", unit=MetricUnit.Count, value=1)
+
+
+def _notify(outcome: Outcome, metrics: Metrics) -> None:
+    """Push the outcome's notices to every open socket of their devices, concurrently."""
+    if not outcome.notices:
+        return
+    encoded = [(device_id, encode(frame)) for device_id, frame in outcome.notices]
+    pushes = online_pushes(encoded)
+    list(_pool.map(lambda push: reply(*push), pushes))
+    metrics.add_metric(name="Pushes", unit=MetricUnit.Count, value=len(pushes))

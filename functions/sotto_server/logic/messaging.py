@@ -215,6 +215,8 @@ def distribute(
         ]
     )
     outcome.notices = [(m.device_id, {"action": "mail", **_mail_frame(m)}) for m in stored]
+    # Pushed before the answer: the sender's next send must not overtake its key.
+    outcome.notices_first = True
     return outcome
 
 

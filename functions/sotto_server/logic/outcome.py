@@ -21,6 +21,9 @@ class Outcome:
     replies: list[dict[str, Any]] = field(default_factory=list)
     notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     afterwards: list[Callable[[], None]] = field(default_factory=list)
+    # Push the notices before answering: what the caller does next (a send after a
+    # distribute) must not reach the other devices before them.
+    notices_first: bool = False
 
 
 def paginate(

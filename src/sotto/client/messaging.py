@@ -13,10 +13,16 @@ does no cryptography itself. Its rules:
   connection the same bytes are sent again, and the server de-duplicates on
   the message id. ``stale_devices`` drops it, refreshes the roster, rotates
   the chain and prepares again (at most ``MAX_SEND_ATTEMPTS`` times).
-* **The server's copy and the cursor are the truth.** Pushes are processed
-  as they come but de-duplicated by seq and mail id; the cursor acknowledged
-  is the highest seq with nothing missing below it, and a gap starts a sync.
-  Mail and messages are processed merged in server order (§14.5).
+* **The server's copy and the cursor are the truth.** Pushes are
+  de-duplicated by seq and mail id; the cursor acknowledged is the highest
+  seq with nothing missing below it.
+* **A conversation's messages are shown in seq order.** A pushed message
+  above a gap is left for the sync the gap starts, which brings it after the
+  missing ones; a batch is processed in seq order per conversation, mail
+  merged in by time (``receive_order``, §14.5); a message whose chain key has
+  not come holds the conversation's later messages back (``PendingItem``)
+  until the key comes or a complete sync ends without it; a new Messenger,
+  and one whose last sync failed, syncs before it hands out any push.
 * **Trust is local.** Certificates are verified against identities in this
   device's ``IdentityTracker``; a changed identity key raises ``TrustError``
   (sending) or is reported as a notice (receiving) until the person runs
@@ -123,6 +129,7 @@ __all__ = [
     "SafetyReport",
     "SentMessage",
     "SessionLike",
+    "receive_order",
 ]
 
 T = TypeVar("T")
@@ -147,6 +154,9 @@ ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device th
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
+# Messages held behind one that waits for its key, at most (a sync page's worth; well
+# under the store's MAX_PENDING, so every held message is saved before it is acknowledged).
+MAX_HELD = 200
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
 MAX_PRIVATE_SENDS = 128
@@ -210,6 +220,21 @@ def _operation(
     def run(self: Messenger, *args: P.args, **kwargs: P.kwargs) -> T:
         with self.operation():
             return method(self, *args, **kwargs)
+
+    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+
+
+def _until_done(
+    method: Callable[Concatenate[Messenger, P], T],
+) -> Callable[Concatenate[Messenger, P], T]:
+    """A sync that raised is still owed: the next poll syncs before it hands out a push."""
+
+    def run(self: Messenger, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self._needs_sync = True
+            raise
 
     return functools.update_wrapper(run, method)  # type: ignore[return-value]
 
@@ -1391,6 +1416,7 @@ class Messenger:
 
     # -- receiving -------------------------------------------------------------------
 
+    @_until_done
     @_operation
     def sync(self, *, read: bool = False) -> list[Event]:
         """Everything missed, page by page: process, save, then acknowledge.
@@ -1486,21 +1512,60 @@ class Messenger:
 
     def _process_pushes(self, frames: list[dict[str, Any]], *, read: bool) -> list[Event]:
         mail = [f for f in frames if f.get("action") == "mail"]
-        messages = [f for f in frames if f.get("action") == "message"]
+        messages, gap = self._following(f for f in frames if f.get("action") == "message")
         for frame in frames:
             if frame.get("action") == "policy":
                 self._set_policy(frame)
         if any(f.get("action") == "prekeys_low" for f in frames):
-            with contextlib.suppress(ClientError):  # a closed socket: the next poll reconnects
+            # Replenishing reconnects if the socket just closed; if it still fails, listening
+            # goes on (the server says prekeys_low again when the count drops further).
+            with contextlib.suppress(ClientError):
                 self.replenish_prekeys()
         events: list[Event] = []
         for frame in frames:
             if frame.get("action") == "membership":
                 events += self._membership(frame)
         events += self._receive(mail, messages, read=read, complete=False) if frames else []
-        if self._needs_sync or any(r.seen for r in self.state.conversations.values()):
+        records = self.state.conversations.values()
+        if (
+            gap
+            or self._needs_sync
+            or any(r.seen for r in records)
+            or any(p.waiting for r in records for p in r.pending)
+        ):
+            # A gap below a push, or a message whose key has not come: the sync brings
+            # what is missing, and what was held back comes out after it in seq order.
             events += self.sync(read=read)
         return events
+
+    def _following(self, pushes: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+        """The pushed messages that follow on from what this device has, in seq order, and
+        whether any lie above a gap.
+
+        Those above a gap are not processed: the sync that fills the gap brings them
+        again (they are not acknowledged), after the missing ones.
+        """
+        by_conversation: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for push in pushes:
+            seq = push.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                by_conversation.setdefault(str(push.get("conversation_id")), []).append((seq, push))
+        ready: list[dict[str, Any]] = []
+        gap = False
+        for cid, items in by_conversation.items():
+            record = self.state.conversations.get(cid)
+            have, seen = (record.cursor, record.seen) if record is not None else (0, set())
+            for seq, push in sorted(items, key=lambda item: item[0]):
+                while have + 1 in seen:
+                    have += 1
+                if seq <= have or seq in seen:
+                    continue  # had it already (a sync brought it first)
+                if seq != have + 1:
+                    gap = True
+                    break
+                ready.append(push)
+                have = seq
+        return ready, gap
 
     def listen(self, *, read: bool = True, poll_s: float = 1.0) -> Iterator[Event]:
         """Sync, then yield events as they arrive, until the caller stops iterating."""
@@ -1518,12 +1583,8 @@ class Messenger:
         through: dict[str, int] | None = None,
     ) -> list[Event]:
         batch = _Batch([], [], [], {})
-        # Distributions are stored before the envelopes that need them: merge by server time.
-        items = [(int(m.get("server_time") or 0), 0, m) for m in mail]
-        items += [(int(m.get("server_time") or 0), 1, m) for m in messages]
-        items.sort(key=lambda entry: (entry[0], entry[1]))
         highest: dict[str, int] = {}
-        for _, is_message, item in items:
+        for is_message, item in receive_order(mail, messages):
             try:
                 if is_message:
                     self._message_item(item, batch, read=read, highest=highest)
@@ -1537,13 +1598,17 @@ class Messenger:
                     # Kept until the person accepts or rejects the new key.
                     data = b64d(item.get("envelope"), "envelope")
                     record = self._record(cid)
-                    record.pending.append(PendingItem(data, int(item.get("server_time") or 0), seq))
+                    record.pending.append(PendingItem(data, _time(item), seq))
                     record.mark_seen(seq)
         for cid, seq in (through or {}).items():
             if cid in self.state.conversations:
                 self.state.conversations[cid].advance(seq)
         if complete:
-            for cid, record in self.state.conversations.items():
+            for cid, record in list(self.state.conversations.items()):
+                if any(p.waiting for p in record.pending):
+                    # The sync is complete and the key did not come: stop waiting for it,
+                    # and show what waited behind it.
+                    self._retry_pending(cid, batch, read=read, give_up=True)
                 record.settle(highest.get(cid, record.cursor))
         batch.events += self._drain_notices()
         receipts = self._prepare_receipts(batch, read=read)
@@ -1587,7 +1652,7 @@ class Messenger:
         self._dirty = True
         cid = str(item.get("conversation_id"))
         data = b64d(item.get("data"), "mail data")
-        server_time = int(item.get("server_time") or 0)
+        server_time = _time(item)
         if item.get("kind") == "distribution":
             self._distribution(cid, data, batch, read=read)
         else:
@@ -1670,19 +1735,39 @@ class Messenger:
                     NoticeEvent(cid, "redistribution", f"could not send a key again: {exc}")
                 )
 
-    def _retry_pending(self, cid: str, batch: _Batch, *, read: bool) -> None:
+    def _retry_pending(self, cid: str, batch: _Batch, *, read: bool, give_up: bool = False) -> None:
+        """Open what waited, in seq order, as far as it now opens.
+
+        A message still without its key keeps those after it waiting (they are shown
+        in seq order once it opens); with ``give_up`` nothing waits any more: what
+        opens is shown, what does not stays parked without holding others back.
+        """
         record = self._record(cid)
-        waiting, record.pending = record.pending, []
-        for pending in waiting:
-            self._envelope(
-                cid,
-                pending.envelope,
-                pending.server_time,
-                pending.seq,
-                batch,
-                read=read,
-                waited=True,
-            )
+        queue = sorted(record.pending, key=lambda p: -1 if p.seq is None else p.seq)
+        record.pending = []
+        blocked = False
+        for pending in queue:
+            if blocked and pending.seq is not None:
+                record.pending.append(pending)
+                continue
+            try:
+                parked = self._envelope(
+                    cid,
+                    pending.envelope,
+                    pending.server_time,
+                    pending.seq,
+                    batch,
+                    read=read,
+                    waited=True,
+                    waiting=pending.waiting and not give_up,
+                )
+            except TrustError as exc:
+                batch.events.append(NoticeEvent(cid, "identity_changed", str(exc)))
+                pending.waiting = False  # until the person accepts or rejects the new key
+                record.pending.append(pending)
+                continue
+            if parked and record.pending[-1].waiting:
+                blocked = True
 
     def _message_item(
         self, item: dict[str, Any], batch: _Batch, *, read: bool, highest: dict[str, int]
@@ -1695,8 +1780,18 @@ class Messenger:
         if seq <= record.cursor or seq in record.seen:
             return  # a push and a sync page both brought it
         data = b64d(item.get("envelope"), "envelope")
-        server_time = int(item.get("server_time") or 0)
-        self._envelope(cid, data, server_time, seq, batch, read=read)
+        server_time = _time(item)
+        waiting = sum(1 for p in record.pending if p.waiting)
+        if waiting >= MAX_HELD:
+            # Held back long enough (a long catch-up): stop waiting, show what opens.
+            self._retry_pending(cid, batch, read=read, give_up=True)
+            waiting = 0
+        if waiting:
+            # An earlier message of this conversation waits for its key: this one is
+            # shown after it, not before (kept, and saved before it is acknowledged).
+            record.pending.append(PendingItem(data, server_time, seq, waiting=True))
+        else:
+            self._envelope(cid, data, server_time, seq, batch, read=read)
         record.mark_seen(seq)
         self._dirty = True
 
@@ -1710,14 +1805,20 @@ class Messenger:
         *,
         read: bool,
         waited: bool = False,
-    ) -> None:
+        waiting: bool = True,
+    ) -> bool:
+        """Open and show one envelope; True if it was parked to wait for its chain's key.
+
+        ``waiting``: a parked conversation message holds back the later ones (see
+        ``PendingItem``).
+        """
         try:
             header = Envelope.parse(data).header
         except ProtocolError as exc:
             batch.events.append(NoticeEvent(cid, exc.code, f"unreadable message #{seq}: {exc}"))
-            return
+            return False
         if (header.sender_user_id, header.sender_device_id) == self.local.address:
-            return  # our own: its plaintext was kept when it was sent
+            return False  # our own: its plaintext was kept when it was sent
         conversation = self._engine(cid)
         now = self._clock()
         try:
@@ -1727,10 +1828,11 @@ class Messenger:
                 conversation = self.refresh(cid)
                 received = conversation.receive_envelope(data, now=now)
         except UnknownChain:
-            self._record(cid).pending.append(PendingItem(data, server_time, seq))
-            return
+            parked = PendingItem(data, server_time, seq, waiting=waiting and seq is not None)
+            self._record(cid).pending.append(parked)
+            return True
         except (MessageExpired, ReplayedMessage):
-            return  # expired unread (key deleted), or already opened
+            return False  # expired unread (key deleted), or already opened
         except ProtocolError as exc:
             who = f"{header.sender_user_id}/{header.sender_device_id}"
             text = f"message #{seq} from {who} rejected: {exc}"
@@ -1742,8 +1844,9 @@ class Messenger:
                     " and was sent them again only after this message; later ones are readable"
                 )
             batch.events.append(NoticeEvent(cid, exc.code, text))
-            return
+            return False
         self._deliver_content(cid, received, server_time, seq, batch, read=read)
+        return False
 
     def _deliver_content(
         self,
@@ -1957,7 +2060,18 @@ class Messenger:
 
     @_operation
     def replenish_prekeys(self) -> None:
-        """Top up one-time prekeys (private halves saved before publishing)."""
+        """Top up one-time prekeys (private halves saved before publishing).
+
+        A socket that closed meanwhile (a ``prekeys_low`` push is often the last
+        thing a dying socket brought) is reopened once, as every other call is.
+        """
+        try:
+            self._replenish_prekeys()
+        except ConnectionLost:
+            self._reconnect()
+            self._replenish_prekeys()
+
+    def _replenish_prekeys(self) -> None:
         session = self.session
         if not isinstance(session, Session):
             return
@@ -2030,6 +2144,45 @@ class Messenger:
             kept = [m for a, m in old.members.items() if a[0] != user_id and a != scratch.address]
             old.set_members(kept, now=self._clock())
             record.state = old.serialize()
+
+
+def _time(item: Mapping[str, Any]) -> int:
+    """A frame's ``server_time`` (the server's, so checked: 0 when it is not an integer)."""
+    value = item.get("server_time")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def receive_order(
+    mail: Iterable[dict[str, Any]], messages: Iterable[dict[str, Any]]
+) -> list[tuple[bool, dict[str, Any]]]:
+    """Mail and messages in the order to process them: ``(is_message, item)``.
+
+    A conversation's messages go in seq order. The server stamps ``server_time``
+    when a send arrives and assigns the seq when it stores it, so two concurrent
+    sends can carry times out of seq order; a message's place in time is therefore
+    the latest time of its conversation's messages up to it. Mail is merged by its
+    own time before the messages placed at or after it, so a distribution (always
+    stored before the envelopes that need it) comes before them, and a device
+    catching up still installs chains in the order they were made
+    (docs/protocol.md §14.5).
+    """
+    by_conversation: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for message in messages:
+        seq = message.get("seq")
+        number = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+        by_conversation.setdefault(str(message.get("conversation_id")), []).append(
+            (number, message)
+        )
+    keyed: list[tuple[int, int, int, int, dict[str, Any]]] = [
+        (_time(item), 0, 0, index, item) for index, item in enumerate(mail)
+    ]
+    for items in by_conversation.values():
+        latest = 0
+        for index, (seq, message) in enumerate(sorted(items, key=lambda entry: entry[0])):
+            latest = max(latest, _time(message))
+            keyed.append((latest, 1, seq, index, message))
+    keyed.sort(key=lambda entry: entry[:4])
+    return [(kind == 1, item) for _, kind, _, _, item in keyed]
 
 
 def _shown(

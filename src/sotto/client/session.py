@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -64,7 +64,7 @@ class Session:
         signing_key: SigningKey,
         *,
         now: int | None = None,
-    ) -> Session:
+    ) -> Self:
         token = connect_token.issue(
             device_id,
             signing_key.key,

@@ -89,18 +89,35 @@ class StoredMessage:
 
 @dataclass
 class PendingItem:
-    """An envelope that arrived before its chain's distribution: retried after the next one."""
+    """An envelope not shown yet: it arrived before its chain's distribution (retried after
+    the next one), or it follows such a message in its conversation and waits its turn.
+
+    ``waiting``: a conversation message still expected to open soon; while one waits,
+    the conversation's later messages wait behind it, so they are shown in seq order.
+    A complete sync that did not bring its key ends the wait (the key is presumed lost).
+    """
 
     envelope: bytes
     server_time: int
     seq: int | None  # None: it came through the mailbox (a receipt)
+    waiting: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"envelope": b64e(self.envelope), "server_time": self.server_time, "seq": self.seq}
+        return {
+            "envelope": b64e(self.envelope),
+            "server_time": self.server_time,
+            "seq": self.seq,
+            "waiting": self.waiting,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PendingItem:
-        return cls(b64d(data["envelope"], "pending envelope"), data["server_time"], data["seq"])
+        return cls(
+            b64d(data["envelope"], "pending envelope"),
+            data["server_time"],
+            data["seq"],
+            bool(data.get("waiting", False)),  # files written before the field: not waiting
+        )
 
 
 @dataclass

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import json
 import re
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -58,6 +59,21 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
+class _Server(ThreadingHTTPServer):
+    """Serves from threads; a client that goes away mid-request is not an error.
+
+    A closed pipe or a reset connection while reading a request or writing its
+    answer means the client left (a timeout, a killed process, a dropped
+    network): there is no one left to answer and nothing to report. Anything
+    else is still printed with its traceback by ``socketserver``.
+    """
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # BrokenPipeError, ConnectionResetError, ConnectionAbortedError
+        super().handle_error(request, client_address)
+
+
 class LocalHttpServer:
     def __init__(
         self,
@@ -75,7 +91,7 @@ class LocalHttpServer:
         self.api_id = api_id
         self.stage = stage
         self.routes = [(route, _compile(route.path)) for route in topology.HTTP_ROUTES]
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_class(self))
+        self._server = _Server(("127.0.0.1", port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         host, port = self._server.server_address[:2]

@@ -1,0 +1,240 @@
+"""Delivery in order, whatever the pushes do (issue 14, item 12: the causes a soak found).
+
+Each device under test talks through a ``Tap``: the real session to the local
+stack, with a hand on its pushes (dropped, waited for, injected) and on its
+answers, so the race each test is about happens every time, not sometimes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sotto.client import messaging
+from sotto.client.errors import FrameError
+from sotto.client.events import Event, MessageEvent
+from sotto.client.messaging import Messenger
+from sotto.client.prekeys import ONE_TIME_TARGET
+from sotto.client.session import Session
+from tests.support.people import Seeded, messenger_for, seed_person, server_of
+from tests.support.stack import SeededDevice, Stack, admin
+
+Frame = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def network(stack: Stack) -> str:
+    return str(admin(stack, "POST", "/networks", {"name": "Order"})["network_id"])
+
+
+class Tap(Session):
+    """A real session whose pushes and answers a test can hold, drop or change."""
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        self.drop: Callable[[Frame], bool] = lambda frame: False
+        self.rewrite_sync: Callable[[list[Frame]], list[Frame]] = lambda parts: parts
+        self.fail_sync = 0  # this many sync requests are refused (internal_error)
+
+    def next_push(self, timeout: float) -> Frame | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = super().next_push(max(deadline - time.monotonic(), 0.0))
+            if frame is None or not self.drop(frame):
+                return frame
+
+    def request_parts(self, action: str, **fields: Any) -> list[Frame]:
+        if action == "sync" and self.fail_sync:
+            self.fail_sync -= 1
+            raise FrameError("sync", "internal_error", "the server failed (injected)")
+        parts = super().request_parts(action, **fields)
+        return self.rewrite_sync(parts) if action == "sync" else parts
+
+    def wait_for(self, wanted: Callable[[Frame], bool], timeout: float = 15.0) -> None:
+        """Read pushes (kept for the next poll) until one is ``wanted``."""
+        deadline = time.monotonic() + timeout
+        kept = list(self.pushes)
+        self.pushes.clear()  # next_push hands out kept frames first: read the socket
+        while not any(wanted(frame) for frame in kept):
+            assert time.monotonic() < deadline, f"no such push; kept {kept}"
+            frame = self.next_push(0.2)
+            if frame is not None:
+                kept.append(frame)
+        self.pushes.extend(kept)
+
+
+def tapped(stack: Stack, home: Path, device: SeededDevice) -> tuple[Messenger, list[Tap]]:
+    """A device's Messenger over Taps; the list holds every session it opened, newest last."""
+    taps: list[Tap] = []
+    assert device.secrets is not None
+
+    def connect() -> Tap:
+        assert device.secrets is not None
+        tap = Tap.open(server_of(stack), device.device_id, device.secrets.signing_key)
+        taps.append(tap)
+        return tap
+
+    return messenger_for(stack, home, device, connect=connect), taps
+
+
+def texts(events: Sequence[object]) -> list[str]:
+    return [e.text for e in events if isinstance(e, MessageEvent)]
+
+
+def message_push(seq: int) -> Callable[[Frame], bool]:
+    return lambda frame: frame.get("action") == "message" and frame.get("seq") == seq
+
+
+def room(stack: Stack, home: Path, owner: Seeded, others: list[Seeded], label: str) -> str:
+    with messenger_for(stack, home, owner.devices[0]) as messenger:
+        cid = messenger.create_room(label, [p.user_id for p in others])
+        messenger.send_text(cid, f"{label} opens")
+    return cid
+
+
+def test_a_push_above_a_gap_waits_for_the_gap(stack, network, tmp_path: Path):
+    """The push of "one" is lost; "two" arrives live. "two" is not shown before "one"."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    cid = room(stack, tmp_path, alice, [bob], "gap")
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+    with b1, messenger_for(stack, tmp_path, alice.devices[0]) as a1:
+        assert texts(b1.sync()) == ["gap opens"]
+        one = a1.send_text(cid, "one")
+        taps[-1].drop = message_push(one.seq)  # a push lost on the way
+        two = a1.send_text(cid, "two")
+        taps[-1].wait_for(message_push(two.seq))
+
+        events = b1.poll(5)
+        assert texts(events) == ["one", "two"]
+        seqs = [e.seq for e in events if isinstance(e, MessageEvent)]
+        assert seqs == [one.seq, two.seq]
+        assert texts(b1.poll(0.5) + b1.sync()) == []
+
+
+def test_a_batch_is_shown_in_seq_order_whatever_the_server_times(stack, network, tmp_path):
+    """Concurrent sends: the server stamps the time before it picks the seq."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    cid = room(stack, tmp_path, alice, [bob], "times")
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+    with b1, messenger_for(stack, tmp_path, alice.devices[0]) as a1:
+        assert texts(b1.sync()) == ["times opens"]
+        first, second = a1.send_text(cid, "first"), a1.send_text(cid, "second")
+
+        def swap_times(parts: list[Frame]) -> list[Frame]:
+            # As two sends racing would leave them: the later seq has the earlier time.
+            for part in parts:
+                found = {m["seq"]: m for m in part.get("messages") or []}
+                if first.seq in found and second.seq in found:
+                    earlier = found[first.seq]["server_time"]
+                    found[first.seq]["server_time"] = found[second.seq]["server_time"]
+                    found[second.seq]["server_time"] = earlier - 1
+            return parts
+
+        taps[-1].rewrite_sync = swap_times
+        events = b1.sync()
+    assert texts(events) == ["first", "second"]
+    assert [e.seq for e in events if isinstance(e, MessageEvent)] == [first.seq, second.seq]
+
+
+def test_a_reopened_device_shows_what_it_missed_before_what_is_live(stack, network, tmp_path):
+    """Closed, it missed a message in one room; opened, a live push comes in another."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    quiet, busy = (room(stack, tmp_path, alice, [bob], label) for label in ("quiet", "busy"))
+    with messenger_for(stack, tmp_path, bob.devices[0]) as b1:
+        assert sorted(texts(b1.sync())) == ["busy opens", "quiet opens"]
+    with messenger_for(stack, tmp_path, alice.devices[0]) as a1:
+        a1.send_text(quiet, "missed while closed")
+        b1, taps = tapped(stack, tmp_path, bob.devices[0])
+        with b1:
+            b1.conversations()  # the socket is open: pushes reach it from now on
+            live = a1.send_text(busy, "live")
+            taps[-1].wait_for(message_push(live.seq))
+            events = b1.poll(5)
+    assert texts(events) == ["missed while closed", "live"]
+
+
+def test_a_sync_that_failed_is_done_before_any_push_is_shown(stack, network, tmp_path):
+    """The first sync of a listener fails (the server had a bad moment): the next poll
+    syncs first, so what was missed still comes before what is live."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    quiet, busy = (room(stack, tmp_path, alice, [bob], label) for label in ("quiet", "busy"))
+    with messenger_for(stack, tmp_path, bob.devices[0]) as b1:
+        assert sorted(texts(b1.sync())) == ["busy opens", "quiet opens"]
+    with messenger_for(stack, tmp_path, alice.devices[0]) as a1:
+        a1.send_text(quiet, "missed while closed")
+        b1, taps = tapped(stack, tmp_path, bob.devices[0])
+        with b1:
+            b1.conversations()
+            taps[-1].fail_sync = 1
+            with pytest.raises(FrameError):
+                b1.sync()
+            live = a1.send_text(busy, "live")
+            taps[-1].wait_for(message_push(live.seq))
+            events = b1.poll(5)
+    assert texts(events) == ["missed while closed", "live"]
+
+
+def key_arrives_late(stack: Stack, network: str, tmp_path: Path) -> tuple[list[Event], str]:
+    """alice starts a new chain; its key's push is lost, her message's push arrives, then
+    carol's; bob polls, then syncs. His events and the conversation id."""
+    alice, bob, carol = (seed_person(stack, network) for _ in range(3))
+    cid = room(stack, tmp_path, alice, [bob, carol], "keys")
+    with messenger_for(stack, tmp_path, carol.devices[0]) as c1:
+        c1.send_text(cid, "carol says hi")
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+    with (
+        b1,
+        messenger_for(stack, tmp_path, alice.devices[0]) as a1,
+        messenger_for(stack, tmp_path, carol.devices[0]) as c1,
+    ):
+        assert texts(b1.sync()) == ["keys opens", "carol says hi"]
+        alice_device = alice.devices[0].device_id
+        taps[-1].drop = lambda f: f.get("action") == "mail" and f.get("from_device") == alice_device
+        a1.sync()
+        a1.engine(cid).request_rotation()
+        rotated = a1.send_text(cid, "alice on a new chain")
+        after = c1.send_text(cid, "carol after")
+        assert after.seq == rotated.seq + 1
+        taps[-1].wait_for(message_push(after.seq))
+
+        events = b1.poll(5)
+        events += b1.poll(0.5) + b1.sync()
+    assert b1.state.conversations[cid].pending == []
+    return events, cid
+
+
+def test_a_message_before_its_key_is_shown_in_its_place(stack, network, tmp_path):
+    """alice's message is shown first, as its seq says, not after carol's."""
+    events, _ = key_arrives_late(stack, network, tmp_path)
+    assert texts(events) == ["alice on a new chain", "carol after"]
+
+
+def test_a_missing_key_holds_its_conversation_back_only_so_long(
+    stack, network, tmp_path, monkeypatch
+):
+    """Past MAX_HELD messages behind it, a message without its key stops holding the
+    others back (a long catch-up must not keep everything unread); it is shown when
+    its key comes, late but shown."""
+    monkeypatch.setattr(messaging, "MAX_HELD", 1)
+    events, _ = key_arrives_late(stack, network, tmp_path)
+    assert texts(events) == ["carol after", "alice on a new chain"]
+
+
+def test_a_closed_socket_under_a_prekeys_low_push_does_not_end_listening(stack, network, tmp_path):
+    """prekeys_low was the last thing a dying socket brought: the replenish reconnects."""
+    bob = seed_person(stack, network)
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+    with b1:
+        b1.sync()
+        taps[-1].pushes.append({"action": "prekeys_low", "one_time_prekeys": 5})
+        taps[-1].close()  # the network dropped just after it
+
+        b1.poll(0.5)  # does not raise
+
+        assert len(taps) == 2  # a new socket
+        status = b1.session.request("prekey_status")
+        assert status["one_time_prekeys"] >= ONE_TIME_TARGET
