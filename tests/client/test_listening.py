@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from sotto.client.errors import ConnectionLost, ServerUnreachable
+from sotto.client.errors import ConnectionLost, FrameError, ServerUnreachable
 from sotto.client.events import Event, NoticeEvent
 from sotto.client.listening import Backoff, follow
 
@@ -85,4 +85,39 @@ def test_a_lost_server_is_said_once_waited_out_and_followed_by_a_sync() -> None:
 def test_other_errors_end_the_listener() -> None:
     server = FlakyServer([ValueError("a bug is not a network problem")])
     with pytest.raises(ValueError, match="not a network problem"):
+        follow(server, lambda events: None, lambda text: None, sleep=lambda s: None)
+
+
+def test_a_server_that_cannot_answer_now_is_waited_out_as_long_as_it_asks() -> None:
+    server = FlakyServer(
+        [
+            FrameError("sync", "rate_limited", "too many requests", retry_after_s=40),
+            FrameError("sync", "internal_error", "retry later"),
+            [notice("caught up")],
+            [notice("live")],
+        ]
+    )
+    shown: list[str] = []
+    said: list[str] = []
+    slept: list[float] = []
+    follow(
+        server,
+        lambda events: shown.extend(e.detail for e in events if isinstance(e, NoticeEvent)),
+        said.append,
+        sleep=slept.append,
+        stop=lambda: not server.script,
+    )
+    assert shown == ["caught up", "live"]
+    assert server.calls == ["poll", "sync", "sync", "poll"]
+    assert said == [
+        "the server cannot answer now (rate_limited); trying again",
+        "the server is answering again",
+    ]
+    assert slept[0] >= 40  # what the server asked for, not the first backoff step
+    assert 2 <= slept[1] <= 2.4
+
+
+def test_a_refusal_for_good_ends_the_listener() -> None:
+    server = FlakyServer([FrameError("sync", "revoked", "this device has been revoked")])
+    with pytest.raises(FrameError, match="revoked"):
         follow(server, lambda events: None, lambda text: None, sleep=lambda s: None)

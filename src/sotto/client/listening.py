@@ -3,7 +3,10 @@
 A listener is left open all day. When the network drops or the server
 restarts, it says so once, waits with exponential backoff (1 s doubling to
 30 s, with jitter so a room of listeners does not return in step), and
-carries on with a sync, so nothing sent meanwhile is missed.
+carries on with a sync, so nothing sent meanwhile is missed. A server that
+answers but cannot serve now (``rate_limited``, ``internal_error``, API
+Gateway's own error) is waited out the same way, for at least as long as it
+asks; any other refusal (``revoked``, ``suspended``, ...) ends the listener.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import ConnectionLost, ServerUnreachable
+from .errors import ConnectionLost, FrameError, ServerUnreachable
 from .events import Event
 
-__all__ = ["Backoff", "Follower", "follow"]
+__all__ = ["PASSING_ERRORS", "Backoff", "Follower", "follow"]
+
+# Error codes that say "not now" rather than "never": API Gateway's generic
+# error frame carries no code (``error``).
+PASSING_ERRORS = frozenset({"rate_limited", "internal_error", "error"})
 
 
 class Follower(Protocol):
@@ -58,18 +65,29 @@ def follow(
     """Sync, show, then poll until ``stop()``; connection failures wait and sync again."""
     backoff = Backoff()
     lost = False
+    back = "reconnected"  # what to say when it works again
     while not stop():
         try:
             events = messenger.sync(read=read) if lost else messenger.poll(poll_s, read=read)
         except (ConnectionLost, ServerUnreachable) as exc:
             if not lost:
                 say(f"connection lost ({exc}); reconnecting")
+                back = "reconnected"
             lost = True
             messenger.disconnect()
             sleep(backoff.delay())
             continue
+        except FrameError as exc:
+            if exc.code not in PASSING_ERRORS:
+                raise
+            if not lost:
+                say(f"the server cannot answer now ({exc.code}); trying again")
+                back = "the server is answering again"
+            lost = True  # then sync: whatever the failed call was for, nothing is missed
+            sleep(max(backoff.delay(), exc.retry_after_s or 0.0))
+            continue
         if lost:
-            say("reconnected")
+            say(back)
             lost = False
             backoff.reset()
         show(events)
