@@ -13,9 +13,11 @@ written to ``retention.json`` in the profile (public data only), so
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ __all__ = [
 ]
 
 RETENTION_FILE = "retention.json"
+# Screens warn this long before the retention key expires: after it, nothing can be sent.
+EXPIRY_WARNING_MS = 14 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class RetentionNotice:
     years: int = 0
     officer_fingerprint: str = ""
     checked_at: int = 0
+    key_expires_at: int = 0  # when the served generation stops verifying (0: not known)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +62,7 @@ class RetentionNotice:
             "years": self.years,
             "officer_fingerprint": self.officer_fingerprint,
             "checked_at": self.checked_at,
+            "key_expires_at": self.key_expires_at,
         }
 
 
@@ -65,11 +71,23 @@ def notice_text(notice: RetentionNotice | None) -> str:
         return "Data retention: not known yet (connect once: sotto listen --once)"
     if not notice.enabled:
         return "Data retention: off"
-    return (
+    text = (
         f"Data Retention Turned On: every message in this network is archived for "
         f"{notice.years} year(s) and readable by its records officer "
         f"(officer key {notice.officer_fingerprint})"
     )
+    left = notice.key_expires_at - notice.checked_at
+    if notice.key_expires_at and left < EXPIRY_WARNING_MS:
+        text += (
+            f". Its archive key expires on {_day(notice.key_expires_at)} (in"
+            f" {max(0, left) // 86_400_000} day(s)); after that nothing can be sent until the"
+            " records officer rotates it: tell them"
+        )
+    return text
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _parse(answer: dict[str, Any], network_id: str) -> RetentionIdentity:
@@ -102,6 +120,14 @@ def fetch_retention(
         try:
             identity.verify(now=now)
         except ProtocolError as exc:
+            if identity.expires_at <= now:
+                with contextlib.suppress(ProtocolError):
+                    identity.verify(now=identity.expires_at - 1)  # only its time is up?
+                    raise MessagingError(
+                        f"this network's retention key expired on {_day(identity.expires_at)}:"
+                        " nothing can be sent in it until its records officer rotates the key"
+                        " (sotto admin retention rotate). Report this to your records officer."
+                    ) from None
             raise MessagingError(
                 f"the server's retention identity does not verify ({exc}); not sending to it. "
                 "Report this to your records officer."
@@ -118,6 +144,7 @@ def fetch_retention(
             years if isinstance(years, int) else 0,
             identity_fingerprint(identity.officer),
             now,
+            identity.expires_at,
         )
     else:
         notice = RetentionNotice(network_id, False, checked_at=now)
@@ -142,6 +169,7 @@ def last_known(profile_dir: Path) -> RetentionNotice | None:
             int(data.get("years") or 0),
             str(data.get("officer_fingerprint") or ""),
             int(data.get("checked_at") or 0),
+            int(data.get("key_expires_at") or 0),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

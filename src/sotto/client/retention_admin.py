@@ -175,4 +175,11 @@ def disable(api: AdminApi, network_id: str) -> dict[str, Any]:
 
 
 def show(api: AdminApi, network_id: str) -> dict[str, Any]:
-    return api.get_retention(network_id)
+    """The server's answer, plus when the served key expires (rotate before: after it,
+    clients send nothing in the network)."""
+    answer = api.get_retention(network_id)
+    if answer.get("status") != "off" and answer.get("certificate"):
+        expires_at = served_identity(answer).expires_at
+        answer["key_expires_at"] = expires_at
+        answer["key_days_left"] = max(0, expires_at - now_ms()) // 86_400_000
+    return answer

@@ -63,6 +63,11 @@ class RetentionIdentity:
     def device_id(self) -> str:
         return self.certificate.device_id
 
+    @property
+    def expires_at(self) -> int:
+        """When this generation stops verifying: the officer must rotate before then."""
+        return min(self.certificate.expires_at, self.prekey.expires_at)
+
     def verify(self, *, now: int) -> None:
         """Raise unless the officer certified the device and the device its current prekey."""
         if self.certificate.user_id != officer_user_id(self.network_id):
