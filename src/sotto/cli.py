@@ -327,6 +327,11 @@ def _add_records_commands(commands: Any) -> None:
         scope.add_argument("--conversation", default=None, help="a conversation id")
         hold.add_argument("--from", dest="start", default=None, help="ISO 8601 (UTC)")
         hold.add_argument("--to", dest="end", default=None, help="ISO 8601 (UTC)")
+    extend = records_commands.add_parser(
+        "extend-locks",
+        help="lock every archived object for its network's whole retention period",
+    )
+    extend.add_argument("network_id", metavar="NETWORK_ID")
     package = records_commands.add_parser(
         "verify-package", help="re-check an export package offline (digests, completeness)"
     )

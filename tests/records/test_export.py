@@ -17,6 +17,7 @@ import mailbox
 import secrets
 import shutil
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,40 @@ def test_legal_holds_cover_the_segments_of_a_conversation_and_release_removes_th
     assert store.legal_hold(file_copy)
     assert main([*args, "release", scenario["network"], "--conversation", scenario["room"]]) == 0
     assert not store.legal_hold(file_copy)
+
+
+def test_extend_locks_holds_every_object_for_the_networks_whole_retention(stack, scenario, capsys):
+    """The archiver's objects take the stage's default lock (a day here, GOVERNANCE);
+    ``extend-locks`` moves each out to its segment's creation plus seven years."""
+    from sotto.client.server import from_endpoints
+    from sotto.records.archive_store import archive_store
+    from sotto.records.locks import required_until
+    from tests.records.archive_support import segments
+
+    network = scenario["network"]
+    args = ["records", "--server", str(stack.log_path.parent)]
+    capsys.readouterr()
+    assert main([*args, "verify", network]) == 0
+    assert "locked for less than the network's retention period" in capsys.readouterr().out
+    assert main([*args, "--json", "extend-locks", network]) == 0
+    extended = json.loads(capsys.readouterr().out)
+    server = from_endpoints(stack.log_path.parent / "endpoints.json")
+    store = archive_store(str(stack.log_path.parent), server, None, None)
+    for key, segment in segments(stack, network):
+        until = required_until(segment)
+        assert until is not None
+        assert (
+            until.year - 7
+            == datetime.fromtimestamp(segment.manifest["created_at"] / 1000, UTC).year
+        )
+        copies = [e["key"] for r in segment.records for e in r.get("files", []) if e.get("key")]
+        for name in [key, *copies]:
+            lock = store.lock(name)
+            assert lock.retain_until is not None
+            assert lock.retain_until >= until, name
+            assert lock.mode == "GOVERNANCE"  # the mode it had: never changed
+    assert any("/files/" in key for key in extended["extended"])  # the file copy too
+    assert main([*args, "--json", "extend-locks", network]) == 0
+    assert json.loads(capsys.readouterr().out)["extended"] == []  # nothing left to extend
+    assert main([*args, "verify", network]) == 0
+    assert "locked for less" not in capsys.readouterr().out

@@ -372,6 +372,19 @@ def _records(args: argparse.Namespace) -> None:
             f"{len(held['files'])} file(s) of {held['network_id']}",
         )
         return
+    if args.records_command == "extend-locks":
+        extended = records_commands.extend_locks_command(args, server)
+        count = len(extended["extended"])
+        _print(
+            args,
+            extended,
+            f"extended {count} lock(s) of {extended['network_id']} to the end of their"
+            f" retention ({extended['until']}); {extended['already_long_enough']} already"
+            " locked long enough"
+            if count
+            else f"every archived object of {extended['network_id']} is locked long enough",
+        )
+        return
     summary = records_commands.export_command(args, server, AdminApi(server))
     _print(args, summary, render(summary))
     if summary["problems"]:

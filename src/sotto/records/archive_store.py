@@ -13,6 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,23 @@ class ArchiveStore:
             raise RecordsError(
                 f"cannot {'place' if on else 'remove'} the legal hold on {key} "
                 f"(only the compliance role may): {exc}"
+            ) from None
+
+    def extend_lock(self, key: str, mode: str, until: datetime) -> None:
+        """Lock ``key`` until ``until`` in ``mode`` (its current one: never weaker)."""
+        try:
+            self.s3.put_object_retention(
+                Bucket=self.bucket,
+                Key=key,
+                Retention={
+                    "Mode": "COMPLIANCE" if mode == "COMPLIANCE" else "GOVERNANCE",
+                    "RetainUntilDate": until,
+                },
+                ChecksumAlgorithm="SHA256",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise RecordsError(
+                f"cannot extend the lock on {key} (only the compliance role may): {exc}"
             ) from None
 
     def legal_hold(self, key: str) -> bool:

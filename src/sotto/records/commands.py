@@ -24,11 +24,18 @@ from sotto.protocol.retention import open_device
 from .archive_store import ArchiveStore, archive_store
 from .export import ExportFilter, open_archive
 from .holds import HoldScope, files_in_scope, segments_in_scope
+from .locks import short_locks
 from .opening import ArchiveOpener
 from .package import verify_package, write_package
 from .verify import VerifyReport, archived_files, committed_chain, verify_archive
 
-__all__ = ["export_command", "hold_command", "verify_command", "verify_package_command"]
+__all__ = [
+    "export_command",
+    "extend_locks_command",
+    "hold_command",
+    "verify_command",
+    "verify_package_command",
+]
 
 
 def _verify(store: ArchiveStore, network_id: str) -> tuple[VerifyReport, list[dict[str, Any]]]:
@@ -40,6 +47,7 @@ def _verify(store: ArchiveStore, network_id: str) -> tuple[VerifyReport, list[di
     digests = {key: store.file_digest(key) for key in file_keys}
     report = verify_archive(network_id, segments, head, locks, now=datetime.now(UTC), files=digests)
     report.problems = unreadable + report.problems
+    report.short_locks = len(short_locks(committed, locks))
     records = [r for _key, s in committed for r in s.records]
     return report, records
 
@@ -132,6 +140,29 @@ def hold_command(args: argparse.Namespace, server: ServerConfig, on: bool) -> di
         "to": args.end,
         "segments": keys,
         "files": file_keys,
+    }
+
+
+def extend_locks_command(args: argparse.Namespace, server: ServerConfig) -> dict[str, Any]:
+    """Lock every committed segment and file copy for its network's whole retention period.
+
+    Each object keeps its lock mode (COMPLIANCE in prod stages: it can only be
+    extended, never shortened or removed); one that is locked long enough is
+    left alone, so running it again changes nothing.
+    """
+    store = archive_store(args.server, server, args.archive_bucket, args.messages_table)
+    segments, _unreadable = store.segments(args.network_id)
+    committed = committed_chain(segments, store.head(args.network_id))
+    file_keys = archived_files(committed)
+    locks = {key: store.lock(key) for key in [*(k for k, _s in committed), *file_keys]}
+    short = short_locks(committed, locks)
+    for key, until in sorted(short.items()):
+        store.extend_lock(key, locks[key].mode or "COMPLIANCE", until)
+    return {
+        "network_id": args.network_id,
+        "extended": sorted(short),
+        "already_long_enough": len(locks) - len(short),
+        "until": max((u.isoformat() for u in short.values()), default=None),
     }
 
 
