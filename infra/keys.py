@@ -12,7 +12,8 @@ archive. Instead, per key:
 - ArchiveKey: only the compliance role decrypts; principals of this account
   may only encrypt through S3 (the archiver's SSE-KMS writes); an explicit
   deny stops every other principal's decrypt, re-encrypt and grants.
-- LogsKey: CloudWatch Logs of this account and region encrypts log groups.
+- LogsKey: CloudWatch Logs of this account and region encrypts log groups,
+  and CloudTrail the archive trail's log files (``infra/trail.py``).
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ class Keys(Construct):
             resource_name="*",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
+        trails = stack.format_arn(
+            service="cloudtrail", region="*", resource="trail", resource_name="*"
+        )
         return [
             iam.PolicyStatement(
                 sid="CloudWatchLogsEncrypts",
@@ -192,7 +196,25 @@ class Keys(Construct):
                 actions=list(_USE),
                 resources=["*"],
                 conditions={"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
-            )
+            ),
+            # The archive trail's log files (infra/trail.py): CloudTrail of this account
+            # encrypts them, for this account's trails only.
+            iam.PolicyStatement(
+                sid="CloudTrailEncrypts",
+                principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
+                actions=["kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={
+                    "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": trails},
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            ),
+            iam.PolicyStatement(
+                sid="CloudTrailDescribes",
+                principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
+                actions=["kms:DescribeKey"],
+                resources=["*"],
+            ),
         ]
 
 

@@ -17,6 +17,7 @@ from infra.keys import Keys
 from infra.settings import Settings
 from infra.streams import Queues, StreamSources
 from infra.tables import Tables
+from infra.trail import ArchiveTrail
 from infra.websocket import WebSocket
 from sotto import topology
 
@@ -60,6 +61,14 @@ class SottoStack(Stack):
             heads_key=data_key,
         )
         self.access.grant_replication(self.buckets[archive.logical_id])
+        self.trail = ArchiveTrail(
+            self,
+            "Trail",
+            settings=settings,
+            archive=self.buckets[archive.logical_id],
+            logs_key=logs_key,
+            access_logs=self.buckets.access_logs,
+        )
         self.queues = Queues(self, "Queues", settings=settings, key=data_key)
         self.websocket = WebSocket(self, "WebSocket", settings=settings, logs_key=logs_key)
         # Audit events (source "sotto") for the agency's security monitoring to subscribe to.

@@ -19,23 +19,26 @@ EXPECTED_COUNTS = {
     "AWS::KMS::Key": len(topology.KEYS),
     "AWS::KMS::Alias": len(topology.KEYS),
     "AWS::DynamoDB::Table": len(topology.TABLES),
-    # The topology's buckets plus their server-access-log bucket.
-    "AWS::S3::Bucket": len(topology.BUCKETS) + 1,
-    "AWS::S3::BucketPolicy": len(topology.BUCKETS) + 1,
+    # The topology's buckets plus their server-access-log bucket and the archive trail's.
+    "AWS::S3::Bucket": len(topology.BUCKETS) + 2,
+    "AWS::S3::BucketPolicy": len(topology.BUCKETS) + 2,
     "AWS::Lambda::Function": len(topology.FUNCTIONS),
     "AWS::Lambda::LayerVersion": 1,
     # One per route integration, plus the authorizer's.
     "AWS::Lambda::Permission": len(topology.WS_ROUTES) + len(topology.HTTP_ROUTES) + 1,
     # One per function, one per schedule, API Gateway's account-wide logging
-    # role, the key-admin and compliance roles, and AWS Backup's.
-    "AWS::IAM::Role": len(topology.FUNCTIONS) + len(SCHEDULED) + 4,
+    # role, the key-admin and compliance roles, AWS Backup's, and CloudTrail's delivery
+    # to the trail's log group.
+    "AWS::IAM::Role": len(topology.FUNCTIONS) + len(SCHEDULED) + 5,
     # The compliance role's archive access.
     "AWS::IAM::ManagedPolicy": 1,
+    # CDK's inline policy of CloudTrail's delivery role (its log group only).
+    "AWS::IAM::Policy": 1,
     "AWS::Backup::BackupVault": 1,
     "AWS::Backup::BackupPlan": 1,
     "AWS::Backup::BackupSelection": 1,
-    # One per function, plus one access log per API.
-    "AWS::Logs::LogGroup": len(topology.FUNCTIONS) + 2,
+    # One per function, one access log per API, and the archive trail's.
+    "AWS::Logs::LogGroup": len(topology.FUNCTIONS) + 3,
     "AWS::ApiGatewayV2::Api": 2,
     "AWS::ApiGatewayV2::Stage": 2,
     "AWS::ApiGatewayV2::Route": len(topology.WS_ROUTES) + len(topology.HTTP_ROUTES),
@@ -49,6 +52,8 @@ EXPECTED_COUNTS = {
     # The audit bus, and one EventBridge Scheduler schedule per scheduled function.
     "AWS::Events::EventBus": 1,
     "AWS::Scheduler::Schedule": len(SCHEDULED),
+    # The archive bucket's data events (infra/trail.py).
+    "AWS::CloudTrail::Trail": 1,
 }
 
 
