@@ -186,7 +186,31 @@ def test_the_rsmf_export_is_rsmf_2_and_filters_by_user_and_conversation(stack, s
     assert (entry["display"], entry["size"]) == ("minutes.pdf", len(scenario["attachment"]))
     assert bundle.read(entry["id"]) == scenario["attachment"]
     assert {p["id"] for p in manifest["participants"]} >= {scenario["carol"]}
+    assert_rsmf_2_manifest(manifest, set(bundle.namelist()))
     assert main(["records", "verify-package", str(out)]) == 0
+
+
+def assert_rsmf_2_manifest(manifest: dict[str, Any], members: set[str]) -> None:
+    """What RSMF 2.0.0's manifest schema requires, and the validator's reference checks:
+    every id an event names exists, every attachment is a file at the zip's root."""
+    assert manifest["version"] == "2.0.0"
+    assert {"participants", "conversations", "events"} <= set(manifest)
+    people = {p["id"] for p in manifest["participants"]}
+    conversations = {c["id"] for c in manifest["conversations"]}
+    assert manifest["eventcollectionid"] in conversations
+    for conversation in manifest["conversations"]:
+        assert conversation["platform"]
+        assert conversation["type"] in ("direct", "channel")
+        assert set(conversation["participants"]) <= people
+    for event in manifest["events"]:
+        assert event["type"] == "message"
+        assert event["participant"] in people
+        assert event["conversation"] in conversations
+        assert event["timestamp"].endswith("Z")
+        for attachment in event["attachments"]:
+            assert attachment["id"] in members
+            assert "/" not in attachment["id"]
+            assert isinstance(attachment["size"], int)
 
 
 def test_verify_package_names_an_altered_or_added_file(stack, scenario, tmp_path, capsys):

@@ -373,6 +373,8 @@ def _write_rsmf(
     }
     manifest = {
         "version": RSMF_VERSION,
+        # RSMF 2.0: groups the day and size slices of one conversation (as the header does).
+        "eventcollectionid": cid,
         "participants": [{"id": u, "display": u, "email": _address(u, network)} for u in users],
         "conversations": [
             {
