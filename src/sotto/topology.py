@@ -579,7 +579,9 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         tables_read=("DirectoryTable",),
         tables_write=("MessagesTable", "ConnectionsTable", "GuardsTable"),
         dynamodb_actions={
-            "DirectoryTable": ("BatchGetItem",),
+            # The caller's standing (BatchGetItem); the network's retention, whose
+            # archive copy caps an upload's size while it is on (GetItem).
+            "DirectoryTable": ("BatchGetItem", "GetItem"),
             # Upload records (FILE#), the conversation, membership and roster it
             # names, and the message a download refers to.
             "MessagesTable": ("GetItem", "PutItem", "UpdateItem", "DeleteItem"),
