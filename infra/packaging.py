@@ -54,6 +54,7 @@ _LAMBDA_SOURCES = (
     (ROOT / "src" / "sotto" / "__init__.py", "sotto/__init__.py"),
     (ROOT / "src" / "sotto" / "topology.py", "sotto/topology.py"),
     (ROOT / "src" / "sotto" / "auditchain.py", "sotto/auditchain.py"),
+    (ROOT / "src" / "sotto" / "frames.py", "sotto/frames.py"),
     (ROOT / "src" / "sotto" / "protocol", "sotto/protocol"),
 )
 _SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"})

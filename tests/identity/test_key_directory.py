@@ -149,7 +149,7 @@ def test_signed_prekey_published_as_one_time_is_refused(stack, device):
 def test_large_room_of_devices_pages_bundles_under_the_frame_limit(stack):
     # One user with many devices is rare; paging is proven on the bundle
     # builder directly, where the size of each page can be checked.
-    from sotto_server.logic.outcome import MAX_FRAME_BYTES, paginate
+    from sotto.frames import MAX_ANSWER_BYTES, paginate
 
     entries = [{"device_id": f"d{i}", "certificate": "x" * 7000} for i in range(40)]
     pages = paginate({"action": "bundles", "id": "r"}, "bundles", entries)
@@ -159,7 +159,7 @@ def test_large_room_of_devices_pages_bundles_under_the_frame_limit(stack):
     assert sum(len(p["bundles"]) for p in pages) == 40
     import json
 
-    assert all(len(json.dumps(p)) < MAX_FRAME_BYTES for p in pages)
+    assert all(len(json.dumps(p)) < MAX_ANSWER_BYTES for p in pages)
 
 
 def test_directory_reads_many_devices_in_batches_of_a_hundred(stack):

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from sotto.frames import paginate_lists
 from sotto.protocol.errors import NotModerator, ProtocolError, SelfPromotion
 from sotto.protocol.keys import IdentityPublicKey
 from sotto.protocol.membership import (
@@ -45,7 +46,7 @@ from ..dal.retention import RetentionStore
 from . import limits
 from .errors import ErrorCode, Refused
 from .frames import b64
-from .outcome import Outcome, paginate_lists
+from .outcome import Outcome
 from .principal import Principal
 from .requests import (
     MAX_ROOM_ADD,

@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from sotto.frames import paginate_lists
 from sotto.protocol.archive import MAX_ARCHIVED_FILE_BYTES
 
 from ..dal.conversations import MAX_MESSAGE_LIFETIME_MS, StoredMessage
@@ -27,7 +28,7 @@ from ..dal.files import FileRecord, FilesStore
 from ..dal.objects import Part
 from .conversations import Stores, limit, roster_entry
 from .errors import ErrorCode, Refused
-from .outcome import Outcome, paginate_lists
+from .outcome import Outcome
 from .policy import effective_policy
 from .principal import Principal
 from .requests import (

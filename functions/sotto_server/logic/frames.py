@@ -13,6 +13,8 @@ import base64
 import json
 from typing import Any
 
+from sotto import frames
+
 from .errors import ErrorCode, Refused
 
 __all__ = ["b64", "encode", "error_frame", "refusal_frame"]
@@ -28,16 +30,13 @@ def b64(data: bytes) -> str:
 
 
 def error_frame(code: ErrorCode, message: str, request_id: str | None = None) -> bytes:
-    return encode({"action": "error", "code": code.value, "message": message, "id": request_id})
+    return encode(frames.error_frame(code.value, message, request_id))
 
 
 def refusal_frame(refusal: Refused) -> bytes:
-    frame: dict[str, Any] = {
-        "action": "error",
-        "code": refusal.code.value,
-        "message": refusal.message,
-        "id": refusal.request_id,
-    }
+    details: dict[str, Any] = dict(refusal.details)
     if refusal.retry_after_s is not None:
-        frame["retry_after_s"] = refusal.retry_after_s
-    return encode({**refusal.details, **frame})
+        details["retry_after_s"] = refusal.retry_after_s
+    return encode(
+        frames.error_frame(refusal.code.value, refusal.message, refusal.request_id, details)
+    )

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sotto.frames import paginate_lists
+
 from ..dal.directory import (
     MAX_ONE_TIME_PREKEYS,
     Conflict,
@@ -33,7 +35,7 @@ from .identity import (
     parse_device_certificate,
     signing_key_der,
 )
-from .outcome import Outcome, paginate_lists
+from .outcome import Outcome
 from .policy import check_device_count, effective_policy
 from .principal import Principal
 from .requests import (

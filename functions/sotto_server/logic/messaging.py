@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from sotto.frames import paginate_lists
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.distribution import LABEL as DISTRIBUTION_LABEL
 from sotto.protocol.distribution import KeyDistribution
@@ -31,7 +32,7 @@ from . import limits, sync_resume
 from .conversations import Stores, limit, roster_entry
 from .errors import ErrorCode, Refused
 from .frames import b64
-from .outcome import Outcome, paginate_lists
+from .outcome import Outcome
 from .policy import EffectivePolicy, check_envelope_timers, effective_policy
 from .principal import Principal
 from .requests import AckRequest, DistributeRequest, PolicyRequest, SendRequest, SyncRequest

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from sotto.frames import PartError, Parts, join_parts
 from sotto.protocol import connect_token
 from sotto.protocol.keys import SigningKey
 
@@ -148,14 +149,14 @@ class Session:
         without an id (API Gateway's own) raises at once.
         """
         waiting = [i for i in range(len(requests)) if i not in answered]
-        flight: dict[str, tuple[int, float, _Parts]] = {}
+        flight: dict[str, tuple[int, float, Parts]] = {}
         failure: FrameError | None = None
         while waiting or flight:
             while waiting and failure is None and len(flight) < max(1, window):
                 index = waiting.pop(0)
                 request_id = secrets.token_hex(8)
                 self._send({**requests[index], "action": action, "id": request_id})
-                flight[request_id] = (index, time.monotonic() + timeout, _Parts(action))
+                flight[request_id] = (index, time.monotonic() + timeout, Parts())
             if not flight:
                 break
             frame = self._receive(action, min(deadline for _, deadline, _ in flight.values()))
@@ -170,7 +171,10 @@ class Session:
                 del flight[answer_id]
                 failure = failure or _frame_error(action, frame)
                 continue
-            complete = parts.add(frame)
+            try:
+                complete = parts.add(frame)
+            except PartError as exc:
+                raise SessionError(f"server sent a bad {action} answer: {exc}") from None
             if complete is not None:
                 del flight[answer_id]
                 answered[index] = complete
@@ -226,29 +230,6 @@ class Session:
         return frame if isinstance(frame, dict) else {"action": "unparseable"}
 
 
-class _Parts:
-    """One request's answer as its parts arrive: separate frames, in any order."""
-
-    def __init__(self, action: str) -> None:
-        self._action = action
-        self._parts: dict[int, dict[str, Any]] = {}
-        self._last: int | None = None
-
-    def add(self, frame: dict[str, Any]) -> list[dict[str, Any]] | None:
-        """Every part in order once all up to the final one are here, else None."""
-        if "part" not in frame and "final" not in frame:
-            return [frame]
-        number = frame.get("part", 0)
-        if not isinstance(number, int) or number < 0 or number in self._parts:
-            raise SessionError(f"server sent a bad {self._action} part number: {number!r}")
-        self._parts[number] = frame
-        if frame.get("final") is True:
-            self._last = number
-        if self._last is None or any(i not in self._parts for i in range(self._last + 1)):
-            return None
-        return [self._parts[i] for i in range(self._last + 1)]
-
-
 def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
     retry = frame.get("retry_after_s")
     return FrameError(
@@ -258,15 +239,6 @@ def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
         retry_after_s=float(retry) if isinstance(retry, int | float) else None,
         details=frame,
     )
-
-
-def join_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The pagination contract: lists are concatenated in part order; the rest repeats."""
-    joined = {k: v for k, v in parts[0].items() if k not in ("part", "final")}
-    for name, value in parts[0].items():
-        if isinstance(value, list):
-            joined[name] = [item for part in parts for item in (part.get(name) or [])]
-    return joined
 
 
 def _closed(exc: ConnectionClosed) -> SessionError:
