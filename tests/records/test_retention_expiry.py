@@ -41,9 +41,9 @@ def test_the_notice_carries_the_key_expiry_and_warns_only_in_its_last_two_weeks(
     assert expires <= MADE + RETENTION_KEY_VALIDITY_MS
     early = fetch_retention(lambda: answer, NETWORK, IdentityTracker(), now=MADE + DAY)[1]
     assert early.key_expires_at == expires
-    assert "expires" not in notice_text(early)
+    assert "expires" not in notice_text(early, now=MADE + DAY)
     late = fetch_retention(lambda: answer, NETWORK, IdentityTracker(), now=expires - 3 * DAY)[1]
-    text = notice_text(late)
+    text = notice_text(late, now=expires - 3 * DAY)
     assert "Data Retention Turned On" in text
     assert "expires on" in text
     assert "in 3 day(s)" in text
@@ -67,4 +67,11 @@ def test_a_key_that_fails_for_another_reason_is_not_called_expired(made) -> None
 
 
 def test_a_notice_saved_before_expiry_was_known_still_loads() -> None:
-    assert "expires" not in notice_text(RetentionNotice(NETWORK, True, 7, "ab", MADE))
+    assert "expires" not in notice_text(RetentionNotice(NETWORK, True, 7, "ab", MADE), now=MADE)
+
+
+def test_the_warning_counts_from_now_not_from_when_the_notice_was_saved(made) -> None:
+    expires = made.identity(NETWORK).expires_at
+    saved = fetch_retention(lambda: served(made), NETWORK, IdentityTracker(), now=MADE)[1]
+    assert "expires" not in notice_text(saved, now=MADE)
+    assert "in 1 day(s)" in notice_text(saved, now=expires - DAY - 1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,7 +67,9 @@ class RetentionNotice:
         }
 
 
-def notice_text(notice: RetentionNotice | None) -> str:
+def notice_text(notice: RetentionNotice | None, *, now: int | None = None) -> str:
+    """What every screen says of retention; ``now`` (default: the clock) dates the key's
+    expiry warning, so a notice saved days ago still counts the days right."""
     if notice is None:
         return "Data retention: not known yet (connect once: sotto listen --once)"
     if not notice.enabled:
@@ -76,7 +79,7 @@ def notice_text(notice: RetentionNotice | None) -> str:
         f"{notice.years} year(s) and readable by its records officer "
         f"(officer key {notice.officer_fingerprint})"
     )
-    left = notice.key_expires_at - notice.checked_at
+    left = notice.key_expires_at - (int(time.time() * 1000) if now is None else now)
     if notice.key_expires_at and left < EXPIRY_WARNING_MS:
         text += (
             f". Its archive key expires on {_day(notice.key_expires_at)} (in"
