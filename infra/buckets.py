@@ -11,6 +11,7 @@ template tests assert the statements themselves.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
@@ -22,7 +23,16 @@ from infra._nag import acknowledge
 from infra.settings import Settings
 from sotto import topology
 
-__all__ = ["Buckets"]
+__all__ = ["PRIVATE_BUCKET", "Buckets"]
+
+# What every bucket of the stack is: no public access, ACLs off, TLS 1.2+ only, versioned.
+PRIVATE_BUCKET: dict[str, Any] = {
+    "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+    "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+    "enforce_ssl": True,
+    "minimum_tls_version": 1.2,
+    "versioned": True,
+}
 
 
 class Buckets(Construct):
@@ -66,11 +76,7 @@ class Buckets(Construct):
             "AccessLogsBucket",
             # S3 server access logging can only deliver to SSE-S3 buckets.
             encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            versioned=True,
+            **PRIVATE_BUCKET,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     expiration=Duration.days(self._settings.access_log_retention_days),
@@ -132,11 +138,7 @@ class Buckets(Construct):
             encryption=s3.BucketEncryption.KMS,
             encryption_key=self._keys[spec.kms_key],
             bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            versioned=True,
+            **PRIVATE_BUCKET,
             object_lock_enabled=spec.object_lock or None,
             object_lock_default_retention=retention if spec.object_lock else None,
             replication_role=self._replication if spec.object_lock else None,

@@ -21,6 +21,7 @@ from constructs import Construct
 
 from infra._common import log_group
 from infra._nag import acknowledge
+from infra.buckets import PRIVATE_BUCKET
 from infra.settings import Settings
 
 __all__ = ["ArchiveTrail"]
@@ -44,11 +45,7 @@ class ArchiveTrail(Construct):
             encryption=s3.BucketEncryption.KMS,
             encryption_key=logs_key,
             bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            versioned=True,
+            **PRIVATE_BUCKET,
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="trail/",
             lifecycle_rules=[
