@@ -23,6 +23,7 @@ __all__ = [
     "PartError",
     "Parts",
     "error_frame",
+    "is_gateway_error",
     "join_parts",
     "paginate",
     "paginate_lists",
@@ -132,3 +133,13 @@ def error_frame(
         "message": message,
         "id": request_id,
     }
+
+
+# API Gateway's own frame when an integration fails (a Lambda error or timeout): no
+# ``action``, no ``id``, so it answers whichever request of the connection failed.
+GATEWAY_ERROR_MESSAGE = "Internal server error"
+
+
+def is_gateway_error(frame: Mapping[str, Any]) -> bool:
+    """Whether ``frame`` is API Gateway's ``{"message": "Internal server error", ...}``."""
+    return "action" not in frame and frame.get("message") == GATEWAY_ERROR_MESSAGE

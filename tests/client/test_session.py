@@ -216,3 +216,14 @@ def test_request_many_raises_at_once_on_an_error_without_id() -> None:
     s, _ = session([{"action": "error", "message": "Internal server error"}])
     with pytest.raises(FrameError):
         s.request_many("echo", [{"n": 0}], {})
+
+
+def test_api_gateways_own_error_frame_fails_the_request_at_once() -> None:
+    """``{"message": "Internal server error", ...}`` carries no action and no id (a Lambda
+    failed): the request fails now with ``internal_error``, not after its 35 s timeout."""
+    gateway = {"message": "Internal server error", "connectionId": "c1", "requestId": "q1"}
+    s, _ = session([gateway])
+    with pytest.raises(FrameError) as raised:
+        s.request("sync")
+    assert raised.value.code == "internal_error"
+    assert not s.pushes

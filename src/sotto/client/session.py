@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sotto.frames import PartError, Parts, join_parts
+from sotto.frames import PartError, Parts, is_gateway_error, join_parts
 from sotto.protocol import connect_token
 from sotto.protocol.keys import SigningKey
 
@@ -161,6 +161,9 @@ class Session:
                 break
             frame = self._receive(action, min(deadline for _, deadline, _ in flight.values()))
             answer_id = frame.get("id")
+            if is_gateway_error(frame):
+                # It names no request: one of those in flight failed in its integration.
+                raise FrameError(action, "internal_error", "the server failed (API Gateway)")
             if frame.get("action") == "error" and answer_id is None:
                 raise _frame_error(action, frame)
             if not isinstance(answer_id, str) or answer_id not in flight:
