@@ -92,7 +92,6 @@ __all__ = ["Crash", "SoakConfig", "SoakFailed", "SoakResult", "main", "run"]
 
 PASSPHRASE = "soak passphrase, long enough"
 ONE_TIME_PREKEYS = 5
-POLL_S = 0.05
 CRASH_POINTS = (
     "stored, not acked",
     "acked, not shown",
@@ -101,6 +100,8 @@ CRASH_POINTS = (
 )
 ANSWER_LOST_ACTIONS = frozenset({"send", "ack", "sync", "distribute", "fetch_bundles"})
 DROPPABLE_PUSHES = frozenset({"message", "mail", "membership"})
+# Notices every run shows (a member joined, a device was added); others are printed.
+ROUTINE_NOTICES = frozenset({"membership", "new_device"})
 
 
 _KDF = threading.Lock()
@@ -123,6 +124,8 @@ class SoakConfig:
     push_loss_rate: float = 0.03
     answer_loss_rate: float = 0.005
     receipts: bool = False  # delivery receipts: each delivery sends one more message
+    # Each fault kind surely happens at least once (armed on one device each): small runs.
+    every_fault: bool = False
     home: Path | None = None  # where profiles live (a temporary directory if None)
 
     @classmethod
@@ -162,7 +165,9 @@ class Shown:
     conversation_id: str
     seq: int | None
     text: str
-    from_history: bool = False  # stored before a crash, shown when the device came back
+    # Not handed out as an event but found in the device's history: after a crash
+    # (the backlog a person sees when the device comes back), or only at the end.
+    from_history: str = ""  # "", "crash", "error" (the call raised), "end"
 
 
 @dataclass
@@ -183,6 +188,7 @@ class DeviceLog:
     notices: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     left_in_outbox: int = 0
+    notice_texts: list[str] = field(default_factory=list)
     seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     steps: Counter[str] = field(default_factory=Counter)
 
@@ -201,6 +207,9 @@ class SoakResult:
     left_in_outbox: int
     unexpected: int  # shown to a device it was not due to
     from_history: int
+    # Stored, never an event, without a crash: the call that stored them raised, or
+    # they were found in history only at the end.
+    never_handed_out: int
     refused: int
     faults: Counter[str]
     notices: Counter[str]
@@ -212,7 +221,13 @@ class SoakResult:
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.out_of_order or self.never_stored)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.out_of_order
+            or self.never_stored
+            or self.never_handed_out
+        )
 
     def print(self) -> None:
         rows: list[list[Any]] = [
@@ -227,6 +242,7 @@ class SoakResult:
             ["left in an outbox", self.left_in_outbox],
             ["shown to a device not due", self.unexpected],
             ["shown from history after a crash", self.from_history],
+            ["stored, never handed out (no crash)", self.never_handed_out],
             ["refused (the sender was told)", self.refused],
             ["wall time (s)", round(self.wall_s, 1)],
             *([f"  {name} (s)", round(seconds, 1)] for name, seconds in self.phases.items()),
@@ -370,7 +386,7 @@ def _write_profile(
         holds_identity=True,
         identity_key=b64e(user.identity.public.serialize()),
     )
-    with Profile.create(name, home) as profile:
+    with _KDF, Profile.create(name, home) as profile:
         profile.write_info(info)
         profile.save_keys(keys, PASSPHRASE)
     return name
@@ -387,11 +403,19 @@ class Faults:
         self.rng = random.Random(seed)
         self.log = log
         self.on = True
+        self.forced: dict[str, int] = {}  # kind -> chances left before it surely happens
         self._lock = threading.Lock()
 
-    def roll(self, rate: float) -> bool:
+    def roll(self, rate: float, kind: str = "") -> bool:
         with self._lock:
-            return self.on and self.rng.random() < rate
+            if not self.on:
+                return False
+            if kind in self.forced:  # armed: this kind happens at its n-th chance
+                self.forced[kind] -= 1
+                if self.forced[kind] <= 0:
+                    del self.forced[kind]
+                    return True
+            return self.rng.random() < rate
 
     def count(self, kind: str) -> None:
         with self._lock:
@@ -412,14 +436,15 @@ class FaultySession(Session):
                 self.faults.log.errors[f"gateway frame: {str(frame.get('message'))[:40]}"] += 1
             if frame is None or frame.get("action") not in DROPPABLE_PUSHES:
                 return frame
-            if not self.faults.roll(self.faults.config.push_loss_rate):
+            if not self.faults.roll(self.faults.config.push_loss_rate, "push lost"):
                 return frame
             self.faults.count(f"push lost ({frame.get('action')})")
 
     def _send(self, frame: dict[str, Any]) -> None:
         super()._send(frame)
         action = str(frame.get("action"))
-        if action in ANSWER_LOST_ACTIONS and self.faults.roll(self.faults.config.answer_loss_rate):
+        rate = self.faults.config.answer_loss_rate
+        if action in ANSWER_LOST_ACTIONS and self.faults.roll(rate, "answer lost"):
             self.faults.count("answer lost (socket closed)")
             with contextlib.suppress(Exception):
                 self._connection.close()
@@ -433,7 +458,7 @@ class SoakMessenger(Messenger):
     crashed = False
 
     def _crash_point(self, point: str) -> None:
-        if self.faults.roll(self.faults.config.crash_rate):
+        if self.faults.roll(self.faults.config.crash_rate, point):
             self.faults.count(f"crash: {point}")
             self.crashed = True
             raise Crash(point)
@@ -488,6 +513,9 @@ class Harness:
         self.conversations_of: dict[str, list[str]] = defaultdict(list)  # user -> cids
         self.sent = 0
         self.faults_on = True
+        # How long each device waits for pushes between its sends: short for a few
+        # devices, longer for many, so that polling itself does not take every core.
+        self.poll_s = max(0.05, config.devices / 200)
 
     def record_prepared(self, message_id: str, text: str) -> None:
         with self.lock:
@@ -537,7 +565,8 @@ class DeviceRunner(threading.Thread):
 
     def open(self) -> SoakMessenger:
         # One key derivation at a time: OpenSSL's Argon2id run from several threads
-        # at once was seen to stall them all (no CPU used, for minutes).
+        # at once was seen to stall them all (no CPU used, for minutes) and to fail
+        # with MemoryError.
         with _KDF:
             profile = Profile.open(self.profile, self.harness.home)
             info = profile.read_info()
@@ -566,12 +595,12 @@ class DeviceRunner(threading.Thread):
         self.messenger = None
         with self.timed("reopen after a crash"):
             messenger = self.open()
-        self._shown_from_history(messenger)
+        self._shown_from_history(messenger, "crash")
 
-    def _shown_from_history(self, messenger: Messenger) -> None:
+    def _shown_from_history(self, messenger: Messenger, when: str) -> None:
         """What the dead process stored but never handed out is the backlog a person sees."""
         backlog = [
-            Shown(cid, stored.seq, stored.text, from_history=True)
+            Shown(cid, stored.seq, stored.text, from_history=when)
             for cid, record in messenger.state.conversations.items()
             for stored in record.history
             if stored.sender_device_id != self.device.device_id
@@ -592,6 +621,8 @@ class DeviceRunner(threading.Thread):
                 new += 1
             elif isinstance(event, NoticeEvent):
                 self.log.notices[event.code] += 1
+                if event.code not in ROUTINE_NOTICES and len(self.log.notice_texts) < 5:
+                    self.log.notice_texts.append(f"notice on {self.profile}: {event.detail}")
         return new
 
     @contextlib.contextmanager
@@ -616,9 +647,13 @@ class DeviceRunner(threading.Thread):
             self._revive()
         except FrameError as exc:
             self.log.errors[exc.code] += 1
+            self._shown_from_history(messenger, "error")
             time.sleep(0.05)
         except ClientError as exc:
             self.log.errors[f"{type(exc).__name__}: {str(exc)[:60]}"] += 1
+            # A call that raised after it stored messages never handed them out:
+            # a `sotto listen` would never print them.
+            self._shown_from_history(messenger, "error")
             time.sleep(0.05)
         return 0
 
@@ -643,11 +678,12 @@ class DeviceRunner(threading.Thread):
                 finally:
                     command.done.set()
                 continue
-            if self.harness.faults_on and self.faults.roll(self.harness.config.disconnect_rate):
+            rate = self.harness.config.disconnect_rate
+            if self.harness.faults_on and self.faults.roll(rate, "socket dropped"):
                 self._drop_socket()
             if self.quota > 0 and self.rng.random() < 0.5:
                 self._send_one()
-            self.guarded("poll", lambda m: m.poll(POLL_S))
+            self.guarded("poll", lambda m: m.poll(self.harness.poll_s))
 
     def _drop_socket(self) -> None:
         messenger = self.messenger
@@ -705,7 +741,7 @@ class DeviceRunner(threading.Thread):
         self.faults.on = False
         messenger = self.open()
         try:
-            self._shown_from_history(messenger)
+            self._shown_from_history(messenger, "end")
             self.log.left_in_outbox = len(messenger.state.outbox)
         finally:
             messenger.close()
@@ -810,6 +846,10 @@ def _soak(config: SoakConfig, endpoints_file: Path, home: Path) -> SoakResult:
             )
             runners.append(runner)
             runner_of[device.device_id] = runner
+    if config.every_fault:
+        kinds = ["socket dropped", "answer lost", "push lost", *CRASH_POINTS]
+        for index, kind in enumerate(kinds):
+            runners[index % len(runners)].faults.forced[kind] = 3
     for runner in runners:
         runner.start()
 
@@ -892,10 +932,10 @@ def _soak(config: SoakConfig, endpoints_file: Path, home: Path) -> SoakResult:
 
 @contextlib.contextmanager
 def _plain_messenger(home: Path, name: str) -> Iterator[Messenger]:
-    profile = Profile.open(name, home)
-    with Messenger.open(
-        profile, profile.read_info(), profile.load_keys(PASSPHRASE), PASSPHRASE
-    ) as m:
+    with _KDF:
+        profile = Profile.open(name, home)
+        keys = profile.load_keys(PASSPHRASE)
+    with Messenger.open(profile, profile.read_info(), keys, PASSPHRASE) as m:
         yield m
 
 
@@ -919,7 +959,7 @@ def _count(
     joined = {cid: {m.user_id: m.joined_seq for m in store.members(cid)} for cid in cids}
 
     examples: list[str] = []
-    due_total = lost = duplicated = out_of_order = unexpected = from_history = 0
+    due_total = lost = duplicated = out_of_order = unexpected = from_history = unhanded = 0
     for runner in runners:
         log = runner.log
         due: dict[str, tuple[str, int]] = {}
@@ -954,13 +994,21 @@ def _count(
             if shown.seq < highest.get(shown.conversation_id, 0):
                 out_of_order += 1
                 if len(examples) < 10:
-                    how = " (from history after a crash)" if shown.from_history else ""
+                    how = f" (from history: {shown.from_history})" if shown.from_history else ""
                     examples.append(
                         f"out of order: #{shown.seq}{how} after #{highest[shown.conversation_id]}"
                         f" in {shown.conversation_id} on {log.name}"
                     )
             highest[shown.conversation_id] = max(highest.get(shown.conversation_id, 0), shown.seq)
-        from_history += sum(1 for s in log.shown if s.from_history)
+        from_history += sum(1 for s in log.shown if s.from_history == "crash")
+        for shown in log.shown:
+            if shown.from_history in ("error", "end"):
+                unhanded += 1
+                if len(examples) < 10:
+                    examples.append(
+                        f"stored, never handed out ({shown.from_history}): {shown.text!r}"
+                        f" ({shown.conversation_id} #{shown.seq}) on {log.name}"
+                    )
 
     intents = [i for r in runners for i in r.log.intents]
     refused = sum(1 for i in intents if i.outcome.startswith("refused"))
@@ -970,6 +1018,7 @@ def _count(
             never_stored += 1
             if len(examples) < 10:
                 examples.append(f"never stored: {intent.text!r} ({intent.outcome})")
+    examples += [text for r in runners for text in r.log.notice_texts][:10]
     faults: Counter[str] = Counter()
     notices: Counter[str] = Counter()
     errors: Counter[str] = Counter()
@@ -995,6 +1044,7 @@ def _count(
         left_in_outbox=sum(r.log.left_in_outbox for r in runners),
         unexpected=unexpected,
         from_history=from_history,
+        never_handed_out=unhanded,
         refused=refused,
         faults=faults,
         notices=notices,
@@ -1017,7 +1067,8 @@ def main() -> None:
     if not result.clean:
         raise SoakFailed(
             f"lost {result.lost}, duplicated {result.duplicated},"
-            f" out of order {result.out_of_order}, never stored {result.never_stored}"
+            f" out of order {result.out_of_order}, never stored {result.never_stored},"
+            f" stored but never handed out {result.never_handed_out}"
         )
 
 
