@@ -456,6 +456,7 @@ class SoakMessenger(Messenger):
     faults: Faults
     prepared: Callable[[str, str], None]
     crashed = False
+    in_pushes = False
 
     def _crash_point(self, point: str) -> None:
         if self.faults.roll(self.faults.config.crash_rate, point):
@@ -479,6 +480,28 @@ class SoakMessenger(Messenger):
         if isinstance(content, Text):
             self.prepared(item.message_id, content.text)
         return item
+
+    def _process_pushes(self, frames: list[dict[str, Any]], *, read: bool) -> list[Event]:
+        self.in_pushes = True
+        try:
+            return super()._process_pushes(frames, read=read)
+        finally:
+            self.in_pushes = False
+
+    def sync(self, *, read: bool = False) -> list[Event]:
+        pushes, self.in_pushes = self.in_pushes, False  # a poll's sync reads pages
+        try:
+            return super().sync(read=read)
+        finally:
+            self.in_pushes = pushes
+
+    def _ask_again(self, batch: Any) -> None:
+        # A device asks a sender for its chain again when it cannot open a distribution
+        # (docs/protocol.md §16.4): counted, with where the distribution came from.
+        if batch.asks:
+            where = "pushes" if self.in_pushes else "a sync"
+            self.faults.log.notices[f"asked for a chain again (from {where})"] += len(batch.asks)
+        super()._ask_again(batch)
 
     def _ack(self, batch: Any) -> None:
         self._crash_point(CRASH_POINTS[0])
@@ -959,6 +982,7 @@ def _count(
     joined = {cid: {m.user_id: m.joined_seq for m in store.members(cid)} for cid in cids}
 
     examples: list[str] = []
+    by_device = {r.device.device_id: r for r in runners}
     due_total = lost = duplicated = out_of_order = unexpected = from_history = unhanded = 0
     for runner in runners:
         log = runner.log
@@ -979,7 +1003,12 @@ def _count(
                 lost += 1
                 if len(examples) < 10:
                     cid, seq = due[text]
-                    examples.append(f"lost: {text!r} ({cid} #{seq}) on {log.name}")
+                    sender_log = by_device[stored[text][0][2]].log
+                    linked = " (linked mid-run)" if log.device_id in linked_starts else ""
+                    examples.append(
+                        f"lost: {text!r} ({cid} #{seq}) on {log.name}{linked};"
+                        f" its faults {dict(log.faults)}, the sender's {dict(sender_log.faults)}"
+                    )
         for text, count in counts.items():
             if count > 1:
                 duplicated += count - 1
