@@ -758,10 +758,10 @@ class DeviceRunner(threading.Thread):
 
     def _stop(self) -> None:
         """Close as a person would (state saved), then read the profile back from disk."""
+        self.faults.on = False
         if self.messenger is not None:
             with contextlib.suppress(ClientError):
                 self.messenger.close()
-        self.faults.on = False
         messenger = self.open()
         try:
             self._shown_from_history(messenger, "end")
