@@ -243,7 +243,7 @@ class SoakResult:
             ["shown to a device not due", self.unexpected],
             ["shown from history after a crash", self.from_history],
             ["stored, never handed out (no crash)", self.never_handed_out],
-            ["refused (the sender was told)", self.refused],
+            ["not sent, the sender was told (send raised)", self.refused],
             ["wall time (s)", round(self.wall_s, 1)],
             *([f"  {name} (s)", round(seconds, 1)] for name, seconds in self.phases.items()),
         ]
@@ -1040,10 +1040,20 @@ def _count(
                     )
 
     intents = [i for r in runners for i in r.log.intents]
-    refused = sum(1 for i in intents if i.outcome.startswith("refused"))
+    prepared = set(harness.prepared.values())
+
+    def told(intent: Intent) -> bool:
+        """``send`` raised a refusal, or an error before anything was prepared: the
+        sender knows it was not sent. An error after preparing leaves the message in
+        the outbox, for the next command to send."""
+        if intent.outcome.startswith("refused"):
+            return True
+        return intent.outcome.startswith("error") and intent.text not in prepared
+
+    refused = sum(1 for i in intents if told(i))
     never_stored = 0
     for intent in intents:
-        if intent.text not in stored and not intent.outcome.startswith("refused"):
+        if intent.text not in stored and not told(intent):
             never_stored += 1
             if len(examples) < 10:
                 examples.append(f"never stored: {intent.text!r} ({intent.outcome})")
