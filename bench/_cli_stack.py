@@ -16,8 +16,11 @@ __all__ = ["cli_stack"]
 
 
 @contextmanager
-def cli_stack(env: dict[str, str], data_dir: Path) -> Iterator[dict[str, Any]]:
-    """Start the stack, yield its endpoints.json, stop it with Ctrl-C as a person would."""
+def cli_stack(env: dict[str, str], data_dir: Path, *extra: str) -> Iterator[dict[str, Any]]:
+    """Start the stack, yield its endpoints.json, stop it with Ctrl-C as a person would.
+
+    ``extra``: more ``sotto local up`` options (``--rate-limit-scale 1000``).
+    """
     stack = subprocess.Popen(
         [
             sys.executable,
@@ -28,6 +31,7 @@ def cli_stack(env: dict[str, str], data_dir: Path) -> Iterator[dict[str, Any]]:
             "--ephemeral",
             "--data-dir",
             str(data_dir),
+            *extra,
         ],
         env=env,
         stdout=subprocess.DEVNULL,

@@ -216,3 +216,19 @@ def test_add_members_is_for_moderators_of_rooms(stack, pair):
     assert "not_moderator" in by_member["message"]
     listed = bob.socket.answers("list_conversations")[0]["conversations"]
     assert {c["conversation_id"] for c in listed} >= {cid, room}
+
+
+def test_an_ack_naming_a_mail_item_twice_is_answered(pair):
+    """A retried distribute stores the same mail id again (ids derive from what mail
+    carries) and pushes it twice; a device acknowledging both copies in one ack was
+    refused by DynamoDB ("item keys contain duplicates"): an integration error, no answer.
+    """
+    alice, bob = pair
+    cid = direct(alice, bob)
+    alice.send(cid, "with a new chain")  # its distribution is bob's mail
+    mail_ids = [m["mail_id"] for part in bob.socket.answers("sync") for m in part["mail"]]
+    assert mail_ids
+    request_id = bob.socket.send({"action": "ack", "mail": mail_ids + mail_ids})
+    answer = bob.socket.answer(request_id, timeout=10)
+    assert answer["action"] == "acked"
+    assert bob.socket.answers("sync")[0]["mail"] == []  # deleted, once

@@ -744,9 +744,11 @@ class ConversationsStore(SingleTableStore):
         return stored
 
     def delete_mail(self, device_id: str, mail_ids: Sequence[str]) -> None:
+        # Once each: BatchWriteItem refuses a batch naming a key twice, and a device
+        # may well acknowledge a mail item twice (a retried distribute pushes it again).
         requests = [
             {"DeleteRequest": {"Key": key(f"MAIL#{device_id}", f"M#{mail_id}")}}
-            for mail_id in mail_ids
+            for mail_id in dict.fromkeys(mail_ids)
         ]
         for start in range(0, len(requests), 25):
             self._batch_write(requests[start : start + 25])
