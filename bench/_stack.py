@@ -188,6 +188,39 @@ class Device:
         return {"Authorization": f"Sotto-Device {token}"}
 
 
+def enroll_through_dal(
+    directory: DirectoryStore,
+    network_id: str,
+    identity: IdentityKeyPair,
+    user_id: str,
+    *,
+    handle: str,
+    now: int,
+) -> DeviceSecrets:
+    """A user and first device, written as the enroll route writes them (invite, checks,
+    one transaction) without the HTTP round trip or its per-IP enrollment limit."""
+    device = DeviceSecrets.create(identity, user_id, f"dev-{secrets.token_hex(6)}", now=now)
+    invite = Invite(
+        code_hash=secrets.token_hex(32),
+        network_id=network_id,
+        user_id=user_id,
+        handle=handle,
+        created_at=now,
+        expires_at=now + 3_600_000,
+        used=False,
+    )
+    directory.create_invite(invite, now // 1000 + 3600)
+    user, record, signed = check_enrollment(
+        invite,
+        identity.public.serialize(),
+        device.certificate.serialize(),
+        device.current_signed_prekey().serialize(),
+        now_ms=now,
+    )
+    directory.enroll(invite, user, record, signed, now)
+    return device
+
+
 class BenchStack:
     def __init__(self, *, rate_limit_scale: float = 1000.0) -> None:
         """``rate_limit_scale``: 1 for the deployment's defaults; cost benchmarks raise it."""
@@ -285,25 +318,9 @@ class BenchStack:
         identity = IdentityKeyPair.generate() if own_identity else self._shared_identity
         user_id = f"{label}-{secrets.token_hex(5)}"
         now = now_ms()
-        device = DeviceSecrets.create(identity, user_id, f"dev-{secrets.token_hex(6)}", now=now)
-        invite = Invite(
-            code_hash=secrets.token_hex(32),
-            network_id=self.network_id,
-            user_id=user_id,
-            handle=user_id,
-            created_at=now,
-            expires_at=now + 3_600_000,
-            used=False,
+        device = enroll_through_dal(
+            self.directory, self.network_id, identity, user_id, handle=user_id, now=now
         )
-        self.directory.create_invite(invite, now // 1000 + 3600)
-        user, record, signed = check_enrollment(
-            invite,
-            identity.public.serialize(),
-            device.certificate.serialize(),
-            device.current_signed_prekey().serialize(),
-            now_ms=now,
-        )
-        self.directory.enroll(invite, user, record, signed, now)
         return Device(device, identity, self.network_id)
 
     def socket(self, device: Device) -> Socket:

@@ -82,11 +82,12 @@ from sotto.protocol.conversation import MessageTimers
 from sotto.protocol.device import DeviceSecrets
 from sotto.protocol.keys import IdentityKeyPair
 from sotto_server.dal.conversations import ConversationsStore
-from sotto_server.dal.directory import DeviceRecord, DirectoryStore, Invite
-from sotto_server.logic.identity import check_enrollment, signing_key_der
+from sotto_server.dal.directory import DeviceRecord, DirectoryStore
+from sotto_server.logic.identity import signing_key_der
 
 from ._cli_stack import cli_stack
 from ._report import table
+from ._stack import enroll_through_dal
 
 __all__ = ["Crash", "SoakConfig", "SoakFailed", "SoakResult", "main", "run"]
 
@@ -299,25 +300,14 @@ class Directory:
         identity = IdentityKeyPair.generate()
         user_id = f"usr-{secrets.token_hex(8)}"
         now = _now_ms()
-        device = DeviceSecrets.create(identity, user_id, f"dev-{secrets.token_hex(6)}", now=now)
-        invite = Invite(
-            code_hash=secrets.token_hex(32),
-            network_id=self.network_id,
-            user_id=user_id,
+        device = enroll_through_dal(
+            self.directory,
+            self.network_id,
+            identity,
+            user_id,
             handle=f"soak{index}-{secrets.token_hex(3)}",
-            created_at=now,
-            expires_at=now + 3_600_000,
-            used=False,
+            now=now,
         )
-        self.directory.create_invite(invite, now // 1000 + 3600)
-        user, record, signed = check_enrollment(
-            invite,
-            identity.public.serialize(),
-            device.certificate.serialize(),
-            device.current_signed_prekey().serialize(),
-            now_ms=now,
-        )
-        self.directory.enroll(invite, user, record, signed, now)
         self._publish(device, signed=False)
         return User(index, user_id, identity, [device])
 
