@@ -16,7 +16,7 @@ import pytest
 
 from sotto.client import messaging
 from sotto.client.errors import FrameError
-from sotto.client.events import Event, MessageEvent
+from sotto.client.events import Event, MessageEvent, NoticeEvent
 from sotto.client.messaging import Messenger
 from sotto.client.prekeys import ONE_TIME_TARGET
 from sotto.client.session import Session
@@ -39,6 +39,7 @@ class Tap(Session):
         self.drop: Callable[[Frame], bool] = lambda frame: False
         self.rewrite_sync: Callable[[list[Frame]], list[Frame]] = lambda parts: parts
         self.fail_sync = 0  # this many sync requests are refused (internal_error)
+        self.fail_ack = 0  # and this many acks
 
     def next_push(self, timeout: float) -> Frame | None:
         deadline = time.monotonic() + timeout
@@ -51,6 +52,9 @@ class Tap(Session):
         if action == "sync" and self.fail_sync:
             self.fail_sync -= 1
             raise FrameError("sync", "internal_error", "the server failed (injected)")
+        if action == "ack" and self.fail_ack:
+            self.fail_ack -= 1
+            raise FrameError("ack", "internal_error", "the server failed (injected)")
         parts = super().request_parts(action, **fields)
         return self.rewrite_sync(parts) if action == "sync" else parts
 
@@ -238,3 +242,52 @@ def test_a_closed_socket_under_a_prekeys_low_push_does_not_end_listening(stack, 
         assert len(taps) == 2  # a new socket
         status = b1.session.request("prekey_status")
         assert status["one_time_prekeys"] >= ONE_TIME_TARGET
+
+
+def test_a_session_key_behind_a_lost_push_is_waited_for_not_asked_again(stack, network, tmp_path):
+    """alice's first key to bob (it opens their pairwise session) is a lost push; her key
+    for a second room then comes over that session, before the sync that brings the
+    first. bob keeps the second key until the sync: asking alice again at once would get
+    her chain only from where she is now, and her message before it would be lost."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+    with b1:
+        b1.sync()
+        dropped: list[Frame] = []
+
+        def first_key(frame: Frame) -> bool:
+            if frame.get("action") == "mail" and not dropped:
+                dropped.append(frame)
+                return True
+            return False
+
+        taps[-1].drop = first_key
+        first = room(stack, tmp_path, alice, [bob], "first")
+        second = room(stack, tmp_path, alice, [bob], "second")
+        taps[-1].wait_for(lambda f: f.get("action") == "mail" and f["conversation_id"] == second)
+        assert [f["conversation_id"] for f in dropped] == [first]
+
+        events = b1.poll(5)
+        with messenger_for(stack, tmp_path, alice.devices[0]) as a1:
+            a1.sync()  # had bob asked for a key again, she would answer here
+        events += b1.poll(0.5) + b1.sync()
+    assert sorted(texts(events)) == ["first opens", "second opens"]
+    notices = [e for e in events if isinstance(e, NoticeEvent) and e.code != "membership"]
+    assert notices == []  # nothing unreadable, nothing asked for again
+    assert all(not r.pending for r in b1.state.conversations.values())
+
+
+def test_what_a_sync_saved_before_it_failed_is_still_handed_out(stack, network, tmp_path):
+    """The batch was saved, then its ack failed: the caller still gets its messages, once
+    (the next sync would not bring them again: they were saved as seen)."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    cid = room(stack, tmp_path, alice, [bob], "owed")
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+    with b1:
+        b1.conversations()
+        taps[-1].fail_ack = 1
+        with pytest.raises(FrameError):
+            b1.sync()
+        assert texts(b1.poll(0.2)) == ["owed opens"]
+        assert texts(b1.poll(0.2) + b1.sync()) == []
+    assert cid in b1.state.conversations

@@ -115,6 +115,7 @@ from .profile import DeviceKeys, Profile, ProfileInfo
 from .retention import RetentionNotice, fetch_retention
 from .session import Session, join_parts
 from .store import (
+    MAX_HELD_KEYS,
     ConversationRecord,
     MessagingStore,
     OutboxItem,
@@ -210,6 +211,8 @@ class _Batch:
     delivered: dict[tuple[str, str], list[bytes]]  # (conversation, sender user) -> ids
     # Distributions this device could not open: (conversation, sender, session id) to ask.
     asks: list[tuple[str, Address, bytes]] = field(default_factory=list)
+    # A complete sync: nothing more is in the mailbox, so a key still missing is lost.
+    complete: bool = False
 
 
 def _operation(
@@ -234,6 +237,24 @@ def _until_done(
             return method(self, *args, **kwargs)
         except BaseException:
             self._needs_sync = True
+            raise
+
+    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+
+
+def _owing(
+    method: Callable[Concatenate[Messenger, P], list[Event]],
+) -> Callable[Concatenate[Messenger, P], list[Event]]:
+    """Events saved by a call that then raised are still the caller's: the next call
+    hands them out first (they were saved and may be acknowledged, so no sync repeats
+    them)."""
+
+    def run(self: Messenger, *args: P.args, **kwargs: P.kwargs) -> list[Event]:
+        owed, self._owed = self._owed, []
+        try:
+            return owed + method(self, *args, **kwargs)
+        except BaseException:
+            self._owed[:0] = owed
             raise
 
     return functools.update_wrapper(run, method)  # type: ignore[return-value]
@@ -284,6 +305,8 @@ class Messenger:
         self._dirty = False
         # Membership news and refused devices, shown with the next events.
         self._notices: list[Event] = []
+        # Events of batches saved by a sync or poll that then raised (see _owing).
+        self._owed: list[Event] = []
         self._refused: dict[str, dict[Address, str]] = {}
         # A Messenger just opened has missed what arrived while it was closed:
         # its first poll syncs before it hands out any push.
@@ -1416,6 +1439,7 @@ class Messenger:
 
     # -- receiving -------------------------------------------------------------------
 
+    @_owing
     @_until_done
     @_operation
     def sync(self, *, read: bool = False) -> list[Event]:
@@ -1428,6 +1452,13 @@ class Messenger:
         self._ensure_policy()
         self.flush_outbox()
         events: list[Event] = []
+        try:
+            return self._sync_pages(events, read=read)
+        except BaseException:
+            self._owed[:0] = events  # the pages already saved
+            raise
+
+    def _sync_pages(self, events: list[Event], *, read: bool) -> list[Event]:
         # The server's continuation: the next page reads on from where this one stopped.
         resume: dict[str, Any] = {}
         while True:
@@ -1486,6 +1517,7 @@ class Messenger:
                 )
         return events + self._drain_notices()
 
+    @_owing
     def poll(self, timeout: float, *, read: bool = False) -> list[Event]:
         """Wait up to ``timeout`` s for pushes (unlocked); process every one that is waiting.
 
@@ -1525,18 +1557,27 @@ class Messenger:
         for frame in frames:
             if frame.get("action") == "membership":
                 events += self._membership(frame)
-        events += self._receive(mail, messages, read=read, complete=False) if frames else []
+        try:
+            events += self._receive(mail, messages, read=read, complete=False) if frames else []
+            return events + self._sync_if_behind(gap=gap, read=read)
+        except BaseException:
+            self._owed[:0] = events
+            raise
+
+    def _sync_if_behind(self, *, gap: bool, read: bool) -> list[Event]:
         records = self.state.conversations.values()
         if (
             gap
             or self._needs_sync
             or any(r.seen for r in records)
             or any(p.waiting for r in records for p in r.pending)
+            or any(r.held_keys for r in records)
         ):
-            # A gap below a push, or a message whose key has not come: the sync brings
-            # what is missing, and what was held back comes out after it in seq order.
-            events += self.sync(read=read)
-        return events
+            # A gap below a push, a message whose key has not come or a key whose session
+            # has not: the sync brings what is missing, and what was held back comes out
+            # after it in seq order.
+            return self.sync(read=read)
+        return []
 
     def _following(self, pushes: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
         """The pushed messages that follow on from what this device has, in seq order, and
@@ -1582,7 +1623,7 @@ class Messenger:
         complete: bool,
         through: dict[str, int] | None = None,
     ) -> list[Event]:
-        batch = _Batch([], [], [], {})
+        batch = _Batch([], [], [], {}, complete=complete)
         highest: dict[str, int] = {}
         for is_message, item in receive_order(mail, messages):
             try:
@@ -1603,6 +1644,7 @@ class Messenger:
         for cid, seq in (through or {}).items():
             if cid in self.state.conversations:
                 self.state.conversations[cid].advance(seq)
+        self._retry_held(batch, read=read)
         if complete:
             for cid, record in list(self.state.conversations.items()):
                 if any(p.waiting for p in record.pending):
@@ -1613,12 +1655,16 @@ class Messenger:
         batch.events += self._drain_notices()
         receipts = self._prepare_receipts(batch, read=read)
         self.save()  # before anything is acknowledged or sent
-        for receipt in receipts:
-            with contextlib.suppress(FrameError):
-                self._deliver(receipt)
-        self._redistribute(batch)
-        self._ask_again(batch)
-        self._ack(batch)
+        try:
+            for receipt in receipts:
+                with contextlib.suppress(FrameError):
+                    self._deliver(receipt)
+            self._redistribute(batch)
+            self._ask_again(batch)
+            self._ack(batch)
+        except BaseException:
+            self._owed[:0] = batch.events  # saved: owed to the caller, not to be shown again
+            raise
         return batch.events
 
     def _ack(self, batch: _Batch) -> None:
@@ -1669,11 +1715,25 @@ class Messenger:
                 conversation.receive_distribution(data, now=now)
         except ReplayedMessage:
             return  # a retried distribute: the chain is installed already
-        except (UnknownSession, PrekeyError) as exc:
-            # Lost state, an expired session, a used prekey: ask the sender again (§16.4).
+        except UnknownSession as exc:
+            if not batch.complete:
+                # The distribution that opens this session may be a lost push the sync
+                # brings: keep this one until then (_retry_held). Asked now, the sender
+                # would send its chain only from where it is now (§16.4).
+                held = self._record(cid).held_keys
+                if data not in held:
+                    held.append(data)
+                    del held[:-MAX_HELD_KEYS]
+                    self._dirty = True
+                return
+            # Lost state or an expired session: ask the sender again (§16.4).
             kd = KeyDistribution.parse(data)
-            session_id = exc.session_id if isinstance(exc, UnknownSession) else NO_SESSION
-            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), session_id))
+            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), exc.session_id))
+            return
+        except PrekeyError:
+            # A used or unknown prekey: ask the sender again (§16.4).
+            kd = KeyDistribution.parse(data)
+            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), NO_SESSION))
             return
         except MessageKeyUnavailable as exc:
             kd = KeyDistribution.parse(data)
@@ -1689,6 +1749,35 @@ class Messenger:
             batch.events.append(NoticeEvent(cid, exc.code, f"a key distribution failed: {exc}"))
             return
         self._retry_pending(cid, batch, read=read)
+
+    def _retry_held(self, batch: _Batch, *, read: bool) -> None:
+        """Open the distributions kept for a session this device did not hold yet.
+
+        One that opens may install the session another needs, so rounds go on while
+        any opens. After a complete sync, those that still do not open are asked for.
+        """
+        complete, batch.complete = batch.complete, False
+        try:
+            held = self._held_count()
+            while held:
+                self._retry_held_round(batch, read=read)
+                held, before = self._held_count(), held
+                if held == before:
+                    break
+        finally:
+            batch.complete = complete
+        if complete and self._held_count():
+            self._retry_held_round(batch, read=read)  # the last try: what fails is asked
+
+    def _held_count(self) -> int:
+        return sum(len(r.held_keys) for r in self.state.conversations.values())
+
+    def _retry_held_round(self, batch: _Batch, *, read: bool) -> None:
+        for cid, record in list(self.state.conversations.items()):
+            held, record.held_keys = record.held_keys, []
+            for data in held:
+                self._dirty = True
+                self._distribution(cid, data, batch, read=read)
 
     def _ask_again(self, batch: _Batch) -> None:
         """Send each redistribution request, once per sender device and ten minutes."""

@@ -49,6 +49,7 @@ CONVERSATION_PREFIX = "conv-"
 MAX_SEEN_MAIL = 2000  # mail ids remembered to drop a push that races its own sync
 MAX_HISTORY = 500  # messages kept per conversation (oldest dropped first)
 MAX_PENDING = 1000  # envelopes kept per conversation while their chain is missing
+MAX_HELD_KEYS = 64  # distributions kept per conversation while their session is missing
 
 
 @dataclass
@@ -140,6 +141,9 @@ class ConversationRecord:
     left: bool = False  # this user left or was removed
     roster_version: int = 0  # the server's, when this device last verified the membership
     outbox: list[OutboxItem] = field(default_factory=list)
+    # Key distributions over a pairwise session this device does not hold yet: the one
+    # that opens it may be a push that was lost and is due in the next sync (§16.4).
+    held_keys: list[bytes] = field(default_factory=list)
 
     def mark_seen(self, seq: int) -> None:
         """Record ``seq`` as processed; the cursor moves over every contiguous one."""
@@ -184,6 +188,7 @@ class ConversationRecord:
             "left": self.left,
             "roster_version": self.roster_version,
             "outbox": [o.to_json() for o in self.outbox],
+            "held_keys": [b64e(k) for k in self.held_keys[-MAX_HELD_KEYS:]],
         }
 
     @classmethod
@@ -207,6 +212,7 @@ class ConversationRecord:
             left=data.get("left", False),
             roster_version=data.get("roster_version", 0),
             outbox=[OutboxItem.from_json(o) for o in data.get("outbox", [])],
+            held_keys=[b64d(k, "held key") for k in data.get("held_keys", [])],
         )
 
 
