@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from sotto.protocol import errors
@@ -87,3 +90,17 @@ def test_names_and_ids_are_checked(kind: str, key: str, value: str):
 def test_other_controls_are_not_device_sync():
     with pytest.raises(errors.MalformedMessage):
         DeviceSync.from_control(Control(Control.ROOM_PROFILE, b"\x01\x00\x00"))
+
+
+def test_the_content_vector_parses_to_its_entries():
+    vectors = json.loads((Path(__file__).parent / "vectors" / "content.json").read_text())
+    [item] = [v for v in vectors["contents"] if v["name"] == "device sync"]
+    control = parse_content(bytes.fromhex(item["content"]))
+    assert isinstance(control, Control)
+    sync = DeviceSync.from_control(control)
+    assert [(e.kind, e.key, e.value) for e in sync.entries] == [
+        (CONTACT, "bob", "usr-b0b"),
+        (CONTACT, "carol", ""),
+        (LABEL, "room-0123456789abcdef01234567", "ops"),
+    ]
+    assert sync.to_control().serialize().hex() == item["content"]
