@@ -13,15 +13,18 @@ any time without undoing a newer change.
 
 Who gets what:
 
+* nothing is sent, and no self conversation made, while the user has no
+  other device (the verified roster, or before there is one the server's
+  device list, names none): a device linked later gets a snapshot;
 * a change made here goes out at once (``publish``); if the network is down
   it stays in ``unsent`` and goes with the next sync (``settle``);
 * a device sends a *full snapshot* to every device of its user it has not
-  sent one to yet: when it creates or first uses the self conversation, and
-  when it hears from such a device;
-* a device's first sync says hello in the self conversation if it exists
-  (its own snapshot, maybe empty), so its user's other devices hear from it
-  and answer with theirs: a device linked later gets the contacts and labels
-  from the next of its user's devices to sync.
+  sent one to yet, and when it hears from such a device;
+* a device's first sync, when its user has another device, says hello in the
+  self conversation (creating it if need be) with its own snapshot, maybe
+  empty: its user's other devices hear from it and answer with theirs, so a
+  device linked later gets the contacts and labels from the next of its
+  user's devices to sync.
 
 Labels stay unique on a device: when two rooms carry the same label (two
 devices labelled at once), the newer register keeps it and the other room
@@ -42,7 +45,7 @@ from sotto.protocol.device_sync import MAX_ENTRIES, DeviceSync, SyncEntry
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.membership import self_conversation_id
 
-from .errors import ClientError, FrameError
+from .errors import ClientError
 
 if TYPE_CHECKING:
     from sotto.protocol.conversation import Received
@@ -209,59 +212,60 @@ def _notice(cid: str, code: str, text: str) -> list[Event]:
     return [NoticeEvent(cid, code, text)]
 
 
+def _others_listed(m: Messenger) -> bool:
+    """Whether the server lists another active device of this user (a hint, not trust:
+    a server that hides one only delays the sharing it could block anyway)."""
+    parts = m._call_parts("list_devices", user_id=m.info.user_id)
+    return any(
+        d.get("device_id") != m.info.device_id and d.get("status") == "active"
+        for part in parts
+        for d in part.get("devices") or []
+    )
+
+
 def publish(m: Messenger) -> None:
     """Send what this device owes: a snapshot to own devices that lack one, else the changes.
 
-    Creates the self conversation if it has none yet. Raises ``ClientError``
-    (the changes stay unsent: the next ``settle`` sends them).
+    Nothing is sent (nor a self conversation made) while the user has no other
+    device: a device linked later says hello and gets a snapshot then. Raises
+    ``ClientError`` (the changes stay unsent: the next ``settle`` sends them).
     """
     book = m.state.sync
     _adopt(m)
-    cid = m.self_conversation()
+    cid = self_conversation_id(m.info.user_id)
+    if cid not in m.state.conversations and not _others_listed(m):
+        book.unsent.clear()  # nobody to tell: every later device gets a full snapshot
+        book.announced = True
+        m._dirty = True
+        return
+    m.self_conversation()
     own = _own_devices(m, cid)
     book.owed &= own  # a device since revoked is owed nothing
-    full = bool((own - book.shared_with) | (book.owed & own))
+    full = bool((own - book.shared_with) | book.owed)
     entries = book.entries() if full else book.entries(set(book.unsent))
-    for start in range(0, len(entries), MAX_ENTRIES):
-        chunk = entries[start : start + MAX_ENTRIES]
-        m.send(cid, DeviceSync.of(chunk).to_control())
-    if not entries and not book.announced:
-        m.send(cid, DeviceSync(()).to_control())  # hello: this device is here
+    if own:
+        for start in range(0, len(entries), MAX_ENTRIES):
+            chunk = entries[start : start + MAX_ENTRIES]
+            m.send(cid, DeviceSync.of(chunk).to_control())
+        if not entries and not book.announced:
+            m.send(cid, DeviceSync(()).to_control())  # hello: this device is here
     book.unsent.clear()
-    if full:
-        book.shared_with |= own
-        book.owed -= own
+    book.shared_with |= own
+    book.owed.clear()
     book.announced = True
     m._dirty = True
 
 
 def settle(m: Messenger) -> list[Event]:
-    """After a sync or pushes: send what is owed; a failure is reported, retried next time."""
+    """After a sync or pushes: send what is owed (changes made offline, a snapshot to a
+    device heard from, this device's hello); a failure is reported, retried next time."""
     book = m.state.sync
-    cid = self_conversation_id(m.info.user_id)
-    record = m.state.conversations.get(cid)
     try:
-        if not book.announced and record is None:
-            try:
-                m.refresh(cid)  # does the self conversation exist? (creates nothing)
-            except FrameError as exc:
-                if exc.code != "not_found":
-                    raise
-                book.announced = True  # none yet: whoever creates it sends us a snapshot
-                m._dirty = True
-                record = None
-            else:
-                record = m.state.conversations.get(cid)
-        _adopt(m)
-        due = bool(book.unsent or book.owed or not book.announced)
-        if book.registers and not due:
-            # something to share: with a self conversation to make, or a device new to it
-            due = record is None or bool(_own_devices(m, cid) - book.shared_with)
-        if due:
+        if book.unsent or book.owed or not book.announced:
             publish(m)
     except ClientError as exc:
         text = f"contacts and room labels not shared with your other devices yet: {exc}"
-        return _notice(cid, "device_sync", text)
+        return _notice(self_conversation_id(m.info.user_id), "device_sync", text)
     return []
 
 
