@@ -404,7 +404,7 @@ def _add_messaging_commands(commands: Any) -> None:
     room = commands.add_parser("room", help="create and moderate rooms, leave them, name them")
     room_commands = room.add_subparsers(dest="room_command", required=True)
     create = room_commands.add_parser("create", help="create a room (you are its moderator)")
-    create.add_argument("name", help="a local label; never sent to the server")
+    create.add_argument("name", help="your label; never sent to the server in plaintext")
     create.add_argument("members", nargs="+", metavar="MEMBER", help="user ids or handles")
     _profile_option(create)
     add = room_commands.add_parser("add", help="add members to a room you moderate")
@@ -453,13 +453,19 @@ def _add_messaging_commands(commands: Any) -> None:
     _profile_option(verify)
     _json_option(verify)
 
-    contacts = commands.add_parser("contacts", help="local handles for user ids")
+    contacts = commands.add_parser(
+        "contacts", help="your names for user ids (shared end-to-end with your other devices)"
+    )
     contacts_commands = contacts.add_subparsers(dest="contacts_command")
     contact_add = contacts_commands.add_parser("add", help="remember HANDLE as USER_ID")
     contact_add.add_argument("handle")
     contact_add.add_argument("user_id")
     _profile_option(contact_add)
     _json_option(contact_add)
+    contact_remove = contacts_commands.add_parser("remove", help="forget the contact HANDLE")
+    contact_remove.add_argument("handle")
+    _profile_option(contact_remove)
+    _json_option(contact_remove)
     _profile_option(contacts)
     _json_option(contacts)
 

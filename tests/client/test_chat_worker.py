@@ -16,6 +16,7 @@ from sotto.client.chat_worker import Banner, ChatWorker, News, Sent, Status
 from sotto.client.errors import ConnectionLost
 from sotto.client.messaging import SentMessage
 from sotto.client.retention import RetentionNotice
+from sotto.client.store import ConversationRecord
 
 
 class FakeMessenger:
@@ -98,3 +99,14 @@ def test_the_app_shows_data_retention_above_every_conversation() -> None:
 
     asyncio.run(session())
     assert app.worker.finished.wait(10)
+
+
+def test_the_chat_list_leaves_out_the_users_own_devices_conversation() -> None:
+    fake = FakeMessenger()
+    fake.state.conversations = {
+        "self-ab": ConversationRecord("self-ab", "self"),
+        "dm-1": ConversationRecord("dm-1", "direct", peer="usr-a"),
+    }
+    fake.display_name = lambda record: record.conversation_id  # type: ignore[attr-defined]
+    worker = ChatWorker(cast(Any, fake), lambda news: None)
+    assert [view.conversation_id for view in worker._snapshot()] == ["dm-1"]

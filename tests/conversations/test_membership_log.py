@@ -16,19 +16,23 @@ import pytest
 
 from sotto.protocol.membership import (
     Add,
+    Leave,
     MemberEntry,
     MembershipOperation,
     Remove,
     Role,
     SetRole,
+    self_conversation_id,
     verify_log,
 )
 from sotto_server.dal.conversations import ConversationsStore
 from tests.support.logs import (
     create_fields,
     log_state,
+    self_fields,
     sign,
 )
+from tests.support.people import Seeded, add_device
 from tests.support.stack import SeededDevice, Socket, Stack, b64, seed_device, unb64
 
 
@@ -226,3 +230,73 @@ def test_the_log_is_served_in_pages_that_verify(stack, people):
     assert all(MembershipOperation.parse(op).conversation_id == cid for op in ops)
     keys = [alice.identity.public]
     assert verify_log(ops, keys, conversation_id=cid, now=state.timestamp).head == state.head
+
+
+# ---- self conversations: one user's own devices (§15.1) ----------------------------------
+
+
+def test_a_self_conversation_is_its_users_devices_only(stack, people):
+    socket, alice, bob, _carol = people
+    laptop = add_device(stack, Seeded([alice]))
+    fields = self_fields(alice)
+    cid = fields["conversation_id"]
+    assert cid == self_conversation_id(alice.user_id)
+    created = socket.request("create_conversation", **fields)
+    assert created["action"] == "conversation", created
+    assert created["conversation"]["kind"] == "self"
+    assert created["conversation"]["members"] == [{"user_id": alice.user_id, "role": "member"}]
+    # Any device of the user may create it; again, it is the same conversation.
+    with Socket(stack, laptop) as other:
+        again = other.request("create_conversation", **self_fields(laptop))
+        assert again["conversation"]["conversation_id"] == cid
+        devices = other.answers("conversation_devices", conversation_id=cid)
+        listed = {d["device_id"] for p in devices for d in p.get("devices", [])}
+        assert listed == {alice.device_id, laptop.device_id}  # every device of the user
+    listing = socket.answers("list_conversations")
+    kinds = {c["conversation_id"]: c["kind"] for p in listing for c in p["conversations"]}
+    assert kinds[cid] == "self"
+    # Nobody is ever added, whoever signs it.
+    state = log_state(socket, cid)
+    added = socket.request(
+        "add_members", conversation_id=cid, op=b64(sign(alice, state, Add((entry(bob),))))
+    )
+    assert added["code"] == "forbidden", added
+    left = socket.request("leave", conversation_id=cid, op=b64(sign(alice, state, Leave())))
+    assert left["code"] == "forbidden", left
+    assert members(stack, cid) == {alice.user_id: "member"}
+
+
+def test_nobody_creates_or_reads_another_users_self_conversation(stack, people):
+    socket, alice, bob, _carol = people
+    mine = self_conversation_id(alice.user_id)
+    with Socket(stack, bob) as intruder:
+        # bob's self conversation under alice's id, or under any id but its own
+        for cid in (mine, f"self-{secrets.token_hex(16)}"):
+            refused = intruder.request("create_conversation", **self_fields(bob, cid=cid))
+            assert refused["code"] == "bad_request", refused
+        # alice's self conversation, signed by bob: bob is not its member
+        refused = intruder.request("create_conversation", **self_fields(bob, member=alice))
+        assert refused["code"] == "invalid_operation", refused
+        # a room under a self id
+        room = create_fields(intruder, bob, [alice.user_id], cid=mine)
+        assert intruder.request("create_conversation", **room)["code"] == "bad_request"
+        assert store(stack).get(mine) is None
+        # once alice has it, bob can neither read it nor join it
+        assert socket.request("create_conversation", **self_fields(alice))["action"] == (
+            "conversation"
+        )
+        for action, extra in (
+            ("conversation_devices", {}),
+            ("membership_log", {"after": -1}),
+            ("send", {"envelope": "AAAA"}),
+        ):
+            answer = intruder.request(action, conversation_id=mine, **extra)
+            assert answer["code"] == "not_found", (action, answer)
+        again = intruder.request("create_conversation", **self_fields(bob, member=alice))
+        assert again["code"] == "invalid_operation", again
+        state = log_state(socket, mine)
+        joined = intruder.request(
+            "add_members", conversation_id=mine, op=b64(sign(bob, state, Add((entry(bob),))))
+        )
+        assert joined["code"] == "not_found", joined
+    assert members(stack, mine) == {alice.user_id: "member"}

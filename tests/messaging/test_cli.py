@@ -80,6 +80,10 @@ def test_cli_send_listen_conversations_room_and_verify(
     assert number in theirs  # both sides see the same safety number
     confirmed = run(capsys, "verify", "erin", "--confirm", "--profile", "dave")
     assert "status  verified" in confirmed
+    listed = json.loads(run(capsys, "contacts", "remove", "erin", "--json", "--profile", "dave"))
+    assert listed == []  # and the self conversation it was shared in is no chat:
+    listed = json.loads(run(capsys, "conversations", "--json", "--profile", "dave"))
+    assert {row["name"] for row in listed} == {"erin", "#ops"}
 
 
 def test_cli_room_moderation(

@@ -29,6 +29,7 @@ from sotto.protocol.content import (
     pad,
 )
 from sotto.protocol.conversation import Conversation, LocalDevice, Member
+from sotto.protocol.device_sync import DeviceSync, SyncEntry
 from sotto.protocol.distribution import (
     KeyDistribution,
     seal_key_distribution,
@@ -552,6 +553,16 @@ def content() -> dict[str, object]:
         ("location with label", Location(515_007_000, -1_276_000, 12, NOW, "Wharf 3, gate B")),
         ("receipt", Receipt(Receipt.READ, (message_id, call_id))),
         ("control", Control(Control.DELETE_MESSAGE, message_id)),
+        (
+            "device sync",
+            DeviceSync.of(
+                [
+                    SyncEntry(SyncEntry.CONTACT, "bob", "usr-b0b", NOW),
+                    SyncEntry(SyncEntry.CONTACT, "carol", "", NOW + 1),
+                    SyncEntry(SyncEntry.LABEL, "room-0123456789abcdef01234567", "ops", NOW + 2),
+                ]
+            ).to_control(),
+        ),
         ("call_signal", CallSignal(call_id, CallSignal.OFFER, "v=0\r\no=- 0 0 IN IP4 0.0.0.0")),
         ("unknown type 0x7f", UnknownContent(0x7F, b"future")),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -22,6 +23,8 @@ from sotto.protocol.membership import (
     Remove,
     Role,
     SetRole,
+    direct_conversation_id,
+    self_conversation_id,
     sign_operation,
     verify_log,
 )
@@ -290,6 +293,63 @@ def test_direct_conversation_is_its_two_identities_only(alice: Party, bob: Party
         Create(ConversationKind.DIRECT, (entry(alice), entry(bob), entry(carol)))
     with pytest.raises(errors.MalformedMessage):
         Create(ConversationKind.DIRECT, (entry(alice, Role.MODERATOR), entry(bob)))
+
+
+# ---- self conversations (one user's own devices, §15.1) --------------------------------
+
+
+def test_self_conversation_id_is_derived_from_its_user():
+    cid = self_conversation_id("usr-1")
+    assert cid == "self-" + hashlib.sha256(b"sotto-self-v1\x00usr-1").hexdigest()[:32]
+    assert cid == self_conversation_id("usr-1") != self_conversation_id("usr-2")
+    assert cid != direct_conversation_id("usr-1", "usr-2")
+    with pytest.raises(errors.MalformedMessage):
+        self_conversation_id("not a user id")
+
+
+def _self_log(party: Party, *others: Party) -> tuple[Log, str]:
+    cid = self_conversation_id(party.user_id)
+    log = Log([party, *others])
+    log.ops.append(
+        log.sign(party, Create(ConversationKind.SELF, (entry(party),)), conversation_id=cid)
+    )
+    log.state = verify_log(log.ops, log.identities, conversation_id=cid, now=log.now)
+    return log, cid
+
+
+def test_self_conversation_is_its_user_alone_and_never_changes(alice: Party, bob: Party):
+    log, cid = _self_log(alice, bob)
+    assert log.state is not None
+    assert log.state.conversation_id == cid
+    assert log.state.kind == ConversationKind.SELF
+    assert dict(log.state.members) == {"alice": entry(alice)}
+    assert MembershipState.parse(log.state.serialize()) == log.state
+    laptop = add_device(alice, "laptop")  # any device of the user signs for it
+    for change in (Add((entry(bob),)), Leave(), SetRole("alice", Role.MODERATOR)):
+        with pytest.raises(errors.NotPermitted):
+            sign_operation(laptop.device, alice.identity_public, log.state, change, now=log.now + 1)
+    with pytest.raises(errors.MalformedMessage):
+        Create(ConversationKind.SELF, (entry(alice), entry(bob)))
+    with pytest.raises(errors.MalformedMessage):
+        Create(ConversationKind.SELF, (entry(alice, Role.MODERATOR),))
+
+
+def test_self_conversation_verifies_only_under_its_users_id(alice: Party, bob: Party):
+    """Nobody makes a self conversation for another user, nor under another id."""
+    mine = self_conversation_id("alice")
+    # bob's device cannot create alice's self conversation: it is not its member
+    with pytest.raises(errors.NotPermitted):
+        sign_operation(
+            bob.device, bob.identity_public, None,
+            Create(ConversationKind.SELF, (entry(alice),)), now=NOW, conversation_id=mine,
+        )  # fmt: skip
+    # nor a self conversation of its own under alice's id (or any other)
+    for cid in (mine, "room-1", direct_conversation_id("alice", "bob")):
+        with pytest.raises(errors.WrongConversation):
+            sign_operation(
+                bob.device, bob.identity_public, None,
+                Create(ConversationKind.SELF, (entry(bob),)), now=NOW, conversation_id=cid,
+            )  # fmt: skip
 
 
 def test_member_rebinds_itself_to_a_new_identity(room: Log, bob: Party):

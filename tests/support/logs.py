@@ -30,6 +30,7 @@ from sotto.protocol.membership import (
     Role,
     SetRole,
     direct_conversation_id,
+    self_conversation_id,
     sign_operation,
     verify_log,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "log_state",
     "remove_fields",
     "role_fields",
+    "self_fields",
     "sign",
 ]
 
@@ -134,6 +136,18 @@ def direct_fields(socket: Socket, device: SeededDevice, user_id: str) -> dict[st
     """``create_conversation`` fields for the direct conversation with ``user_id``."""
     cid = direct_conversation_id(device.user_id, user_id)
     return _create(socket, device, cid, ConversationKind.DIRECT, [user_id])
+
+
+def self_fields(
+    device: SeededDevice, *, cid: str | None = None, member: SeededDevice | None = None
+) -> dict[str, Any]:
+    """``create_conversation`` fields for the self conversation of ``member`` (the device's
+    user unless given) under ``cid`` (its derived id unless given), signed by ``device``."""
+    member = member or device
+    entry = MemberEntry.of(member.user_id, _keys(member)[1])
+    cid = cid or self_conversation_id(member.user_id)
+    op = sign(device, None, Create(ConversationKind.SELF, (entry,)), cid=cid)
+    return {"conversation_id": cid, "op": b64(op)}
 
 
 def log_state(socket: Socket, cid: str) -> MembershipState:

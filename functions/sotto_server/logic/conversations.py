@@ -1,4 +1,5 @@
-"""Conversation routes: direct conversations and rooms, their members and moderators, rosters.
+"""Conversation routes: direct conversations, rooms and self conversations, their members
+and moderators, rosters.
 
 Who is in a conversation is its signed membership log (docs/protocol.md §15):
 every change arrives as an operation signed by the caller's device, which
@@ -12,7 +13,9 @@ devices it concerns (``membership``), the stored state being the truth.
 
 A user belongs to at most ``MAX_CONVERSATIONS_PER_USER`` conversations and
 creates rooms at a bounded rate, so nobody can bury another user in rooms;
-and anybody added can leave.
+and anybody added can leave. A *self* conversation (§15.1) is one user's own
+devices: only that user creates it, under the id derived from its user id,
+and nobody is ever added to it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sotto.protocol.membership import (
     Role,
     SetRole,
     direct_conversation_id,
+    self_conversation_id,
     verify_log,
 )
 
@@ -172,6 +176,11 @@ def _too_many(conflict: Conflict, rid: str | None) -> Refused | None:
 
 
 _ROOM_ID = re.compile(r"^room-[0-9a-f]{24}$")
+_KIND_NAMES = {
+    ConversationKind.DIRECT: "direct",
+    ConversationKind.ROOM: "room",
+    ConversationKind.SELF: "self",
+}
 _ROLES = {Role.MEMBER: "member", Role.MODERATOR: "moderator"}
 
 
@@ -250,12 +259,15 @@ def create_conversation(
     op = _operation(request.op, caller, cid, rid)
     if not isinstance(op.change, Create) or op.seq != 0:
         raise Refused(ErrorCode.INVALID_OPERATION, "a conversation starts with a create", rid)
-    direct = op.change.conversation_kind == ConversationKind.DIRECT
+    kind = op.change.conversation_kind
+    direct = kind in (ConversationKind.DIRECT, ConversationKind.SELF)  # one per user(s)
     users = sorted(e.user_id for e in op.change.members)
     if caller.user_id not in users:
         raise Refused(ErrorCode.INVALID_OPERATION, "the creator must be a member", rid)
     if direct:
-        if cid != direct_conversation_id(*users):
+        if kind == ConversationKind.SELF and cid != self_conversation_id(caller.user_id):
+            raise Refused(ErrorCode.BAD_REQUEST, "a self conversation's id is its user's", rid)
+        if kind == ConversationKind.DIRECT and cid != direct_conversation_id(*users):
             raise Refused(ErrorCode.BAD_REQUEST, "a direct conversation's id is its users'", rid)
         if stores.conversations.member(cid, caller.user_id) is not None:
             conversation, _ = member_of(stores, caller, cid, rid)
@@ -277,7 +289,7 @@ def create_conversation(
     ]
     conversation = Conversation(
         conversation_id=cid,
-        kind="direct" if direct else "room",
+        kind=_KIND_NAMES[kind],
         network_id=caller.network_id,
         created_by=caller.user_id,
         created_at=now_ms,
@@ -370,7 +382,9 @@ def _room_change(
     rid, cid = request.id, request.conversation_id
     conversation, _member = member_of(stores, caller, cid, rid)
     if conversation.kind != "room":
-        raise Refused(ErrorCode.FORBIDDEN, "a direct conversation's members never change", rid)
+        raise Refused(
+            ErrorCode.FORBIDDEN, f"a {conversation.kind} conversation's members never change", rid
+        )
     op = _operation(request.op, caller, cid, rid)
     before = _state_of(stores, cid)
     if before is None:

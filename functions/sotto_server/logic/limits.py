@@ -49,7 +49,7 @@ LIMITS: dict[str, Limit] = {
         Limit("link_device", "device", 10, 3600, "`link_create`"),
         # Nobody buries another user in rooms: rooms are made at a human pace.
         Limit("room_create_user", "user", 30, 3600, "rooms created (`create_conversation`, room)"),
-        Limit("direct_create_user", "user", 200, 3600, "direct conversations created"),
+        Limit("direct_create_user", "user", 200, 3600, "direct (and self) conversations created"),
         Limit(
             "membership_device", "device", 120, 3600, "`add_members`, `remove_members`, `set_role`"
         ),

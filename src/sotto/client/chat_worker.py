@@ -133,7 +133,8 @@ class ChatWorker:
         return [
             view_of(record, messenger.display_name(record), messenger.name_of)
             for record in messenger.state.conversations.values()
-            if record.kind != "unknown" and (not record.left or record.history)
+            # The self conversation is this user's devices' own (contacts, labels): no chat.
+            if record.kind not in ("unknown", "self") and (not record.left or record.history)
         ]
 
     def _loop(self) -> None:

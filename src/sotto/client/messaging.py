@@ -97,6 +97,7 @@ from sotto.protocol.membership import (
     Role,
     SetRole,
     direct_conversation_id,
+    self_conversation_id,
     sign_operation,
     verify_log,
 )
@@ -105,7 +106,7 @@ from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 from sotto.protocol.sessions import NO_SESSION
 
-from . import files
+from . import files, self_sync
 from .encoding import b64d, b64e
 from .errors import ClientError, ConnectionLost, FrameError, MessagingError, TrustError
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
@@ -150,7 +151,12 @@ MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
 USER_ID = re.compile(r"usr-[0-9a-f]+")  # as the server makes them (enrollment)
 HANDLE = re.compile(r"[a-z0-9._-]{1,32}")  # as invites give them (docs/api.md)
-CONVERSATION_ID = re.compile(r"(room|dm)-[0-9a-f]+")  # as the server and §15 make them
+CONVERSATION_ID = re.compile(r"(room|dm|self)-[0-9a-f]+")  # as the server and §15 make them
+_KINDS = {
+    ConversationKind.DIRECT: "direct",
+    ConversationKind.ROOM: "room",
+    ConversationKind.SELF: "self",
+}
 ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
@@ -519,8 +525,26 @@ class Messenger:
 
     @_operation
     def add_contact(self, handle: str, user_id: str) -> None:
-        self.state.contacts[handle.removeprefix("@")] = user_id
-        self._dirty = True
+        """Remember ``handle`` as ``user_id``, on this user's other devices too (``self_sync``)."""
+        self._sync_change(self_sync.CONTACT, handle.removeprefix("@"), user_id)
+
+    @_operation
+    def remove_contact(self, handle: str) -> None:
+        handle = handle.removeprefix("@")
+        if handle not in self.state.contacts:
+            raise MessagingError(f"no contact named {handle!r}")
+        self._sync_change(self_sync.CONTACT, handle, "")
+
+    def _sync_change(self, kind: str, key: str, value: str) -> None:
+        """A contact or label change: kept here, sent to this user's other devices now if it
+        can be (else with the next sync)."""
+        try:
+            self_sync.change(self, kind, key, value)
+        except ProtocolError as exc:
+            raise MessagingError(str(exc)) from None
+        self.save()
+        with contextlib.suppress(ClientError):
+            self_sync.publish(self)
 
     def resolve(self, target: str) -> str:
         """``#room`` (a local label), or a user (handle or id): the conversation id."""
@@ -529,6 +553,8 @@ class Messenger:
             if record is None:
                 raise MessagingError(f"no room named {target!r} on this device")
             return record.conversation_id
+        if target == self_conversation_id(self.info.user_id):
+            raise MessagingError("that is your own devices' conversation: it carries no messages")
         if target in self.state.conversations or CONVERSATION_ID.fullmatch(target):
             return target  # a conversation id (one this device has not seen yet, too)
         user_id = self.resolve_user(target)
@@ -620,6 +646,18 @@ class Messenger:
         return record.conversation_id
 
     @_operation
+    def self_conversation(self) -> str:
+        """This user's own devices' conversation (``self_sync``): created, signed here, if new."""
+        cid = self_conversation_id(self.info.user_id)
+        record = self.state.conversations.get(cid)
+        if record is None or (record.state is None and cid not in self._live):
+            entry = MemberEntry.of(self.info.user_id, self._identity)
+            op = self._sign(None, Create(ConversationKind.SELF, (entry,)), conversation_id=cid)
+            self._call("create_conversation", conversation_id=cid, op=b64e(op))
+            self._record(cid, kind="self")
+        return cid
+
+    @_operation
     def create_room(self, label: str, user_ids: list[str]) -> str:
         """Create a room (this user its moderator) with any number of members.
 
@@ -640,6 +678,8 @@ class Messenger:
         conversation = self._conversation_frame(answer)
         record = self._record(conversation["conversation_id"], kind="room")
         record.label = label
+        with contextlib.suppress(ProtocolError):  # a label the wire cannot carry stays here
+            self_sync.change(self, self_sync.LABEL, cid, label)
         self.save()
         state = verify_log([op], [self._identity], conversation_id=cid, now=self._clock())
         rest = others[ROOM_CREATE_MEMBERS:]
@@ -648,6 +688,8 @@ class Messenger:
             op = self._sign(state, Add(tuple(self._entries(batch))))
             self._call("add_members", conversation_id=cid, op=b64e(op))
             state = state.extend([op], [self._identity], now=self._clock())
+        with contextlib.suppress(ClientError):
+            self_sync.publish(self)  # the label, to this user's other devices
         return record.conversation_id
 
     def _change_membership(
@@ -767,13 +809,15 @@ class Messenger:
 
     @_operation
     def label_room(self, conversation_id: str, label: str) -> None:
-        """Name a room someone else created (labels never leave this device)."""
+        """Name a room someone else created, on this user's other devices too (end-to-end
+        encrypted through ``self_sync``: the server never sees a label)."""
         label = label.removeprefix("#")
         existing = self.state.room(label)
         if existing is not None and existing.conversation_id != conversation_id:
             raise MessagingError(f"#{label} already names another room")
-        self._record(conversation_id).label = label
-        self._dirty = True
+        if conversation_id == self_conversation_id(self.info.user_id):
+            raise MessagingError("your own devices' conversation is not a room")
+        self._sync_change(self_sync.LABEL, conversation_id, label)
 
     @_operation
     def conversations(self) -> list[dict[str, Any]]:
@@ -784,6 +828,8 @@ class Messenger:
         for part in listed:
             for item in part.get("conversations") or []:
                 cid = str(item.get("conversation_id"))
+                if cid == self_conversation_id(self.info.user_id):
+                    continue  # this user's devices' own: contacts and labels, no chat
                 record = self._record(cid, kind=str(item.get("kind") or "room"))
                 last = record.history[-1] if record.history else None
                 rows.append(
@@ -801,6 +847,8 @@ class Messenger:
         return rows
 
     def display_name(self, record: ConversationRecord) -> str:
+        if record.kind == "self":
+            return "your devices"
         if record.label:
             return f"#{record.label}"
         if record.room_name:
@@ -908,7 +956,7 @@ class Messenger:
         self._live[cid] = conversation
         verified = conversation.membership
         if verified is not None:
-            record.kind = "direct" if verified.kind == ConversationKind.DIRECT else "room"
+            record.kind = _KINDS[verified.kind]
             others = sorted(u for u in verified.members if u != self.info.user_id)
             if record.kind == "direct" and len(others) == 1:
                 record.peer = others[0]
@@ -985,7 +1033,7 @@ class Messenger:
             return f"{shown} and {rest} more" if rest > 0 else shown
 
         if isinstance(change, Create):
-            if change.conversation_kind == ConversationKind.DIRECT:
+            if change.conversation_kind != ConversationKind.ROOM:
                 return ""  # the conversation itself says who is in it
             return f"{by} created the room with {len(change.members)} members"
         if isinstance(change, Add):
@@ -1491,7 +1539,7 @@ class Messenger:
             events += self._roster_moved(rosters)
             events += self._receive(mail, messages, read=read, complete=not more, through=through)
             if not more:
-                return events
+                return events + self_sync.settle(self)
 
     def _roster_moved(self, rosters: dict[str, int]) -> list[Event]:
         """Verify again the membership of known conversations whose roster moved meanwhile.
@@ -1559,6 +1607,8 @@ class Messenger:
                 events += self._membership(frame)
         try:
             events += self._receive(mail, messages, read=read, complete=False) if frames else []
+            if mail or messages:
+                events += self_sync.settle(self)  # a device heard from may be owed a snapshot
             return events + self._sync_if_behind(gap=gap, read=read)
         except BaseException:
             self._owed[:0] = events
@@ -1988,6 +2038,9 @@ class Messenger:
         if isinstance(content, Control) and content.kind == ROOM_PROFILE:
             self._room_profile(record, content, received, batch)
             return
+        if isinstance(content, Control) and content.kind == Control.DEVICE_SYNC:
+            batch.events += self_sync.received(self, cid, content, received)
+            return  # contacts and labels: not a message, no receipt
         if not isinstance(content, Text | File | Location):
             batch.events.append(
                 NoticeEvent(cid, "unsupported", f"a {type(content).__name__} message (not shown)")

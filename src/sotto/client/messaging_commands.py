@@ -8,7 +8,8 @@ Naming people and rooms (kept simple on purpose):
   once (``lookup_user``) with the identity key pinned on first contact.
 * ``#ROOM`` is a local label given with ``sotto room create`` (or ``sotto
   room name`` for a room someone else created); the server knows rooms only
-  by opaque ids, and labels never leave this device.
+  by opaque ids; labels (and contacts) reach this user's other devices end-to-end
+  encrypted (``self_sync``), never the server in plaintext.
 """
 
 from __future__ import annotations
@@ -406,6 +407,8 @@ def _contacts(args: argparse.Namespace) -> None:
     with _messenger(args) as messenger:
         if args.contacts_command == "add":
             messenger.add_contact(args.handle, args.user_id)
+        elif args.contacts_command == "remove":
+            messenger.remove_contact(args.handle)
         rows = [{"handle": h, "user_id": u} for h, u in sorted(messenger.state.contacts.items())]
     print(render_json(rows) if args.json else render_table(rows))
 

@@ -7,9 +7,11 @@ binary values as base64url; it is versioned and parsed strictly enough that a
 damaged file is an error, never a silent reset (a reset would forget chain
 keys and the identities this device trusts).
 
-``messaging``: the device's identity tracker, recently processed mail ids and
-contacts. ``conv-<hash of the id>``, one per conversation: the engine state
-(``Conversation.serialize()``), the sync cursor (highest seq accounted for)
+``messaging``: the device's identity tracker, recently processed mail ids,
+contacts, and what it shares of them (and of room labels) with its user's
+other devices (``self_sync.SyncBook``). ``conv-<hash of the id>``, one per
+conversation: the engine state (``Conversation.serialize()``), the sync
+cursor (highest seq accounted for)
 plus the seqs seen above it, envelopes waiting for their chain's
 distribution, the local history with each message's deletion deadline, and
 the outbox (prepared but unconfirmed sends, replayed byte-identically after a
@@ -32,6 +34,7 @@ from sotto.protocol.sessions import PairwiseSessions
 from .encoding import b64d, b64e
 from .errors import ClientError
 from .profile import LEGACY_MESSAGING_FILE
+from .self_sync import SyncBook
 from .vault import Vault
 
 __all__ = [
@@ -124,7 +127,7 @@ class PendingItem:
 @dataclass
 class ConversationRecord:
     conversation_id: str
-    kind: str  # direct | room
+    kind: str  # direct | room | self (this user's own devices, ``self_sync``) | unknown
     peer: str | None = None  # direct: the other user
     label: str | None = None  # room: the local name (never sent to the server)
     state: bytes | None = None  # Conversation.serialize()
@@ -282,6 +285,8 @@ class MessagingState:
     handles: dict[str, str] = field(default_factory=dict)
     # The device's pairwise sessions (docs/protocol.md §16), shared by its conversations.
     sessions: PairwiseSessions = field(default_factory=PairwiseSessions)
+    # Contacts and labels as shared with this user's other devices (``self_sync``).
+    sync: SyncBook = field(default_factory=SyncBook)
 
     @property
     def outbox(self) -> list[OutboxItem]:
@@ -308,6 +313,7 @@ class MessagingState:
             "contacts": self.contacts,
             "handles": self.handles,
             "sessions": b64e(self.sessions.serialize()),
+            "sync": self.sync.to_json(),
         }
         return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
 
@@ -327,6 +333,7 @@ class MessagingState:
                 if sessions is None
                 else PairwiseSessions.parse(b64d(sessions, "pairwise sessions"))
             )
+            self.sync = SyncBook.from_json(data.get("sync"))  # absent: written before it
         except ProtocolError as exc:
             raise ClientError(f"the profile's pairwise sessions are damaged: {exc}") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -202,6 +202,8 @@ class Control(Content):
     again (it lost its state, or a session): ``text8 user_id || text8
     device_id || session_id(16)`` of the device asked (docs/protocol.md §16).
     ``ROOM_PROFILE``: a room's name and topic (``protocol.room``).
+    ``DEVICE_SYNC``: contacts and room labels among one user's devices, only
+    in that user's self conversation (``protocol.device_sync``).
     """
 
     MEMBERSHIP_CHANGED: ClassVar[int] = 1
@@ -209,6 +211,7 @@ class Control(Content):
     DELETE_MESSAGE: ClassVar[int] = 3
     REDISTRIBUTE: ClassVar[int] = 4
     ROOM_PROFILE: ClassVar[int] = 5
+    DEVICE_SYNC: ClassVar[int] = 6
     TYPE: ClassVar[int] = 0x05
     kind: int
     payload: bytes

@@ -15,7 +15,7 @@ Wire (type 0x12)::
     op   = body || var8(ECDSA-P384(signer device key, domain("membership") || body))
     hash = SHA-384(domain("membership-op") || body)       prev of seq 0: 48 zero bytes
 
-    create   (1)  u8 conversation_kind (1 direct, 2 room) || u16 n || entry*n
+    create   (1)  u8 conversation_kind (1 direct, 2 room, 3 self) || u16 n || entry*n
     add      (2)  u16 n || entry*n            entry = text8 user || fingerprint(32) || u8 role
     remove   (3)  u16 n || text8 user*n       role: 1 member, 2 moderator
     set_role (4)  text8 user || u8 role
@@ -25,6 +25,12 @@ Wire (type 0x12)::
 Each member user is bound to the identity fingerprint the log names: one of
 its devices counts only if that identity certified it, and the caller
 compares the log's fingerprints with those it trusts (``IdentityTracker``).
+A *self* conversation (§15.1) is one user's own devices: its one member is
+that user, its id is derived from the user id (``self_conversation_id``,
+checked by ``verify_log``), and like a direct conversation its members never
+change. The user's devices keep their contacts and room labels in step
+through it (``protocol.device_sync``).
+
 ``verify_log`` checks a log from its creation; ``MembershipState.extend``
 appends operations to a state already verified, without re-verifying the old
 ones (a client between syncs; the server on every append). The rules are the
@@ -77,6 +83,7 @@ __all__ = [
     "Role",
     "SetRole",
     "direct_conversation_id",
+    "self_conversation_id",
     "sign_operation",
     "verify_log",
 ]
@@ -103,9 +110,26 @@ def direct_conversation_id(first_user: str, second_user: str) -> str:
     return "dm-" + hashlib.sha256(b"sotto-direct-v1\x00" + pair.encode()).hexdigest()[:32]
 
 
+def self_conversation_id(user_id: str) -> str:
+    """The one conversation of a user's own devices, whichever creates it (§15.1).
+
+    ``"self-" || hex(SHA-256("sotto-self-v1" 0x00 || user_id))[:32]``: every
+    device of the user names the same id, the server refuses any other, and a
+    client accepts a self conversation's log only under this id.
+    """
+    check_identifier(user_id, "user id")
+    return "self-" + hashlib.sha256(b"sotto-self-v1\x00" + user_id.encode()).hexdigest()[:32]
+
+
 class ConversationKind:
     DIRECT = 1
     ROOM = 2
+    SELF = 3  # one user's own devices (contacts and room labels, protocol.device_sync)
+
+
+_KINDS = (ConversationKind.DIRECT, ConversationKind.ROOM, ConversationKind.SELF)
+# Conversations whose members never change (an identity rebind aside).
+_FIXED = (ConversationKind.DIRECT, ConversationKind.SELF)
 
 
 class Role:
@@ -140,6 +164,15 @@ class MemberEntry:
         return cls(r.text8(), r.take(FINGERPRINT_LENGTH), r.u8())
 
 
+def _check_fixed(kind: int, members: Sequence[MemberEntry]) -> None:
+    """A direct conversation is exactly two members, a self one exactly one; no moderator."""
+    moderated = any(m.role != Role.MEMBER for m in members)
+    if kind == ConversationKind.DIRECT and (len(members) != 2 or moderated):
+        raise MalformedMessage("a direct conversation is exactly two members, no moderator")
+    if kind == ConversationKind.SELF and (len(members) != 1 or moderated):
+        raise MalformedMessage("a self conversation is exactly one member, no moderator")
+
+
 def _check_users(users: Sequence[str], what: str) -> None:
     if not 0 < len(users) <= MAX_MEMBERS:
         raise MalformedMessage(f"{what}: 1-{MAX_MEMBERS} users")
@@ -166,13 +199,10 @@ class Create(Change):
     members: tuple[MemberEntry, ...]
 
     def __post_init__(self) -> None:
-        if self.conversation_kind not in (ConversationKind.DIRECT, ConversationKind.ROOM):
+        if self.conversation_kind not in _KINDS:
             raise MalformedMessage(f"unknown conversation kind {self.conversation_kind}")
         _check_users([m.user_id for m in self.members], "the creation's members")
-        if self.conversation_kind == ConversationKind.DIRECT and (
-            len(self.members) != 2 or any(m.role != Role.MEMBER for m in self.members)
-        ):
-            raise MalformedMessage("a direct conversation is exactly two members, no moderator")
+        _check_fixed(self.conversation_kind, self.members)
 
     def write(self, w: Writer) -> None:
         w.u8(self.conversation_kind).u16(len(self.members))
@@ -464,11 +494,9 @@ class MembershipState:
         r.done()
         if [e.user_id for e in entries] != sorted({e.user_id for e in entries}):
             raise MalformedMessage("membership entries are not sorted and unique")
-        if kind == ConversationKind.DIRECT:
-            if len(entries) != 2 or any(e.role != Role.MEMBER for e in entries):
-                raise MalformedMessage("a direct conversation has exactly two members")
-        elif kind != ConversationKind.ROOM or len(entries) > MAX_MEMBERS:
+        if kind not in _KINDS or len(entries) > MAX_MEMBERS:
             raise MalformedMessage("unknown conversation kind or too many members")
+        _check_fixed(kind, entries)
         return cls(conversation_id, kind, {e.user_id: e for e in entries}, seq, head, timestamp)
 
 
@@ -513,8 +541,9 @@ def _authorize(state: MembershipState, op: MembershipOperation) -> dict[str, Mem
     signer, change = op.signer.user_id, op.change
     members = dict(state.members)
     is_moderator = state.role(signer) == Role.MODERATOR
-    if state.kind == ConversationKind.DIRECT and not isinstance(change, Rebind):
-        raise NotPermitted("a direct conversation's members never change")
+    if state.kind in _FIXED and not isinstance(change, Rebind):
+        kind = "direct" if state.kind == ConversationKind.DIRECT else "self"
+        raise NotPermitted(f"a {kind} conversation's members never change")
     if isinstance(change, Add):
         if not is_moderator:
             raise NotModerator(f"{signer!r} may not add members")
@@ -580,6 +609,10 @@ def verify_log(
         raise NotPermitted("the creator is not among the conversation's members")
     if change.conversation_kind == ConversationKind.ROOM and creator.role != Role.MODERATOR:
         raise NotPermitted("the creator of a room must be one of its moderators")
+    if change.conversation_kind == ConversationKind.SELF and conversation_id != (
+        self_conversation_id(creator.user_id)
+    ):
+        raise WrongConversation("a self conversation's id is derived from its user's id")
     _verify_signer(first, creator.fingerprint, keys, now, revocations)
     state = MembershipState(
         conversation_id,

@@ -168,7 +168,8 @@ class _Memberships:
         if not steps:
             return None
         _at, members, kind = steps[-1]
-        return members, "direct" if kind == ConversationKind.DIRECT else "room"
+        names = {ConversationKind.DIRECT: "direct", ConversationKind.SELF: "self"}
+        return members, names.get(kind, "room")
 
 
 def open_archive(
