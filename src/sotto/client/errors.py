@@ -9,6 +9,7 @@ Class tree (``exit_code`` is what the CLI returns)::
     ├── ServerResolutionError   [1] --server names nothing usable
     ├── TransportError          [1] the server could not be reached (DNS, refused, timeout)
     ├── ApiError                [1] the HTTP API answered an error (status, code, message)
+    ├── InvalidRequest          [1] an outgoing frame breaks its route's model (a client bug)
     ├── SessionError            [1] the WebSocket session failed
     │   ├── ConnectRefused      [1] the upgrade was refused (401/403)
     │   ├── ConnectionLost      [1] the socket closed under a request (reconnect and retry)
@@ -23,7 +24,7 @@ Keystore errors (wrong passphrase, corrupt keystore) come from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ConnectionLost",
     "FlowError",
     "FrameError",
+    "InvalidRequest",
     "MessagingError",
     "PassphraseError",
     "ProfileError",
@@ -88,6 +90,23 @@ class ApiError(ClientError):
         if self.retry_after_s is not None:
             text += f"; retry in {self.retry_after_s:g} s"
         return text
+
+
+class InvalidRequest(ClientError):
+    """A frame this client was about to send fails its route's model (``sotto.frames.requests``).
+
+    Raised before anything is sent: it is a bug in the caller, which the server
+    would only have answered with ``bad_request``.
+    """
+
+    def __init__(self, action: str, fields: Sequence[str]) -> None:
+        super().__init__(action, tuple(fields))
+        self.action = action
+        self.fields = tuple(fields)
+
+    def __str__(self) -> str:
+        names = ", ".join(self.fields) or "action"
+        return f"refusing to send an invalid {self.action} request: bad field(s) {names}"
 
 
 class SessionError(ClientError):
