@@ -13,6 +13,7 @@ Class tree (``exit_code`` is what the CLI returns)::
     ├── SessionError            [1] the WebSocket session failed
     │   ├── ConnectRefused      [1] the upgrade was refused (401/403)
     │   ├── ConnectionLost      [1] the socket closed under a request (reconnect and retry)
+    │   ├── MalformedFrame      [1] an answer breaks its shape (sotto.frames.answers)
     │   └── FrameError          [1] an error frame answered a request (code, message, details)
     ├── FlowError               [1] a multi-step flow cannot go on (timeout, declined, mismatch)
     └── MessagingError          [1] a conversation cannot be used as asked (unknown room, busy)
@@ -35,6 +36,7 @@ __all__ = [
     "FlowError",
     "FrameError",
     "InvalidRequest",
+    "MalformedFrame",
     "MessagingError",
     "PassphraseError",
     "ProfileError",
@@ -144,6 +146,20 @@ class ConnectionLost(SessionError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class MalformedFrame(SessionError):
+    """The server answered with a frame that is not of its route's shape (a missing or
+    mistyped field): nothing of it was used."""
+
+    def __init__(self, action: str, fields: Sequence[str]) -> None:
+        super().__init__(action, tuple(fields))
+        self.action = action
+        self.fields = tuple(fields)
+
+    def __str__(self) -> str:
+        names = ", ".join(self.fields)[:200] or "frame"
+        return f"the server sent a malformed {self.action} answer: bad field(s) {names}"
 
 
 class FrameError(SessionError):

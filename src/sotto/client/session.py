@@ -44,6 +44,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "PIPELINE_WINDOW",
     "Session",
+    "check_body",
     "check_request",
     "join_parts",
 ]
@@ -254,18 +255,35 @@ def check_request(action: str, fields: Mapping[str, Any]) -> None:
     """Raise ``InvalidRequest`` unless ``{"action": action, "id", **fields}`` parses with
     the model the server parses that route with."""
     # pydantic and the models: on the first request, not when the SDK is imported.
-    from pydantic import ValidationError
-
     from sotto.frames.requests import request_model
 
     model = request_model(action)
     if model is None:
         raise InvalidRequest(action, ["action"])
+    _validate(action, model, {**fields, "action": action, "id": "0"})
+
+
+def check_body(route: str, model_name: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``body`` if it parses with ``sotto.frames.requests.<model_name>``, the model the
+    server parses that HTTP route's body with; else ``InvalidRequest`` (``route`` names it).
+
+    By name: the models (and pydantic) load on the first call, not with the SDK.
+    """
+    from sotto.frames import requests
+
+    model = getattr(requests, model_name)
+    _validate(route, model, body)
+    return body
+
+
+def _validate(what: str, model: Any, frame: Mapping[str, Any]) -> None:
+    from pydantic import ValidationError
+
     try:
-        model.model_validate({**fields, "action": action, "id": "0"})
+        model.model_validate(frame)
     except ValidationError as exc:
         names = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
-        raise InvalidRequest(action, names) from None
+        raise InvalidRequest(what, names) from None
 
 
 def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:
