@@ -48,13 +48,14 @@ LAYER_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux
 _LAYER_RECIPE = "1"
 
 # (source, destination inside the asset). Only what handlers import at run
-# time: never sotto.local, sotto.cli or the client.
+# time: never sotto.local, sotto.cli or the client. A test imports every handler
+# module from the staged asset alone.
 _LAMBDA_SOURCES = (
     (ROOT / "functions" / "sotto_server", "sotto_server"),
     (ROOT / "src" / "sotto" / "__init__.py", "sotto/__init__.py"),
     (ROOT / "src" / "sotto" / "topology.py", "sotto/topology.py"),
     (ROOT / "src" / "sotto" / "auditchain.py", "sotto/auditchain.py"),
-    (ROOT / "src" / "sotto" / "frames.py", "sotto/frames.py"),
+    (ROOT / "src" / "sotto" / "frames", "sotto/frames"),
     (ROOT / "src" / "sotto" / "protocol", "sotto/protocol"),
 )
 _SKIP_DIRS = frozenset({"__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"})

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
-from sotto.client.errors import FrameError, SessionError
+from sotto.client.errors import FrameError, InvalidRequest, SessionError
 from sotto.client.session import Session
 
 
@@ -45,9 +45,11 @@ class FakeConnection:
         self.closed = True
 
 
-def session(*scripts: list[dict[str, Any]]) -> tuple[Session, FakeConnection]:
+def session(
+    *scripts: list[dict[str, Any]], check_requests: bool = True
+) -> tuple[Session, FakeConnection]:
     fake = FakeConnection(*scripts)
-    return Session(cast(Any, fake)), fake
+    return Session(cast(Any, fake), check_requests=check_requests), fake
 
 
 def test_session_returns_the_answer_with_its_id_and_keeps_pushes() -> None:
@@ -111,7 +113,7 @@ def test_session_raises_error_frames_with_code_and_retry_hint() -> None:
         ]
     )
     with pytest.raises(FrameError) as caught:
-        s.request("fetch_bundles", devices=[])
+        s.request("fetch_bundles", devices=[{"user_id": "u", "device_id": "a"}])
     assert caught.value.code == "rate_limited"
     assert caught.value.retry_after_s == 30
     assert str(caught.value) == "fetch_bundles failed (rate_limited): slow down; retry in 30 s"
@@ -132,7 +134,8 @@ def test_session_reports_a_closed_socket_plainly() -> None:
 
 
 def test_session_refuses_to_send_over_the_message_limit() -> None:
-    s, fake = session()
+    # Unchecked: the model would refuse these prekeys first (InvalidRequest, below).
+    s, fake = session(check_requests=False)
     with pytest.raises(SessionError, match="128 KB"):
         s.request("publish_prekeys", one_time_prekeys=["x" * 140_000])
     assert fake.sent == []
@@ -183,7 +186,9 @@ class PipelinedConnection:
 def test_request_many_keeps_a_window_in_flight_and_answers_in_request_order() -> None:
     fake = PipelinedConnection()
     answered: dict[int, list[dict[str, Any]]] = {}
-    Session(cast(Any, fake)).request_many("echo", [{"n": n} for n in range(20)], answered, window=4)
+    Session(cast(Any, fake), check_requests=False).request_many(
+        "echo", [{"n": n} for n in range(20)], answered, window=4
+    )
     assert [answered[i][0]["n"] for i in range(20)] == list(range(20))
     assert fake.most_in_flight == 4
     assert len({f["id"] for f in fake.sent}) == 20
@@ -192,14 +197,16 @@ def test_request_many_keeps_a_window_in_flight_and_answers_in_request_order() ->
 def test_request_many_skips_what_was_answered_before_a_reconnect() -> None:
     fake = PipelinedConnection()
     answered: dict[int, list[dict[str, Any]]] = {0: [{"n": 0}], 2: [{"n": 2}]}
-    Session(cast(Any, fake)).request_many("echo", [{"n": n} for n in range(4)], answered)
+    Session(cast(Any, fake), check_requests=False).request_many(
+        "echo", [{"n": n} for n in range(4)], answered
+    )
     assert sorted(f["n"] for f in fake.sent) == [1, 3]
     assert sorted(answered) == [0, 1, 2, 3]
 
 
 def test_request_many_raises_an_error_once_the_requests_in_flight_are_answered() -> None:
     fake = PipelinedConnection(fail={1}, newest_first=False)
-    s = Session(cast(Any, fake))
+    s = Session(cast(Any, fake), check_requests=False)
     answered: dict[int, list[dict[str, Any]]] = {}
     with pytest.raises(FrameError) as raised:
         s.request_many("echo", [{"n": n} for n in range(10)], answered, window=3)
@@ -213,7 +220,7 @@ def test_request_many_raises_an_error_once_the_requests_in_flight_are_answered()
 
 
 def test_request_many_raises_at_once_on_an_error_without_id() -> None:
-    s, _ = session([{"action": "error", "message": "Internal server error"}])
+    s, _ = session([{"action": "error", "message": "Internal server error"}], check_requests=False)
     with pytest.raises(FrameError):
         s.request_many("echo", [{"n": 0}], {})
 
@@ -227,3 +234,35 @@ def test_api_gateways_own_error_frame_fails_the_request_at_once() -> None:
         s.request("sync")
     assert raised.value.code == "internal_error"
     assert not s.pushes
+
+
+@pytest.mark.parametrize(
+    ("action", "fields", "bad"),
+    [
+        # Not base64url: the server would answer bad_request naming the same field.
+        ("send", {"conversation_id": "c1", "envelope": "not base64!"}, ("envelope",)),
+        ("ack", {"mail": ["ab#01"], "cursors": {"c1": -1}}, ("cursors.c1",)),
+        ("sync", {"resume": "t", "stray": 1}, ("stray",)),
+        ("fetch_bundles", {"devices": []}, ("devices",)),
+        ("no_such_route", {}, ("action",)),
+    ],
+)
+def test_session_refuses_an_invalid_request_before_sending_it(
+    action: str, fields: dict[str, Any], bad: tuple[str, ...]
+) -> None:
+    s, fake = session([{"action": "x", "id": "$id"}])
+    with pytest.raises(InvalidRequest) as raised:
+        s.request(action, **fields)
+    assert raised.value.fields == bad
+    assert action in str(raised.value)
+    assert fake.sent == []
+
+
+def test_request_many_sends_nothing_when_one_request_of_the_batch_is_invalid() -> None:
+    fake = PipelinedConnection()
+    valid = {"conversation_id": "c1", "chain_id": "A" * 22, "distributions": ["AAAA"]}
+    with pytest.raises(InvalidRequest, match="distributions"):
+        Session(cast(Any, fake)).request_many(
+            "distribute", [valid, {**valid, "distributions": []}], {}
+        )
+    assert fake.sent == []

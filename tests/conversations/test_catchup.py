@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -129,7 +130,7 @@ class Reader:
         the handlers do."""
         return in_good_standing(self.stores.directory, self.caller)
 
-    def page(self, resume: str | None = None) -> dict[str, Any]:
+    def page(self, resume: str | None = None) -> Mapping[str, Any]:
         outcome = messaging.sync(
             self.stores, self.frame(), SyncRequest(action="sync", resume=resume), now_ms()
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,44 @@ def test_lambda_asset_holds_handlers_and_only_the_runtime_part_of_sotto(tmp_path
         module = spec.module.replace(".", "/") + ".py"
         if (ROOT / "functions" / module).exists():
             assert module in files
+
+
+# Imports every module of the staged handler package with the source tree off the path,
+# then names each ``sotto`` module loaded from anywhere but the asset.
+_IMPORT_FROM_ASSET = """
+import importlib, pathlib, sys
+asset = pathlib.Path(sys.argv[1]).resolve()
+sys.path[:] = [str(asset)] + [
+    p for p in sys.path
+    if p and not any((pathlib.Path(p) / n).exists() for n in ('sotto', 'sotto_server'))
+]
+for path in sorted((asset / 'sotto_server').rglob('*.py')):
+    parts = path.relative_to(asset).with_suffix('').parts
+    importlib.import_module('.'.join(parts[:-1] if parts[-1] == '__init__' else parts))
+stray = [n for n, m in sys.modules.items() if n.split('.')[0] in ('sotto', 'sotto_server')
+         and not pathlib.Path(m.__file__ or '').resolve().is_relative_to(asset)]
+print(' '.join(stray))
+"""
+
+
+def test_lambda_asset_imports_every_handler_module_from_itself(tmp_path: Path) -> None:
+    # GIVEN the asset alone (what Lambda unpacks) and the installed dependencies
+    asset = packaging.stage_lambda_code(tmp_path)
+    files = _files(asset.path)
+    assert {"sotto/frames/__init__.py", "sotto/frames/requests.py"} <= files
+    # WHEN every handler and logic module is imported from it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_FROM_ASSET, str(asset.path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    # THEN each one imports, and nothing of sotto came from outside the asset
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""
 
 
 def test_lambda_asset_is_staged_once_per_content(tmp_path: Path) -> None:

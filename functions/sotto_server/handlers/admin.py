@@ -12,7 +12,7 @@ import os
 import re
 import time
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -41,6 +41,9 @@ from ._audit import Actor, AuditEvent, audit
 from ._http import json_body, refused_response
 from ._socket import connections_store, online_pushes, reply
 from ._stores import retention_store, stores
+
+if TYPE_CHECKING:
+    from sotto.frames.answers import PolicyPush
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -296,7 +299,8 @@ def _push_policies(network_id: str, user_ids: list[str]) -> int:
     directory = stores().directory
     notices: list[tuple[str, bytes]] = []
     for policy in policy_admin.effective_policies(directory, network_id, user_ids):
-        frame = encode({"action": "policy", **policy.to_json()})
+        push: PolicyPush = {"action": "policy", **policy.to_json()}
+        frame = encode(push)
         for device_id, _certificate, status in directory.list_devices(policy.user_id):
             if status == "active":
                 notices.append((device_id, frame))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sotto.frames import paginate_lists
 from sotto.protocol.errors import NotModerator, ProtocolError, SelfPromotion
@@ -65,6 +65,9 @@ from .requests import (
     RemoveMembersRequest,
     SetRoleRequest,
 )
+
+if TYPE_CHECKING:
+    from sotto.frames.answers import MembershipPush
 
 __all__ = [
     "MAX_CONVERSATIONS_PER_USER",
@@ -350,11 +353,11 @@ def _membership_notices(
     also: set[str],
     seq: int,
     op: bytes,
-) -> list[tuple[str, dict[str, Any]]]:
+) -> list[tuple[str, MembershipPush]]:
     """``membership`` pushes (with the signed operation) to the roster and ``also``."""
     roster = stores.conversations.roster(conversation.conversation_id) | also
     current = stores.conversations.get(conversation.conversation_id) or conversation
-    notice = {
+    notice: MembershipPush = {
         "action": "membership",
         "conversation_id": conversation.conversation_id,
         "kind": conversation.kind,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sotto import frames
@@ -20,7 +21,7 @@ from .errors import ErrorCode, Refused
 __all__ = ["b64", "encode", "error_frame", "refusal_frame"]
 
 
-def encode(frame: dict[str, Any]) -> bytes:
+def encode(frame: Mapping[str, Any]) -> bytes:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sotto.frames import paginate_lists
 
@@ -48,6 +48,9 @@ from .requests import (
     PrekeyStatusRequest,
     PublishPrekeysRequest,
 )
+
+if TYPE_CHECKING:
+    from sotto.frames.answers import Bundle, BundlesHeader, PrekeysLowPush, Unavailable
 
 __all__ = [
     "LINK_TTL_MS",
@@ -94,6 +97,7 @@ def _limit(
     *,
     cost: int = 1,
 ) -> None:
+
     try:
         limits.check(stores.guards, bucket, subject, now_ms // 1000, stores.limit_scale, cost=cost)
     except limits.RateLimited as limited:
@@ -188,7 +192,7 @@ def fetch_bundles(
     _limit(stores, "fetch_network", caller.network_id, now_ms, rid, cost=len(wanted))
     directory = stores.directory
     owners = directory.device_owners([device_id for _, device_id in wanted])
-    unavailable: list[dict[str, Any]] = []
+    unavailable: list[Unavailable] = []
     eligible: list[tuple[str, str]] = []
     for user_id, device_id in wanted:
         owner = owners.get(device_id)
@@ -202,18 +206,20 @@ def fetch_bundles(
     taken = directory.take_prekeys(
         [device_id for _, device_id in eligible], cleanup=outcome.afterwards
     )
-    bundles: list[dict[str, Any]] = []
+    bundles: list[Bundle] = []
+    low: list[tuple[str, PrekeysLowPush]] = []
     for user_id, device_id in eligible:
         if device_id not in taken:
             unavailable.append({"user_id": user_id, "device_id": device_id, "reason": "no_prekey"})
             continue
         kind, certificate, left = taken[device_id]
         if left < LOW_PREKEYS:
-            outcome.notices.append((device_id, {"action": "prekeys_low", "one_time_prekeys": left}))
+            low.append((device_id, {"action": "prekeys_low", "one_time_prekeys": left}))
         bundles.append(
             {"user_id": user_id, "device_id": device_id, "kind": kind, "prekey": b64(certificate)}
         )
-    header = {"action": "bundles", "id": rid}
+    header: BundlesHeader = {"action": "bundles", "id": rid}
+    outcome.notices = low
     outcome.replies = paginate_lists(header, {"bundles": bundles, "unavailable": unavailable})
     return outcome
 

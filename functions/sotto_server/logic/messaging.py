@@ -9,7 +9,7 @@ a courtesy: the stored copy and each device's cursor are the truth.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sotto.frames import paginate_lists
 from sotto.protocol.certificates import DeviceCertificate
@@ -41,6 +41,18 @@ from .sync_resume import Entry
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+    from sotto.frames.answers import (
+        AckedAnswer,
+        DistributedAnswer,
+        MailItem,
+        MailPush,
+        MessageItem,
+        MessagePush,
+        PolicyAnswer,
+        SentAnswer,
+        SyncHeader,
+    )
 
 __all__ = [
     "SYNC_PAGE_BYTES",
@@ -117,7 +129,7 @@ def _retention_entry(stores: Stores, conversation: Conversation) -> str | None:
     return roster_entry(officer_user_id(conversation.network_id), retention.current.device_id)
 
 
-def _mail_frame(mail: Mail) -> dict[str, Any]:
+def _mail_frame(mail: Mail) -> MailItem:
     return {
         "mail_id": mail.mail_id,
         "conversation_id": mail.conversation_id,
@@ -128,13 +140,17 @@ def _mail_frame(mail: Mail) -> dict[str, Any]:
     }
 
 
-def _message_frame(message: StoredMessage) -> dict[str, Any]:
+def _message_frame(message: StoredMessage) -> MessageItem:
     return {
         "conversation_id": message.conversation_id,
         "seq": message.seq,
         "envelope": b64(message.envelope),
         "server_time": message.server_time,
     }
+
+
+def _mail_push(mail: Mail) -> MailPush:
+    return {"action": "mail", **_mail_frame(mail)}
 
 
 def caller_policy(stores: Stores, caller: Principal) -> EffectivePolicy:
@@ -146,8 +162,12 @@ def caller_policy(stores: Stores, caller: Principal) -> EffectivePolicy:
 def policy(stores: Stores, caller: Principal, request: PolicyRequest, now_ms: int) -> Outcome:
     """The caller's effective policy, as an admin's change pushes it (``policy`` frame)."""
     limit(stores, "policy_device", caller.device_id, now_ms, request.id)
-    answer = caller_policy(stores, caller).to_json()
-    return Outcome(replies=[{"action": "policy", "id": request.id, **answer}])
+    answer: PolicyAnswer = {
+        "action": "policy",
+        "id": request.id,
+        **caller_policy(stores, caller).to_json(),
+    }
+    return Outcome(replies=[answer])
 
 
 def distribute(
@@ -205,17 +225,14 @@ def distribute(
     # Mail first: a chain recorded as delivered must already be in the mailboxes.
     stored = stores.conversations.put_mail(drafts, now_ms)
     stores.conversations.record_distribution(cid, caller.device_id, request.chain_id, recipients)
-    outcome = Outcome(
-        replies=[
-            {
-                "action": "distributed",
-                "id": rid,
-                "chain_id": b64(request.chain_id),
-                "count": len(drafts),
-            }
-        ]
-    )
-    outcome.notices = [(m.device_id, {"action": "mail", **_mail_frame(m)}) for m in stored]
+    answer: DistributedAnswer = {
+        "action": "distributed",
+        "id": rid,
+        "chain_id": b64(request.chain_id),
+        "count": len(drafts),
+    }
+    outcome = Outcome(replies=[answer])
+    outcome.notices = [(m.device_id, _mail_push(m)) for m in stored]
     # Pushed before the answer: the sender's next send must not overtake its key.
     outcome.notices_first = True
     return outcome
@@ -348,7 +365,7 @@ def send(stores: Stores, caller: Principal, request: SendRequest, now_ms: int) -
     else:
         raise Refused(ErrorCode.CONFLICT, "the conversation is busy; retry", rid)
     outcome = Outcome(replies=[_sent(rid, stored)])
-    push = {"action": "message", **_message_frame(stored)}
+    push: MessagePush = {"action": "message", **_message_frame(stored)}
     outcome.notices = [
         (entry.split("/", 1)[1], push)
         for entry in sorted(roster)
@@ -413,23 +430,20 @@ def _send_to_user(
         if t != caller.device_id
     ]
     stored_mail = stores.conversations.put_mail(drafts, now_ms)
-    outcome = Outcome(
-        replies=[
-            {
-                "action": "sent",
-                "id": rid,
-                "conversation_id": cid,
-                "message_id": message_id.hex(),
-                "server_time": now_ms,
-                "mailbox": True,
-            }
-        ]
-    )
-    outcome.notices = [(m.device_id, {"action": "mail", **_mail_frame(m)}) for m in stored_mail]
+    answer: SentAnswer = {
+        "action": "sent",
+        "id": rid,
+        "conversation_id": cid,
+        "message_id": message_id.hex(),
+        "server_time": now_ms,
+        "mailbox": True,
+    }
+    outcome = Outcome(replies=[answer])
+    outcome.notices = [(m.device_id, _mail_push(m)) for m in stored_mail]
     return outcome
 
 
-def _sent(rid: str | None, message: StoredMessage) -> dict[str, Any]:
+def _sent(rid: str | None, message: StoredMessage) -> SentAnswer:
     return {
         "action": "sent",
         "id": rid,
@@ -565,7 +579,7 @@ def sync(stores: Stores, caller: Principal, request: SyncRequest, now_ms: int) -
     # device) before it reads what followed.
     versions = {e.conversation_id: e.roster_version for e in plan}
     rosters = {cid: versions[cid] for cid in through}
-    header: dict[str, Any] = {
+    header: SyncHeader = {
         "action": "sync",
         "id": request.id,
         "more": more,
@@ -619,4 +633,5 @@ def ack(stores: Stores, caller: Principal, request: AckRequest, now_ms: int) -> 
                 if stores.files is not None:
                     for object_id in message.files:
                         stores.files.end_at(object_id, deadline)
-    return Outcome(replies=[{"action": "acked", "id": request.id}])
+    acked: AckedAnswer = {"action": "acked", "id": request.id}
+    return Outcome(replies=[acked])

@@ -6,7 +6,7 @@ pagination contract the SDK joins with the same module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,8 +19,9 @@ class Outcome:
     housekeeping nobody waits for (run after the answer went out; it must be
     safe to lose, as a Lambda may stop after answering)."""
 
-    replies: list[dict[str, Any]] = field(default_factory=list)
-    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # Mappings: the frames are typed dicts of ``sotto.frames.answers`` where it has one.
+    replies: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    notices: Sequence[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
     afterwards: list[Callable[[], None]] = field(default_factory=list)
     # Push the notices before answering: what the caller does next (a send after a
     # distribute) must not reach the other devices before them.

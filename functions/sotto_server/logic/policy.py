@@ -23,9 +23,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import ErrorCode, Refused
+
+if TYPE_CHECKING:
+    from sotto.frames.answers import PolicyFields
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -106,7 +109,7 @@ class EffectivePolicy:
         source = self.sources.get(knob, NETWORK_SOURCE)
         return "your network's" if source == NETWORK_SOURCE else f"security group {source}'s"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PolicyFields:
         return {
             "network_id": self.network_id,
             "user_id": self.user_id,

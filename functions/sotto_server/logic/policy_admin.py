@@ -149,7 +149,7 @@ def user_policy(directory: DirectoryStore, user_id: str) -> dict[str, Any]:
     user = directory.get_user(user_id)
     if user is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such user")
-    return effective_policy(directory, user.network_id, user_id, groups=user.groups).to_json()
+    return dict(effective_policy(directory, user.network_id, user_id, groups=user.groups).to_json())
 
 
 def effective_policies(

@@ -3,6 +3,8 @@
 ``PublicApi``: info, enrollment and link requests (no AWS credentials).
 ``AdminApi``: the IAM-authorized admin routes, signed with SigV4.
 Answers are returned as the server's JSON objects; callers pick the fields.
+Every JSON body is checked first against the model the server parses it with
+(``sotto.frames.requests``): an invalid one is ``InvalidRequest``, not sent.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from .http import DEFAULT_TIMEOUT_S, HttpClient, SigV4Signer, path_segment
 from .server import ServerConfig
+from .session import check_body
 
 __all__ = ["AdminApi", "PublicApi", "fetch_info"]
 
@@ -28,28 +31,27 @@ class PublicApi:
         return self._http.get("/v1/info")
 
     def enroll_lookup(self, code: str) -> dict[str, Any]:
-        return self._http.post("/v1/enroll/lookup", {"code": code})
+        body = check_body("enroll lookup", "EnrollLookupRequest", {"code": code})
+        return self._http.post("/v1/enroll/lookup", body)
 
     def enroll(
         self, code: str, *, identity_key: str, device_certificate: str, signed_prekey: str
     ) -> dict[str, Any]:
-        return self._http.post(
-            "/v1/enroll",
-            {
-                "code": code,
-                "identity_key": identity_key,
-                "device_certificate": device_certificate,
-                "signed_prekey": signed_prekey,
-            },
-        )
+        body = {
+            "code": code,
+            "identity_key": identity_key,
+            "device_certificate": device_certificate,
+            "signed_prekey": signed_prekey,
+        }
+        return self._http.post("/v1/enroll", check_body("enroll", "EnrollRequest", body))
 
     def link_request(self, code: str, *, device_id: str, device_key: str) -> dict[str, Any]:
-        return self._http.post(
-            "/v1/link/requests", {"code": code, "device_id": device_id, "device_key": device_key}
-        )
+        body = {"code": code, "device_id": device_id, "device_key": device_key}
+        return self._http.post("/v1/link/requests", check_body("link request", "LinkRequest", body))
 
     def link_status(self, code: str) -> dict[str, Any]:
-        return self._http.post("/v1/link/status", {"code": code})
+        body = check_body("link status", "LinkStatusRequest", {"code": code})
+        return self._http.post("/v1/link/status", body)
 
 
 class AdminApi:
@@ -58,7 +60,8 @@ class AdminApi:
         self._http = HttpClient(server.http, signer=signer)
 
     def create_network(self, name: str) -> dict[str, Any]:
-        return self._http.post("/v1/admin/networks", {"name": name})
+        body = check_body("create network", "CreateNetworkRequest", {"name": name})
+        return self._http.post("/v1/admin/networks", body)
 
     def list_networks(self) -> dict[str, Any]:
         return self._http.get("/v1/admin/networks")
@@ -67,6 +70,7 @@ class AdminApi:
         body: dict[str, Any] = {"handle": handle}
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
+        check_body("invite", "InviteRequest", body)
         return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites", body)
 
     def list_users(self, network_id: str) -> dict[str, Any]:
@@ -101,7 +105,9 @@ class AdminApi:
     def reissue_invite(
         self, network_id: str, user_id: str, *, ttl_s: int | None = None
     ) -> dict[str, Any]:
-        body = {} if ttl_s is None else {"ttl_s": ttl_s}
+        body = check_body(
+            "reissue invite", "ReissueInviteRequest", {} if ttl_s is None else {"ttl_s": ttl_s}
+        )
         return self._http.post(
             f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}"
             "/reissue",
@@ -114,6 +120,7 @@ class AdminApi:
         body: dict[str, Any] = {"invites": rows}
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
+        check_body("bulk invite", "BulkInviteRequest", body)
         return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites/bulk", body)
 
     def show_policy(self, network_id: str) -> dict[str, Any]:
@@ -124,26 +131,29 @@ class AdminApi:
     ) -> dict[str, Any]:
         base = f"/v1/admin/networks/{path_segment(network_id)}"
         path = f"{base}/policy" if group is None else f"{base}/groups/{path_segment(group)}/policy"
-        return self._http.call("PUT", path, settings)
+        return self._http.call(
+            "PUT", path, check_body("set policy", "PolicySettingsRequest", settings)
+        )
 
     def user_policy(self, user_id: str) -> dict[str, Any]:
         return self._http.get(f"/v1/admin/users/{path_segment(user_id)}/policy")
 
     def create_group(self, network_id: str, name: str) -> dict[str, Any]:
-        return self._http.post(
-            f"/v1/admin/networks/{path_segment(network_id)}/groups", {"name": name}
-        )
+        body = check_body("create group", "GroupRequest", {"name": name})
+        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/groups", body)
 
     def group_members(
         self, network_id: str, group: str, user_ids: list[str], *, add: bool
     ) -> dict[str, Any]:
         path = f"/v1/admin/networks/{path_segment(network_id)}/groups/{path_segment(group)}/members"
-        return self._http.post(path if add else f"{path}/remove", {"user_ids": user_ids})
+        body = check_body("group members", "GroupMembersRequest", {"user_ids": user_ids})
+        return self._http.post(path if add else f"{path}/remove", body)
 
     def get_retention(self, network_id: str) -> dict[str, Any]:
         return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/retention")
 
     def enable_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        check_body("enable retention", "RetentionEnableRequest", body)
         return self._http.call(
             "PUT", f"/v1/admin/networks/{path_segment(network_id)}/retention", body
         )
@@ -152,6 +162,7 @@ class AdminApi:
         return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/retention/disable")
 
     def rotate_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        check_body("rotate retention", "RetentionRotateRequest", body)
         return self._http.post(
             f"/v1/admin/networks/{path_segment(network_id)}/retention/rotate", body
         )

@@ -9,9 +9,11 @@ Class tree (``exit_code`` is what the CLI returns)::
     ├── ServerResolutionError   [1] --server names nothing usable
     ├── TransportError          [1] the server could not be reached (DNS, refused, timeout)
     ├── ApiError                [1] the HTTP API answered an error (status, code, message)
+    ├── InvalidRequest          [1] an outgoing frame breaks its route's model (a client bug)
     ├── SessionError            [1] the WebSocket session failed
     │   ├── ConnectRefused      [1] the upgrade was refused (401/403)
     │   ├── ConnectionLost      [1] the socket closed under a request (reconnect and retry)
+    │   ├── MalformedFrame      [1] an answer breaks its shape (sotto.frames.answers)
     │   └── FrameError          [1] an error frame answered a request (code, message, details)
     ├── FlowError               [1] a multi-step flow cannot go on (timeout, declined, mismatch)
     └── MessagingError          [1] a conversation cannot be used as asked (unknown room, busy)
@@ -23,7 +25,7 @@ Keystore errors (wrong passphrase, corrupt keystore) come from
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "ConnectionLost",
     "FlowError",
     "FrameError",
+    "InvalidRequest",
+    "MalformedFrame",
     "MessagingError",
     "PassphraseError",
     "ProfileError",
@@ -90,6 +94,23 @@ class ApiError(ClientError):
         return text
 
 
+class InvalidRequest(ClientError):
+    """A frame this client was about to send fails its route's model (``sotto.frames.requests``).
+
+    Raised before anything is sent: it is a bug in the caller, which the server
+    would only have answered with ``bad_request``.
+    """
+
+    def __init__(self, action: str, fields: Sequence[str]) -> None:
+        super().__init__(action, tuple(fields))
+        self.action = action
+        self.fields = tuple(fields)
+
+    def __str__(self) -> str:
+        names = ", ".join(self.fields) or "action"
+        return f"refusing to send an invalid {self.action} request: bad field(s) {names}"
+
+
 class SessionError(ClientError):
     pass
 
@@ -125,6 +146,20 @@ class ConnectionLost(SessionError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class MalformedFrame(SessionError):
+    """The server answered with a frame that is not of its route's shape (a missing or
+    mistyped field): nothing of it was used."""
+
+    def __init__(self, action: str, fields: Sequence[str]) -> None:
+        super().__init__(action, tuple(fields))
+        self.action = action
+        self.fields = tuple(fields)
+
+    def __str__(self) -> str:
+        names = ", ".join(self.fields)[:200] or "frame"
+        return f"the server sent a malformed {self.action} answer: bad field(s) {names}"
 
 
 class FrameError(SessionError):

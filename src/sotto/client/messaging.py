@@ -47,8 +47,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
+from sotto.frames import answers
+from sotto.frames.answers import (
+    AckedAnswer,
+    BundlesPart,
+    DistributedAnswer,
+    SentAnswer,
+    ShapeError,
+    SyncPart,
+)
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.content import (
     Content,
@@ -108,7 +117,14 @@ from sotto.protocol.sessions import NO_SESSION
 
 from . import files, self_sync
 from .encoding import b64d, b64e
-from .errors import ClientError, ConnectionLost, FrameError, MessagingError, TrustError
+from .errors import (
+    ClientError,
+    ConnectionLost,
+    FrameError,
+    MalformedFrame,
+    MessagingError,
+    TrustError,
+)
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
 from .policy import ClientPolicy, parse_policy
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
@@ -432,7 +448,7 @@ class Messenger:
 
     def _set_policy(self, frame: dict[str, Any]) -> None:
         with contextlib.suppress(ValueError):  # a malformed frame leaves the policy we had
-            self.policy = parse_policy(frame)
+            self.policy = parse_policy(answers.parse(answers.PolicyPush, frame))
 
     def _ensure_policy(self) -> None:
         if not self._policy_read:
@@ -1319,20 +1335,20 @@ class Messenger:
             wanted[start : start + BUNDLES_PER_REQUEST]
             for start in range(0, len(wanted), BUNDLES_PER_REQUEST)
         ]
-        answers = self._call_many(
+        joined = self._call_many(
             "fetch_bundles",
             [{"devices": [{"user_id": u, "device_id": d} for u, d in b]} for b in batches],
         )
         asked = set(wanted)
         found: dict[Address, PrekeyCertificate] = {}
-        for answer in answers:
-            for bundle in answer.get("bundles") or []:
-                address = (str(bundle.get("user_id")), str(bundle.get("device_id")))
+        for answer in (_shaped(BundlesPart, "fetch_bundles", a) for a in joined):
+            for bundle in answer["bundles"]:
+                address = (bundle["user_id"], bundle["device_id"])
                 member = conversation.members.get(address)
                 if address not in asked or member is None:
                     continue
                 try:
-                    prekey = PrekeyCertificate.parse(b64d(bundle.get("prekey"), "prekey"))
+                    prekey = PrekeyCertificate.parse(b64d(bundle["prekey"], "prekey"))
                     prekey.verify(member.certificate, now=now)
                 except (ProtocolError, ClientError):
                     continue
@@ -1355,9 +1371,10 @@ class Messenger:
                 }
                 for start in range(0, len(item.distributions), step)
             ]
-            self._call("distribute", **frames[0])
+            _shaped(DistributedAnswer, "distribute", self._call("distribute", **frames[0]))
             if len(frames) > 1:
-                self._call_many("distribute", frames[1:])
+                for distributed in self._call_many("distribute", frames[1:]):
+                    _shaped(DistributedAnswer, "distribute", distributed)
             item.distributed = True
         fields: dict[str, Any] = {
             "conversation_id": item.conversation_id,
@@ -1369,7 +1386,7 @@ class Messenger:
             fields["files"] = item.files
         for attempt in range(MAX_SEND_ATTEMPTS):
             try:
-                answer = self._call("send", **fields)
+                answer = _shaped(SentAnswer, "send", self._call("send", **fields))
                 break
             except FrameError as exc:
                 # conflict: another member's send took the same seq; ours is not stored.
@@ -1380,20 +1397,20 @@ class Messenger:
         if item in outbox:
             outbox.remove(item)
         self._dirty = True
-        seq, server_time = answer.get("seq"), answer.get("server_time")
+        seq, server_time = answer.get("seq"), answer["server_time"]
         record = self._record(item.conversation_id)
         envelope = Envelope.parse(item.envelope).header
-        if isinstance(seq, int) and item.to_user is None:
+        if seq is not None and item.to_user is None:
             record.mark_seen(seq)
             for stored in record.history:
                 if stored.message_id == item.message_id:
                     stored.seq = seq
-                    stored.server_time = server_time if isinstance(server_time, int) else None
+                    stored.server_time = server_time
         return SentMessage(
             conversation_id=item.conversation_id,
             message_id=item.message_id,
-            seq=seq if isinstance(seq, int) else 0,
-            server_time=server_time if isinstance(server_time, int) else 0,
+            seq=0 if seq is None else seq,
+            server_time=server_time,
             delete_at=envelope.delete_at(None),
         )
 
@@ -1511,7 +1528,7 @@ class Messenger:
         resume: dict[str, Any] = {}
         while True:
             try:
-                parts = self._call_parts("sync", **resume)
+                parts = [_shaped(SyncPart, "sync", p) for p in self._call_parts("sync", **resume)]
             except FrameError as exc:
                 if not resume or exc.code != "bad_request":
                     raise
@@ -1520,22 +1537,18 @@ class Messenger:
                 resume = {}
                 continue
             token = parts[-1].get("resume")
-            resume = {"resume": token} if isinstance(token, str) else {}
-            mail = [m for p in parts for m in (p.get("mail") or [])]
-            messages = [m for p in parts for m in (p.get("messages") or [])]
-            more = any(p.get("more") is True for p in parts)
+            resume = {} if token is None else {"resume": token}
+            # _receive reads the (checked) items as plain dicts.
+            mail = cast("list[dict[str, Any]]", [m for p in parts for m in p["mail"]])
+            messages = cast("list[dict[str, Any]]", [m for p in parts for m in p["messages"]])
+            more = any(p["more"] for p in parts)
             # The server's own extension: the last seq it scanned per conversation (its
             # sender's own messages and expired ones are skipped, so seqs have gaps).
             through: dict[str, int] = {}
             for part in parts:
-                for cid, seq in (part.get("through") or {}).items():
-                    if isinstance(seq, int):
-                        through[str(cid)] = max(through.get(str(cid), 0), seq)
-            rosters: dict[str, int] = {}
-            for part in parts:
-                for cid, version in (part.get("rosters") or {}).items():
-                    if isinstance(version, int):
-                        rosters[str(cid)] = version
+                for cid, seq in part["through"].items():
+                    through[cid] = max(through.get(cid, 0), seq)
+            rosters = {cid: version for part in parts for cid, version in part["rosters"].items()}
             events += self._roster_moved(rosters)
             events += self._receive(mail, messages, read=read, complete=not more, through=through)
             if not more:
@@ -1591,6 +1604,7 @@ class Messenger:
             return self._process_pushes(frames, read=read)
 
     def _process_pushes(self, frames: list[dict[str, Any]], *, read: bool) -> list[Event]:
+        frames = self._checked_pushes(frames)
         mail = [f for f in frames if f.get("action") == "mail"]
         messages, gap = self._following(f for f in frames if f.get("action") == "message")
         for frame in frames:
@@ -1628,6 +1642,21 @@ class Messenger:
             # after it in seq order.
             return self.sync(read=read)
         return []
+
+    def _checked_pushes(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each push of a known action checked against its shape (``sotto.frames.answers``);
+        a malformed one is dropped, and a sync fetches what it may have announced."""
+        checked: list[dict[str, Any]] = []
+        for frame in frames:
+            shape = answers.PUSHES.get(str(frame.get("action")))
+            if shape is None:
+                checked.append(frame)  # not one of ours to check: handled (or ignored) below
+                continue
+            try:
+                checked.append(answers.parse(shape, frame))
+            except ShapeError:
+                self._needs_sync = True
+        return checked
 
     def _following(self, pushes: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
         """The pushed messages that follow on from what this device has, in seq order, and
@@ -1732,7 +1761,7 @@ class Messenger:
                 "read": read[:200],
                 "cursors": dict(pending[:100]),
             }
-            self._call("ack", **fields)
+            _shaped(AckedAnswer, "ack", self._call("ack", **fields))
             mail, read, pending, first = mail[400:], read[200:], pending[100:], False
         for cid, cursor in cursors.items():
             self.state.conversations[cid].acked = cursor
@@ -2358,3 +2387,14 @@ def _keys_digest(keys: DeviceKeys) -> bytes:
     return hashlib.sha256(
         keys.device.serialize() + keys.published_through.to_bytes(4, "big")
     ).digest()
+
+
+S = TypeVar("S")
+
+
+def _shaped(shape: type[S], action: str, frame: Mapping[str, Any]) -> S:
+    """An answer as its shape (``sotto.frames.answers``), or ``MalformedFrame``."""
+    try:
+        return answers.parse(shape, frame)
+    except ShapeError as exc:
+        raise MalformedFrame(action, exc.fields) from None

@@ -12,6 +12,7 @@ that does not parse leaves the policy the client had.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -135,7 +136,7 @@ class ClientPolicy:
         }
 
 
-def parse_policy(frame: dict[str, Any]) -> ClientPolicy:
+def parse_policy(frame: Mapping[str, Any]) -> ClientPolicy:
     """A ``policy`` frame's policy; ValueError on anything malformed."""
     values = frame.get("policy")
     sources = frame.get("sources") or {}

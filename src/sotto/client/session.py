@@ -4,6 +4,10 @@ The connect token (``sotto.protocol.connect_token``) is made fresh for every
 connection: a nonce is usable once and the server allows 300 s of clock skew.
 Frames that answer no pending request (``prekeys_low`` and, later, message
 pushes) are kept in ``pushes`` for the caller rather than dropped.
+
+Every request is checked against its route's model (``sotto.frames.requests``,
+the models the server parses with) before it is sent: a frame the server
+would refuse as ``bad_request`` fails here, as ``InvalidRequest``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from sotto.frames import PartError, Parts, is_gateway_error, join_parts
 from sotto.protocol import connect_token
 from sotto.protocol.keys import SigningKey
 
-from .errors import ConnectionLost, ConnectRefused, FrameError, ServerUnreachable, SessionError
+from .errors import (
+    ConnectionLost,
+    ConnectRefused,
+    FrameError,
+    InvalidRequest,
+    ServerUnreachable,
+    SessionError,
+)
 from .server import ServerConfig
 
 __all__ = [
@@ -33,6 +44,8 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "PIPELINE_WINDOW",
     "Session",
+    "check_body",
+    "check_request",
     "join_parts",
 ]
 
@@ -53,9 +66,11 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class Session:
     """``with Session.open(server, device_id, key) as s: s.request("prekey_status")``."""
 
-    def __init__(self, connection: ClientConnection) -> None:
+    def __init__(self, connection: ClientConnection, *, check_requests: bool = True) -> None:
         self._connection = connection
         self.pushes: deque[dict[str, Any]] = deque()
+        # Off only for tests that drive a fake server with frames no route takes.
+        self.check_requests = check_requests
 
     @classmethod
     def open(
@@ -149,6 +164,9 @@ class Session:
         without an id (API Gateway's own) raises at once.
         """
         waiting = [i for i in range(len(requests)) if i not in answered]
+        if self.check_requests:
+            for index in waiting:
+                check_request(action, requests[index])
         flight: dict[str, tuple[int, float, Parts]] = {}
         failure: FrameError | None = None
         while waiting or flight:
@@ -231,6 +249,41 @@ class Session:
         except (TypeError, UnicodeDecodeError, json.JSONDecodeError):
             return {"action": "unparseable"}
         return frame if isinstance(frame, dict) else {"action": "unparseable"}
+
+
+def check_request(action: str, fields: Mapping[str, Any]) -> None:
+    """Raise ``InvalidRequest`` unless ``{"action": action, "id", **fields}`` parses with
+    the model the server parses that route with."""
+    # pydantic and the models: on the first request, not when the SDK is imported.
+    from sotto.frames.requests import request_model
+
+    model = request_model(action)
+    if model is None:
+        raise InvalidRequest(action, ["action"])
+    _validate(action, model, {**fields, "action": action, "id": "0"})
+
+
+def check_body(route: str, model_name: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``body`` if it parses with ``sotto.frames.requests.<model_name>``, the model the
+    server parses that HTTP route's body with; else ``InvalidRequest`` (``route`` names it).
+
+    By name: the models (and pydantic) load on the first call, not with the SDK.
+    """
+    from sotto.frames import requests
+
+    model = getattr(requests, model_name)
+    _validate(route, model, body)
+    return body
+
+
+def _validate(what: str, model: Any, frame: Mapping[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(frame)
+    except ValidationError as exc:
+        names = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        raise InvalidRequest(what, names) from None
 
 
 def _frame_error(action: str, frame: dict[str, Any]) -> FrameError:

@@ -1,0 +1,162 @@
+"""Both sides hold frames to the shared shapes (``sotto.frames``), over the real local stack.
+
+Every frame the SDK sends during a room's life parses with the server's own
+``parse_frame`` and its route's model; every answer and push it receives is
+exactly of its shape in ``sotto.frames.answers`` (no field missing, none
+extra). A malformed answer is a clear ``MalformedFrame``; a malformed push is
+dropped and a sync brings what it announced.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any, cast
+
+import pytest
+
+from sotto.client.errors import MalformedFrame
+from sotto.client.session import Session
+from sotto.frames import answers
+from sotto.frames.requests import request_model
+from sotto_server.logic.requests import parse_frame
+
+from .conftest import Team, texts, wait_for
+
+# The shape of each answer by its action (the table in sotto.frames.answers).
+_ANSWER_SHAPES: dict[str, type[Any]] = {
+    "sent": answers.SentAnswer,
+    "sync": answers.SyncPart,
+    "acked": answers.AckedAnswer,
+    "distributed": answers.DistributedAnswer,
+    "bundles": answers.BundlesPart,
+    "policy": answers.PolicyAnswer,
+}
+
+
+@pytest.fixture
+def wire(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every frame any Session sends, and every frame it receives, while the test runs."""
+    sent: list[dict[str, Any]] = []
+    received: list[dict[str, Any]] = []
+    send, receive, next_push = Session._send, Session._receive, Session.next_push
+
+    def record_send(self: Session, frame: dict[str, Any]) -> None:
+        sent.append(json.loads(json.dumps(frame)))
+        send(self, frame)
+
+    def record_receive(self: Session, action: str, deadline: float) -> dict[str, Any]:
+        frame = receive(self, action, deadline)
+        received.append(json.loads(json.dumps(frame)))
+        return frame
+
+    def record_push(self: Session, timeout: float) -> dict[str, Any] | None:
+        # Pushes kept while a request waited were recorded by _receive already.
+        kept = bool(self.pushes)
+        frame = next_push(self, timeout)
+        if frame is not None and not kept:
+            received.append(json.loads(json.dumps(frame)))
+        return frame
+
+    monkeypatch.setattr(Session, "_send", record_send)
+    monkeypatch.setattr(Session, "_receive", record_receive)
+    monkeypatch.setattr(Session, "next_push", record_push)
+    return sent, received
+
+
+def test_every_frame_of_a_rooms_life_is_of_its_shared_shape_on_both_sides(
+    team: Team, wire: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+) -> None:
+    sent, received = wire
+    a1, a2 = team.alice.devices
+    a1.read_policy()
+    b1, _b2 = team.bob.devices
+    [c1] = team.carol.devices
+    # GIVEN a room with a conversation in it, a member added, and everyone caught up
+    cid = a1.create_room(f"shapes-{secrets.token_hex(3)}", [team.bob.user_id])
+    for device in (a2, b1):
+        device.sync()
+    a1.send_text(cid, "shapes: one")
+    assert texts(wait_for(b1, 1, cid) + b1.sync(), cid) == ["shapes: one"]
+    b1.send_text(cid, "shapes: two")
+    a1.add_members(cid, [team.carol.user_id])
+    a1.send_text(cid, "shapes: three")
+    assert texts(wait_for(c1, 1, cid) + c1.sync(), cid) == ["shapes: three"]
+    for device in (a1, a2, b1):
+        wait_for(device, 1, cid)
+        device.sync()
+
+    # THEN every request parses with the server's own parser and its route's model
+    assert sent
+    for frame in sent:
+        model = request_model(frame["action"])
+        assert model is not None, frame["action"]
+        parse_frame(model, json.dumps(frame))
+    # AND every answer and push of a typed shape is exactly that shape
+    seen: set[str] = set()
+    for frame in received:
+        action = str(frame.get("action"))
+        shape = answers.PUSHES.get(action) if "id" not in frame else _ANSWER_SHAPES.get(action)
+        if shape is None:
+            continue
+        assert answers.parse(shape, frame) == frame, action
+        seen.add(f"{action}{'' if 'id' in frame else ' push'}")
+    # AND the flow covered the core routes and pushes
+    assert {"sent", "sync", "acked", "distributed", "bundles", "policy"} <= seen
+    assert {"message push", "mail push", "membership push"} <= seen
+
+
+def test_a_malformed_sync_answer_is_a_clear_error_and_nothing_of_it_is_used(
+    team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a1 = team.alice.devices[0]
+    [c1] = team.carol.devices
+    cid = a1.direct(team.carol.user_id)
+    c1.sync()
+    a1.send_text(cid, "shapes: despite a bad page")
+    real = c1.session.request_parts
+
+    def hostile(action: str, **fields: Any) -> list[dict[str, Any]]:
+        parts = real(action, **fields)
+        if action == "sync":
+            parts[0]["through"] = {cid: "many"}  # not a seq
+        return parts
+
+    monkeypatch.setattr(c1.session, "request_parts", hostile)
+    # WHEN the server's sync answer breaks its shape
+    with pytest.raises(MalformedFrame) as raised:
+        c1.sync()
+    # THEN the error names the route and the field, and the message is not lost
+    assert raised.value.action == "sync"
+    assert raised.value.fields == (f"through.{cid}",)
+    assert "malformed sync answer" in str(raised.value)
+    monkeypatch.undo()
+    assert texts(c1.sync(), cid) == ["shapes: despite a bad page"]
+
+
+@pytest.mark.parametrize(
+    "push",
+    [
+        {"action": "message", "conversation_id": "c", "seq": "1", "envelope": "AA"},
+        {"action": "mail", "mail_id": 7},
+        {"action": "membership", "conversation_id": "c", "users": "everyone"},
+        {"action": "prekeys_low", "one_time_prekeys": True},
+        {"action": "policy", "policy": []},
+    ],
+)
+def test_a_malformed_push_is_dropped_and_a_sync_brings_what_it_announced(
+    team: Team, push: dict[str, Any]
+) -> None:
+    a1 = team.alice.devices[0]
+    b1 = team.bob.devices[0]
+    cid = a1.direct(team.bob.user_id)
+    b1.sync()
+    policy = b1.policy
+    text = f"shapes: after a bad {push['action']} push"
+    a1.send_text(cid, text)
+    # WHEN a malformed push arrives ahead of the real one
+    cast(Session, b1.session).pushes.appendleft(push)
+    events = wait_for(b1, 1, cid) + b1.sync()
+    # THEN listening goes on: the message arrives once, the policy is the one it was
+    assert texts(events, cid) == [text]
+    assert b1.policy == policy
