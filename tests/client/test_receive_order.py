@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sotto.client.messaging import receive_order
+from sotto.client.delivery import receive_order
 
 
 def message(cid: str, seq: int, server_time: object) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sotto.client import messaging
+from sotto.client import delivery
 from sotto.client.errors import FrameError
 from sotto.client.events import Event, MessageEvent, NoticeEvent
 from sotto.client.messaging import Messenger
@@ -223,7 +223,7 @@ def test_a_missing_key_holds_its_conversation_back_only_so_long(
     """Past MAX_HELD messages behind it, a message without its key stops holding the
     others back (a long catch-up must not keep everything unread); it is shown when
     its key comes, late but shown."""
-    monkeypatch.setattr(messaging, "MAX_HELD", 1)
+    monkeypatch.setattr(delivery, "MAX_HELD", 1)
     events, _ = key_arrives_late(stack, network, tmp_path)
     assert texts(events) == ["carol after", "alice on a new chain"]
 

@@ -115,7 +115,7 @@ from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 from sotto.protocol.sessions import NO_SESSION
 
-from . import files, self_sync
+from . import delivery, files, self_sync
 from .encoding import b64d, b64e
 from .errors import (
     ClientError,
@@ -147,7 +147,6 @@ __all__ = [
     "SafetyReport",
     "SentMessage",
     "SessionLike",
-    "receive_order",
 ]
 
 T = TypeVar("T")
@@ -177,9 +176,6 @@ ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device th
 # Refusals that may pass: a prepared message stays in the outbox for the next command.
 RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
-# Messages held behind one that waits for its key, at most (a sync page's worth; well
-# under the store's MAX_PENDING, so every held message is saved before it is acknowledged).
-MAX_HELD = 200
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
 MAX_PRIVATE_SENDS = 128
@@ -1606,7 +1602,9 @@ class Messenger:
     def _process_pushes(self, frames: list[dict[str, Any]], *, read: bool) -> list[Event]:
         frames = self._checked_pushes(frames)
         mail = [f for f in frames if f.get("action") == "mail"]
-        messages, gap = self._following(f for f in frames if f.get("action") == "message")
+        messages, gap = delivery.following(
+            (f for f in frames if f.get("action") == "message"), self.state.conversations
+        )
         for frame in frames:
             if frame.get("action") == "policy":
                 self._set_policy(frame)
@@ -1630,16 +1628,7 @@ class Messenger:
 
     def _sync_if_behind(self, *, gap: bool, read: bool) -> list[Event]:
         records = self.state.conversations.values()
-        if (
-            gap
-            or self._needs_sync
-            or any(r.seen for r in records)
-            or any(p.waiting for r in records for p in r.pending)
-            or any(r.held_keys for r in records)
-        ):
-            # A gap below a push, a message whose key has not come or a key whose session
-            # has not: the sync brings what is missing, and what was held back comes out
-            # after it in seq order.
+        if delivery.behind(records, gap=gap, needs_sync=self._needs_sync):
             return self.sync(read=read)
         return []
 
@@ -1658,35 +1647,6 @@ class Messenger:
                 self._needs_sync = True
         return checked
 
-    def _following(self, pushes: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
-        """The pushed messages that follow on from what this device has, in seq order, and
-        whether any lie above a gap.
-
-        Those above a gap are not processed: the sync that fills the gap brings them
-        again (they are not acknowledged), after the missing ones.
-        """
-        by_conversation: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        for push in pushes:
-            seq = push.get("seq")
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                by_conversation.setdefault(str(push.get("conversation_id")), []).append((seq, push))
-        ready: list[dict[str, Any]] = []
-        gap = False
-        for cid, items in by_conversation.items():
-            record = self.state.conversations.get(cid)
-            have, seen = (record.cursor, record.seen) if record is not None else (0, set())
-            for seq, push in sorted(items, key=lambda item: item[0]):
-                while have + 1 in seen:
-                    have += 1
-                if seq <= have or seq in seen:
-                    continue  # had it already (a sync brought it first)
-                if seq != have + 1:
-                    gap = True
-                    break
-                ready.append(push)
-                have = seq
-        return ready, gap
-
     def listen(self, *, read: bool = True, poll_s: float = 1.0) -> Iterator[Event]:
         """Sync, then yield events as they arrive, until the caller stops iterating."""
         yield from self.sync(read=read)
@@ -1704,7 +1664,7 @@ class Messenger:
     ) -> list[Event]:
         batch = _Batch([], [], [], {}, complete=complete)
         highest: dict[str, int] = {}
-        for is_message, item in receive_order(mail, messages):
+        for is_message, item in delivery.receive_order(mail, messages):
             try:
                 if is_message:
                     self._message_item(item, batch, read=read, highest=highest)
@@ -1718,7 +1678,7 @@ class Messenger:
                     # Kept until the person accepts or rejects the new key.
                     data = b64d(item.get("envelope"), "envelope")
                     record = self._record(cid)
-                    record.pending.append(PendingItem(data, _time(item), seq))
+                    record.pending.append(PendingItem(data, delivery.server_time(item), seq))
                     record.mark_seen(seq)
         for cid, seq in (through or {}).items():
             if cid in self.state.conversations:
@@ -1750,19 +1710,11 @@ class Messenger:
         cursors = {
             cid: r.cursor for cid, r in self.state.conversations.items() if r.cursor > r.acked
         }
-        if not (cursors or batch.mail_ids or batch.read):
+        frames = delivery.ack_frames(cursors, batch.mail_ids, batch.read)
+        if not frames:
             return
-        # The server takes at most 100 cursors, 500 mail ids and 200 read refs per ack.
-        mail, read, pending = batch.mail_ids, batch.read, sorted(cursors.items())
-        first = True
-        while first or mail or read or pending:
-            fields: dict[str, Any] = {
-                "mail": mail[:400],
-                "read": read[:200],
-                "cursors": dict(pending[:100]),
-            }
+        for fields in frames:
             _shaped(AckedAnswer, "ack", self._call("ack", **fields))
-            mail, read, pending, first = mail[400:], read[200:], pending[100:], False
         for cid, cursor in cursors.items():
             self.state.conversations[cid].acked = cursor
         self._dirty = True
@@ -1777,7 +1729,7 @@ class Messenger:
         self._dirty = True
         cid = str(item.get("conversation_id"))
         data = b64d(item.get("data"), "mail data")
-        server_time = _time(item)
+        server_time = delivery.server_time(item)
         if item.get("kind") == "distribution":
             self._distribution(cid, data, batch, read=read)
         else:
@@ -1945,16 +1897,16 @@ class Messenger:
             return
         highest[cid] = max(highest.get(cid, 0), seq)
         record = self._record(cid)
-        if seq <= record.cursor or seq in record.seen:
-            return  # a push and a sync page both brought it
-        data = b64d(item.get("envelope"), "envelope")
-        server_time = _time(item)
         waiting = sum(1 for p in record.pending if p.waiting)
-        if waiting >= MAX_HELD:
+        decision = delivery.arrival(record, seq, waiting)
+        if decision is delivery.Arrival.HAD:
+            return
+        data = b64d(item.get("envelope"), "envelope")
+        server_time = delivery.server_time(item)
+        if decision is delivery.Arrival.RELEASE:
             # Held back long enough (a long catch-up): stop waiting, show what opens.
             self._retry_pending(cid, batch, read=read, give_up=True)
-            waiting = 0
-        if waiting:
+        if decision is delivery.Arrival.HOLD:
             # An earlier message of this conversation waits for its key: this one is
             # shown after it, not before (kept, and saved before it is acknowledged).
             record.pending.append(PendingItem(data, server_time, seq, waiting=True))
@@ -2315,45 +2267,6 @@ class Messenger:
             kept = [m for a, m in old.members.items() if a[0] != user_id and a != scratch.address]
             old.set_members(kept, now=self._clock())
             record.state = old.serialize()
-
-
-def _time(item: Mapping[str, Any]) -> int:
-    """A frame's ``server_time`` (the server's, so checked: 0 when it is not an integer)."""
-    value = item.get("server_time")
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def receive_order(
-    mail: Iterable[dict[str, Any]], messages: Iterable[dict[str, Any]]
-) -> list[tuple[bool, dict[str, Any]]]:
-    """Mail and messages in the order to process them: ``(is_message, item)``.
-
-    A conversation's messages go in seq order. The server stamps ``server_time``
-    when a send arrives and assigns the seq when it stores it, so two concurrent
-    sends can carry times out of seq order; a message's place in time is therefore
-    the latest time of its conversation's messages up to it. Mail is merged by its
-    own time before the messages placed at or after it, so a distribution (always
-    stored before the envelopes that need it) comes before them, and a device
-    catching up still installs chains in the order they were made
-    (docs/protocol.md §14.5).
-    """
-    by_conversation: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for message in messages:
-        seq = message.get("seq")
-        number = seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
-        by_conversation.setdefault(str(message.get("conversation_id")), []).append(
-            (number, message)
-        )
-    keyed: list[tuple[int, int, int, int, dict[str, Any]]] = [
-        (_time(item), 0, 0, index, item) for index, item in enumerate(mail)
-    ]
-    for items in by_conversation.values():
-        latest = 0
-        for index, (seq, message) in enumerate(sorted(items, key=lambda entry: entry[0])):
-            latest = max(latest, _time(message))
-            keyed.append((latest, 1, seq, index, message))
-    keyed.sort(key=lambda entry: entry[:4])
-    return [(kind == 1, item) for _, kind, _, _, item in keyed]
 
 
 def _shown(
