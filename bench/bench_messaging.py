@@ -34,6 +34,7 @@ from typing import Any
 
 from botocore.config import Config
 
+from sotto.frames.requests import MAX_DISTRIBUTIONS_PER_CALL, MAX_ROOM_ADD
 from sotto.protocol.content import Text
 from sotto.protocol.conversation import Conversation
 from sotto.protocol.membership import (
@@ -53,7 +54,6 @@ from sotto_server.dal.connections import ConnectionsStore
 from sotto_server.handlers._routes import FANOUT_WORKERS
 from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER, roster_entry
 from sotto_server.logic.frames import b64
-from sotto_server.logic.requests import MAX_DISTRIBUTIONS_PER_CALL, MAX_ROOM_ADD
 
 from ._cost import FANOUT_QUERY, Catchup, RoomCost, report_cost
 from ._meter import Tally, item_size

@@ -17,7 +17,7 @@ from sotto.client.api import AdminApi, PublicApi
 from sotto.client.errors import InvalidRequest
 from sotto.frames import answers, paginate_lists
 from sotto.frames.requests import request_model, requests_by_action
-from sotto_server.logic import requests as server_requests
+from sotto_server.handlers import conversations, files, keys, messages
 
 MAIL: dict[str, Any] = {
     "mail_id": "ab#01",
@@ -33,9 +33,13 @@ MESSAGE: dict[str, Any] = {"conversation_id": "c1", "seq": 3, "envelope": "AAAA"
 def test_every_websocket_route_has_one_shared_request_model_and_the_server_uses_it() -> None:
     routes = {r.route_key for r in topology.WS_ROUTES if not r.route_key.startswith("$")}
     assert routes == set(requests_by_action())
-    for action, model in requests_by_action().items():
-        # The server's names are the shared models themselves, not copies.
-        assert getattr(server_requests, model.__name__) is model, action
+    served = {}
+    for handler in (conversations, files, keys, messages):
+        for action, (model, _) in handler.routes().items():
+            served[action] = model
+    assert served  # the route tables' models are the shared ones themselves, not copies
+    for action, model in served.items():
+        assert request_model(action) is model, action
 
 
 def test_an_unknown_action_has_no_model() -> None:

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sotto.frames.requests import AckRequest, SyncRequest
 from sotto_server.dal.conversations import Conversation, ConversationsStore, Member
 from sotto_server.dal.directory import DirectoryStore
 from sotto_server.logic import messaging, sync_resume
 from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER, Stores
 from sotto_server.logic.errors import ErrorCode, Refused
 from sotto_server.logic.principal import Principal
-from sotto_server.logic.requests import AckRequest, SyncRequest
 from sotto_server.logic.standing import in_good_standing
 from sotto_server.logic.sync_resume import Entry, Resume
 from tests.support.logs import creation

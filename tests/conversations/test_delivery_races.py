@@ -22,6 +22,7 @@ import pytest
 
 from sotto.client.encoding import b64e
 from sotto.client.events import Event, MessageEvent
+from sotto.frames.requests import AddMembersRequest, SendRequest
 from sotto.protocol.content import Text
 from sotto.protocol.membership import Add
 from sotto_server.dal.conversations import ConversationsStore, StoredMessage
@@ -35,7 +36,7 @@ from sotto_server.logic import messaging as messaging_logic
 from sotto_server.logic.conversations import Stores
 from sotto_server.logic.errors import ErrorCode, Refused
 from sotto_server.logic.principal import Principal
-from sotto_server.logic.requests import AddMembersRequest, SendRequest, parse_frame
+from sotto_server.logic.requests import parse_frame
 from tests.support.people import Seeded, messenger_for, seed_person
 from tests.support.stack import Stack, admin
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from websockets.sync.client import connect
 
+from sotto.frames.requests import SendRequest, SyncRequest
 from sotto.protocol.content import Receipt, Text
 from sotto.protocol.conversation import MessageTimers
 from sotto_server.dal.conversations import ConversationsStore, StoredMessage
@@ -23,7 +24,6 @@ from sotto_server.logic import messaging
 from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER
 from sotto_server.logic.errors import Refused
 from sotto_server.logic.principal import Principal
-from sotto_server.logic.requests import SendRequest, SyncRequest
 from tests.support.logs import add_fields, create_fields, direct_fields, leave_fields
 from tests.support.stack import Stack, admin, b64, seed_device
 

@@ -19,13 +19,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ..aws import connections_client
-from ..logic import admin, invites, policy_admin
-from ..logic.admin_callers import admitted
-from ..logic.errors import ErrorCode, Refused
-from ..logic.frames import encode
-from ..logic.push import disconnect
-from ..logic.requests import (
+from sotto.frames.requests import (
     BulkInviteRequest,
     CreateNetworkRequest,
     GroupMembersRequest,
@@ -35,8 +29,15 @@ from ..logic.requests import (
     ReissueInviteRequest,
     RetentionEnableRequest,
     RetentionRotateRequest,
-    parse_body,
 )
+
+from ..aws import connections_client
+from ..logic import admin, invites, policy_admin
+from ..logic.admin_callers import admitted
+from ..logic.errors import ErrorCode, Refused
+from ..logic.frames import encode
+from ..logic.push import disconnect
+from ..logic.requests import parse_body
 from ._audit import Actor, AuditEvent, audit
 from ._http import json_body, refused_response
 from ._socket import connections_store, online_pushes, reply

@@ -20,8 +20,7 @@ metrics = Metrics()
 def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
-    from ..logic import conversations as logic
-    from ..logic.requests import (
+    from sotto.frames.requests import (
         AddMembersRequest,
         ConversationDevicesRequest,
         CreateConversationRequest,
@@ -32,6 +31,8 @@ def routes() -> dict[str, Route]:
         RemoveMembersRequest,
         SetRoleRequest,
     )
+
+    from ..logic import conversations as logic
 
     return {
         "create_conversation": (CreateConversationRequest, logic.create_conversation),

@@ -9,16 +9,12 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from sotto.frames.requests import EnrollLookupRequest, EnrollRequest, LinkRequest, LinkStatusRequest
+
 from ..logic import enrollment
 from ..logic.errors import Refused
 from ..logic.frames import encode
-from ..logic.requests import (
-    EnrollLookupRequest,
-    EnrollRequest,
-    LinkRequest,
-    LinkStatusRequest,
-    parse_body,
-)
+from ..logic.requests import parse_body
 from ._http import json_body, refused_response, source_ip
 from ._socket import notify_device
 from ._stores import stores

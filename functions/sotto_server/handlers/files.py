@@ -19,8 +19,7 @@ metrics = Metrics()
 @cache
 def routes() -> dict[str, Route]:
     """The route table, imported on the first frame (cold start, as messages.py)."""
-    from ..logic import files as logic
-    from ..logic.requests import (
+    from sotto.frames.requests import (
         FileDownloadRequest,
         FilePolicyRequest,
         FileUploadAbortRequest,
@@ -28,6 +27,8 @@ def routes() -> dict[str, Route]:
         FileUploadPartsRequest,
         FileUploadStartRequest,
     )
+
+    from ..logic import files as logic
 
     return {
         "file_policy": (FilePolicyRequest, logic.policy),

@@ -20,10 +20,7 @@ metrics = Metrics()
 def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
-    from ..logic import key_directory as logic
-    from ..logic import retention
-    from ..logic.device_revocation import revoke_device
-    from ..logic.requests import (
+    from sotto.frames.requests import (
         FetchBundlesRequest,
         LinkApproveRequest,
         LinkCreateRequest,
@@ -35,6 +32,10 @@ def routes() -> dict[str, Route]:
         RetentionIdentityRequest,
         RevokeDeviceRequest,
     )
+
+    from ..logic import key_directory as logic
+    from ..logic import retention
+    from ..logic.device_revocation import revoke_device
 
     return {
         "publish_prekeys": (PublishPrekeysRequest, logic.publish_prekeys),

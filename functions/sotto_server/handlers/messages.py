@@ -20,14 +20,15 @@ metrics = Metrics()
 def routes() -> dict[str, Route]:
     """The route table, imported on the first frame: its models and logic cost more
     than ``import boto3`` itself, which is the cold start's budget (bench_cold_start)."""
-    from ..logic import messaging as logic
-    from ..logic.requests import (
+    from sotto.frames.requests import (
         AckRequest,
         DistributeRequest,
         PolicyRequest,
         SendRequest,
         SyncRequest,
     )
+
+    from ..logic import messaging as logic
 
     return {
         "distribute": (DistributeRequest, logic.distribute),

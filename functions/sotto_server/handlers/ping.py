@@ -22,7 +22,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if standing_caller(request) is None:
         return {"statusCode": 200}
     # The frame models (pydantic) load on the first frame, not in the cold start's import.
-    from ..logic.requests import PingRequest, parse_frame
+    from sotto.frames.requests import PingRequest
+
+    from ..logic.requests import parse_frame
 
     body = request.body if isinstance(request.body, str) else None
     try:

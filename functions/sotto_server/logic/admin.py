@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from sotto.frames.requests import CreateNetworkRequest, InviteRequest
+
 from ..dal.connections import ConnectionsStore
 from ..dal.directory import (
     DeviceRecord,
@@ -26,7 +28,6 @@ from ..dal.directory import (
 from .errors import ErrorCode, Refused
 from .frames import b64
 from .invites import new_invite
-from .requests import CreateNetworkRequest, InviteRequest
 from .standing import close_device_sockets
 
 __all__ = [

@@ -25,6 +25,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sotto.frames import paginate_lists
+from sotto.frames.requests import (
+    MAX_ROOM_ADD,
+    MAX_ROOM_CREATE,
+    AddMembersRequest,
+    ConversationDevicesRequest,
+    CreateConversationRequest,
+    IdentitiesRequest,
+    LeaveRequest,
+    ListConversationsRequest,
+    MembershipLogRequest,
+    RemoveMembersRequest,
+    SetRoleRequest,
+)
 from sotto.protocol.errors import NotModerator, ProtocolError, SelfPromotion
 from sotto.protocol.keys import IdentityPublicKey
 from sotto.protocol.membership import (
@@ -52,19 +65,6 @@ from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome
 from .principal import Principal
-from .requests import (
-    MAX_ROOM_ADD,
-    MAX_ROOM_CREATE,
-    AddMembersRequest,
-    ConversationDevicesRequest,
-    CreateConversationRequest,
-    IdentitiesRequest,
-    LeaveRequest,
-    ListConversationsRequest,
-    MembershipLogRequest,
-    RemoveMembersRequest,
-    SetRoleRequest,
-)
 
 if TYPE_CHECKING:
     from sotto.frames.answers import MembershipPush

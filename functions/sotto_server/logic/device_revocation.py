@@ -10,6 +10,7 @@ through the directory stream, exactly as for an administrator's revocation.
 
 from __future__ import annotations
 
+from sotto.frames.requests import RevokeDeviceRequest
 from sotto.protocol.certificates import DeviceRevocation
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
@@ -19,7 +20,6 @@ from .errors import ErrorCode, Refused
 from .key_directory import Stores
 from .outcome import Outcome
 from .principal import Principal
-from .requests import RevokeDeviceRequest
 
 __all__ = ["REVOCATION_FRESHNESS_MS", "revoke_device"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sotto.frames.requests import EnrollLookupRequest, EnrollRequest, LinkRequest, LinkStatusRequest
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import VerifyingKey
 
@@ -20,7 +21,6 @@ from .errors import ErrorCode, Refused
 from .frames import b64
 from .identity import check_enrollment
 from .key_directory import Stores, link_state
-from .requests import EnrollLookupRequest, EnrollRequest, LinkRequest, LinkStatusRequest
 
 __all__ = ["enroll", "link_request", "link_status", "lookup"]
 

@@ -21,6 +21,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from sotto.frames import paginate_lists
+from sotto.frames.requests import (
+    FileDownloadRequest,
+    FilePolicyRequest,
+    FileUploadAbortRequest,
+    FileUploadCompleteRequest,
+    FileUploadPartsRequest,
+    FileUploadStartRequest,
+)
 from sotto.protocol.archive import MAX_ARCHIVED_FILE_BYTES
 
 from ..dal.conversations import MAX_MESSAGE_LIFETIME_MS, StoredMessage
@@ -31,14 +39,6 @@ from .errors import ErrorCode, Refused
 from .outcome import Outcome
 from .policy import effective_policy
 from .principal import Principal
-from .requests import (
-    FileDownloadRequest,
-    FilePolicyRequest,
-    FileUploadAbortRequest,
-    FileUploadCompleteRequest,
-    FileUploadPartsRequest,
-    FileUploadStartRequest,
-)
 from .retention import retention_for
 
 __all__ = [

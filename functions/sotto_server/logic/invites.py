@@ -11,10 +11,11 @@ import re
 import secrets
 from typing import Any
 
+from sotto.frames.requests import BulkInviteRequest, InviteRequest
+
 from ..dal.directory import MAX_FAILED_ENROLLMENTS, Conflict, DirectoryStore, Invite
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
-from .requests import BulkInviteRequest, InviteRequest
 
 __all__ = ["bulk_invite", "list_invites", "new_invite", "reissue_invite", "revoke_invite"]
 

@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sotto.frames import paginate_lists
+from sotto.frames.requests import (
+    FetchBundlesRequest,
+    LinkApproveRequest,
+    LinkCreateRequest,
+    LinkPendingRequest,
+    ListDevicesRequest,
+    LookupUserRequest,
+    PrekeyStatusRequest,
+    PublishPrekeysRequest,
+)
 
 from ..dal.directory import (
     MAX_ONE_TIME_PREKEYS,
@@ -38,16 +48,6 @@ from .identity import (
 from .outcome import Outcome
 from .policy import check_device_count, effective_policy
 from .principal import Principal
-from .requests import (
-    FetchBundlesRequest,
-    LinkApproveRequest,
-    LinkCreateRequest,
-    LinkPendingRequest,
-    ListDevicesRequest,
-    LookupUserRequest,
-    PrekeyStatusRequest,
-    PublishPrekeysRequest,
-)
 
 if TYPE_CHECKING:
     from sotto.frames.answers import Bundle, BundlesHeader, PrekeysLowPush, Unavailable

@@ -12,6 +12,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sotto.frames import paginate_lists
+from sotto.frames.requests import (
+    AckRequest,
+    DistributeRequest,
+    PolicyRequest,
+    SendRequest,
+    SyncRequest,
+)
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.distribution import LABEL as DISTRIBUTION_LABEL
 from sotto.protocol.distribution import KeyDistribution
@@ -35,7 +42,6 @@ from .frames import b64
 from .outcome import Outcome
 from .policy import EffectivePolicy, check_envelope_timers, effective_policy
 from .principal import Principal
-from .requests import AckRequest, DistributeRequest, PolicyRequest, SendRequest, SyncRequest
 from .retention import retention_of
 from .sync_resume import Entry
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from sotto.frames.requests import PolicySettingsRequest
+
 from ..dal.directory import Conflict, DirectoryStore, GroupRecord
 from .errors import ErrorCode, Refused
 from .policy import EffectivePolicy, PolicyDocuments, combine, effective_policy
-from .requests import PolicySettingsRequest
 
 __all__ = [
     "create_group",

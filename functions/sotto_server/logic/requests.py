@@ -1,8 +1,9 @@
 """The server's side of the request models: parse a frame or body, or refuse it.
 
-The models themselves are shared with the SDK (``sotto.frames.requests``);
-they are re-exported here. A frame that does not parse is ``Refused`` with
-``bad_json`` or ``bad_request`` and the names of the fields that broke.
+The models themselves are shared with the SDK: ``sotto.frames.requests``,
+imported from there by the handlers and the logic. A frame that does not
+parse is ``Refused`` with ``bad_json`` or ``bad_request`` and the names of
+the fields that broke.
 """
 
 from __future__ import annotations
@@ -12,111 +13,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from sotto.frames.requests import (
-    MAX_DISTRIBUTIONS_PER_CALL,
-    MAX_ROOM_ADD,
-    MAX_ROOM_CREATE,
-    AckRequest,
-    AddMembersRequest,
-    BulkInviteRequest,
-    ConversationDevicesRequest,
-    CreateConversationRequest,
-    CreateNetworkRequest,
-    DistributeRequest,
-    EnrollLookupRequest,
-    EnrollRequest,
-    FetchBundlesRequest,
-    FileDownloadRequest,
-    FilePolicyRequest,
-    FileUploadAbortRequest,
-    FileUploadCompleteRequest,
-    FileUploadPartsRequest,
-    FileUploadStartRequest,
-    GroupMembersRequest,
-    GroupRequest,
-    IdentitiesRequest,
-    InviteRequest,
-    LeaveRequest,
-    LinkApproveRequest,
-    LinkCreateRequest,
-    LinkPendingRequest,
-    LinkRequest,
-    LinkStatusRequest,
-    ListConversationsRequest,
-    ListDevicesRequest,
-    LookupUserRequest,
-    MembershipLogRequest,
-    PingRequest,
-    PolicyRequest,
-    PolicySettingsRequest,
-    PrekeyStatusRequest,
-    PublishPrekeysRequest,
-    ReissueInviteRequest,
-    RemoveMembersRequest,
-    RetentionEnableRequest,
-    RetentionIdentityRequest,
-    RetentionRotateRequest,
-    RevokeDeviceRequest,
-    SendRequest,
-    SetRoleRequest,
-    SyncRequest,
-)
-
 from .errors import ErrorCode, Refused
 
-__all__ = [
-    "MAX_DISTRIBUTIONS_PER_CALL",
-    "MAX_ROOM_ADD",
-    "MAX_ROOM_CREATE",
-    "AckRequest",
-    "AddMembersRequest",
-    "BulkInviteRequest",
-    "ConversationDevicesRequest",
-    "CreateConversationRequest",
-    "CreateNetworkRequest",
-    "DistributeRequest",
-    "EnrollLookupRequest",
-    "EnrollRequest",
-    "FetchBundlesRequest",
-    "FileDownloadRequest",
-    "FilePolicyRequest",
-    "FileUploadAbortRequest",
-    "FileUploadCompleteRequest",
-    "FileUploadPartsRequest",
-    "FileUploadStartRequest",
-    "GroupMembersRequest",
-    "GroupRequest",
-    "IdentitiesRequest",
-    "InviteRequest",
-    "LeaveRequest",
-    "LinkApproveRequest",
-    "LinkCreateRequest",
-    "LinkPendingRequest",
-    "LinkRequest",
-    "LinkStatusRequest",
-    "ListConversationsRequest",
-    "ListDevicesRequest",
-    "LookupUserRequest",
-    "MembershipLogRequest",
-    "PingRequest",
-    "PolicyRequest",
-    "PolicySettingsRequest",
-    "PrekeyStatusRequest",
-    "PublishPrekeysRequest",
-    "ReissueInviteRequest",
-    "RemoveMembersRequest",
-    "RetentionEnableRequest",
-    "RetentionIdentityRequest",
-    "RetentionRotateRequest",
-    "RevokeDeviceRequest",
-    "SendRequest",
-    "SetRoleRequest",
-    "SyncRequest",
-    "load_object",
-    "parse_body",
-    "parse_frame",
-    "request_id_of",
-]
+__all__ = ["load_object", "parse_body", "parse_frame", "request_id_of"]
 
 M = TypeVar("M", bound=BaseModel)
 

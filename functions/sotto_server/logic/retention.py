@@ -12,6 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from sotto.frames.requests import (
+    RetentionEnableRequest,
+    RetentionIdentityRequest,
+    RetentionRotateRequest,
+)
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.errors import ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
@@ -22,7 +27,6 @@ from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome
 from .principal import Principal
-from .requests import RetentionEnableRequest, RetentionIdentityRequest, RetentionRotateRequest
 
 __all__ = [
     "disable",
