@@ -85,7 +85,11 @@ def _drive_every_route(stack: Stack, home: Path) -> None:
         a1.conversations()  # list_conversations
         a1.safety(bob)  # list_devices
         # The second device joins alice's conversations, then is revoked from them.
+        # Under a devices-per-user cap, an approval counts and moves the device slot.
+        policy = f"/networks/{network['network_id']}/policy"
+        admin(stack, "PUT", policy, {"max_devices": 5})
         link_second_device(server, home, f"alice{suffix}", f"alice{suffix}-2")
+        admin(stack, "PUT", policy, {"max_devices": None})
         second = open_messenger(home, f"alice{suffix}-2")
         devices.append(second)
         admin(stack, "GET", f"/networks/{network['network_id']}/users")
@@ -231,7 +235,8 @@ def test_trace_shows_every_function_and_route_exercised(traced: list[TracedCall]
     expected = {(topology.WS_AUTHORIZER, "$connect")}
     expected |= {(route.function, route.route_key) for route in topology.WS_ROUTES}
     expected |= {(r.function, f"{r.method} {r.path}") for r in topology.HTTP_ROUTES}
-    assert sorted(expected - routes) == []
+    missing = sorted(expected - routes)
+    assert missing == [], missing
 
 
 def test_no_aws_request_is_made_outside_a_function(traced: list[TracedCall]) -> None:

@@ -19,8 +19,16 @@ from sotto.cli import main
 from sotto.client.errors import FrameError
 from sotto.client.messaging import Messenger
 from sotto.client.policy import PolicyError
+from sotto.frames.requests import LinkApproveRequest
+from sotto_server.dal.directory import DirectoryStore
+from sotto_server.dal.guards import GuardsStore
+from sotto_server.logic import key_directory
+from sotto_server.logic.errors import ErrorCode, Refused
+from sotto_server.logic.key_directory import Stores
+from sotto_server.logic.principal import Principal
+from tests.identity.test_links import certify, start_link
 from tests.support.people import Seeded, messenger_for, seed_person
-from tests.support.stack import Socket, Stack, admin, http
+from tests.support.stack import Socket, Stack, admin, b64, http
 
 
 @pytest.fixture
@@ -257,3 +265,62 @@ def test_a_listening_client_applies_a_pushed_policy_at_once(stack, network, pair
     assert client.policy.max_expiry_s == 600
     with pytest.raises(PolicyError, match=r"^expiry 1h is over your network's limit of 10m$"):
         client.send_text("alice", "an hour", expires_s=3600)
+
+
+def test_two_approvals_racing_cannot_both_pass_the_device_cap(stack, network) -> None:
+    """max_devices 2 and one device: two links approved at once would both count one
+    device. The second to commit finds the count moved and is refused; the cap holds."""
+    person = seed_person(stack, network, prekeys=0)
+    device = person.devices[0]
+    _set(stack, network, max_devices=2)
+    try:
+        links = [start_link(stack, device) for _ in range(2)]
+        for socket, *_ in links:
+            socket.close()
+        client = stack.client("dynamodb")
+        table = stack.table("DirectoryTable")
+        caller = Principal(device.device_id, device.user_id, device.network_id)
+
+        def approve(directory: DirectoryStore, index: int) -> Any:
+            _, created, new_id, new_key = links[index]
+            certificate = b64(certify(device, new_id, new_key).serialize())
+            request = LinkApproveRequest.model_validate(
+                {
+                    "action": "link_approve",
+                    "id": f"r{index}",
+                    "link_id": created["link_id"],
+                    "certificate": certificate,
+                }
+            )
+            stores = Stores(
+                directory=directory, guards=GuardsStore(client, stack.table("GuardsTable"))
+            )
+            return key_directory.link_approve(stores, caller, request, int(time.time() * 1000))
+
+        class Racing(DirectoryStore):
+            """Counts the devices, then lets the other approval commit first."""
+
+            raced = False
+
+            def list_devices(self, user_id: str) -> Any:
+                listed = super().list_devices(user_id)
+                if not self.raced:
+                    self.raced = True
+                    approve(DirectoryStore(client, table), 1)
+                return listed
+
+        with pytest.raises(Refused) as refused:
+            approve(Racing(client, table), 0)
+        assert refused.value.code == ErrorCode.CONFLICT
+        assert "approve it again" in refused.value.message
+        active = [
+            d
+            for d in DirectoryStore(client, table).list_devices(device.user_id)
+            if d[2] == "active"
+        ]
+        assert len(active) == 2
+        with pytest.raises(Refused) as again:  # approved again, the cap now refuses it
+            approve(DirectoryStore(client, table), 0)
+        assert again.value.code == ErrorCode.POLICY
+    finally:
+        _set(stack, network, max_devices=None)

@@ -1093,15 +1093,49 @@ class DirectoryStore(SingleTableStore):
                 raise Conflict("link_unusable") from None
             raise
 
+    def device_slot(self, user_id: str) -> int:
+        """The version of the user's device count (``approve_link``), 0 before the first."""
+        item = self._get(f"USER#{user_id}", "DEVICESLOT")
+        return 0 if item is None else int(item["version"]["N"])
+
     def approve_link(
-        self, link: LinkRecord, device: DeviceRecord, approver_device_id: str, now: int
+        self,
+        link: LinkRecord,
+        device: DeviceRecord,
+        approver_device_id: str,
+        now: int,
+        *,
+        slot: int | None = None,
     ) -> None:
         """Register the linked device and mark the link approved, atomically.
 
         Conditional on the approving device and its user still being active
         when the transaction commits: a revocation or suspension that lands
         while the approval is in flight makes it fail, never the reverse.
+        With ``slot`` (the ``device_slot`` read before the devices were
+        counted against a cap), it also moves the slot on from that version:
+        of two approvals racing past the same count, the second fails
+        (``devices_changed``) instead of both passing the cap.
         """
+        if slot is None:
+            slot_moves: list[TransactWriteItemTypeDef] = []
+        else:
+            slot_moves = [
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": key(f"USER#{device.user_id}", "DEVICESLOT"),
+                        "UpdateExpression": "SET version = :next",
+                        "ConditionExpression": (
+                            "attribute_not_exists(version)" if slot == 0 else "version = :v"
+                        ),
+                        "ExpressionAttributeValues": {
+                            ":next": number(slot + 1),
+                            **({":v": number(slot)} if slot else {}),
+                        },
+                    }
+                }
+            ]
         self._transact(
             [
                 {
@@ -1143,13 +1177,15 @@ class DirectoryStore(SingleTableStore):
                         },
                     }
                 },
+                *slot_moves,
                 *self._device_puts(device),
             ],
             {
                 0: "approver_not_active",
                 1: "user_not_active",
                 2: "link_unusable",
-                3: "device_exists",
+                3: "devices_changed" if slot_moves else "device_exists",
+                4: "device_exists",
             },
         )
 

@@ -304,18 +304,25 @@ def link_create(
     )
 
 
-def _room_for_a_device(stores: Stores, caller: Principal, rid: str | None) -> None:
-    """The policy's devices-per-user cap: checked when a link opens and when it is approved."""
+def _room_for_a_device(stores: Stores, caller: Principal, rid: str | None) -> int | None:
+    """The policy's devices-per-user cap: checked when a link opens and when it is approved.
+
+    Under a cap, the version of the user's device slot read before counting (the
+    approval moves it on, so two approvals cannot both pass the same count); None
+    without a cap.
+    """
     groups = caller.user.groups if caller.user is not None else None
     policy = effective_policy(stores.directory, caller.network_id, caller.user_id, groups=groups)
     if policy["max_devices"] is None:
-        return
+        return None
+    slot = stores.directory.device_slot(caller.user_id)
     active = sum(
         1
         for _id, _cert, status in stores.directory.list_devices(caller.user_id)
         if status == "active"
     )
     check_device_count(policy, active, rid)
+    return slot
 
 
 def _own_link(stores: Stores, caller: Principal, link_id: str, rid: str | None) -> LinkRecord:
@@ -357,7 +364,7 @@ def link_approve(
     user = caller.user or stores.directory.get_user(caller.user_id)
     if user is None or user.status != "active":
         raise Refused(ErrorCode.FORBIDDEN, "user is not active", rid)
-    _room_for_a_device(stores, caller, rid)
+    slot = _room_for_a_device(stores, caller, rid)
     try:
         certificate = check_device_certificate(
             request.certificate, user.identity_key, user_id=user.user_id, now_ms=now_ms
@@ -381,10 +388,16 @@ def link_approve(
         certificate=request.certificate,
     )
     try:
-        stores.directory.approve_link(link, device, caller.device_id, now_ms)
+        stores.directory.approve_link(link, device, caller.device_id, now_ms, slot=slot)
     except Conflict as conflict:
         if conflict.reason in ("approver_not_active", "user_not_active"):
             raise Refused(ErrorCode.FORBIDDEN, "this device may no longer approve", rid) from None
+        if conflict.reason == "devices_changed":
+            raise Refused(
+                ErrorCode.CONFLICT,
+                "this user's devices changed while the link was approved: approve it again",
+                rid,
+            ) from None
         raise Refused(ErrorCode.CONFLICT, conflict.reason.replace("_", " "), rid) from None
     stores.record(
         AuditEvent(
