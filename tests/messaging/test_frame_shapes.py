@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from sotto.client.errors import MalformedFrame
+from sotto.client.server import ServerConfig
 from sotto.client.session import Session
 from sotto.frames import answers
 from sotto.frames.requests import request_model
 from sotto_server.logic.requests import parse_frame
+from tests.support.stack import Stack
 
-from .conftest import Team, texts, wait_for
+from .conftest import Team, enroll_person, open_messenger, texts, wait_for
 
 # The shape of each answer by its action (the table in sotto.frames.answers).
 _ANSWER_SHAPES: dict[str, type[Any]] = {
@@ -65,13 +68,21 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], list[di
 
 
 def test_every_frame_of_a_rooms_life_is_of_its_shared_shape_on_both_sides(
-    team: Team, wire: tuple[list[dict[str, Any]], list[dict[str, Any]]]
+    team: Team,
+    wire: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    stack: Stack,
+    server: ServerConfig,
+    tmp_path: Path,
 ) -> None:
     sent, received = wire
     a1, a2 = team.alice.devices
     a1.read_policy()
     b1, _b2 = team.bob.devices
-    [c1] = team.carol.devices
+    # Someone alice has no pairwise session with yet (the team's earlier tests made
+    # theirs): adding them fetches their bundle.
+    handle = f"shapes-{secrets.token_hex(3)}"
+    newcomer = enroll_person(stack, server, tmp_path, handle)
+    c1 = open_messenger(tmp_path, handle)
     # GIVEN a room with a conversation in it, a member added, and everyone caught up
     cid = a1.create_room(f"shapes-{secrets.token_hex(3)}", [team.bob.user_id])
     for device in (a2, b1):
@@ -79,12 +90,13 @@ def test_every_frame_of_a_rooms_life_is_of_its_shared_shape_on_both_sides(
     a1.send_text(cid, "shapes: one")
     assert texts(wait_for(b1, 1, cid) + b1.sync(), cid) == ["shapes: one"]
     b1.send_text(cid, "shapes: two")
-    a1.add_members(cid, [team.carol.user_id])
+    a1.add_members(cid, [newcomer])
     a1.send_text(cid, "shapes: three")
     assert texts(wait_for(c1, 1, cid) + c1.sync(), cid) == ["shapes: three"]
     for device in (a1, a2, b1):
         wait_for(device, 1, cid)
         device.sync()
+    c1.close()
 
     # THEN every request parses with the server's own parser and its route's model
     assert sent
