@@ -125,6 +125,8 @@ class SoakConfig:
     push_loss_rate: float = 0.03
     answer_loss_rate: float = 0.005
     receipts: bool = False  # delivery receipts: each delivery sends one more message
+    # The stack's rate limits, as a multiple of the deployment's defaults (1: as deployed).
+    rate_limit_scale: float = 1.0
     # Each fault kind surely happens at least once (armed on one device each): small runs.
     every_fault: bool = False
     home: Path | None = None  # where profiles live (a temporary directory if None)
@@ -146,6 +148,7 @@ class SoakConfig:
             adds=int(number("ADDS", base.adds)),
             links=int(number("LINKS", base.links)),
             receipts=env.get("SOTTO_SOAK_RECEIPTS", "0") == "1",
+            rate_limit_scale=number("RATE_LIMIT_SCALE", base.rate_limit_scale),
             home=Path(home) if home else None,
         )
 
@@ -787,7 +790,7 @@ def run(config: SoakConfig, endpoints_file: Path | None = None) -> SoakResult:
         return _run(config, endpoints_file)
     with tempfile.TemporaryDirectory(prefix="sotto-soak-stack-") as data:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        with cli_stack(env, Path(data), "--rate-limit-scale", "1000"):
+        with cli_stack(env, Path(data), "--rate-limit-scale", str(config.rate_limit_scale)):
             return _run(config, Path(data) / "endpoints.json")
 
 
