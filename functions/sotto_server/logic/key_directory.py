@@ -304,18 +304,20 @@ def link_create(
     )
 
 
-def _room_for_a_device(stores: Stores, caller: Principal, rid: str | None) -> int | None:
+def _room_for_a_device(
+    stores: Stores, caller: Principal, rid: str | None, *, reserve: bool = False
+) -> int | None:
     """The policy's devices-per-user cap: checked when a link opens and when it is approved.
 
-    Under a cap, the version of the user's device slot read before counting (the
-    approval moves it on, so two approvals cannot both pass the same count); None
-    without a cap.
+    ``reserve`` (an approval), under a cap: the version of the user's device slot,
+    read before counting (the approval moves it on, so two approvals cannot both
+    pass the same count). None otherwise.
     """
     groups = caller.user.groups if caller.user is not None else None
     policy = effective_policy(stores.directory, caller.network_id, caller.user_id, groups=groups)
     if policy["max_devices"] is None:
         return None
-    slot = stores.directory.device_slot(caller.user_id)
+    slot = stores.directory.device_slot(caller.user_id) if reserve else None
     active = sum(
         1
         for _id, _cert, status in stores.directory.list_devices(caller.user_id)
@@ -364,7 +366,7 @@ def link_approve(
     user = caller.user or stores.directory.get_user(caller.user_id)
     if user is None or user.status != "active":
         raise Refused(ErrorCode.FORBIDDEN, "user is not active", rid)
-    slot = _room_for_a_device(stores, caller, rid)
+    slot = _room_for_a_device(stores, caller, rid, reserve=True)
     try:
         certificate = check_device_certificate(
             request.certificate, user.identity_key, user_id=user.user_id, now_ms=now_ms
