@@ -86,3 +86,42 @@ def test_a_prepared_message_that_expired_meanwhile_is_named_not_sent(
         isinstance(e, NoticeEvent) and e.code == "expired" and "prepared earlier" in e.detail
         for e in events
     ), events
+
+
+def test_a_send_after_a_crash_sends_what_was_prepared_first(stack, network, tmp_path: Path):
+    """Prepared (its first distribution opening bob's session) and never sent; the
+    roster moved; back up, the person sends again before anything synced. The
+    prepared message goes first, and both reach every device in order."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        cid = messenger.create_room("ops", [bob.user_id])
+    prepared_then_crash(stack, tmp_path, alice, cid, "prepared before the crash")
+    laptop = add_device(stack, bob)
+    wait_for_roster(stack, cid, f"{bob.user_id}/{laptop.device_id}")
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        messenger.send_text("#ops", "said after it")
+        assert messenger.state.outbox == []
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == ["prepared before the crash", "said after it"]
+    with messenger_for(stack, tmp_path, laptop) as messenger:
+        assert texts(messenger.sync()) == ["prepared before the crash", "said after it"]
+
+
+def test_a_send_refused_at_distribute_opens_its_sessions_again(stack, network, tmp_path: Path):
+    """The first try's distributions opened a session to bob's phone and were refused
+    (carol had left: a distribution to her device is refused outright). The retry
+    must open bob's session again, not continue one his phone never saw."""
+    alice, bob, carol = (seed_person(stack, network) for _ in range(3))
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        cid = messenger.create_room("ops", [bob.user_id, carol.user_id])
+        messenger.engine(cid)  # the roster as it is now, kept for the send
+        with messenger_for(stack, tmp_path, carol.devices[0]) as leaving:
+            leaving.leave(cid)
+        store = ConversationsStore(stack.client("dynamodb"), stack.table("MessagesTable"))
+        deadline = time.monotonic() + 30
+        while any(entry.startswith(carol.user_id) for entry in store.roster(cid)):
+            assert time.monotonic() < deadline, "carol never left the roster"
+            time.sleep(0.2)
+        messenger.send_text("#ops", "after carol left")
+    with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
+        assert texts(messenger.sync()) == ["after carol left"]

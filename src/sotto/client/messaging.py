@@ -329,6 +329,7 @@ class Messenger:
         # A Messenger just opened has missed what arrived while it was closed:
         # its first poll syncs before it hands out any push.
         self._needs_sync = True
+        self._flushing = False  # in flush_outbox: a send it makes does not flush again
         # The network's retention identity as verified this session (None: not asked yet).
         self._retention: tuple[RetentionIdentity | None, RetentionNotice] | None = None
 
@@ -1210,6 +1211,10 @@ class Messenger:
         if self._enforce_policy:
             self._ensure_policy()
             self.policy.check_content(content)
+        if self.state.outbox and not self._flushing:
+            # What an earlier run prepared goes first: it was said first, and its
+            # distributions may open the sessions this message's continue (§16).
+            self.flush_outbox()
         for attempt in range(MAX_SEND_ATTEMPTS):
             item = self._prepare(cid, content, timers=timers, to_user=to_user)
             item.files = list(files or [])
@@ -1217,8 +1222,7 @@ class Messenger:
             try:
                 return self._deliver(item)
             except FrameError as exc:
-                self._record(cid).outbox.remove(item)
-                self._forget_sent(cid, item.message_id)
+                self._discard(item)
                 if exc.code == "rolled_back" and attempt < MAX_SEND_ATTEMPTS - 1:
                     self._restored()
                     continue
@@ -1432,9 +1436,32 @@ class Messenger:
             " nobody added. Report this to your administrator."
         )
 
-    def _forget_sent(self, cid: str, message_id: str) -> None:
+    def _discard(self, item: OutboxItem) -> None:
+        """A prepared message that will not be sent as it is: out of the outbox and history.
+
+        If its distributions never reached the server, the sessions they opened
+        never reached their devices either: forgotten, so the next distribution
+        to those devices opens one again through HPKE. Continued instead, it
+        would reach a device that cannot open it, and the chain it carries (and
+        the messages on it) would be lost to that device (docs/protocol.md §16.4).
+        """
+        cid = item.conversation_id
         record = self._record(cid)
-        record.history = [m for m in record.history if m.message_id != message_id]
+        if item in record.outbox:
+            record.outbox.remove(item)
+        record.history = [m for m in record.history if m.message_id != item.message_id]
+        if not item.distributed:
+            self._unsent(item.distributions)
+        self._dirty = True
+
+    def _unsent(self, distributions: Iterable[bytes]) -> None:
+        """Forget the send sessions these distributions (which never left) opened."""
+        for data in distributions:
+            kd = KeyDistribution.parse(data)
+            if kd.mode == DistributionMode.PREKEY and kd.session_id != NO_SESSION:
+                address = (kd.recipient_user_id, kd.recipient_device_id)
+                self.state.sessions.drop_send(address, kd.session_id)
+        self._dirty = True
 
     @_operation
     def flush_outbox(self) -> list[SentMessage]:
@@ -1445,13 +1472,21 @@ class Messenger:
         a reason that may pass (rate limit, server error), it stays for the
         next run; refused for good, a notice says which message was not sent.
         """
-        sent = []
+        sent: list[SentMessage] = []
+        if self._flushing:
+            return sent
+        self._flushing = True
+        try:
+            self._flush(sent)
+        finally:
+            self._flushing = False
+        return sent
+
+    def _flush(self, sent: list[SentMessage]) -> None:
         for item in list(self.state.outbox):
             cid = item.conversation_id
             if item.expires_at and item.expires_at <= self._clock():
-                self._record(cid).outbox.remove(item)
-                self._forget_sent(cid, item.message_id)
-                self._dirty = True
+                self._discard(item)
                 self._notices.append(
                     NoticeEvent(cid, "expired", "a message prepared earlier expired unsent")
                 )
@@ -1461,9 +1496,7 @@ class Messenger:
             except FrameError as exc:
                 if exc.code in RETRY_LATER:
                     raise  # kept in the outbox: the next command sends the same bytes
-                self._record(cid).outbox.remove(item)
-                self._forget_sent(cid, item.message_id)
-                self._dirty = True
+                self._discard(item)
                 if exc.code == "rolled_back":
                     self._restored()
                 if exc.code in ("stale_devices", "rolled_back") or exc.action == "distribute":
@@ -1474,7 +1507,6 @@ class Messenger:
                 self._notices.append(
                     NoticeEvent(cid, exc.code, f"a message prepared earlier was not sent: {exc}")
                 )
-        return sent
 
     def _prepare_again(self, item: OutboxItem, exc: FrameError) -> SentMessage | None:
         """A prepared message the moved roster made stale, prepared and sent anew."""
@@ -1833,24 +1865,28 @@ class Messenger:
             if not asked or chain_id is None:
                 continue
             now = self._clock()
+            unsent: list[bytes] = []
             try:
                 prekeys = self._prekeys(conversation, list(asked), now)
-                distributions = []
                 for address in asked:
                     with contextlib.suppress(ProtocolError):  # no prekey: it asks again later
-                        distributions.append(
-                            conversation.redistribute(address, prekeys.get(address), now=now)
+                        unsent.append(
+                            conversation.redistribute(address, prekeys.get(address), now=now).data
                         )
                 self.save()  # the sessions advanced: before anything leaves
-                for start in range(0, len(distributions), DISTRIBUTIONS_PER_FRAME):
-                    chunk = distributions[start : start + DISTRIBUTIONS_PER_FRAME]
+                while unsent:
+                    chunk = unsent[:DISTRIBUTIONS_PER_FRAME]
                     self._call(
                         "distribute",
                         conversation_id=cid,
                         chain_id=b64e(chain_id),
-                        distributions=[b64e(d.data) for d in chunk],
+                        distributions=[b64e(d) for d in chunk],
                     )
+                    del unsent[: len(chunk)]
             except ClientError as exc:
+                # Those not sent are not asked again until their devices ask: the sessions
+                # they opened must not be continued meanwhile.
+                self._unsent(unsent)
                 batch.events.append(
                     NoticeEvent(cid, "redistribution", f"could not send a key again: {exc}")
                 )
