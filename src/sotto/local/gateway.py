@@ -37,7 +37,7 @@ from websockets.http11 import Request, Response
 from sotto import topology
 
 from . import events
-from .lambdas import FunctionError, LocalFunctions
+from .lambdas import INTEGRATION_TIMEOUT_SECONDS, FunctionError, LocalFunctions
 
 __all__ = ["GatewayLimits", "LiveConnection", "WebSocketGateway"]
 
@@ -95,6 +95,9 @@ class WebSocketGateway:
             self._host,
             self._port,
             process_request=self._authorize_upgrade,
+            # The authorizer and $connect, each up to the integration timeout (websockets'
+            # default, 10 s, dropped a slow handshake without an answer).
+            open_timeout=2 * INTEGRATION_TIMEOUT_SECONDS + 2,
             max_size=(self.limits.max_message_bytes, self.limits.max_frame_bytes),
             # API Gateway negotiates no extensions and sends no pings of its own.
             compression=None,

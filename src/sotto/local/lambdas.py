@@ -2,12 +2,17 @@
 
 Each function is imported once (its cold start) and invoked in a worker
 thread with a Lambda-shaped context, so handlers block on boto3 exactly as
-they do in Lambda while the gateway's event loop stays free.
+they do in Lambda while the gateway's event loop stays free. Each function
+has its own workers, as each Lambda function scales on its own: under a
+burst of messages a connect's authorizer does not queue behind them (with
+one shared pool it waited past the handshake's timeout, and a client saw
+the socket close without an answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib
 import json
@@ -30,6 +35,8 @@ log = logging.getLogger("sotto.local")
 Handler = Callable[[dict[str, Any], Any], Any]
 # API Gateway gives up on an integration after 29 seconds.
 INTEGRATION_TIMEOUT_SECONDS = 29.0
+# Concurrent invocations per function (threads: the GIL shares one core among them).
+WORKERS_PER_FUNCTION = 8
 
 
 class FunctionError(Exception):
@@ -88,6 +95,7 @@ class LocalFunctions:
         self._stage = stage
         self._recorder = recorder
         self._handlers: dict[str, Handler] = {}
+        self._workers: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
         resolvers = threading.Lock()
         self._environments = {name: resolvers for name in _HTTP_FUNCTIONS} | {
             name: threading.Lock() for name in _STREAM_FUNCTIONS
@@ -122,6 +130,17 @@ class LocalFunctions:
             raise FunctionError(name, str(exc)) from exc
 
     async def invoke(self, name: str, event: dict[str, Any]) -> Any:
-        return await asyncio.wait_for(
-            asyncio.to_thread(self.invoke_sync, name, event), INTEGRATION_TIMEOUT_SECONDS
-        )
+        workers = self._workers.get(name)
+        if workers is None:
+            workers = concurrent.futures.ThreadPoolExecutor(
+                WORKERS_PER_FUNCTION, thread_name_prefix=f"lambda-{name}"
+            )
+            self._workers[name] = workers
+        running = asyncio.get_running_loop().run_in_executor(workers, self.invoke_sync, name, event)
+        return await asyncio.wait_for(running, INTEGRATION_TIMEOUT_SECONDS)
+
+    def close(self) -> None:
+        """Stop every function's workers (those running finish first)."""
+        for workers in self._workers.values():
+            workers.shutdown(wait=False, cancel_futures=True)
+        self._workers.clear()

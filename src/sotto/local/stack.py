@@ -86,6 +86,7 @@ class LocalStack:
         self._moto: MotoServer | None = None
         self._http: LocalHttpServer | None = None
         self._gateway: WebSocketGateway | None = None
+        self._functions: LocalFunctions | None = None
         self._pollers: list[StreamPoller] = []
 
     @property
@@ -127,7 +128,7 @@ class LocalStack:
         session = boto3.DEFAULT_SESSION or _default_session()
         recorder.install(session)
         EventBusRecorder(self.data_dir / EVENTS_FILE).install(session)
-        functions = LocalFunctions(STAGE, recorder)
+        functions = self._functions = LocalFunctions(STAGE, recorder)
         self._gateway = WebSocketGateway(
             functions,
             api_id=API_ID,
@@ -237,6 +238,8 @@ class LocalStack:
             await self._gateway.stop()
         if self._http is not None:
             await asyncio.to_thread(self._http.stop)
+        if self._functions is not None:
+            self._functions.close()
         if self._moto is not None:
             await asyncio.to_thread(self._moto.stop)
         (self.data_dir / "endpoints.json").unlink(missing_ok=True)
