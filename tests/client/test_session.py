@@ -10,8 +10,10 @@ import pytest
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
-from sotto.client.errors import FrameError, InvalidRequest, SessionError
+from sotto.client.errors import FrameError, InvalidRequest, MalformedFrame, SessionError
+from sotto.client.prekeys import prekey_status
 from sotto.client.session import Session
+from sotto.frames.answers_devices import DevicesPart
 
 
 class FakeConnection:
@@ -266,3 +268,53 @@ def test_request_many_sends_nothing_when_one_request_of_the_batch_is_invalid() -
             "distribute", [valid, {**valid, "distributions": []}], {}
         )
     assert fake.sent == []
+
+
+def test_request_as_parses_the_joined_answer_with_its_shape() -> None:
+    device = {"device_id": "d1", "certificate": "AAAA", "status": "active"}
+    header = {"action": "devices", "id": "$id", "user_id": "u1", "identity_key": "AAAA"}
+    s, _fake = session(
+        [
+            {**header, "part": 1, "final": True, "devices": [device]},
+            {**header, "part": 0, "final": False, "devices": [device], "later": 1},
+        ]
+    )
+    answer = s.request_as(DevicesPart, "list_devices", user_id="u1")
+    assert answer["devices"] == [device, device]
+    assert "later" not in answer
+
+
+@pytest.mark.parametrize(
+    ("frame", "bad"),
+    [
+        (
+            {"action": "prekey_status", "id": "$id"},
+            ("one_time_prekeys", "signed_prekey_expires_at"),
+        ),
+        (
+            {
+                "action": "prekey_status",
+                "id": "$id",
+                "one_time_prekeys": "7",
+                "signed_prekey_expires_at": None,
+            },
+            ("one_time_prekeys",),
+        ),
+        (
+            {
+                "action": "link_created",
+                "id": "$id",
+                "one_time_prekeys": 7,
+                "signed_prekey_expires_at": None,
+            },
+            ("action",),
+        ),
+    ],
+)
+def test_an_answer_off_its_shape_is_malformed_frame_naming_the_route_and_fields(
+    frame: dict[str, Any], bad: tuple[str, ...]
+) -> None:
+    s, _fake = session([frame])
+    with pytest.raises(MalformedFrame) as raised:
+        prekey_status(s)
+    assert (raised.value.action, raised.value.fields) == ("prekey_status", bad)

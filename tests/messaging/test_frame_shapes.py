@@ -10,30 +10,52 @@ dropped and a sync brings what it announced.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args, get_type_hints
 
 import pytest
 
+from sotto.client.api import fetch_info
+from sotto.client.encoding import b64e
 from sotto.client.errors import MalformedFrame
+from sotto.client.http import HttpClient
 from sotto.client.server import ServerConfig
 from sotto.client.session import Session
-from sotto.frames import answers
+from sotto.frames import answers, answers_http
 from sotto.frames.requests import request_model
+from sotto.protocol.certificates import DeviceRevocation
 from sotto_server.logic.requests import parse_frame
 from tests.support.stack import Stack
 
-from .conftest import Team, enroll_person, open_messenger, texts, wait_for
+from .conftest import (
+    Team,
+    enroll_person,
+    link_second_device,
+    open_messenger,
+    texts,
+    wait_for,
+)
 
-# The shape of each answer by its action (the table in sotto.frames.answers).
-_ANSWER_SHAPES: dict[str, type[Any]] = {
-    "sent": answers.SentAnswer,
-    "sync": answers.SyncPart,
-    "acked": answers.AckedAnswer,
-    "distributed": answers.DistributedAnswer,
-    "bundles": answers.BundlesPart,
-    "policy": answers.PolicyAnswer,
+
+def _action(shape: type[Any]) -> str:
+    (action,) = get_args(get_type_hints(shape)["action"])
+    return str(action)
+
+
+# The shape of each answer by its action (from the table in sotto.frames.answers: the
+# membership routes all answer "conversation").
+_ANSWER_SHAPES: dict[str, type[Any]] = {_action(s): s for s in answers.ANSWERS.values()}
+# The HTTP routes' answer shapes, by path (sotto.frames.answers_http).
+_HTTP_SHAPES: dict[str, type[Any]] = {
+    "/v1/info": answers_http.InfoAnswer,
+    "/v1/enroll/lookup": answers_http.EnrollLookupAnswer,
+    "/v1/enroll": answers_http.EnrolledAnswer,
+    "/v1/link/requests": answers_http.LinkRequestAnswer,
+    "/v1/link/status": answers_http.LinkStatusAnswer,
 }
 
 
@@ -65,6 +87,36 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> tuple[list[dict[str, Any]], list[di
     monkeypatch.setattr(Session, "_receive", record_receive)
     monkeypatch.setattr(Session, "next_push", record_push)
     return sent, received
+
+
+@pytest.fixture
+def http_wire(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every HTTP answer's path and JSON body while the test runs."""
+    bodies: list[tuple[str, dict[str, Any]]] = []
+    call = HttpClient.call
+
+    def record(
+        self: HttpClient, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        answer = call(self, method, path, body)
+        bodies.append((path, json.loads(json.dumps(answer))))
+        return answer
+
+    monkeypatch.setattr(HttpClient, "call", record)
+    return bodies
+
+
+def _exactly_of_their_shapes(received: list[dict[str, Any]]) -> set[str]:
+    """What of ``received`` has a shape, each checked to be exactly of it (none extra)."""
+    seen: set[str] = set()
+    for frame in received:
+        action = str(frame.get("action"))
+        shape = answers.PUSHES.get(action) if "id" not in frame else _ANSWER_SHAPES.get(action)
+        if shape is None:
+            continue
+        assert answers.parse(shape, frame) == frame, action
+        seen.add(f"{action}{'' if 'id' in frame else ' push'}")
+    return seen
 
 
 def test_every_frame_of_a_rooms_life_is_of_its_shared_shape_on_both_sides(
@@ -105,14 +157,7 @@ def test_every_frame_of_a_rooms_life_is_of_its_shared_shape_on_both_sides(
         assert model is not None, frame["action"]
         parse_frame(model, json.dumps(frame))
     # AND every answer and push of a typed shape is exactly that shape
-    seen: set[str] = set()
-    for frame in received:
-        action = str(frame.get("action"))
-        shape = answers.PUSHES.get(action) if "id" not in frame else _ANSWER_SHAPES.get(action)
-        if shape is None:
-            continue
-        assert answers.parse(shape, frame) == frame, action
-        seen.add(f"{action}{'' if 'id' in frame else ' push'}")
+    seen = _exactly_of_their_shapes(received)
     # AND the flow covered the core routes and pushes
     assert {"sent", "sync", "acked", "distributed", "bundles", "policy"} <= seen
     assert {"message push", "mail push", "membership push"} <= seen
@@ -172,3 +217,69 @@ def test_a_malformed_push_is_dropped_and_a_sync_brings_what_it_announced(
     # THEN listening goes on: the message arrives once, the policy is the one it was
     assert texts(events, cid) == [text]
     assert b1.policy == policy
+
+
+def test_every_other_route_answers_exactly_its_shared_shape_over_the_stack(
+    team: Team,
+    wire: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    http_wire: list[tuple[str, dict[str, Any]]],
+    stack: Stack,
+    server: ServerConfig,
+    tmp_path: Path,
+) -> None:
+    _sent, received = wire
+    a1 = team.alice.devices[0]
+    b1 = team.bob.devices[0]
+    # GIVEN someone new, enrolled and with a second device linked, over the public HTTP API
+    handle = f"routes-{secrets.token_hex(3)}"
+    newcomer = enroll_person(stack, server, tmp_path, handle)
+    link_second_device(server, tmp_path, handle, f"{handle}-2")
+    fetch_info(server.http)
+    c1, c2 = open_messenger(tmp_path, handle), open_messenger(tmp_path, f"{handle}-2")
+    # WHEN a room lives through every membership route
+    cid = a1.create_room(f"routes-{secrets.token_hex(3)}", [team.bob.user_id, newcomer])
+    a1.set_role(cid, newcomer, "moderator")
+    c1.sync()
+    c1.leave(cid)
+    a1.remove_members(cid, [team.bob.user_id])
+    a1.add_members(cid, [team.bob.user_id])
+    # AND people are looked up, listed and checked
+    a1.lookup_user(handle)
+    a1.conversations()
+    a1.safety(newcomer)
+    a1.retention()
+    a1.file_policy()
+    # AND a file goes up, comes down, and another is started and abandoned
+    source = tmp_path / "shapes.bin"
+    source.write_bytes(os.urandom(20_000))
+    sent = a1.send_file(cid, source)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert a1.download(sent.message_id, out).read_bytes() == source.read_bytes()
+    started = a1.session.request("file_upload_start", conversation_id=cid, size=1000)
+    a1.session.request("file_upload_abort", object_id=started["object_id"])
+    # AND the rest: a ping, prekeys, and the newcomer revoking their second device
+    a1.session.request("ping", payload="shapes")
+    c1.replenish_prekeys()
+    c2.close()
+    identity = c1.keys.identity
+    assert identity is not None  # the enrolled device holds it
+    revocation = DeviceRevocation.issue(
+        identity, newcomer, c2.info.device_id, revoked_at=int(time.time() * 1000)
+    )
+    c1.session.request("revoke_device", revocation=b64e(revocation.serialize()))
+    b1.sync()
+    c1.close()
+
+    # THEN every answer and push is exactly of its shape, and every route was answered
+    seen = _exactly_of_their_shapes(received)
+    assert {_action(shape) for shape in answers.ANSWERS.values()} <= seen
+    assert "link_requested push" in seen
+    # AND so is every HTTP answer of the public routes
+    paths = set()
+    for path, body in http_wire:
+        shape = _HTTP_SHAPES.get(path)
+        if shape is not None:
+            assert answers.parse(shape, body) == body, path
+            paths.add(path)
+    assert paths == set(_HTTP_SHAPES)

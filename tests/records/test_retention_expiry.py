@@ -3,13 +3,12 @@ it has expired clients refuse to send with a message that says why and who can f
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from sotto.client.encoding import b64e
 from sotto.client.errors import MessagingError
 from sotto.client.retention import RetentionNotice, fetch_retention, notice_text
+from sotto.frames.answers_devices import RetentionFields
 from sotto.protocol.retention import RETENTION_KEY_VALIDITY_MS, RetentionSecrets
 from sotto.protocol.safety import IdentityTracker
 
@@ -18,7 +17,7 @@ DAY = 86_400_000
 MADE = 1_800_000_000_000
 
 
-def served(made: RetentionSecrets) -> dict[str, Any]:
+def served(made: RetentionSecrets) -> RetentionFields:
     identity = made.identity(NETWORK)
     return {
         "network_id": NETWORK,

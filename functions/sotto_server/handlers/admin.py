@@ -45,6 +45,7 @@ from ._stores import retention_store, stores
 
 if TYPE_CHECKING:
     from sotto.frames.answers import PolicyPush
+    from sotto.frames.answers_http import AuditPage
 
 logger = Logger()
 app = APIGatewayHttpResolver()
@@ -175,7 +176,7 @@ def bulk_invite(network_id: str) -> dict[str, Any]:
 
 
 @app.get("/v1/admin/networks/<network_id>/audit")
-def read_audit(network_id: str) -> dict[str, Any]:
+def read_audit(network_id: str) -> AuditPage:
     from ..logic.audit import read_page
     from ._audit import audit_store
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -19,6 +19,15 @@ from ._http import json_body, refused_response, source_ip
 from ._socket import notify_device
 from ._stores import stores
 
+if TYPE_CHECKING:
+    from sotto.frames.answers_devices import LinkRequestedPush
+    from sotto.frames.answers_http import (
+        EnrolledAnswer,
+        EnrollLookupAnswer,
+        LinkRequestAnswer,
+        LinkStatusAnswer,
+    )
+
 logger = Logger()
 app = APIGatewayHttpResolver()
 
@@ -33,13 +42,13 @@ def _refused(refused: Refused) -> Response[str]:
 
 
 @app.post("/v1/enroll/lookup")
-def lookup() -> dict[str, Any]:
+def lookup() -> EnrollLookupAnswer:
     request = parse_body(EnrollLookupRequest, json_body(app))
     return enrollment.lookup(stores(), request, source_ip(app), _now_ms())
 
 
 @app.post("/v1/enroll")
-def enroll() -> dict[str, Any]:
+def enroll() -> EnrolledAnswer:
     request = parse_body(EnrollRequest, json_body(app))
     answer = enrollment.enroll(stores(), request, source_ip(app), _now_ms())
     logger.info("enrolled", user_id=answer["user_id"], device_id=answer["device_id"])
@@ -47,16 +56,17 @@ def enroll() -> dict[str, Any]:
 
 
 @app.post("/v1/link/requests")
-def link_request() -> dict[str, Any]:
+def link_request() -> LinkRequestAnswer:
     request = parse_body(LinkRequest, json_body(app))
     answer, link = enrollment.link_request(stores(), request, source_ip(app), _now_ms())
     # Tell the device that created the link, so it can show the new device at once.
-    notify_device(link.created_by, encode({"action": "link_requested", "link_id": link.link_id}))
+    push: LinkRequestedPush = {"action": "link_requested", "link_id": link.link_id}
+    notify_device(link.created_by, encode(push))
     return answer
 
 
 @app.post("/v1/link/status")
-def link_status() -> dict[str, Any]:
+def link_status() -> LinkStatusAnswer:
     request = parse_body(LinkStatusRequest, json_body(app))
     return enrollment.link_status(stores(), request, source_ip(app), _now_ms())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
@@ -13,12 +13,15 @@ from sotto.protocol import connect_token
 
 from ..config import settings
 
+if TYPE_CHECKING:
+    from sotto.frames.answers_http import InfoAnswer
+
 logger = Logger()
 app = APIGatewayHttpResolver()
 
 
 @app.get("/v1/info")
-def info() -> dict[str, Any]:
+def info() -> InfoAnswer:
     return {
         "service": "sotto",
         "version": sotto.__version__,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -12,6 +12,9 @@ from ..events import MessageEvent, parse
 from ..logic.errors import Refused
 from ..logic.frames import encode, refusal_frame
 from ._socket import reply, standing_caller
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_devices import PongAnswer
 
 logger = Logger()
 
@@ -32,13 +35,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     except Refused as refused:
         answer = refusal_frame(refused)
     else:
-        answer = encode(
-            {
-                "action": "pong",
-                "id": ping.id,
-                "payload": ping.payload,
-                "server_time": int(time.time() * 1000),
-            }
-        )
+        pong: PongAnswer = {
+            "action": "pong",
+            "id": ping.id,
+            "payload": ping.payload,
+            "server_time": int(time.time() * 1000),
+        }
+        answer = encode(pong)
     reply(request.request_context.connection_id, answer)
     return {"statusCode": 200}

@@ -23,9 +23,12 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sotto.auditchain import GENESIS, encode_body, entry_hash
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_http import AuditPage
 
 from ..dal._single_table import Conflict
 from ..dal.audit import AuditHead, StoredEntry
@@ -121,7 +124,7 @@ def record(
 AUDIT_PAGE = 500
 
 
-def read_page(store: AuditReader, network_id: str, after_seq: int) -> dict[str, Any]:
+def read_page(store: AuditReader, network_id: str, after_seq: int) -> AuditPage:
     """One page of a network's log from ``after_seq``, with its head (for ``--verify``)."""
     head = store.head(network_id)
     through = head.seq if head is not None else 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sotto.frames import paginate_lists
 from sotto.frames.requests import (
@@ -68,6 +68,22 @@ from .principal import Principal
 
 if TYPE_CHECKING:
     from sotto.frames.answers import MembershipPush
+    from sotto.frames.answers_conversations import (
+        ConversationAnswer,
+        ConversationDevicesHeader,
+        ConversationInfo,
+        ConversationsHeader,
+        IdentitiesHeader,
+        LeftAnswer,
+        ListedConversation,
+        LogOperation,
+        MembershipLogHeader,
+        RosterDevice,
+        RosterMember,
+        SignerIdentity,
+        UnknownUser,
+        UserIdentity,
+    )
 
 __all__ = [
     "MAX_CONVERSATIONS_PER_USER",
@@ -131,7 +147,7 @@ def limit(stores: Stores, bucket: str, subject: str, now_ms: int, rid: str | Non
         ) from None
 
 
-def _frame(conversation: Conversation, members: list[Member]) -> dict[str, Any]:
+def _frame(conversation: Conversation, members: list[Member], log_seq: int) -> ConversationInfo:
     return {
         "conversation_id": conversation.conversation_id,
         "kind": conversation.kind,
@@ -139,6 +155,7 @@ def _frame(conversation: Conversation, members: list[Member]) -> dict[str, Any]:
         "roster_version": conversation.roster_version,
         "last_seq": conversation.last_seq,
         "created_at": conversation.created_at,
+        "log_seq": log_seq,
     }
 
 
@@ -328,13 +345,12 @@ def _answer(stores: Stores, conversation: Conversation, rid: str | None) -> Outc
     """The conversation as it is now (re-read: the caller just changed it)."""
     conversation = stores.conversations.get(conversation.conversation_id) or conversation
     members = stores.conversations.members(conversation.conversation_id)
-    frame = {
+    frame: ConversationAnswer = {
         "action": "conversation",
         "id": rid,
-        "conversation": {
-            **_frame(conversation, members),
-            "log_seq": _log_seq(stores, conversation.conversation_id),
-        },
+        "conversation": _frame(
+            conversation, members, _log_seq(stores, conversation.conversation_id)
+        ),
     }
     return Outcome(replies=[frame])
 
@@ -523,7 +539,8 @@ def leave(stores: Stores, caller: Principal, request: LeaveRequest, now_ms: int)
     notices = _membership_notices(
         stores, conversation, "left", gone, caller, devices, seq, request.op
     )
-    return Outcome(replies=[{"action": "left", "id": rid, "conversation_id": cid}], notices=notices)
+    left: LeftAnswer = {"action": "left", "id": rid, "conversation_id": cid}
+    return Outcome(replies=[left], notices=notices)
 
 
 def set_role(stores: Stores, caller: Principal, request: SetRoleRequest, now_ms: int) -> Outcome:
@@ -561,22 +578,20 @@ def membership_log(
     ops = stores.conversations.log_operations(cid, request.after, limit=MAX_LOG_PAGE)
     signers = sorted({MembershipOperation.parse(op).signer.user_id for _, op in ops})
     users = stores.directory.get_users(signers)
-    header = {
+    header: MembershipLogHeader = {
         "action": "membership_log",
         "id": rid,
         "conversation_id": cid,
         "head_seq": head,
         "more": bool(ops) and ops[-1][0] < head,
     }
-    lists: dict[str, list[dict[str, Any]]] = {
-        "operations": [{"seq": seq, "op": b64(op)} for seq, op in ops],
-        "identities": [
-            {"user_id": u, "identity_key": b64(users[u].identity_key)}
-            for u in signers
-            if u in users
-        ],
-    }
-    return Outcome(replies=paginate_lists(header, lists))
+    operations: list[LogOperation] = [{"seq": seq, "op": b64(op)} for seq, op in ops]
+    identities: list[SignerIdentity] = [
+        {"user_id": u, "identity_key": b64(users[u].identity_key)} for u in signers if u in users
+    ]
+    return Outcome(
+        replies=paginate_lists(header, {"operations": operations, "identities": identities})
+    )
 
 
 def identities(
@@ -586,13 +601,15 @@ def identities(
     limit(stores, "identities_device", caller.device_id, now_ms, request.id)
     wanted = sorted(set(request.user_ids))
     users = stores.directory.get_users(wanted)
-    found = [
+    found: list[UserIdentity] = [
         {"user_id": u, "handle": users[u].handle, "identity_key": b64(users[u].identity_key)}
         for u in wanted
         if u in users and users[u].network_id == caller.network_id and users[u].status == "active"
     ]
-    unknown = [{"user_id": u} for u in sorted(set(wanted) - {f["user_id"] for f in found})]
-    header = {"action": "identities", "id": request.id}
+    unknown: list[UnknownUser] = [
+        {"user_id": u} for u in sorted(set(wanted) - {f["user_id"] for f in found})
+    ]
+    header: IdentitiesHeader = {"action": "identities", "id": request.id}
     return Outcome(replies=paginate_lists(header, {"identities": found, "unknown": unknown}))
 
 
@@ -602,7 +619,7 @@ def list_conversations(
     mine = stores.conversations.user_conversations(caller.user_id)
     # One batched read per 100 conversations, not one per conversation.
     found = stores.conversations.get_many([cid for cid, *_ in mine])
-    listed = [
+    listed: list[ListedConversation] = [
         {
             "conversation_id": cid,
             "kind": kind,
@@ -614,7 +631,7 @@ def list_conversations(
         for cid, kind, role, _joined in mine
         if cid in found
     ]
-    header = {"action": "conversations", "id": request.id}
+    header: ConversationsHeader = {"action": "conversations", "id": request.id}
     return Outcome(replies=paginate_lists(header, {"conversations": listed}))
 
 
@@ -629,7 +646,7 @@ def conversation_devices(
     users = stores.directory.get_users([m.user_id for m in members])
     pairs = [entry.split("/", 1) for entry in sorted(roster)]
     devices = stores.directory.get_devices([device_id for _, device_id in pairs])
-    member_entries: list[dict[str, Any]] = [
+    member_entries: list[RosterMember] = [
         {
             "user_id": member.user_id,
             "role": member.role,
@@ -639,7 +656,7 @@ def conversation_devices(
         for member in members
         if member.user_id in users
     ]
-    device_entries: list[dict[str, Any]] = []
+    device_entries: list[RosterDevice] = []
     for user_id, device_id in pairs:
         device = devices.get(device_id)
         if device is None or device.status != "active":
@@ -647,7 +664,7 @@ def conversation_devices(
         device_entries.append(
             {"user_id": user_id, "device_id": device_id, "certificate": b64(device.certificate)}
         )
-    header = {
+    header: ConversationDevicesHeader = {
         "action": "conversation_devices",
         "id": rid,
         "conversation_id": conversation.conversation_id,

@@ -10,6 +10,8 @@ through the directory stream, exactly as for an administrator's revocation.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sotto.frames.requests import RevokeDeviceRequest
 from sotto.protocol.certificates import DeviceRevocation
 from sotto.protocol.errors import ProtocolError
@@ -20,6 +22,9 @@ from .errors import ErrorCode, Refused
 from .key_directory import Stores
 from .outcome import Outcome
 from .principal import Principal
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_devices import DeviceRevokedAnswer
 
 __all__ = ["REVOCATION_FRESHNESS_MS", "revoke_device"]
 
@@ -58,9 +63,12 @@ def revoke_device(
             detail={"by": "own identity", "self": device.device_id == caller.device_id},
         )
     )
-    outcome = Outcome(
-        replies=[{"action": "device_revoked", "id": rid, "device_id": device.device_id}]
-    )
+    answer: DeviceRevokedAnswer = {
+        "action": "device_revoked",
+        "id": rid,
+        "device_id": device.device_id,
+    }
+    outcome = Outcome(replies=[answer])
     if stores.close_sockets is not None:
         close = stores.close_sockets
 

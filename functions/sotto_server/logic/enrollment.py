@@ -7,7 +7,7 @@ unknown, used or expired code gets one and the same answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sotto.frames.requests import EnrollLookupRequest, EnrollRequest, LinkRequest, LinkStatusRequest
 from sotto.protocol.errors import ProtocolError
@@ -21,6 +21,14 @@ from .errors import ErrorCode, Refused
 from .frames import b64
 from .identity import check_enrollment
 from .key_directory import Stores, link_state
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_http import (
+        EnrolledAnswer,
+        EnrollLookupAnswer,
+        LinkRequestAnswer,
+        LinkStatusAnswer,
+    )
 
 __all__ = ["enroll", "link_request", "link_status", "lookup"]
 
@@ -63,7 +71,7 @@ def _open_invite(stores: Stores, code: str, now_ms: int) -> Invite:
 
 def lookup(
     stores: Stores, request: EnrollLookupRequest, source_ip: str, now_ms: int
-) -> dict[str, Any]:
+) -> EnrollLookupAnswer:
     _limit(stores, "enroll_ip", source_ip, now_ms)
     invite = _open_invite(stores, request.code, now_ms)
     network = stores.directory.get_network(invite.network_id)
@@ -76,7 +84,7 @@ def lookup(
     }
 
 
-def enroll(stores: Stores, request: EnrollRequest, source_ip: str, now_ms: int) -> dict[str, Any]:
+def enroll(stores: Stores, request: EnrollRequest, source_ip: str, now_ms: int) -> EnrolledAnswer:
     _limit(stores, "enroll_ip", source_ip, now_ms)
     invite = _open_invite(stores, request.code, now_ms)
     anonymous = Actor("anonymous", source_ip)
@@ -142,7 +150,7 @@ def _link(stores: Stores, code: str) -> LinkRecord:
 
 def link_request(
     stores: Stores, request: LinkRequest, source_ip: str, now_ms: int
-) -> tuple[dict[str, Any], LinkRecord]:
+) -> tuple[LinkRequestAnswer, LinkRecord]:
     """Attach a new device to a link; returns the answer and the link (to notify its creator)."""
     _limit(stores, "enroll_ip", source_ip, now_ms)
     link = _link(stores, request.code)
@@ -167,7 +175,7 @@ def link_request(
             {"user_id": link.user_id, "device_id": request.device_id, "link_id": link.link_id},
         )
     )
-    answer = {
+    answer: LinkRequestAnswer = {
         "network_id": link.network_id,
         "user_id": link.user_id,
         "handle": user.handle if user else "",
@@ -178,10 +186,10 @@ def link_request(
 
 def link_status(
     stores: Stores, request: LinkStatusRequest, source_ip: str, now_ms: int
-) -> dict[str, Any]:
+) -> LinkStatusAnswer:
     _limit(stores, "link_poll_ip", source_ip, now_ms)
     link = _link(stores, request.code)
-    answer: dict[str, Any] = {"state": link_state(link, now_ms)}
+    answer: LinkStatusAnswer = {"state": link_state(link, now_ms)}
     if link.state == "approved":
         answer["device_certificate"] = b64(link.certificate)
     return answer

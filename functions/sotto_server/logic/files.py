@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sotto.frames import paginate_lists
 from sotto.frames.requests import (
@@ -40,6 +40,18 @@ from .outcome import Outcome
 from .policy import effective_policy
 from .principal import Principal
 from .retention import retention_for
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_files import (
+        FileDownloadAnswer,
+        FilePolicyAnswer,
+        FileUploadAbortedAnswer,
+        FileUploadCompletedAnswer,
+        FileUploadPartsHeader,
+        FileUploadStartedAnswer,
+        HeldPart,
+        PartUrl,
+    )
 
 __all__ = [
     "DOWNLOAD_URL_S",
@@ -164,17 +176,14 @@ def _own_upload(fs: FileStores, caller: Principal, object_id: str, rid: str | No
 
 def policy(fs: FileStores, caller: Principal, request: FilePolicyRequest, now_ms: int) -> Outcome:
     limits = file_limits(fs.stores, caller)
-    return Outcome(
-        replies=[
-            {
-                "action": "file_policy",
-                "id": request.id,
-                "files_allowed": limits.files_allowed,
-                "max_file_bytes": limits.max_file_bytes,
-                "location_allowed": limits.location_allowed,
-            }
-        ]
-    )
+    answer: FilePolicyAnswer = {
+        "action": "file_policy",
+        "id": request.id,
+        "files_allowed": limits.files_allowed,
+        "max_file_bytes": limits.max_file_bytes,
+        "location_allowed": limits.location_allowed,
+    }
+    return Outcome(replies=[answer])
 
 
 def start(
@@ -225,18 +234,15 @@ def start(
     )
     record = replace(record, upload_id=fs.objects.start_upload(record.key))
     fs.files.create(record, now_ms // 1000 + UPLOAD_WINDOW_S)
-    return Outcome(
-        replies=[
-            {
-                "action": "file_upload_started",
-                "id": rid,
-                "object_id": object_id,
-                "part_size": record.part_size,
-                "part_count": record.part_count,
-                "expires_at": now_ms + UPLOAD_WINDOW_S * 1000,
-            }
-        ]
-    )
+    answer: FileUploadStartedAnswer = {
+        "action": "file_upload_started",
+        "id": rid,
+        "object_id": object_id,
+        "part_size": record.part_size,
+        "part_count": record.part_count,
+        "expires_at": now_ms + UPLOAD_WINDOW_S * 1000,
+    }
+    return Outcome(replies=[answer])
 
 
 def parts(
@@ -249,17 +255,17 @@ def parts(
     if record.state != "uploading":
         raise Refused(ErrorCode.CONFLICT, "this upload is already complete", rid)
     last = min(record.part_count, request.first + request.count - 1)
-    urls = [
+    urls: list[PartUrl] = [
         {"part": n, "url": fs.objects.part_url(record.key, record.upload_id, n, PART_URL_S)}
         for n in range(request.first, last + 1)
     ]
-    held: list[dict[str, object]] = []
+    held: list[HeldPart] = []
     if request.held:
         found = fs.objects.parts(record.key, record.upload_id)
         if found is None:
             raise Refused(ErrorCode.NOT_FOUND, "no such upload", rid)
         held = [{"part": p.number, "etag": p.etag, "size": p.size} for p in found]
-    header = {
+    header: FileUploadPartsHeader = {
         "action": "file_upload_parts",
         "id": rid,
         "object_id": record.object_id,
@@ -282,7 +288,11 @@ def complete(
     rid = request.id
     limit(fs.stores, "file_url_device", caller.device_id, now_ms, rid)
     record = _own_upload(fs, caller, request.object_id, rid)
-    done = {"action": "file_upload_completed", "id": rid, "object_id": record.object_id}
+    done: FileUploadCompletedAnswer = {
+        "action": "file_upload_completed",
+        "id": rid,
+        "object_id": record.object_id,
+    }
     if record.state != "uploading":
         return Outcome(replies=[done])  # a repeat after a lost answer
     found = fs.objects.parts(record.key, record.upload_id)
@@ -320,7 +330,8 @@ def abort(
         fs.objects.abort(record.key, record.upload_id)
     # Any completed object goes with the record (the attachments function).
     fs.files.delete(record.object_id, caller.device_id)
-    return Outcome(replies=[{"action": "file_upload_aborted", "id": rid}])
+    aborted: FileUploadAbortedAnswer = {"action": "file_upload_aborted", "id": rid}
+    return Outcome(replies=[aborted])
 
 
 def live(message: StoredMessage, now_ms: int) -> bool:
@@ -360,15 +371,12 @@ def download(
         or record.message_id != request.message_id
     ):
         raise Refused(ErrorCode.NOT_FOUND, "no such file", rid)
-    return Outcome(
-        replies=[
-            {
-                "action": "file_download",
-                "id": rid,
-                "object_id": record.object_id,
-                "size": record.size,
-                "url": fs.objects.download_url(record.key, DOWNLOAD_URL_S),
-                "url_expires_at": now_ms + DOWNLOAD_URL_S * 1000,
-            }
-        ]
-    )
+    answer: FileDownloadAnswer = {
+        "action": "file_download",
+        "id": rid,
+        "object_id": record.object_id,
+        "size": record.size,
+        "url": fs.objects.download_url(record.key, DOWNLOAD_URL_S),
+        "url_expires_at": now_ms + DOWNLOAD_URL_S * 1000,
+    }
+    return Outcome(replies=[answer])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sotto.frames import paginate_lists
 from sotto.frames.requests import (
@@ -51,6 +51,16 @@ from .principal import Principal
 
 if TYPE_CHECKING:
     from sotto.frames.answers import Bundle, BundlesHeader, PrekeysLowPush, Unavailable
+    from sotto.frames.answers_devices import (
+        DeviceItem,
+        DevicesHeader,
+        LinkApprovedAnswer,
+        LinkCreatedAnswer,
+        LinkPendingAnswer,
+        PrekeysPublishedAnswer,
+        PrekeyStatusAnswer,
+        UserAnswer,
+    )
 
 __all__ = [
     "LINK_TTL_MS",
@@ -156,26 +166,25 @@ def publish_prekeys(
             "one-time prekey ids must follow on from those already published",
             rid,
         ) from None
-    remaining = stores.directory.count_one_time_prekeys(caller.device_id)
-    return Outcome(
-        replies=[{"action": "prekeys_published", "id": rid, "one_time_prekeys": remaining}]
-    )
+    answer: PrekeysPublishedAnswer = {
+        "action": "prekeys_published",
+        "id": rid,
+        "one_time_prekeys": stores.directory.count_one_time_prekeys(caller.device_id),
+    }
+    return Outcome(replies=[answer])
 
 
 def prekey_status(
     stores: Stores, caller: Principal, request: PrekeyStatusRequest, now_ms: int
 ) -> Outcome:
     directory = stores.directory
-    return Outcome(
-        replies=[
-            {
-                "action": "prekey_status",
-                "id": request.id,
-                "one_time_prekeys": directory.count_one_time_prekeys(caller.device_id),
-                "signed_prekey_expires_at": directory.signed_prekey_expiry(caller.device_id),
-            }
-        ]
-    )
+    answer: PrekeyStatusAnswer = {
+        "action": "prekey_status",
+        "id": request.id,
+        "one_time_prekeys": directory.count_one_time_prekeys(caller.device_id),
+        "signed_prekey_expires_at": directory.signed_prekey_expiry(caller.device_id),
+    }
+    return Outcome(replies=[answer])
 
 
 def fetch_bundles(
@@ -228,11 +237,11 @@ def list_devices(
     stores: Stores, caller: Principal, request: ListDevicesRequest, now_ms: int
 ) -> Outcome:
     user = _peer(stores, caller, request.user_id, request.id)
-    devices = [
+    devices: list[DeviceItem] = [
         {"device_id": device_id, "certificate": b64(certificate), "status": status}
         for device_id, certificate, status in stores.directory.list_devices(user.user_id)
     ]
-    header = {
+    header: DevicesHeader = {
         "action": "devices",
         "id": request.id,
         "user_id": user.user_id,
@@ -259,18 +268,15 @@ def lookup_user(
             raise Refused(ErrorCode.NOT_FOUND, "no such user", rid)
     assert user_id is not None  # the model holds exactly one of the two
     user = _peer(stores, caller, user_id, rid)
-    return Outcome(
-        replies=[
-            {
-                "action": "user",
-                "id": rid,
-                "user_id": user.user_id,
-                "handle": user.handle,
-                "status": user.status,
-                "identity_key": b64(user.identity_key),
-            }
-        ]
-    )
+    answer: UserAnswer = {
+        "action": "user",
+        "id": rid,
+        "user_id": user.user_id,
+        "handle": user.handle,
+        "status": user.status,
+        "identity_key": b64(user.identity_key),
+    }
+    return Outcome(replies=[answer])
 
 
 def link_create(
@@ -291,17 +297,14 @@ def link_create(
         state="open",
     )
     stores.directory.create_link(link, ttl_expires_at=link.expires_at // 1000 + 3600)
-    return Outcome(
-        replies=[
-            {
-                "action": "link_created",
-                "id": request.id,
-                "link_id": link.link_id,
-                "code": code,
-                "expires_at": link.expires_at,
-            }
-        ]
-    )
+    answer: LinkCreatedAnswer = {
+        "action": "link_created",
+        "id": request.id,
+        "link_id": link.link_id,
+        "code": code,
+        "expires_at": link.expires_at,
+    }
+    return Outcome(replies=[answer])
 
 
 def _room_for_a_device(
@@ -344,7 +347,7 @@ def link_pending(
     stores: Stores, caller: Principal, request: LinkPendingRequest, now_ms: int
 ) -> Outcome:
     link = _own_link(stores, caller, request.link_id, request.id)
-    frame: dict[str, Any] = {
+    frame: LinkPendingAnswer = {
         "action": "link_pending",
         "id": request.id,
         "link_id": link.link_id,
@@ -411,4 +414,9 @@ def link_approve(
     )
     # The new device joins its user's conversation rosters through the
     # directory stream (the ``rosters`` function), not in this request.
-    return Outcome(replies=[{"action": "link_approved", "id": rid, "device_id": device.device_id}])
+    answer: LinkApprovedAnswer = {
+        "action": "link_approved",
+        "id": rid,
+        "device_id": device.device_id,
+    }
+    return Outcome(replies=[answer])

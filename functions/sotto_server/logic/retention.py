@@ -10,7 +10,7 @@ one (no function role may decrypt with the archive key).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sotto.frames.requests import (
     RetentionEnableRequest,
@@ -27,6 +27,9 @@ from .errors import ErrorCode, Refused
 from .frames import b64
 from .outcome import Outcome
 from .principal import Principal
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_devices import RetentionAnswer, RetentionFields
 
 __all__ = [
     "disable",
@@ -193,7 +196,7 @@ def rotate(
     return show(store, network_id)
 
 
-def identity_frame(network_id: str, retention: Retention | None) -> dict[str, Any]:
+def identity_frame(network_id: str, retention: Retention | None) -> RetentionFields:
     """What a client learns: the public retention identity, or that retention is off."""
     if retention is None:
         return {"network_id": network_id, "enabled": False}
@@ -222,4 +225,5 @@ def retention_identity(
 ) -> Outcome:
     """The ``retention`` route: the caller's network's retention identity, or that it is off."""
     frame = identity_frame(caller.network_id, retention_of(stores, caller.network_id))
-    return Outcome(replies=[{"action": "retention", "id": request.id, **frame}])
+    answer: RetentionAnswer = {"action": "retention", "id": request.id, **frame}
+    return Outcome(replies=[answer])

@@ -2,56 +2,73 @@
 
 ``PublicApi``: info, enrollment and link requests (no AWS credentials).
 ``AdminApi``: the IAM-authorized admin routes, signed with SigV4.
-Answers are returned as the server's JSON objects; callers pick the fields.
-Every JSON body is checked first against the model the server parses it with
-(``sotto.frames.requests``): an invalid one is ``InvalidRequest``, not sent.
+The public routes' answers, and the audit log's pages, are parsed with their
+shapes (``sotto.frames.answers_http``): a missing or mistyped field is
+``MalformedFrame`` naming it. The other admin answers are returned as the
+server's JSON objects (the CLI shows them). Every JSON body is checked first
+against the model the server parses it with (``sotto.frames.requests``): an
+invalid one is ``InvalidRequest``, not sent.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sotto.frames.answers_http import (
+    AuditPage,
+    EnrolledAnswer,
+    EnrollLookupAnswer,
+    InfoAnswer,
+    LinkRequestAnswer,
+    LinkStatusAnswer,
+)
+
 from .http import DEFAULT_TIMEOUT_S, HttpClient, SigV4Signer, path_segment
 from .server import ServerConfig
-from .session import check_body
+from .session import check_body, shaped
 
 __all__ = ["AdminApi", "PublicApi", "fetch_info"]
 
 
-def fetch_info(http_url: str) -> dict[str, Any]:
+def fetch_info(http_url: str) -> InfoAnswer:
     """``GET /v1/info``: how ``resolve_server`` learns the WebSocket URL and audience."""
-    return HttpClient(http_url).get("/v1/info")
+    return shaped(InfoAnswer, "info", HttpClient(http_url).get("/v1/info"))
 
 
 class PublicApi:
     def __init__(self, server: ServerConfig, *, timeout: float | None = None) -> None:
         self._http = HttpClient(server.http, timeout=timeout or DEFAULT_TIMEOUT_S)
 
-    def info(self) -> dict[str, Any]:
-        return self._http.get("/v1/info")
+    def info(self) -> InfoAnswer:
+        return shaped(InfoAnswer, "info", self._http.get("/v1/info"))
 
-    def enroll_lookup(self, code: str) -> dict[str, Any]:
+    def enroll_lookup(self, code: str) -> EnrollLookupAnswer:
         body = check_body("enroll lookup", "EnrollLookupRequest", {"code": code})
-        return self._http.post("/v1/enroll/lookup", body)
+        answer = self._http.post("/v1/enroll/lookup", body)
+        return shaped(EnrollLookupAnswer, "enroll lookup", answer)
 
     def enroll(
         self, code: str, *, identity_key: str, device_certificate: str, signed_prekey: str
-    ) -> dict[str, Any]:
+    ) -> EnrolledAnswer:
         body = {
             "code": code,
             "identity_key": identity_key,
             "device_certificate": device_certificate,
             "signed_prekey": signed_prekey,
         }
-        return self._http.post("/v1/enroll", check_body("enroll", "EnrollRequest", body))
+        answer = self._http.post("/v1/enroll", check_body("enroll", "EnrollRequest", body))
+        return shaped(EnrolledAnswer, "enroll", answer)
 
-    def link_request(self, code: str, *, device_id: str, device_key: str) -> dict[str, Any]:
+    def link_request(self, code: str, *, device_id: str, device_key: str) -> LinkRequestAnswer:
         body = {"code": code, "device_id": device_id, "device_key": device_key}
-        return self._http.post("/v1/link/requests", check_body("link request", "LinkRequest", body))
+        checked = check_body("link request", "LinkRequest", body)
+        return shaped(
+            LinkRequestAnswer, "link request", self._http.post("/v1/link/requests", checked)
+        )
 
-    def link_status(self, code: str) -> dict[str, Any]:
+    def link_status(self, code: str) -> LinkStatusAnswer:
         body = check_body("link status", "LinkStatusRequest", {"code": code})
-        return self._http.post("/v1/link/status", body)
+        return shaped(LinkStatusAnswer, "link status", self._http.post("/v1/link/status", body))
 
 
 class AdminApi:
@@ -91,8 +108,9 @@ class AdminApi:
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return self._http.post(f"/v1/admin/devices/{path_segment(device_id)}/revoke")
 
-    def audit(self, network_id: str, *, after: int = 0) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/audit?after={after}")
+    def audit(self, network_id: str, *, after: int = 0) -> AuditPage:
+        page = self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/audit?after={after}")
+        return shaped(AuditPage, "audit", page)
 
     def list_invites(self, network_id: str) -> dict[str, Any]:
         return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/invites")

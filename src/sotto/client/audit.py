@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sotto.auditchain import ChainEntry, parse_segment, verify_chain, verify_segments
+from sotto.frames.answers_http import AuditHead
 
 from .api import AdminApi
 from .errors import ClientError
@@ -85,19 +86,17 @@ def local_archive(server_spec: str) -> ArchiveReader | None:
 def read_log(api: AdminApi, network_id: str) -> AuditReport:
     entries: list[ChainEntry] = []
     after: int | None = 0
-    head: dict[str, Any] | None = None
+    head: AuditHead | None = None
     while after is not None:
         page = api.audit(network_id, after=after)
-        head = page.get("head")
-        for raw in page.get("entries") or []:
-            entries.append(ChainEntry(int(raw["seq"]), str(raw["body"]), str(raw["hash"])))
-        next_after = page.get("next_after")
-        after = int(next_after) if isinstance(next_after, int) else None
+        head = page["head"]
+        entries += [ChainEntry(raw["seq"], raw["body"], raw["hash"]) for raw in page["entries"]]
+        after = page["next_after"]
     return AuditReport(
         network_id=network_id,
         entries=entries,
-        head=None if head is None else (int(head["seq"]), str(head["hash"])),
-        sealed_seq=0 if head is None else int(head.get("sealed_seq") or 0),
+        head=None if head is None else (head["seq"], head["hash"]),
+        sealed_seq=0 if head is None else head["sealed_seq"],
     )
 
 

@@ -12,8 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from sotto.frames.answers_devices import (
+    DeviceItem,
+    DevicesPart,
+    LinkApprovedAnswer,
+    LinkCreatedAnswer,
+    LinkPendingAnswer,
+)
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.device import DEVICE_CERT_VALIDITY_MS
 from sotto.protocol.errors import MalformedMessage, ProtocolError
@@ -66,11 +72,8 @@ def approve_link(
             "this device does not hold the identity key; approve from the device that enrolled"
         )
     with connect(info, keys) as session:
-        created = session.request("link_create")
-        link_id, code = created.get("link_id"), created.get("code")
-        expires_at = created.get("expires_at")
-        if not isinstance(link_id, str) or not isinstance(code, str):
-            raise ClientError("server sent a malformed link_created answer")
+        created = session.request_as(LinkCreatedAnswer, "link_create")
+        link_id, code, expires_at = created["link_id"], created["code"], created["expires_at"]
         ui.show(
             f"Link code: {code}\n"
             "On the new device run:\n"
@@ -78,7 +81,7 @@ def approve_link(
             "Waiting for the new device..."
         )
         # The code dies at expires_at; --timeout can only shorten the wait.
-        wait_s = (expires_at - now_ms()) / 1000 if isinstance(expires_at, int) else 600.0
+        wait_s = (expires_at - now_ms()) / 1000
         if timeout_s is not None:
             wait_s = min(wait_s, timeout_s)
         requested = _wait_for_request(session, link_id, wait_s, poll_s, sleep)
@@ -98,7 +101,12 @@ def approve_link(
             issued_at=now,
             expires_at=now + DEVICE_CERT_VALIDITY_MS,
         )
-        session.request("link_approve", link_id=link_id, certificate=b64e(certificate.serialize()))
+        session.request_as(
+            LinkApprovedAnswer,
+            "link_approve",
+            link_id=link_id,
+            certificate=b64e(certificate.serialize()),
+        )
     ui.show(f"Approved device {device_id}")
     return device_id
 
@@ -109,11 +117,11 @@ def _wait_for_request(
     wait_s: float,
     poll_s: float,
     sleep: Callable[[float], None],
-) -> dict[str, Any]:
+) -> LinkPendingAnswer:
     deadline = time.monotonic() + wait_s
     while True:
-        pending = session.request("link_pending", link_id=link_id)
-        state = pending.get("state")
+        pending = session.request_as(LinkPendingAnswer, "link_pending", link_id=link_id)
+        state = pending["state"]
         if state == "requested":
             return pending
         if state != "open":
@@ -123,10 +131,10 @@ def _wait_for_request(
         sleep(poll_s)
 
 
-def _requested_device(pending: dict[str, Any]) -> tuple[str, VerifyingKey]:
+def _requested_device(pending: LinkPendingAnswer) -> tuple[str, VerifyingKey]:
     device_id = pending.get("device_id")
-    if not isinstance(device_id, str):
-        raise ClientError("server sent a link request without a device id")
+    if device_id is None or "device_key" not in pending:
+        raise ClientError("server sent a link request without a device id and key")
     try:
         return device_id, VerifyingKey.parse(b64d(pending.get("device_key"), "device key"))
     except MalformedMessage as exc:
@@ -158,9 +166,9 @@ class DeviceListing:
 
 def list_devices(info: ProfileInfo, keys: DeviceKeys, user_id: str) -> DeviceListing:
     with connect(info, keys) as session:
-        answer = session.request("list_devices", user_id=user_id)
+        answer = session.request_as(DevicesPart, "list_devices", user_id=user_id)
     try:
-        presented = IdentityPublicKey.parse(b64d(answer.get("identity_key"), "identity key"))
+        presented = IdentityPublicKey.parse(b64d(answer["identity_key"], "identity key"))
     except MalformedMessage as exc:
         raise ClientError(f"server sent a malformed identity key: {exc}") from None
     own = info.identity_public()
@@ -173,19 +181,14 @@ def list_devices(info: ProfileInfo, keys: DeviceKeys, user_id: str) -> DeviceLis
         trust, trusted = "unverified", presented
         if own is not None:
             number = safety_number(info.user_id, own, user_id, presented)
-    raw_devices = answer.get("devices")
-    if not isinstance(raw_devices, list):
-        raise ClientError("server sent a malformed device list")
-    entries = [_verify_entry(item, user_id, trusted) for item in raw_devices]
+    entries = [_verify_entry(item, user_id, trusted) for item in answer["devices"]]
     return DeviceListing(user_id, identity_fingerprint(presented), trust, number, entries)
 
 
-def _verify_entry(item: Any, user_id: str, identity: IdentityPublicKey) -> DeviceEntry:
-    if not isinstance(item, dict):
-        raise ClientError("server sent a malformed device entry")
-    device_id, status = str(item.get("device_id")), str(item.get("status"))
+def _verify_entry(item: DeviceItem, user_id: str, identity: IdentityPublicKey) -> DeviceEntry:
+    device_id, status = item["device_id"], item["status"]
     try:
-        cert = DeviceCertificate.parse(b64d(item.get("certificate"), "device certificate"))
+        cert = DeviceCertificate.parse(b64d(item["certificate"], "device certificate"))
         if (cert.user_id, cert.device_id) != (user_id, device_id):
             raise FlowError("certificate names another user or device")
         cert.verify(identity, now=now_ms())

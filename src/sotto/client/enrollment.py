@@ -9,10 +9,10 @@ publish prekeys last: a failure there leaves a working profile that
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
+from sotto.frames.answers_devices import DevicesPart
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.device import DeviceSecrets
 from sotto.protocol.errors import MalformedMessage, ProtocolError
@@ -20,7 +20,7 @@ from sotto.protocol.keys import IdentityKeyPair, IdentityPublicKey, SigningKey
 
 from .api import PublicApi
 from .encoding import b64d, b64e
-from .errors import ApiError, ClientError, FlowError, TransportError
+from .errors import ApiError, ClientError, FlowError, MalformedFrame, TransportError
 from .fingerprints import device_key_fingerprint, identity_fingerprint, new_device_id
 from .prekeys import ONE_TIME_TARGET, now_ms, publish_prekeys, unpublished_one_time
 from .profile import DeviceKeys, Profile, ProfileInfo
@@ -35,7 +35,7 @@ LINK_TIMEOUT_S = 600.0
 LINK_POLL_S = 2.0
 
 
-def _text(answer: dict[str, Any], name: str) -> str:
+def _text(answer: Mapping[str, object], name: str) -> str:
     value = answer.get(name)
     if not isinstance(value, str) or not value:
         raise ClientError(f"server answer lacks {name!r}")
@@ -57,8 +57,7 @@ def enroll(
         invite = api.enroll_lookup(code)
         user_id, network_id = _text(invite, "user_id"), _text(invite, "network_id")
         handle = _text(invite, "handle")
-        network_name = invite.get("network_name")
-        network_name = network_name if isinstance(network_name, str) and network_name else None
+        network_name = invite["network_name"] or None
         ui.show(f"Enrolling {handle} ({user_id}) in network {network_name or network_id}")
 
         now = now_ms()
@@ -93,7 +92,7 @@ def enroll(
                 f"{exc}; the profile is kept at {profile.path} in case enrollment went through "
                 f"(check with: sotto keys status --profile {profile_name})"
             ) from None
-        if (answer.get("user_id"), answer.get("device_id")) != (user_id, device.device_id):
+        if (answer["user_id"], answer["device_id"]) != (user_id, device.device_id):
             profile.keep = True
             raise FlowError("server enrolled a different user or device than was asked for")
 
@@ -173,9 +172,11 @@ def _wait_for_certificate(
                 raise
             delay = max(poll_s, exc.retry_after_s or poll_s)
         else:
-            state = status.get("state")
+            state = status["state"]
             if state == "approved":
-                raw = b64d(status.get("device_certificate"), "device certificate")
+                if "device_certificate" not in status:
+                    raise MalformedFrame("link status", ["device_certificate"])
+                raw = b64d(status["device_certificate"], "device certificate")
                 try:
                     return DeviceCertificate.parse(raw)
                 except MalformedMessage as exc:
@@ -200,9 +201,9 @@ def _learn_identity(
     session: Session, user_id: str, certificate: DeviceCertificate
 ) -> IdentityPublicKey:
     """The user's identity key, accepted only if it is the one that signed our certificate."""
-    answer = session.request("list_devices", user_id=user_id)
+    answer = session.request_as(DevicesPart, "list_devices", user_id=user_id)
     try:
-        identity = IdentityPublicKey.parse(b64d(answer.get("identity_key"), "identity key"))
+        identity = IdentityPublicKey.parse(b64d(answer["identity_key"], "identity key"))
         certificate.verify(identity, now=now_ms())
     except ProtocolError as exc:
         raise FlowError(f"the approved certificate does not verify: {exc}") from None

@@ -36,15 +36,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import urllib3
 
+from sotto.frames.answers_files import (
+    FileDownloadAnswer,
+    FileUploadAbortedAnswer,
+    FileUploadCompletedAnswer,
+    FileUploadPartsPart,
+    FileUploadStartedAnswer,
+)
 from sotto.protocol.attachments import DEFAULT_CHUNK_SIZE, Decryptor, Encryptor, encrypted_size
 from sotto.protocol.content import File
 from sotto.protocol.errors import ProtocolError
 
-from .errors import ClientError, FrameError, MessagingError, SessionError
+from .errors import ClientError, FrameError, MalformedFrame, MessagingError, SessionError
+from .session import shaped
 
 __all__ = [
     "BLOCK",
@@ -69,6 +77,14 @@ _HTTP = urllib3.PoolManager(
 
 class Caller(Protocol):
     def __call__(self, action: str, **fields: Any) -> dict[str, Any]: ...
+
+
+T = TypeVar("T")
+
+
+def _ask(call: Caller, shape: type[T], action: str, **fields: Any) -> T:
+    """``call``'s answer as its shape (``sotto.frames.answers_files``), or ``MalformedFrame``."""
+    return shaped(shape, action, call(action, **fields))
 
 
 class VaultLike(Protocol):
@@ -137,21 +153,34 @@ def upload_file(
     state = _load_state(vault, name, cid, path, info.st_size, info.st_mtime_ns)
     stream_size = encrypted_size(info.st_size, DEFAULT_CHUNK_SIZE)
     if not state.object_id:
-        started = call("file_upload_start", conversation_id=cid, size=stream_size)
-        state.object_id = str(started["object_id"])
-        state.part_size = int(started["part_size"])
-        state.part_count = int(started["part_count"])
+        started = _ask(
+            call,
+            FileUploadStartedAnswer,
+            "file_upload_start",
+            conversation_id=cid,
+            size=stream_size,
+        )
+        state.object_id = started["object_id"]
+        state.part_size = started["part_size"]
+        state.part_count = started["part_count"]
         vault.write(name, json.dumps(asdict(state)).encode())
     held: dict[int, str] = {}
     if not state.completed and state.etags:
         try:
-            answer = call("file_upload_parts", object_id=state.object_id, count=0, held=True)
+            answer = _ask(
+                call,
+                FileUploadPartsPart,
+                "file_upload_parts",
+                object_id=state.object_id,
+                count=0,
+                held=True,
+            )
         except FrameError as error:
             if error.code != "not_found":
                 raise
             vault.remove(name)  # the upload expired: start over
             return upload_file(call, vault, cid, path, progress=progress, on_part=on_part)
-        held = {int(p["part"]): str(p["etag"]) for p in answer.get("held") or []}
+        held = {p["part"]: p["etag"] for p in answer["held"]}
     salt = base64.b64decode(state.salt)
     encryptor = Encryptor(base64.b64decode(state.key), rng=lambda n: salt[:n])
     pages = _UrlPages(call, state.object_id, state.part_count)
@@ -223,14 +252,16 @@ COMPLETE_ATTEMPTS = 10
 def _complete(call: Caller, object_id: str, part_count: int, digest: str) -> None:
     for attempt in range(COMPLETE_ATTEMPTS):
         try:
-            call(
+            _ask(
+                call,
+                FileUploadCompletedAnswer,
                 "file_upload_complete",
                 object_id=object_id,
                 part_count=part_count,
                 etags_sha256=digest,
             )
             return
-        except FrameError:
+        except (FrameError, MalformedFrame):
             raise
         except SessionError:
             if attempt == COMPLETE_ATTEMPTS - 1:
@@ -265,7 +296,7 @@ def _load_state(
 
 def _abandon(call: Caller, vault: VaultLike, name: str, state: _UploadState) -> None:
     with contextlib.suppress(FrameError):
-        call("file_upload_abort", object_id=state.object_id)
+        _ask(call, FileUploadAbortedAnswer, "file_upload_abort", object_id=state.object_id)
     vault.remove(name)
 
 
@@ -295,10 +326,15 @@ class _UrlPages:
 
     def url(self, number: int, *, fresh: bool = False) -> str:
         if fresh or number not in self._urls:
-            answer = self._call(
-                "file_upload_parts", object_id=self._object_id, first=number, count=URLS_PER_PAGE
+            answer = _ask(
+                self._call,
+                FileUploadPartsPart,
+                "file_upload_parts",
+                object_id=self._object_id,
+                first=number,
+                count=URLS_PER_PAGE,
             )
-            self._urls = {int(u["part"]): str(u["url"]) for u in answer.get("urls") or []}
+            self._urls = {u["part"]: u["url"] for u in answer["urls"]}
         return self._urls[number]
 
 
@@ -340,17 +376,22 @@ def download_file(
 
     The caller moves the verified file to where it belongs (``place_file``).
     """
-    answer = call(
-        "file_download", conversation_id=cid, message_id=message_id, object_id=content.object_id
+    answer = _ask(
+        call,
+        FileDownloadAnswer,
+        "file_download",
+        conversation_id=cid,
+        message_id=message_id,
+        object_id=content.object_id,
     )
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     target = staging / f"partial-{secrets.token_hex(8)}"
     decryptor = Decryptor(content.key)
-    response = _HTTP.request("GET", str(answer["url"]), preload_content=False)
+    response = _HTTP.request("GET", answer["url"], preload_content=False)
     try:
         if response.status != 200:
             raise MessagingError(f"storage refused the download (HTTP {response.status})")
-        total = int(answer.get("size") or 0)
+        total = answer["size"]
         seen = 0
         with _exclusive(target) as out:
             for block in response.stream(BLOCK):

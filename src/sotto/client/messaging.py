@@ -58,6 +58,17 @@ from sotto.frames.answers import (
     ShapeError,
     SyncPart,
 )
+from sotto.frames.answers_conversations import (
+    ConversationAnswer,
+    ConversationDevicesPart,
+    ConversationInfo,
+    ConversationsPart,
+    IdentitiesPart,
+    MembershipLogPart,
+    RosterDevice,
+)
+from sotto.frames.answers_devices import DevicesPart, RetentionAnswer, UserAnswer
+from sotto.frames.answers_files import FilePolicyAnswer
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.content import (
     Content,
@@ -121,7 +132,6 @@ from .errors import (
     ClientError,
     ConnectionLost,
     FrameError,
-    MalformedFrame,
     MessagingError,
     TrustError,
 )
@@ -130,7 +140,7 @@ from .policy import ClientPolicy, parse_policy
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
 from .profile import DeviceKeys, Profile, ProfileInfo
 from .retention import RetentionNotice, fetch_retention
-from .session import Session, join_parts
+from .session import Session, join_parts, shaped
 from .store import (
     MAX_HELD_KEYS,
     ConversationRecord,
@@ -468,6 +478,10 @@ class Messenger:
         """One answer; a multi-part one joined (docs/api.md, pagination)."""
         return join_parts(self._call_parts(action, retry=retry, **fields))
 
+    def _ask(self, shape: type[S], action: str, *, retry: bool = True, **fields: Any) -> S:
+        """``_call``, its answer as ``shape`` (``sotto.frames``), or ``MalformedFrame``."""
+        return _shaped(shape, action, self._call(action, retry=retry, **fields))
+
     def _call_many(
         self, action: str, requests: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
@@ -511,15 +525,15 @@ class Messenger:
     def lookup_user(self, handle: str) -> str:
         """The user id of ``handle`` in this network, its identity pinned on first contact."""
         try:
-            answer = self._call("lookup_user", handle=handle)
+            answer = self._ask(UserAnswer, "lookup_user", handle=handle)
         except FrameError as exc:
             if exc.code == "not_found":
                 raise MessagingError(f"no user {handle!r} in this network") from None
             raise
-        user_id = str(answer.get("user_id"))
-        if answer.get("handle") != handle or not USER_ID.fullmatch(user_id):
+        user_id = answer["user_id"]
+        if answer["handle"] != handle or not USER_ID.fullmatch(user_id):
             raise MessagingError(f"the server's answer for {handle!r} does not match the question")
-        identity = _identity(answer.get("identity_key"))
+        identity = _identity(answer["identity_key"])
         try:
             self.state.tracker.check(user_id, identity)
         except IdentityChanged:
@@ -618,12 +632,14 @@ class Messenger:
         wanted = sorted(set(user_ids) - {self.info.user_id})
         found: dict[str, IdentityPublicKey] = {}
         for start in range(0, len(wanted), IDENTITIES_PER_REQUEST):
-            answer = self._call(
-                "identities", user_ids=wanted[start : start + IDENTITIES_PER_REQUEST]
+            answer = self._ask(
+                IdentitiesPart,
+                "identities",
+                user_ids=wanted[start : start + IDENTITIES_PER_REQUEST],
             )
-            for item in answer.get("identities") or []:
-                user_id = str(item.get("user_id"))
-                identity = _identity(item.get("identity_key"))
+            for item in answer["identities"]:
+                user_id = item["user_id"]
+                identity = _identity(item["identity_key"])
                 known = self.state.tracker.get(user_id)
                 if known is not None and known.fingerprint != identity.fingerprint:
                     raise TrustError(user_id, self.name_of(user_id))
@@ -652,8 +668,10 @@ class Messenger:
             key=lambda e: e.user_id,
         )
         op = self._sign(None, Create(ConversationKind.DIRECT, tuple(entries)), conversation_id=cid)
-        answer = self._call("create_conversation", conversation_id=cid, op=b64e(op))
-        conversation = self._conversation_frame(answer)
+        answer = self._ask(
+            ConversationAnswer, "create_conversation", conversation_id=cid, op=b64e(op)
+        )
+        conversation = self._conversation_frame(answer, cid)
         record = self._record(conversation["conversation_id"], kind="direct")
         record.peer = user_id
         return record.conversation_id
@@ -666,7 +684,10 @@ class Messenger:
         if record is None or (record.state is None and cid not in self._live):
             entry = MemberEntry.of(self.info.user_id, self._identity)
             op = self._sign(None, Create(ConversationKind.SELF, (entry,)), conversation_id=cid)
-            self._call("create_conversation", conversation_id=cid, op=b64e(op))
+            answer = self._ask(
+                ConversationAnswer, "create_conversation", conversation_id=cid, op=b64e(op)
+            )
+            self._conversation_frame(answer, cid)
             self._record(cid, kind="self")
         return cid
 
@@ -687,8 +708,10 @@ class Messenger:
         own = MemberEntry.of(self.info.user_id, self._identity, Role.MODERATOR)
         entries = sorted([own, *self._entries(first)], key=lambda e: e.user_id)
         op = self._sign(None, Create(ConversationKind.ROOM, tuple(entries)), conversation_id=cid)
-        answer = self._call("create_conversation", retry=False, conversation_id=cid, op=b64e(op))
-        conversation = self._conversation_frame(answer)
+        answer = self._ask(
+            ConversationAnswer, "create_conversation", retry=False, conversation_id=cid, op=b64e(op)
+        )
+        conversation = self._conversation_frame(answer, cid)
         record = self._record(conversation["conversation_id"], kind="room")
         record.label = label
         with contextlib.suppress(ProtocolError):  # a label the wire cannot carry stays here
@@ -699,7 +722,7 @@ class Messenger:
         for start in range(0, len(rest), ROOM_ADD_MEMBERS):
             batch = {u: identities[u] for u in rest[start : start + ROOM_ADD_MEMBERS]}
             op = self._sign(state, Add(tuple(self._entries(batch))))
-            self._call("add_members", conversation_id=cid, op=b64e(op))
+            self._ask(ConversationAnswer, "add_members", conversation_id=cid, op=b64e(op))
             state = state.extend([op], [self._identity], now=self._clock())
         with contextlib.suppress(ClientError):
             self_sync.publish(self)  # the label, to this user's other devices
@@ -718,7 +741,8 @@ class Messenger:
                 for change in changes(state):
                     action = _ACTIONS[type(change)]
                     op = self._sign(state, change)
-                    self._call(action, conversation_id=cid, op=b64e(op))
+                    # conversation (left, for a leave): nothing of it is used but its shape
+                    self._ask(answers.ANSWERS[action], action, conversation_id=cid, op=b64e(op))
                     state = state.extend([op], [self._identity], now=self._clock())
                 return
             except ProtocolError as exc:
@@ -838,21 +862,21 @@ class Messenger:
         self.purge()  # a burnt or expired message is no one's last message
         listed = self._call_parts("list_conversations")
         rows: list[dict[str, Any]] = []
-        for part in listed:
-            for item in part.get("conversations") or []:
-                cid = str(item.get("conversation_id"))
+        for part in (_shaped(ConversationsPart, "list_conversations", p) for p in listed):
+            for item in part["conversations"]:
+                cid = item["conversation_id"]
                 if cid == self_conversation_id(self.info.user_id):
                     continue  # this user's devices' own: contacts and labels, no chat
-                record = self._record(cid, kind=str(item.get("kind") or "room"))
+                record = self._record(cid, kind=item["kind"])
                 last = record.history[-1] if record.history else None
                 rows.append(
                     {
                         "conversation_id": cid,
                         "kind": record.kind,
                         "name": self.display_name(record),
-                        "role": item.get("role"),
-                        "members": item.get("member_count"),
-                        "last_seq": item.get("last_seq"),
+                        "role": item["role"],
+                        "members": item["member_count"],
+                        "last_seq": item["last_seq"],
                         "read_through": record.cursor,
                         "last_message": None if last is None else last.text,
                     }
@@ -876,12 +900,10 @@ class Messenger:
         self.purge()
         return list(self.state.conversations[cid].history)
 
-    def _conversation_frame(self, answer: dict[str, Any]) -> dict[str, Any]:
-        conversation = answer.get("conversation")
-        if not isinstance(conversation, dict) or not isinstance(
-            conversation.get("conversation_id"), str
-        ):
-            raise ClientError("server sent a malformed conversation answer")
+    def _conversation_frame(self, answer: ConversationAnswer, cid: str) -> ConversationInfo:
+        conversation = answer["conversation"]
+        if conversation["conversation_id"] != cid:
+            raise MessagingError("the server answered with another conversation than was created")
         return conversation
 
     def _record(self, cid: str, *, kind: str | None = None) -> ConversationRecord:
@@ -921,25 +943,27 @@ class Messenger:
         binds them to. Every other device the server lists is refused and
         reported; joins, leaves and new devices are reported too (``notices``).
         """
-        parts = self._call_parts("conversation_devices", conversation_id=cid)
-        versions = [v for p in parts if isinstance(v := p.get("roster_version"), int)]
-        version = max(versions, default=0)
+        parts = [
+            _shaped(ConversationDevicesPart, "conversation_devices", p)
+            for p in self._call_parts("conversation_devices", conversation_id=cid)
+        ]
+        version = max((p["roster_version"] for p in parts), default=0)
         now = self._clock()
         identities: dict[str, IdentityPublicKey] = {}
         for part in parts:
-            for member in part.get("members") or []:
-                user_id = str(member.get("user_id"))
-                identity = _identity(member.get("identity_key"))
+            for listed in part["members"]:
+                user_id = listed["user_id"]
+                identity = _identity(listed["identity_key"])
                 if user_id == self.info.user_id and identity != self.local.identity:
                     raise TrustError(user_id, "your own user")
                 identities[user_id] = identity
-                handle = member.get("handle")
-                if isinstance(handle, str) and HANDLE.fullmatch(handle):
+                handle = listed["handle"]
+                if HANDLE.fullmatch(handle):
                     self.state.handles[user_id] = handle  # a name to show, never trusted
         devices = [
             member
             for part in parts
-            for device in part.get("devices") or []
+            for device in part["devices"]
             if (member := self._member(cid, device, identities)) is not None
             and member.address != self.local.address
         ]
@@ -996,14 +1020,16 @@ class Messenger:
         signers: list[IdentityPublicKey] = []
         head = after
         while True:
-            answer = self._call("membership_log", conversation_id=cid, after=after)
-            page = sorted(answer.get("operations") or [], key=lambda o: int(o.get("seq", -1)))
-            operations += [b64d(o.get("op"), "membership operation") for o in page]
-            signers += [_identity(i.get("identity_key")) for i in answer.get("identities") or []]
-            head = int(answer.get("head_seq", after))
-            if not answer.get("more") or not page:
+            answer = self._ask(
+                MembershipLogPart, "membership_log", conversation_id=cid, after=after
+            )
+            page = sorted(answer["operations"], key=lambda o: o["seq"])
+            operations += [b64d(o["op"], "membership operation") for o in page]
+            signers += [_identity(i["identity_key"]) for i in answer["identities"]]
+            head = answer["head_seq"]
+            if not answer["more"] or not page:
                 return operations, signers, head
-            after = int(page[-1].get("seq", after))
+            after = page[-1]["seq"]
 
     def _report_change(
         self,
@@ -1061,15 +1087,15 @@ class Messenger:
         return f"{by} changed the membership ({change.NAME})"  # a device rebinding its key
 
     def _member(
-        self, cid: str, device: dict[str, Any], identities: dict[str, IdentityPublicKey]
+        self, cid: str, device: RosterDevice, identities: dict[str, IdentityPublicKey]
     ) -> Member | None:
         """A listed device as the engine takes it (it verifies the certificate itself)."""
-        user_id, device_id = str(device.get("user_id")), str(device.get("device_id"))
+        user_id, device_id = device["user_id"], device["device_id"]
         identity = identities.get(user_id)
         if identity is None:
             return None  # no identity for its user: it cannot be justified, nothing to send it
         try:
-            certificate = DeviceCertificate.parse(b64d(device.get("certificate"), "certificate"))
+            certificate = DeviceCertificate.parse(b64d(device["certificate"], "certificate"))
         except (ProtocolError, ClientError) as exc:
             self._notices.append(NoticeEvent(cid, "bad_certificate", f"device {device_id}: {exc}"))
             return None
@@ -1088,7 +1114,7 @@ class Messenger:
         if self._retention is None:
             known = self.local.tracker.get(officer_user_id(self.info.network_id))
             self._retention = fetch_retention(
-                lambda: self._call("retention"),
+                lambda: self._ask(RetentionAnswer, "retention"),
                 self.info.network_id,
                 self.local.tracker,
                 now=self._clock(),
@@ -1105,9 +1131,9 @@ class Messenger:
 
     # -- sending ---------------------------------------------------------------------
 
-    def file_policy(self) -> dict[str, Any]:
+    def file_policy(self) -> FilePolicyAnswer:
         """What this network allows: files, their size, locations (``file_policy``)."""
-        return self._call("file_policy")
+        return self._ask(FilePolicyAnswer, "file_policy")
 
     def send_file(
         self,
@@ -1140,7 +1166,7 @@ class Messenger:
         burn_s: int = 0,
     ) -> SentMessage:
         cid = self.resolve(target)
-        if not self.file_policy().get("location_allowed", False):
+        if not self.file_policy()["location_allowed"]:
             raise MessagingError("this network does not allow sharing locations")
         timers = MessageTimers(expires_in_ms=expires_s * 1000, burn_after_read_s=burn_s)
         content = Location(latitude_e7, longitude_e7, 0, self._clock(), label)
@@ -2248,7 +2274,7 @@ class Messenger:
         self.save()
 
     def _presented(self, user_id: str) -> IdentityPublicKey:
-        return _identity(self._call("list_devices", user_id=user_id).get("identity_key"))
+        return _identity(self._ask(DevicesPart, "list_devices", user_id=user_id)["identity_key"])
 
     def safety(self, user_id: str) -> SafetyReport:
         return self._report(user_id, self._presented(user_id))
@@ -2343,7 +2369,4 @@ S = TypeVar("S")
 
 def _shaped(shape: type[S], action: str, frame: Mapping[str, Any]) -> S:
     """An answer as its shape (``sotto.frames.answers``), or ``MalformedFrame``."""
-    try:
-        return answers.parse(shape, frame)
-    except ShapeError as exc:
-        raise MalformedFrame(action, exc.fields) from None
+    return shaped(shape, action, frame)

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sotto.frames.answers_devices import PrekeysPublishedAnswer, PrekeyStatusAnswer
 from sotto.protocol.certificates import PrekeyCertificate
 from sotto.protocol.device import DeviceSecrets
 
 from .encoding import b64e
-from .errors import FrameError, SessionError
+from .errors import FrameError
 from .session import Session
 
 __all__ = [
@@ -48,11 +49,8 @@ class PrekeyStatus:
 
 
 def prekey_status(session: Session) -> PrekeyStatus:
-    answer = session.request("prekey_status")
-    count, expires = answer.get("one_time_prekeys"), answer.get("signed_prekey_expires_at")
-    if not isinstance(count, int) or not (expires is None or isinstance(expires, int)):
-        raise SessionError("server sent a malformed prekey_status answer")
-    return PrekeyStatus(count, expires)
+    answer = session.request_as(PrekeyStatusAnswer, "prekey_status")
+    return PrekeyStatus(answer["one_time_prekeys"], answer["signed_prekey_expires_at"])
 
 
 @dataclass(frozen=True)
@@ -84,15 +82,14 @@ def publish_prekeys(
         if batch:
             fields["one_time_prekeys"] = [b64e(cert.serialize()) for cert in batch]
         try:
-            answer = session.request("publish_prekeys", **fields)
+            answer = session.request_as(PrekeysPublishedAnswer, "publish_prekeys", **fields)
         except FrameError as exc:
             # Our own ids can only collide with themselves: an earlier run published this
             # batch and stopped before saving the watermark. The batch is on the server.
             if exc.code != "conflict" or not batch:
                 raise
         else:
-            count = answer.get("one_time_prekeys")
-            stored = count if isinstance(count, int) else stored
+            stored = answer["one_time_prekeys"]
         through = max([through, *(cert.prekey_id for cert in batch)])
     return Published(stored, through)
 

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sotto.frames.answers_devices import RetentionFields
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.errors import IdentityChanged, ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
@@ -29,7 +30,7 @@ from sotto.protocol.retention import RetentionIdentity, officer_user_id
 from sotto.protocol.safety import IdentityTracker
 
 from .encoding import b64d
-from .errors import MessagingError, TrustError
+from .errors import MalformedFrame, MessagingError, TrustError
 from .fingerprints import identity_fingerprint
 
 __all__ = [
@@ -93,7 +94,14 @@ def _day(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _parse(answer: dict[str, Any], network_id: str) -> RetentionIdentity:
+# What an enabled retention answer carries besides its network (all or none: the shape).
+_ENABLED_FIELDS = ("years", "officer_identity", "certificate", "prekey")
+
+
+def _parse(answer: RetentionFields, network_id: str) -> RetentionIdentity:
+    missing = [name for name in _ENABLED_FIELDS if name not in answer]
+    if missing:
+        raise MalformedFrame("retention", missing)
     try:
         return RetentionIdentity(
             network_id,
@@ -106,7 +114,7 @@ def _parse(answer: dict[str, Any], network_id: str) -> RetentionIdentity:
 
 
 def fetch_retention(
-    call: Callable[[], dict[str, Any]],
+    call: Callable[[], RetentionFields],
     network_id: str,
     tracker: IdentityTracker,
     *,
@@ -115,10 +123,10 @@ def fetch_retention(
 ) -> tuple[RetentionIdentity | None, RetentionNotice]:
     """Ask, verify, pin; record what the screens show. Raises instead of trusting a new officer."""
     answer = call()
-    if answer.get("network_id") not in (None, network_id):
+    if answer["network_id"] != network_id:
         raise MessagingError("the server answered retention for another network")
     identity: RetentionIdentity | None = None
-    if answer.get("enabled") is True:
+    if answer["enabled"]:
         identity = _parse(answer, network_id)
         try:
             identity.verify(now=now)
@@ -140,11 +148,10 @@ def fetch_retention(
             tracker.check(officer_id, identity.officer)
         except IdentityChanged:
             raise TrustError(officer_id, "the records officer of this network") from None
-        years = answer.get("years")
         notice = RetentionNotice(
             network_id,
             True,
-            years if isinstance(years, int) else 0,
+            answer.get("years", 0),
             identity_fingerprint(identity.officer),
             now,
             identity.expires_at,

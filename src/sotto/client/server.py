@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ServerResolutionError
+from .errors import MalformedFrame, ServerResolutionError
 
 __all__ = ["ServerConfig", "from_endpoints", "resolve_server"]
 
@@ -109,7 +109,10 @@ def resolve_server(spec: str, fetch_info: InfoFetcher) -> ServerConfig:
 
 
 def _from_info(http: str, fetch_info: InfoFetcher) -> ServerConfig:
-    info = fetch_info(http)
+    try:
+        info = fetch_info(http)
+    except MalformedFrame:  # not of the info shape (sotto.frames.answers_http.InfoAnswer)
+        info = {}
     websocket, audience = info.get("websocket"), info.get("audience")
     if not isinstance(websocket, str) or not isinstance(audience, str):
         raise ServerResolutionError(

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -34,6 +34,7 @@ from .errors import (
     ConnectRefused,
     FrameError,
     InvalidRequest,
+    MalformedFrame,
     ServerUnreachable,
     SessionError,
 )
@@ -47,7 +48,10 @@ __all__ = [
     "check_body",
     "check_request",
     "join_parts",
+    "shaped",
 ]
+
+T = TypeVar("T")
 
 # API Gateway's WebSocket message limit; frames larger than this never arrive.
 MAX_MESSAGE_BYTES = 128 * 1024
@@ -132,6 +136,18 @@ class Session:
         ``FrameError``.
         """
         return join_parts(self.request_parts(action, timeout=timeout, **fields))
+
+    def request_as(
+        self,
+        shape: type[T],
+        action: str,
+        *,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        **fields: Any,
+    ) -> T:
+        """``request``, its answer parsed as ``shape`` (``sotto.frames.answers.ANSWERS``):
+        a missing or mistyped field is ``MalformedFrame`` naming it."""
+        return shaped(shape, action, self.request(action, timeout=timeout, **fields))
 
     def request_parts(
         self, action: str, *, timeout: float = DEFAULT_REQUEST_TIMEOUT_S, **fields: Any
@@ -274,6 +290,18 @@ def check_body(route: str, model_name: str, body: Mapping[str, Any]) -> Mapping[
     model = getattr(requests, model_name)
     _validate(route, model, body)
     return body
+
+
+def shaped(shape: type[T], action: str, frame: object) -> T:
+    """An answer to ``action`` as its ``shape`` (``sotto.frames``), or ``MalformedFrame``
+    naming the route and the fields; unknown fields are dropped."""
+    # The shapes (and pydantic) load with the first answer, not with the SDK.
+    from sotto.frames.shapes import ShapeError, parse
+
+    try:
+        return parse(shape, frame)
+    except ShapeError as exc:
+        raise MalformedFrame(action, exc.fields) from None
 
 
 def _validate(what: str, model: Any, frame: Mapping[str, Any]) -> None:

@@ -22,17 +22,24 @@ parts") is parsed part by part: every part is a whole frame of its shape.
 
 Pushes (no ``id``): ``MailPush``, ``MessagePush``, ``MembershipPush``,
 ``PrekeysLowPush``, ``PolicyPush`` (``PUSHES``, by action).
+
+The other routes' shapes are in ``answers_conversations``, ``answers_devices``
+and ``answers_files`` (the HTTP routes' bodies in ``answers_http``);
+``ANSWERS`` names the shape of every WebSocket route's answer, and ``PUSHES``
+of every push. ``parse`` and ``ShapeError`` live in ``shapes`` (re-exported).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypeVar
+from typing import Any, Literal, NotRequired
 
 # typing_extensions' TypedDict: pydantic needs it on Python 3.11.
 from typing_extensions import TypedDict
 
-if TYPE_CHECKING:
-    from pydantic import TypeAdapter
+from . import answers_conversations as _conversations
+from . import answers_devices as _devices
+from . import answers_files as _files
+from .shapes import ShapeError, parse, strict
 
 __all__ = [
     "ANSWERS",
@@ -197,31 +204,7 @@ class BundlesPart(BundlesHeader):
     unavailable: list[Unavailable]
 
 
-# The answer shape of each request action this module types (each part of it).
-ANSWERS: dict[str, type[Any]] = {
-    "send": SentAnswer,
-    "sync": SyncPart,
-    "ack": AckedAnswer,
-    "distribute": DistributedAnswer,
-    "fetch_bundles": BundlesPart,
-    "policy": PolicyAnswer,
-}
-# The shape of each push by its action.
-PUSHES: dict[str, type[Any]] = {
-    "mail": MailPush,
-    "message": MessagePush,
-    "membership": MembershipPush,
-    "prekeys_low": PrekeysLowPush,
-    "policy": PolicyPush,
-}
-
-T = TypeVar("T")
-
-# How pydantic checks every shape (pydantic.with_config, without importing pydantic
-# here: the server only builds frames). Strict: an int is an int (not "3", not
-# true); unknown fields are dropped.
-_SHAPE = {"strict": True, "extra": "ignore"}
-_SHAPES: tuple[type[Any], ...] = (
+strict(
     MailItem,
     MessageItem,
     MailPush,
@@ -241,42 +224,50 @@ _SHAPES: tuple[type[Any], ...] = (
     BundlesHeader,
     BundlesPart,
 )
-for _shape in _SHAPES:
-    _shape.__pydantic_config__ = _SHAPE
 
-
-class ShapeError(ValueError):
-    """A frame that is not of its shape: ``fields`` names what is missing or mistyped."""
-
-    def __init__(self, shape: str, fields: tuple[str, ...]) -> None:
-        super().__init__(shape, fields)
-        self.shape = shape
-        self.fields = fields
-
-    def __str__(self) -> str:
-        return f"not a {self.shape} frame: bad field(s) {', '.join(self.fields)[:200]}"
-
-
-_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
-
-
-def _adapter(shape: type[Any]) -> TypeAdapter[Any]:
-    # Built on first use: the server, which only builds frames, never pays for it.
-    adapter = _ADAPTERS.get(shape)
-    if adapter is None:
-        from pydantic import TypeAdapter
-
-        adapter = _ADAPTERS[shape] = TypeAdapter(shape)
-    return adapter
-
-
-def parse(shape: type[T], frame: object) -> T:
-    """``frame`` as ``shape`` (unknown fields dropped), or ``ShapeError``."""
-    from pydantic import ValidationError
-
-    try:
-        parsed: T = _adapter(shape).validate_python(frame)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in e["loc"]) or "frame" for e in exc.errors()})
-        raise ShapeError(shape.__name__, tuple(fields)) from None
-    return parsed
+# The answer shape of each WebSocket request action (each part of it): every route.
+ANSWERS: dict[str, type[Any]] = {
+    "send": SentAnswer,
+    "sync": SyncPart,
+    "ack": AckedAnswer,
+    "distribute": DistributedAnswer,
+    "fetch_bundles": BundlesPart,
+    "policy": PolicyAnswer,
+    # answers_conversations
+    "create_conversation": _conversations.ConversationAnswer,
+    "add_members": _conversations.ConversationAnswer,
+    "remove_members": _conversations.ConversationAnswer,
+    "set_role": _conversations.ConversationAnswer,
+    "leave": _conversations.LeftAnswer,
+    "list_conversations": _conversations.ConversationsPart,
+    "conversation_devices": _conversations.ConversationDevicesPart,
+    "membership_log": _conversations.MembershipLogPart,
+    "identities": _conversations.IdentitiesPart,
+    # answers_devices
+    "ping": _devices.PongAnswer,
+    "publish_prekeys": _devices.PrekeysPublishedAnswer,
+    "prekey_status": _devices.PrekeyStatusAnswer,
+    "list_devices": _devices.DevicesPart,
+    "lookup_user": _devices.UserAnswer,
+    "link_create": _devices.LinkCreatedAnswer,
+    "link_pending": _devices.LinkPendingAnswer,
+    "link_approve": _devices.LinkApprovedAnswer,
+    "revoke_device": _devices.DeviceRevokedAnswer,
+    "retention": _devices.RetentionAnswer,
+    # answers_files
+    "file_policy": _files.FilePolicyAnswer,
+    "file_upload_start": _files.FileUploadStartedAnswer,
+    "file_upload_parts": _files.FileUploadPartsPart,
+    "file_upload_complete": _files.FileUploadCompletedAnswer,
+    "file_upload_abort": _files.FileUploadAbortedAnswer,
+    "file_download": _files.FileDownloadAnswer,
+}
+# The shape of each push by its action.
+PUSHES: dict[str, type[Any]] = {
+    "mail": MailPush,
+    "message": MessagePush,
+    "membership": MembershipPush,
+    "prekeys_low": PrekeysLowPush,
+    "policy": PolicyPush,
+    "link_requested": _devices.LinkRequestedPush,
+}
