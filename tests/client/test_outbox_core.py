@@ -278,10 +278,10 @@ class Device:
         self.record.outbox.append(item)
         return item
 
-    def send(self, text: str, expires_in_ms: int = 0, legacy: bool = False) -> None:
+    def send(self, text: str, expires_in_ms: int = 0) -> None:
         try:
             for attempt in range(MAX_SEND_ATTEMPTS):
-                item = self._prepare(text, expires_in_ms, legacy)
+                item = self._prepare(text, expires_in_ms, legacy=False)
                 try:
                     return self._deliver(item)
                 except Refusal as exc:
