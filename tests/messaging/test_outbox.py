@@ -125,3 +125,29 @@ def test_a_send_refused_at_distribute_opens_its_sessions_again(stack, network, t
         messenger.send_text("#ops", "after carol left")
     with messenger_for(stack, tmp_path, bob.devices[0]) as messenger:
         assert texts(messenger.sync()) == ["after carol left"]
+
+
+def test_a_prepared_message_that_cannot_be_prepared_again_is_named_not_dropped(
+    stack, network, tmp_path: Path
+):
+    """An older version's outbox kept no content: when the roster moved under it, the
+    message was dropped without a word; now a notice names it."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        cid = messenger.create_room("ops", [bob.user_id])
+        messenger.send_text("#ops", "first")
+        item = messenger._prepare(cid, Text("from an older version"), timers=None, to_user=None)
+        item.content = b""
+        messenger.save()
+    laptop = add_device(stack, bob)
+    wait_for_roster(stack, cid, f"{bob.user_id}/{laptop.device_id}")
+    with messenger_for(stack, tmp_path, alice.devices[0]) as messenger:
+        events = messenger.sync()
+        assert messenger.state.outbox == []
+        assert [m.text for m in messenger.history(cid)] == ["first"]
+    assert any(
+        isinstance(e, NoticeEvent)
+        and e.code == "stale_devices"
+        and e.detail.startswith("a message prepared earlier was not sent")
+        for e in events
+    ), events

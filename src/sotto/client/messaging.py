@@ -11,8 +11,9 @@ does no cryptography itself. Its rules:
 * **Prepared sends are replayed, never re-encrypted.** A prepared envelope
   (and its key distributions) is saved in the outbox first; on a lost
   connection the same bytes are sent again, and the server de-duplicates on
-  the message id. ``stale_devices`` drops it, refreshes the roster, rotates
-  the chain and prepares again (at most ``MAX_SEND_ATTEMPTS`` times).
+  the message id. What a refusal means (keep it for the next command, repair
+  the roster or the restored keystore and prepare again, name it in a notice)
+  is decided once, ``outbox.refused``, for a live send and a flush alike.
 * **The server's copy and the cursor are the truth.** Pushes are
   de-duplicated by seq and mail id; the cursor acknowledged is the highest
   seq with nothing missing below it.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import re
 import secrets
 import time
@@ -126,7 +128,7 @@ from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 from sotto.protocol.sessions import NO_SESSION
 
-from . import delivery, files, self_sync
+from . import delivery, files, outbox, self_sync
 from .encoding import b64d, b64e
 from .errors import (
     ClientError,
@@ -136,6 +138,7 @@ from .errors import (
     TrustError,
 )
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
+from .outbox import DISTRIBUTIONS_PER_FRAME, MAX_SEND_ATTEMPTS, Mode, SentMessage, Then
 from .policy import ClientPolicy, parse_policy
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
 from .profile import DeviceKeys, Profile, ProfileInfo
@@ -161,7 +164,6 @@ __all__ = [
 
 T = TypeVar("T")
 P = ParamSpec("P")
-DISTRIBUTIONS_PER_FRAME = 40  # docs/api.md: at most 40 per distribute frame
 BUNDLES_PER_REQUEST = 100  # docs/api.md: at most 100 devices per fetch_bundles
 ROOM_CREATE_MEMBERS = 31  # docs/api.md: members named at creation, besides the creator
 ROOM_ADD_MEMBERS = 32  # ...and per add_members / remove_members
@@ -172,7 +174,6 @@ _ACTIONS: dict[type[Change], str] = {
     SetRole: "set_role",
     Leave: "leave",
 }
-MAX_SEND_ATTEMPTS = 3  # stale_devices repairs before giving up
 NAMES_SHOWN = 5  # a membership notice names this many users, then counts the rest
 USER_ID = re.compile(r"usr-[0-9a-f]+")  # as the server makes them (enrollment)
 HANDLE = re.compile(r"[a-z0-9._-]{1,32}")  # as invites give them (docs/api.md)
@@ -183,8 +184,6 @@ _KINDS = {
     ConversationKind.SELF: "self",
 }
 ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
-# Refusals that may pass: a prepared message stays in the outbox for the next command.
-RETRY_LATER = frozenset({"rate_limited", "conflict", "internal_error"})
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
@@ -208,15 +207,6 @@ class SessionLike(Protocol):
     def next_push(self, timeout: float) -> dict[str, Any] | None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    conversation_id: str
-    message_id: str
-    seq: int
-    server_time: int
-    delete_at: int | None
 
 
 @dataclass(frozen=True)
@@ -1230,7 +1220,8 @@ class Messenger:
         to_user: str | None = None,
         files: list[str] | None = None,
     ) -> SentMessage:
-        """Prepare, save, distribute (if the chain is new), send; repair stale rosters.
+        """Prepare, save, distribute (if the chain is new), send; on a refusal, what
+        ``outbox.refused`` says (repair and prepare again, or raise).
 
         ``files``: the uploads the content refers to (``client/files.py``).
         """
@@ -1248,21 +1239,34 @@ class Messenger:
             try:
                 return self._deliver(item)
             except FrameError as exc:
-                self._discard(item)
-                if exc.code == "rolled_back" and attempt < MAX_SEND_ATTEMPTS - 1:
-                    self._restored()
-                    continue
-                # A distribution to a device the server no longer lists is refused outright
-                # (invalid_envelope): the same repair as stale_devices.
-                repairable = exc.code == "stale_devices" or exc.action == "distribute"
-                if not repairable or attempt == MAX_SEND_ATTEMPTS - 1:
+                decision = self._refusal(item, exc, Mode.LIVE, attempt, self._clock())
+                if decision.then is not Then.AGAIN:
                     self.save()
                     raise
-                self._retention = None  # enabled, disabled or rotated since: ask again
-                self.refresh(cid)
-                self._refuse_ghosts(cid, exc)
-                self._engine(cid).request_rotation()
+                if decision.roster_moved:
+                    self._repair(cid, exc)
         raise AssertionError("unreachable")
+
+    def _refusal(
+        self, item: OutboxItem, exc: FrameError, mode: Mode, attempt: int, now: int
+    ) -> outbox.Decision:
+        """What ``outbox.refused`` decides, applied as far as it is the same for a live
+        send and a flush: discarded unless kept, the restored keystore's chains gone."""
+        decision = outbox.refused(
+            item, code=exc.code, action=exc.action, mode=mode, attempt=attempt, now=now
+        )
+        if decision.then is not Then.KEEP:
+            self._discard(item)
+        if decision.restored:
+            self._restored()
+        return decision
+
+    def _repair(self, cid: str, exc: FrameError) -> None:
+        """The roster moved: read it again, refuse ghosts, start a new chain."""
+        self._retention = None  # enabled, disabled or rotated since: ask again
+        self.refresh(cid)
+        self._refuse_ghosts(cid, exc)
+        self._engine(cid).request_rotation()
 
     def _restored(self) -> None:
         """The server holds another message of this device at a chain position this state
@@ -1382,63 +1386,26 @@ class Messenger:
         return found
 
     def _deliver(self, item: OutboxItem) -> SentMessage:
-        """Distributions first (40 a frame), then the envelope; same bytes on every retry.
-
-        The first distribute frame goes alone and records the new chain; the
-        rest are in flight together (a frame stored twice overwrites itself).
-        """
-        if item.distributions and not item.distributed:
-            step = DISTRIBUTIONS_PER_FRAME
-            frames: list[dict[str, Any]] = [
-                {
-                    "conversation_id": item.conversation_id,
-                    "chain_id": b64e(item.chain_id),
-                    "distributions": [b64e(d) for d in item.distributions[start : start + step]],
-                }
-                for start in range(0, len(item.distributions), step)
-            ]
+        """Distributions first, then the envelope, the same bytes on every retry
+        (``outbox.distribute_frames``, ``send_fields``); the answer applied to the record."""
+        frames = outbox.distribute_frames(item)
+        if frames:
             _shaped(DistributedAnswer, "distribute", self._call("distribute", **frames[0]))
-            if len(frames) > 1:
-                for distributed in self._call_many("distribute", frames[1:]):
-                    _shaped(DistributedAnswer, "distribute", distributed)
+            for distributed in self._call_many("distribute", frames[1:]) if frames[1:] else []:
+                _shaped(DistributedAnswer, "distribute", distributed)
             item.distributed = True
-        fields: dict[str, Any] = {
-            "conversation_id": item.conversation_id,
-            "envelope": b64e(item.envelope),
-        }
-        if item.to_user is not None:
-            fields["to_user"] = item.to_user
-        if item.files:
-            fields["files"] = item.files
-        for attempt in range(MAX_SEND_ATTEMPTS):
+        fields = outbox.send_fields(item)
+        for attempt in itertools.count():
             try:
                 answer = _shaped(SentAnswer, "send", self._call("send", **fields))
                 break
             except FrameError as exc:
-                # conflict: another member's send took the same seq; ours is not stored.
-                if exc.code != "conflict" or attempt == MAX_SEND_ATTEMPTS - 1:
+                delay = outbox.resend_after(exc.code, attempt)
+                if delay is None:
                     raise
-                time.sleep(0.05 * (attempt + 1))
-        outbox = self._record(item.conversation_id).outbox
-        if item in outbox:
-            outbox.remove(item)
+                time.sleep(delay)
         self._dirty = True
-        seq, server_time = answer.get("seq"), answer["server_time"]
-        record = self._record(item.conversation_id)
-        envelope = Envelope.parse(item.envelope).header
-        if seq is not None and item.to_user is None:
-            record.mark_seen(seq)
-            for stored in record.history:
-                if stored.message_id == item.message_id:
-                    stored.seq = seq
-                    stored.server_time = server_time
-        return SentMessage(
-            conversation_id=item.conversation_id,
-            message_id=item.message_id,
-            seq=0 if seq is None else seq,
-            server_time=server_time,
-            delete_at=envelope.delete_at(None),
-        )
+        return outbox.confirm(self._record(item.conversation_id), item, answer)
 
     def _refuse_ghosts(self, cid: str, error: FrameError) -> None:
         """Stop when the server insists on devices the verified log does not justify.
@@ -1471,11 +1438,7 @@ class Messenger:
         would reach a device that cannot open it, and the chain it carries (and
         the messages on it) would be lost to that device (docs/protocol.md §16.4).
         """
-        cid = item.conversation_id
-        record = self._record(cid)
-        if item in record.outbox:
-            record.outbox.remove(item)
-        record.history = [m for m in record.history if m.message_id != item.message_id]
+        outbox.withdraw(self._record(item.conversation_id), item)
         if not item.distributed:
             self._unsent(item.distributions)
         self._dirty = True
@@ -1493,10 +1456,10 @@ class Messenger:
     def flush_outbox(self) -> list[SentMessage]:
         """Send what a previous run prepared but could not confirm (same bytes).
 
-        A message is never dropped without a word: refused because the roster
-        moved, it is prepared again for the new roster and sent; refused for
-        a reason that may pass (rate limit, server error), it stays for the
-        next run; refused for good, a notice says which message was not sent.
+        A message is never dropped without a word (``outbox.refused``): refused
+        because the roster moved, it is prepared again for the new roster and
+        sent; refused for a reason that may pass (rate limit, server error), it
+        stays for the next run; refused for good or expired, a notice names it.
         """
         sent: list[SentMessage] = []
         if self._flushing:
@@ -1510,51 +1473,38 @@ class Messenger:
 
     def _flush(self, sent: list[SentMessage]) -> None:
         for item in list(self.state.outbox):
-            cid = item.conversation_id
-            if item.expires_at and item.expires_at <= self._clock():
+            if outbox.expired(item, self._clock()):
                 self._discard(item)
-                self._notices.append(
-                    NoticeEvent(cid, "expired", "a message prepared earlier expired unsent")
-                )
+                self._notices.append(outbox.unsent_notice(item, Then.EXPIRED))
                 continue
             try:
                 sent.append(self._deliver(item))
             except FrameError as exc:
-                if exc.code in RETRY_LATER:
-                    raise  # kept in the outbox: the next command sends the same bytes
-                self._discard(item)
-                if exc.code == "rolled_back":
-                    self._restored()
-                if exc.code in ("stale_devices", "rolled_back") or exc.action == "distribute":
-                    again = self._prepare_again(item, exc)
-                    if again is not None:
-                        sent.append(again)
-                    continue
-                self._notices.append(
-                    NoticeEvent(cid, exc.code, f"a message prepared earlier was not sent: {exc}")
-                )
+                now = self._clock()
+                decision = self._refusal(item, exc, Mode.FLUSH, 0, now)
+                if decision.then is Then.KEEP:
+                    raise  # the next command sends the same bytes
+                if decision.then is Then.AGAIN:
+                    sent.append(self._send_again(item, exc, decision, now))
+                else:
+                    notice = outbox.unsent_notice(item, decision.then, exc.code, str(exc))
+                    self._notices.append(notice)
 
-    def _prepare_again(self, item: OutboxItem, exc: FrameError) -> SentMessage | None:
-        """A prepared message the moved roster made stale, prepared and sent anew."""
+    def _send_again(
+        self, item: OutboxItem, exc: FrameError, decision: outbox.Decision, now: int
+    ) -> SentMessage:
+        """A flushed message prepared anew (a new chain, the roster as it is now) and sent.
+        It is off the outbox: whatever stops it now, a notice names it."""
         cid = item.conversation_id
-        if not item.content:
-            return None  # prepared by a version that kept no content
-        now = self._clock()
-        if item.expires_at and item.expires_at <= now:
-            self._notices.append(
-                NoticeEvent(cid, "expired", "a message prepared earlier expired unsent")
-            )
-            return None
-        self.refresh(cid)
-        self._refuse_ghosts(cid, exc)
-        self._engine(cid).request_rotation()
-        timers = MessageTimers(
-            expires_in_ms=item.expires_at - now if item.expires_at else 0,
-            burn_after_read_s=item.burn_after_read_s,
-        )
-        self._retention = None  # enabled, disabled or rotated since: ask again
-        content = parse_content(item.content)
-        return self.send(cid, content, timers=timers, to_user=item.to_user, files=item.files)
+        try:
+            if decision.roster_moved:
+                self._repair(cid, exc)
+            timers, content = outbox.timers_left(item, now), parse_content(item.content)
+            return self.send(cid, content, timers=timers, to_user=item.to_user, files=item.files)
+        except (ClientError, ProtocolError) as failed:
+            code = failed.code if isinstance(failed, FrameError | ProtocolError) else "not_sent"
+            self._notices.append(outbox.unsent_notice(item, Then.REFUSED, code, str(failed)))
+            raise
 
     # -- receiving -------------------------------------------------------------------
 
