@@ -18,7 +18,7 @@ from sotto.auditchain import ChainEntry, parse_segment, verify_chain, verify_seg
 from sotto.frames.answers_http import AuditHead
 
 from .api import AdminApi
-from .errors import ClientError
+from .errors import ClientError, MalformedFrame
 
 __all__ = ["ArchiveReader", "AuditReport", "local_archive", "read_log", "verify_log"]
 
@@ -91,7 +91,11 @@ def read_log(api: AdminApi, network_id: str) -> AuditReport:
         page = api.audit(network_id, after=after)
         head = page["head"]
         entries += [ChainEntry(raw["seq"], raw["body"], raw["hash"]) for raw in page["entries"]]
-        after = page["next_after"]
+        following = page["next_after"]
+        if following is not None and following <= after:
+            # A page that does not move on would be read forever.
+            raise MalformedFrame("audit log", ["next_after"])
+        after = following
     return AuditReport(
         network_id=network_id,
         entries=entries,

@@ -335,7 +335,10 @@ class _UrlPages:
                 count=URLS_PER_PAGE,
             )
             self._urls = {u["part"]: u["url"] for u in answer["urls"]}
-        return self._urls[number]
+        url = self._urls.get(number)
+        if url is None:
+            raise MalformedFrame("file_upload_parts", [f"urls (part {number})"])
+        return url
 
 
 def _put_part(pages: _UrlPages, url: str, number: int, part: bytearray, md5: bytes) -> str:
