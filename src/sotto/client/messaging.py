@@ -1729,7 +1729,7 @@ class Messenger:
         data = b64d(item.get("data"), "mail data")
         server_time = delivery.server_time(item)
         if item.get("kind") == "distribution":
-            self._distribution(cid, data, batch, read=read, final=batch.complete)
+            self._distribution(cid, data, batch, read=read)
         else:
             self._envelope(cid, data, server_time, None, batch, read=read)
 
@@ -1749,9 +1749,10 @@ class Messenger:
         except ProtocolError as exc:
             decision = inbox.key_failed(cid, exc, inbox.header(data), final=final)
             if decision.then is Key.HOLD:
-                # Kept for the session's opener (a later item, or the sync a lost push
-                # starts): _retry_held tries it again.
-                held = inbox.hold(self._record(cid), data)
+                # Kept for the session's opener, later in this batch or in the sync a lost
+                # push starts: _retry_held tries it again, and asks only after a complete
+                # sync (its last round's failures; a complete sync's are all kept till then).
+                held = inbox.hold(self._record(cid), data, capped=not batch.complete)
                 self._dirty = self._dirty or held
             elif decision.then is Key.ASK and decision.sender is not None:
                 batch.asks.append((cid, decision.sender, decision.session_id))
