@@ -291,3 +291,40 @@ def test_what_a_sync_saved_before_it_failed_is_still_handed_out(stack, network, 
         assert texts(b1.poll(0.2)) == ["owed opens"]
         assert texts(b1.poll(0.2) + b1.sync()) == []
     assert cid in b1.state.conversations
+
+
+def test_a_session_opened_later_in_the_last_sync_page_is_not_asked_for(stack, network, tmp_path):
+    """alice's first key to bob opens their pairwise session; her key for a second room
+    comes over it. bob, away, syncs one page holding both, the second first (the same
+    server time, the page's order): the complete sync still tries the second key after
+    the first opened the session. Asked again at once, alice would send her chain only
+    from where she is now, and her message before it would be lost."""
+    alice, bob = seed_person(stack, network), seed_person(stack, network)
+    first = room(stack, tmp_path, alice, [bob], "first")
+    second = room(stack, tmp_path, alice, [bob], "second")
+    b1, taps = tapped(stack, tmp_path, bob.devices[0])
+
+    def second_key_first(parts: list[Frame]) -> list[Frame]:
+        mail = sorted(
+            (m for part in parts for m in part["mail"]), key=lambda m: m["conversation_id"] != first
+        )
+        assert [m["conversation_id"] for m in mail] == [first, second]
+        for m in mail:
+            m["server_time"] = mail[0]["server_time"]
+        parts[0]["mail"] = mail[::-1]
+        for part in parts[1:]:
+            part["mail"] = []
+        return parts
+
+    with b1:
+        b1.conversations()  # opens the session
+        taps[-1].rewrite_sync = second_key_first
+        events = b1.sync()
+        taps[-1].rewrite_sync = lambda parts: parts
+        with messenger_for(stack, tmp_path, alice.devices[0]) as a1:
+            a1.sync()  # had bob asked for a key again, she would answer here
+        events += b1.sync()
+    assert sorted(texts(events)) == ["first opens", "second opens"]
+    notices = [e for e in events if isinstance(e, NoticeEvent) and e.code != "membership"]
+    assert notices == []
+    assert all(not r.pending and not r.held_keys for r in b1.state.conversations.values())

@@ -95,15 +95,9 @@ from sotto.protocol.distribution import DistributionMode, KeyDistribution
 from sotto.protocol.envelope import Envelope
 from sotto.protocol.errors import (
     IdentityChanged,
-    MessageExpired,
-    MessageKeyUnavailable,
-    PrekeyError,
     PrekeysRequired,
     ProtocolError,
-    ReplayedMessage,
-    UnknownChain,
     UnknownSender,
-    UnknownSession,
 )
 from sotto.protocol.keys import IdentityPublicKey
 from sotto.protocol.membership import (
@@ -128,7 +122,7 @@ from sotto.protocol.room import ROOM_PROFILE, RoomProfile
 from sotto.protocol.safety import IdentityTracker, safety_number
 from sotto.protocol.sessions import NO_SESSION
 
-from . import delivery, files, outbox, self_sync
+from . import delivery, files, inbox, outbox, self_sync
 from .encoding import b64d, b64e
 from .errors import (
     ClientError,
@@ -138,6 +132,7 @@ from .errors import (
     TrustError,
 )
 from .events import Event, MessageEvent, NoticeEvent, ReceiptEvent
+from .inbox import Key, Opened
 from .outbox import DISTRIBUTIONS_PER_FRAME, MAX_SEND_ATTEMPTS, Mode, SentMessage, Then
 from .policy import ClientPolicy, parse_policy
 from .prekeys import now_ms, plan_replenish, prekey_status, publish_prekeys
@@ -145,7 +140,6 @@ from .profile import DeviceKeys, Profile, ProfileInfo
 from .retention import RetentionNotice, fetch_retention
 from .session import Session, join_parts, shaped
 from .store import (
-    MAX_HELD_KEYS,
     ConversationRecord,
     MessagingStore,
     OutboxItem,
@@ -183,7 +177,6 @@ _KINDS = {
     ConversationKind.ROOM: "room",
     ConversationKind.SELF: "self",
 }
-ASK_AGAIN_MS = 10 * 60 * 1000  # one redistribution request per sender device this often
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
 # Envelopes to one user skip an iteration for every other member; rotate before the
 # receivers' 256-step skip limit (docs/protocol.md §6) could be reached.
@@ -318,7 +311,7 @@ class Messenger:
             self._keys_written = _keys_digest(keys)
         self.local = self._local_device()
         self._live: dict[str, Conversation] = {}
-        self._asked: dict[tuple[str, Address], int] = {}  # redistribution requests sent
+        self._asked = inbox.AskLimit()  # redistribution requests sent
         self._touched: set[str] = set()
         self._dirty = False
         # Membership news and refused devices, shown with the next events.
@@ -1683,11 +1676,8 @@ class Messenger:
                 batch.events.append(NoticeEvent(cid, "identity_changed", str(exc)))
                 seq = item.get("seq")
                 if is_message and isinstance(seq, int):
-                    # Kept until the person accepts or rejects the new key.
                     data = b64d(item.get("envelope"), "envelope")
-                    record = self._record(cid)
-                    record.pending.append(PendingItem(data, delivery.server_time(item), seq))
-                    record.mark_seen(seq)
+                    inbox.untrusted(self._record(cid), data, delivery.server_time(item), seq)
         for cid, seq in (through or {}).items():
             if cid in self.state.conversations:
                 self.state.conversations[cid].advance(seq)
@@ -1743,7 +1733,11 @@ class Messenger:
         else:
             self._envelope(cid, data, server_time, None, batch, read=read)
 
-    def _distribution(self, cid: str, data: bytes, batch: _Batch, *, read: bool) -> None:
+    def _distribution(
+        self, cid: str, data: bytes, batch: _Batch, *, read: bool, final: bool = False
+    ) -> None:
+        """Install a key distribution; what one that fails means is ``inbox.key_failed``
+        (``final``: the last try after a complete sync)."""
         conversation = self._engine(cid)
         now = self._clock()
         try:
@@ -1752,79 +1746,37 @@ class Messenger:
             except UnknownSender:
                 conversation = self.refresh(cid)  # a device we have not seen yet
                 conversation.receive_distribution(data, now=now)
-        except ReplayedMessage:
-            return  # a retried distribute: the chain is installed already
-        except UnknownSession as exc:
-            if not batch.complete:
-                # The distribution that opens this session may be a lost push the sync
-                # brings: keep this one until then (_retry_held). Asked now, the sender
-                # would send its chain only from where it is now (§16.4).
-                held = self._record(cid).held_keys
-                if data not in held:
-                    held.append(data)
-                    del held[:-MAX_HELD_KEYS]
-                    self._dirty = True
-                return
-            # Lost state or an expired session: ask the sender again (§16.4).
-            kd = KeyDistribution.parse(data)
-            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), exc.session_id))
-            return
-        except PrekeyError:
-            # A used or unknown prekey: ask the sender again (§16.4).
-            kd = KeyDistribution.parse(data)
-            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), NO_SESSION))
-            return
-        except MessageKeyUnavailable as exc:
-            kd = KeyDistribution.parse(data)
-            if kd.mode != DistributionMode.SESSION:
-                batch.events.append(NoticeEvent(cid, exc.code, f"a key distribution failed: {exc}"))
-                return
-            # Another distribution at a session step already used (a repeat of the same one
-            # is refused as replayed first): the sender's state was rolled back (§16.4).
-            # Asked, it drops that session and sends its chain again through HPKE.
-            batch.asks.append((cid, (kd.sender_user_id, kd.sender_device_id), kd.session_id))
-            return
         except ProtocolError as exc:
-            batch.events.append(NoticeEvent(cid, exc.code, f"a key distribution failed: {exc}"))
+            decision = inbox.key_failed(cid, exc, inbox.header(data), final=final)
+            if decision.then is Key.HOLD:
+                # Kept for the session's opener, later in this batch or in the sync a lost
+                # push starts: _retry_held tries it again, and asks only after a complete
+                # sync (its last round's failures; a complete sync's are all kept till then).
+                held = inbox.hold(self._record(cid), data, capped=not batch.complete)
+                self._dirty = self._dirty or held
+            elif decision.then is Key.ASK and decision.sender is not None:
+                batch.asks.append((cid, decision.sender, decision.session_id))
+            elif decision.notice is not None:
+                batch.events.append(decision.notice)
             return
         self._retry_pending(cid, batch, read=read)
 
     def _retry_held(self, batch: _Batch, *, read: bool) -> None:
-        """Open the distributions kept for a session this device did not hold yet.
-
-        One that opens may install the session another needs, so rounds go on while
-        any opens. After a complete sync, those that still do not open are asked for.
-        """
-        complete, batch.complete = batch.complete, False
-        try:
-            held = self._held_count()
-            while held:
-                self._retry_held_round(batch, read=read)
-                held, before = self._held_count(), held
-                if held == before:
-                    break
-        finally:
-            batch.complete = complete
-        if complete and self._held_count():
-            self._retry_held_round(batch, read=read)  # the last try: what fails is asked
-
-    def _held_count(self) -> int:
-        return sum(len(r.held_keys) for r in self.state.conversations.values())
-
-    def _retry_held_round(self, batch: _Batch, *, read: bool) -> None:
-        for cid, record in list(self.state.conversations.items()):
-            held, record.held_keys = record.held_keys, []
-            for data in held:
-                self._dirty = True
-                self._distribution(cid, data, batch, read=read)
+        """Open the distributions kept for a session this device did not hold yet, in the
+        rounds ``inbox.held_rounds`` says; the last round's failures are asked for."""
+        for final in inbox.held_rounds(self.state.conversations, complete=batch.complete):
+            for cid, record in list(self.state.conversations.items()):
+                held, record.held_keys = record.held_keys, []
+                for data in held:
+                    self._dirty = True
+                    self._distribution(cid, data, batch, read=read, final=final)
 
     def _ask_again(self, batch: _Batch) -> None:
         """Send each redistribution request, once per sender device and ten minutes."""
         now = self._clock()
         for cid, sender, session_id in batch.asks:
-            if now - self._asked.get((cid, sender), -ASK_AGAIN_MS) < ASK_AGAIN_MS:
+            if not self._asked.due(cid, sender, now):
                 continue
-            self._asked[(cid, sender)] = now
             try:
                 request = self._engine(cid).redistribution_request(sender, session_id)
                 self.send(cid, request, to_user=sender[0])
@@ -1868,20 +1820,9 @@ class Messenger:
                 )
 
     def _retry_pending(self, cid: str, batch: _Batch, *, read: bool, give_up: bool = False) -> None:
-        """Open what waited, in seq order, as far as it now opens.
-
-        A message still without its key keeps those after it waiting (they are shown
-        in seq order once it opens); with ``give_up`` nothing waits any more: what
-        opens is shown, what does not stays parked without holding others back.
-        """
-        record = self._record(cid)
-        queue = sorted(record.pending, key=lambda p: -1 if p.seq is None else p.seq)
-        record.pending = []
-        blocked = False
-        for pending in queue:
-            if blocked and pending.seq is not None:
-                record.pending.append(pending)
-                continue
+        """Open what waited, in the order ``inbox.Retry`` gives, as far as it now opens."""
+        retry = inbox.Retry(self._record(cid), give_up=give_up)
+        for pending, waiting in retry:
             try:
                 parked = self._envelope(
                     cid,
@@ -1891,15 +1832,14 @@ class Messenger:
                     batch,
                     read=read,
                     waited=True,
-                    waiting=pending.waiting and not give_up,
+                    waiting=waiting,
                 )
             except TrustError as exc:
                 batch.events.append(NoticeEvent(cid, "identity_changed", str(exc)))
-                pending.waiting = False  # until the person accepts or rejects the new key
-                record.pending.append(pending)
+                retry.untrusted(pending)  # until the person accepts or rejects the new key
                 continue
-            if parked and record.pending[-1].waiting:
-                blocked = True
+            if parked is not None:
+                retry.parked(parked)
 
     def _message_item(
         self, item: dict[str, Any], batch: _Batch, *, read: bool, highest: dict[str, int]
@@ -1921,7 +1861,7 @@ class Messenger:
         if decision is delivery.Arrival.HOLD:
             # An earlier message of this conversation waits for its key: this one is
             # shown after it, not before (kept, and saved before it is acknowledged).
-            record.pending.append(PendingItem(data, server_time, seq, waiting=True))
+            inbox.park(record, data, server_time, seq, waiting=True)
         else:
             self._envelope(cid, data, server_time, seq, batch, read=read)
         record.mark_seen(seq)
@@ -1938,19 +1878,20 @@ class Messenger:
         read: bool,
         waited: bool = False,
         waiting: bool = True,
-    ) -> bool:
-        """Open and show one envelope; True if it was parked to wait for its chain's key.
+    ) -> PendingItem | None:
+        """Open and show one envelope; what one that does not open means is
+        ``inbox.envelope_failed``. Returns the item parked to wait for its chain's key.
 
-        ``waiting``: a parked conversation message holds back the later ones (see
-        ``PendingItem``).
+        ``waiting``: a parked conversation message holds back the later ones.
         """
         try:
             header = Envelope.parse(data).header
         except ProtocolError as exc:
-            batch.events.append(NoticeEvent(cid, exc.code, f"unreadable message #{seq}: {exc}"))
-            return False
-        if (header.sender_user_id, header.sender_device_id) == self.local.address:
-            return False  # our own: its plaintext was kept when it was sent
+            failed = inbox.envelope_failed(cid, exc, seq=seq, sender=None, waited=waited)
+            return self._unopened(cid, failed, data, server_time, seq, batch, waiting=waiting)
+        sender = (header.sender_user_id, header.sender_device_id)
+        if sender == self.local.address:
+            return None  # our own: its plaintext was kept when it was sent
         conversation = self._engine(cid)
         now = self._clock()
         try:
@@ -1959,26 +1900,28 @@ class Messenger:
             except UnknownSender:
                 conversation = self.refresh(cid)
                 received = conversation.receive_envelope(data, now=now)
-        except UnknownChain:
-            parked = PendingItem(data, server_time, seq, waiting=waiting and seq is not None)
-            self._record(cid).pending.append(parked)
-            return True
-        except (MessageExpired, ReplayedMessage):
-            return False  # expired unread (key deleted), or already opened
         except ProtocolError as exc:
-            who = f"{header.sender_user_id}/{header.sender_device_id}"
-            text = f"message #{seq} from {who} rejected: {exc}"
-            if waited and isinstance(exc, MessageKeyUnavailable):
-                # A redistributed chain starts where the sender is now (§16.4): what this
-                # device waited for was sent before it, and its key is gone on both sides.
-                text = (
-                    f"message #{seq} from {who} cannot be read on this device: it lost its keys"
-                    " and was sent them again only after this message; later ones are readable"
-                )
-            batch.events.append(NoticeEvent(cid, exc.code, text))
-            return False
+            failed = inbox.envelope_failed(cid, exc, seq=seq, sender=sender, waited=waited)
+            return self._unopened(cid, failed, data, server_time, seq, batch, waiting=waiting)
         self._deliver_content(cid, received, server_time, seq, batch, read=read)
-        return False
+        return None
+
+    def _unopened(
+        self,
+        cid: str,
+        failed: inbox.Unopened,
+        data: bytes,
+        server_time: int,
+        seq: int | None,
+        batch: _Batch,
+        *,
+        waiting: bool,
+    ) -> PendingItem | None:
+        if failed.then is Opened.PARK:
+            return inbox.park(self._record(cid), data, server_time, seq, waiting=waiting)
+        if failed.notice is not None:
+            batch.events.append(failed.notice)
+        return None
 
     def _deliver_content(
         self,
@@ -1995,36 +1938,13 @@ class Messenger:
         content, header = received.content, received.header
         name = self.display_name(record)
         if isinstance(content, Receipt):
-            kind = "read" if content.kind == Receipt.READ else "delivered"
-            ids = {m.hex() for m in content.message_ids}
-            # Every device of a user sends its receipt: a person sees one per message and
-            # kind (delivered, then read), from whichever device was first.
-            changed: set[str] = set()
-            seqs = []
-            for stored in record.history:
-                if stored.outgoing and stored.message_id in ids:
-                    before = stored.receipts.get(user_id)
-                    if before == "read" or before == kind:
-                        continue
-                    stored.receipts[user_id] = kind
-                    changed.add(stored.message_id)
-                    if stored.seq is not None:
-                        seqs.append(stored.seq)
-            if not changed:
-                return
-            ids = changed
-            batch.events.append(
-                ReceiptEvent(
-                    cid,
-                    name,
-                    user_id,
-                    device_id,
-                    kind,
-                    tuple(sorted(ids)),
-                    tuple(seqs),
-                    sender=self.name_of(user_id),
+            ids, seqs = inbox.apply_receipt(record, user_id, content)
+            if ids:
+                kind = "read" if content.kind == Receipt.READ else "delivered"
+                who = self.name_of(user_id)
+                batch.events.append(
+                    ReceiptEvent(cid, name, user_id, device_id, kind, ids, seqs, sender=who)
                 )
-            )
             return
         if isinstance(content, Control) and content.kind == Control.REDISTRIBUTE:
             return  # the engine took it: this device answers in _redistribute
@@ -2140,15 +2060,12 @@ class Messenger:
     def _prepare_receipts(self, batch: _Batch, *, read: bool) -> list[OutboxItem]:
         if not self.policy.receipts(self._receipts):
             return []
-        kind = Receipt.READ if read else Receipt.DELIVERED
         items = []
-        for (cid, user_id), ids in batch.delivered.items():
-            for start in range(0, len(ids), 256):
-                content = Receipt(kind, tuple(ids[start : start + 256]))
-                try:
-                    items.append(self._prepare(cid, content, timers=None, to_user=user_id))
-                except (ClientError, ProtocolError) as exc:
-                    batch.events.append(NoticeEvent(cid, "receipt", f"receipt not sent: {exc}"))
+        for cid, user_id, content in inbox.receipt_contents(batch.delivered, read=read):
+            try:
+                items.append(self._prepare(cid, content, timers=None, to_user=user_id))
+            except (ClientError, ProtocolError) as exc:
+                batch.events.append(NoticeEvent(cid, "receipt", f"receipt not sent: {exc}"))
         return items
 
     @_operation
@@ -2182,7 +2099,7 @@ class Messenger:
             kept = [m for m in record.history if (m.delete_at() or now + 1) > now]
             if len(kept) != len(record.history):
                 record.history, changed = kept, True
-            live = [p for p in record.pending if not _expired(p.envelope, now)]
+            live = [p for p in record.pending if not inbox.expired(p.envelope, now)]
             if len(live) != len(record.pending):
                 record.pending, changed = live, True
         before = len(self.state.sessions)
@@ -2298,14 +2215,6 @@ def _identity(raw: object) -> IdentityPublicKey:
         return IdentityPublicKey.parse(b64d(raw, "identity key"))
     except ProtocolError as exc:
         raise ClientError(f"server sent a malformed identity key: {exc}") from None
-
-
-def _expired(envelope: bytes, now: int) -> bool:
-    try:
-        header = Envelope.parse(envelope).header
-    except ProtocolError:
-        return True
-    return bool(header.expires_at) and header.expires_at <= now
 
 
 def _keys_digest(keys: DeviceKeys) -> bytes:
