@@ -40,7 +40,7 @@ __all__ = ["Core", "SessionLike"]
 T = TypeVar("T")
 P = ParamSpec("P")
 S = TypeVar("S")
-C = TypeVar("C", bound="Core")
+C = TypeVar("C", bound="Core")  # the part a decorated method belongs to
 MAX_RECONNECTS = 3  # per request: a lost connection is retried on a new one
 
 
@@ -68,11 +68,12 @@ def _operation(
 ) -> Callable[Concatenate[C, P], T]:
     """Run a Messenger method as one ``operation`` (locked, refreshed, saved)."""
 
-    def run(self: C, *args: P.args, **kwargs: P.kwargs) -> T:
+    def run(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
         with self.operation():
             return method(self, *args, **kwargs)
 
-    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+    functools.update_wrapper(run, method)
+    return run
 
 
 class Core:

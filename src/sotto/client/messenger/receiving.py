@@ -28,10 +28,9 @@ from .safety import Safety
 
 __all__ = ["Receiving"]
 
-C = TypeVar("C", bound=Core)
-
 T = TypeVar("T")
 P = ParamSpec("P")
+C = TypeVar("C", bound=Core)  # the part a decorated method belongs to
 
 
 def _until_done(
@@ -39,14 +38,15 @@ def _until_done(
 ) -> Callable[Concatenate[C, P], T]:
     """A sync that raised is still owed: the next poll syncs before it hands out a push."""
 
-    def run(self: C, *args: P.args, **kwargs: P.kwargs) -> T:
+    def run(self: C, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return method(self, *args, **kwargs)
         except BaseException:
             self._needs_sync = True
             raise
 
-    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+    functools.update_wrapper(run, method)
+    return run
 
 
 def _owing(
@@ -56,7 +56,7 @@ def _owing(
     hands them out first (they were saved and may be acknowledged, so no sync repeats
     them)."""
 
-    def run(self: C, *args: P.args, **kwargs: P.kwargs) -> list[Event]:
+    def run(self: C, /, *args: P.args, **kwargs: P.kwargs) -> list[Event]:
         owed, self._owed = self._owed, []
         try:
             return owed + method(self, *args, **kwargs)
@@ -64,7 +64,8 @@ def _owing(
             self._owed[:0] = owed
             raise
 
-    return functools.update_wrapper(run, method)  # type: ignore[return-value]
+    functools.update_wrapper(run, method)
+    return run
 
 
 class Receiving(Opening, Safety):
