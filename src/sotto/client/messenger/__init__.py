@@ -42,8 +42,9 @@ parts whose methods it calls, so every call goes through ``self`` to a method
 it can see (mypy checks each part alone), and a subclass's override (the
 soak's ``SoakMessenger``, a test's) takes effect wherever the method is
 called. Mixins rather than collaborator objects because the parts share one
-state and call each other both ways (a refresh reads the roster that a send
-repairs, a receive sends receipts), and an override must reach every caller.
+state and call across concerns (a refused send reads the roster again, a
+received batch sends receipts, adding a member sends the room's name), and an
+override must reach every caller.
 
 The parts, in the order they stand on each other:
 
