@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sotto.client import session as session_module
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.profile import Profile
 
 

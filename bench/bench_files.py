@@ -72,7 +72,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
 _PROBE = """
 import sys
 from pathlib import Path
-from sotto.client import messaging
+from sotto.client import messenger
 def hwm():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 def wrap(method):
@@ -83,8 +83,8 @@ def wrap(method):
         finally:
             sys.stderr.write(f"transfer_hwm_kib={hwm()}\\n")
     return run
-messaging.Messenger.send_file = wrap(messaging.Messenger.send_file)
-messaging.Messenger.download = wrap(messaging.Messenger.download)
+messenger.Messenger.send_file = wrap(messenger.Messenger.send_file)
+messenger.Messenger.download = wrap(messenger.Messenger.download)
 from sotto.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -71,7 +71,7 @@ import boto3
 from sotto.client.encoding import b64e
 from sotto.client.errors import ClientError, FrameError
 from sotto.client.events import Event, MessageEvent, NoticeEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.profile import DeviceKeys, Profile, ProfileInfo
 from sotto.client.server import ServerConfig, from_endpoints
 from sotto.client.session import Session

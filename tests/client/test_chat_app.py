@@ -32,7 +32,7 @@ from textual.widgets import Input, RichLog, Static
 from sotto.client.chat_app import ChatApp
 from sotto.client.chat_model import ChatModel, ConversationView, Line, render_line
 from sotto.client.events import Event, MessageEvent, ReceiptEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.render import local_time
 from sotto.protocol.content import Text
 from tests.support.people import messenger_for, seed_person

@@ -14,7 +14,7 @@ from textual.widgets import Static
 from sotto.client.chat_app import ChatApp
 from sotto.client.chat_worker import Banner, ChatWorker, News, Sent, Status
 from sotto.client.errors import ConnectionLost
-from sotto.client.messaging import SentMessage
+from sotto.client.outbox import SentMessage
 from sotto.client.retention import RetentionNotice
 from sotto.client.store import ConversationRecord
 

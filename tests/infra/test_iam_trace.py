@@ -26,7 +26,7 @@ import pytest
 from sotto import topology
 from sotto.client.api import fetch_info
 from sotto.client.events import MessageEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.server import ServerConfig, resolve_server
 from sotto.local.iam_trace import TRACE_FILE, TracedCall, read_trace
 from sotto.protocol.certificates import DeviceRevocation

@@ -21,7 +21,7 @@ from sotto.client.api import fetch_info
 from sotto.client.devices import approve_link
 from sotto.client.enrollment import enroll, link_device
 from sotto.client.events import Event, MessageEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.profile import Profile
 from sotto.client.server import ServerConfig, resolve_server
 from tests.support.stack import Stack, invite

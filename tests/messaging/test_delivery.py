@@ -9,7 +9,7 @@ import time
 
 from sotto.client.encoding import b64e
 from sotto.client.events import MessageEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.protocol.content import Text
 
 from .conftest import Team, texts, wait_for

@@ -14,7 +14,7 @@ import pytest
 from sotto.client import files
 from sotto.client.errors import FrameError, MessagingError
 from sotto.client.events import Event, MessageEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.local.aws import presigned_refusal
 from tests.support.people import messenger_for, seed_person
 from tests.support.stack import Socket, Stack, admin, seed_device

@@ -17,7 +17,7 @@ import pytest
 from sotto.client import delivery
 from sotto.client.errors import FrameError
 from sotto.client.events import Event, MessageEvent, NoticeEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.prekeys import ONE_TIME_TARGET
 from sotto.client.session import Session
 from tests.support.people import Seeded, messenger_for, seed_person, server_of

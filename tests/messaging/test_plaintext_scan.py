@@ -9,7 +9,7 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from tests.support.stack import Stack
 
 from .conftest import Team, wait_for

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 
 from sotto.client.events import Event, MessageEvent, ReceiptEvent
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.server import ServerConfig
 from sotto.protocol.membership import direct_conversation_id, self_conversation_id
 from sotto_server.dal.conversations import ConversationsStore

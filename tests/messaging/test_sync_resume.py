@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.server import ServerConfig
 from sotto_server.dal.conversations import Conversation, ConversationsStore, Member
 from sotto_server.logic.conversations import MAX_CONVERSATIONS_PER_USER

@@ -17,7 +17,7 @@ import pytest
 
 from sotto.cli import main
 from sotto.client.errors import FrameError
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.policy import PolicyError
 from sotto.frames.requests import LinkApproveRequest
 from sotto_server.dal.directory import DirectoryStore

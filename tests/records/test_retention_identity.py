@@ -206,12 +206,12 @@ def test_the_server_refuses_a_send_whose_chain_skipped_the_retention_device(
     network = new_network(stack, "No skipping")
     alice, _bob, cid = room(stack, network, home)
     shown = enable(stack, network)
-    import sotto.client.messaging as messaging
+    import sotto.client.messenger.core as core
 
     def blind(*args: Any, **kwargs: Any) -> Any:
         return None, RetentionNotice(network, False)
 
-    monkeypatch.setattr(messaging, "fetch_retention", blind)  # a client that ignores retention
+    monkeypatch.setattr(core, "fetch_retention", blind)  # a client that ignores retention
     with (
         messenger_for(stack, home, alice.devices[0]) as messenger,
         pytest.raises(FrameError) as refused,

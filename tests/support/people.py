@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sotto.client.encoding import b64e
-from sotto.client.messaging import Messenger
+from sotto.client.messenger import Messenger
 from sotto.client.profile import DeviceKeys, Profile, ProfileInfo
 from sotto.client.server import ServerConfig, from_endpoints
 from sotto.protocol.device import DeviceSecrets

@@ -10,7 +10,7 @@ Modules (each an adapter around ``sotto.protocol``, which does all crypto):
 * ``session``     the authenticated WebSocket session
 * ``enrollment``  enroll with an invite; link a new device
 * ``devices``     approve links, verify device lists, keep prekeys stocked
-* ``store``/``events``/``messaging``  conversations, send, sync, receipts, expiry (Messenger)
+* ``store``/``events``/``messenger``  conversations, send, sync, receipts, expiry (Messenger)
 * ``commands``    the CLI commands built on the above (``messaging_commands``: send, listen...)
 """
 
@@ -33,7 +33,8 @@ from .errors import (
     TransportError,
     UsageError,
 )
-from .messaging import Messenger, SentMessage
+from .messenger import Messenger
+from .outbox import SentMessage
 from .profile import DeviceKeys, Profile, ProfileInfo, read_passphrase, sotto_home
 from .server import ServerConfig, resolve_server
 from .session import Session

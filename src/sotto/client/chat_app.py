@@ -26,7 +26,7 @@ from textual.widgets import Footer, Input, Label, ListItem, ListView, RichLog, S
 
 from .chat_model import ChatModel, ConversationView, Line, render_line
 from .chat_worker import Arrived, Banner, ChatWorker, Failed, Loaded, News, Sent, Status
-from .messaging import Messenger
+from .messenger import Messenger
 from .sanitize import sanitize
 
 __all__ = ["ChatApp"]

@@ -23,7 +23,7 @@ from .chat_model import ConversationView, Line, view_of
 from .errors import ClientError, ConnectionLost, ServerUnreachable
 from .events import Event, event_of
 from .listening import Backoff
-from .messaging import Messenger
+from .messenger import Messenger
 from .retention import notice_text
 
 __all__ = ["Arrived", "Banner", "ChatWorker", "Failed", "Loaded", "News", "Sent", "Status"]

@@ -30,7 +30,7 @@ from .errors import ClientError, MessagingError, UsageError
 from .events import Event, MessageEvent, NoticeEvent, event_of
 from .files import parse_coordinates, printable
 from .listening import follow
-from .messaging import Messenger, SafetyReport
+from .messenger import Messenger, SafetyReport
 from .profile import Profile, check_profile_name, read_passphrase
 from .render import format_time, local_time, render_json, render_table
 from .retention import notice_text

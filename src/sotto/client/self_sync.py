@@ -31,8 +31,10 @@ devices labelled at once), the newer register keeps it and the other room
 shows no label until that changes (``SyncBook.labels_view``).
 
 The pure rules are ``SyncBook``; ``change``, ``publish``, ``settle`` and
-``received`` are the thin adapter over a ``Messenger`` (this package's own
-module: it uses the Messenger's record and dirty-state helpers directly).
+``received`` are the thin adapter over a Messenger that can send (the
+``messenger.sending.Sending`` part, which every part that calls them stands
+on; this package's own module: it uses the Messenger's record and
+dirty-state helpers directly).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
     from sotto.protocol.conversation import Received
 
     from .events import Event
-    from .messaging import Messenger
+    from .messenger.sending import Sending
 
 __all__ = ["Register", "SyncBook", "change", "publish", "received", "settle"]
 
@@ -178,12 +180,12 @@ class SyncBook:
 # -- the adapter over a Messenger --------------------------------------------------------
 
 
-def _adopt(m: Messenger) -> None:
+def _adopt(m: Sending) -> None:
     labels = {cid: r.label for cid, r in m.state.conversations.items() if r.label}
     m.state.sync.adopt(m.state.contacts, labels)
 
 
-def _apply(m: Messenger) -> None:
+def _apply(m: Sending) -> None:
     """Make the device's contacts and labels what the registers say (nothing else moves)."""
     book = m.state.sync
     for (kind, key), register in book.registers.items():
@@ -200,7 +202,7 @@ def _apply(m: Messenger) -> None:
     m._dirty = True
 
 
-def _own_devices(m: Messenger, cid: str) -> set[str]:
+def _own_devices(m: Sending, cid: str) -> set[str]:
     """The user's other devices the self conversation's verified roster has."""
     members = m.engine(cid).members
     return {d for u, d in members if u == m.info.user_id and d != m.info.device_id}
@@ -212,7 +214,7 @@ def _notice(cid: str, code: str, text: str) -> list[Event]:
     return [NoticeEvent(cid, code, text)]
 
 
-def _others_listed(m: Messenger) -> bool:
+def _others_listed(m: Sending) -> bool:
     """Whether the server lists another active device of this user (a hint, not trust:
     a server that hides one only delays the sharing it could block anyway)."""
     parts = m._call_parts("list_devices", user_id=m.info.user_id)
@@ -223,7 +225,7 @@ def _others_listed(m: Messenger) -> bool:
     )
 
 
-def publish(m: Messenger) -> None:
+def publish(m: Sending) -> None:
     """Send what this device owes: a snapshot to own devices that lack one, else the changes.
 
     Nothing is sent (nor a self conversation made) while the user has no other
@@ -256,7 +258,7 @@ def publish(m: Messenger) -> None:
     m._dirty = True
 
 
-def settle(m: Messenger) -> list[Event]:
+def settle(m: Sending) -> list[Event]:
     """After a sync or pushes: send what is owed (changes made offline, a snapshot to a
     device heard from, this device's hello); a failure is reported, retried next time."""
     book = m.state.sync
@@ -269,7 +271,7 @@ def settle(m: Messenger) -> list[Event]:
     return []
 
 
-def received(m: Messenger, cid: str, content: Control, message: Received) -> list[Event]:
+def received(m: Sending, cid: str, content: Control, message: Received) -> list[Event]:
     """A ``DeviceSync`` from another device: merged if it is this user's, in its self
     conversation; never shown as a message, never acknowledged with a receipt."""
     user_id, device_id = message.sender
@@ -290,7 +292,7 @@ def received(m: Messenger, cid: str, content: Control, message: Received) -> lis
     return []
 
 
-def change(m: Messenger, kind: str, key: str, value: str) -> None:
+def change(m: Sending, kind: str, key: str, value: str) -> None:
     """Record a change made on this device (checked: a ProtocolError if unnamable)."""
     _adopt(m)
     m.state.sync.record(kind, key, value, now=m._clock())
