@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+import time
 from collections import deque
 from typing import Any, cast
 
 import pytest
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.frames import Close
+from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection, serve
 
 from sotto.client.errors import FrameError, InvalidRequest, MalformedFrame, SessionError
 from sotto.client.prekeys import prekey_status
@@ -318,3 +323,30 @@ def test_an_answer_off_its_shape_is_malformed_frame_naming_the_route_and_fields(
     with pytest.raises(MalformedFrame) as raised:
         prekey_status(s)
     assert (raised.value.action, raised.value.fields) == ("prekey_status", bad)
+
+
+def test_closing_with_many_unread_pushes_does_not_wait_out_the_close_timeout() -> None:
+    # 200 pushes nobody read: websockets stops reading at 16, and before the
+    # drain the close waited its full 10 s for a closing frame it never read.
+    sent = threading.Event()
+
+    def flood(server_side: ServerConnection) -> None:
+        for n in range(200):
+            server_side.send(json.dumps({"action": "message", "n": n}))
+        sent.set()
+        with contextlib.suppress(ConnectionClosed):
+            for _ in server_side:
+                pass
+
+    with serve(flood, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        host, port = server.socket.getsockname()[:2]
+        connection = connect(f"ws://{host}:{port}", close_timeout=10)
+        s = Session(connection.__enter__())
+        assert sent.wait(5)
+        time.sleep(0.2)  # the client's queue fills and it stops reading
+        started = time.monotonic()
+        s.close()
+        assert time.monotonic() - started < 5
+        assert connection.protocol.state.name == "CLOSED"
+        server.shutdown()

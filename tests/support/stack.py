@@ -28,6 +28,7 @@ from botocore.credentials import Credentials
 from cryptography.hazmat.primitives.asymmetric import ec
 from websockets.sync.client import connect
 
+from sotto.client.session import drain
 from sotto.protocol import connect_token
 from sotto.protocol.device import DeviceSecrets
 from sotto.protocol.keys import IdentityKeyPair
@@ -280,6 +281,7 @@ class Socket:
         self.close()
 
     def close(self) -> None:
+        drain(self._ws)  # unread pushes would hold the close for its 10 s timeout
         self._exit.close()
 
     def send(self, frame: dict[str, Any]) -> str:

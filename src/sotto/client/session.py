@@ -47,6 +47,7 @@ __all__ = [
     "Session",
     "check_body",
     "check_request",
+    "drain",
     "join_parts",
     "shaped",
 ]
@@ -64,6 +65,11 @@ DEFAULT_REQUEST_TIMEOUT_S = 35.0
 # per-connection throttling or a device's rate limits in a burst.
 PIPELINE_WINDOW = 8
 OPEN_TIMEOUT_S = 15.0
+# Closing (``drain``): unread frames are dropped until none came for DRAIN_QUIET_S
+# (a burst arrives back to back), at most DRAIN_LIMIT of them; a server that sends
+# more still meets the close, bounded by websockets' close timeout.
+DRAIN_QUIET_S = 0.05
+DRAIN_LIMIT = 1_000
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -124,6 +130,7 @@ class Session:
         self.close()
 
     def close(self) -> None:
+        drain(self._connection)
         self._connection.close()
 
     def request(
@@ -331,3 +338,20 @@ def _closed(exc: ConnectionClosed) -> SessionError:
     if code == 1009:
         return SessionError("the server closed the connection: a message exceeded 128 KB")
     return ConnectionLost(code, f"the server closed the connection (code {code}){reason}")
+
+
+def drain(connection: ClientConnection) -> None:
+    """Drop what the server sent that nobody read, so the close is answered at once.
+
+    websockets stops reading a socket once 16 frames wait unread (flow control),
+    and a socket that is not read never sees the server's closing frame: with the
+    pushes of a busy network unread, every command's exit waited out the whole
+    close timeout (10 s). Emptying the queue once is not enough: the reader then
+    takes the next 16 from the socket's buffer. What is dropped here is a courtesy
+    copy; the next sync brings it (docs/api.md, "Pushes").
+    """
+    try:
+        for _ in range(DRAIN_LIMIT):
+            connection.recv(timeout=DRAIN_QUIET_S)
+    except (TimeoutError, ConnectionClosed):
+        pass
