@@ -12,6 +12,7 @@ whose key came is shown once, in seq order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -23,12 +24,12 @@ from sotto.client.events import NoticeEvent
 from sotto.client.inbox import (
     ASK_AGAIN_MS,
     RECEIPT_IDS,
-    AskLimit,
     Key,
     KeyDecision,
     Opened,
     Retry,
     apply_receipt,
+    ask_due,
     envelope_failed,
     held_rounds,
     hold,
@@ -172,14 +173,34 @@ def test_held_rounds_go_on_while_any_opens_and_a_complete_sync_adds_a_last_one()
 
 
 def test_a_sender_is_asked_again_once_per_conversation_and_interval() -> None:
-    asks = AskLimit()
-    assert asks.due(CID, SENDER, NOW)
-    assert not asks.due(CID, SENDER, NOW + ASK_AGAIN_MS - 1)
-    assert asks.due("room-other", SENDER, NOW + 1)  # another conversation
-    assert asks.due(CID, ("usr-s", "tablet"), NOW + 1)  # another device
-    assert asks.due(CID, SENDER, NOW + ASK_AGAIN_MS)
-    assert asks.due(CID, SENDER, 0) is False  # the last ask counts, not the first
-    assert AskLimit().due(CID, SENDER, 0)  # a clock at zero asks too
+    record, other = ConversationRecord(CID, "room"), ConversationRecord("room-other", "room")
+    assert ask_due(record, SENDER, NOW)
+    assert not ask_due(record, SENDER, NOW + ASK_AGAIN_MS - 1)
+    assert ask_due(other, SENDER, NOW + 1)  # another conversation
+    assert ask_due(record, ("usr-s", "tablet"), NOW + 1)  # another device
+    assert ask_due(record, SENDER, NOW + ASK_AGAIN_MS)
+    assert not ask_due(record, SENDER, NOW + ASK_AGAIN_MS + 1)  # the last ask counts
+    assert ask_due(ConversationRecord(CID, "room"), SENDER, 0)  # a clock at zero asks too
+
+
+def test_the_last_ask_is_kept_with_the_record_for_the_next_command() -> None:
+    # Each command is a new process: kept in memory, every `sotto listen --once`
+    # asked the same sender again at once, and it sent its chain again each time.
+    record = ConversationRecord(CID, "room")
+    assert ask_due(record, SENDER, NOW)
+    reopened = ConversationRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert not ask_due(reopened, SENDER, NOW + 1)
+    assert ask_due(reopened, SENDER, NOW + ASK_AGAIN_MS)
+
+
+def test_old_and_future_asks_are_forgotten() -> None:
+    record = ConversationRecord(CID, "room")
+    for n in range(50):
+        assert ask_due(record, ("usr-s", f"dev-{n}"), NOW + n)
+    assert ask_due(record, SENDER, NOW + 2 * ASK_AGAIN_MS)
+    assert list(record.asked) == ["usr-s/phone"]  # the record does not grow without end
+    # An ask stamped ahead of the clock (the clock was set back) does not silence a sender.
+    assert ask_due(record, SENDER, NOW)
 
 
 # -- what an envelope that did not open means ----------------------------------------------
@@ -377,7 +398,6 @@ class Device:
     seen_mail: set[str] = field(default_factory=set)
     shown: list[int] = field(default_factory=list)
     asked: list[tuple[bool, bytes]] = field(default_factory=list)  # (in a complete sync, id)
-    limit: AskLimit = field(default_factory=AskLimit)
 
     def distribution(self, d: Dist, asks: list[bytes], *, final: bool, complete: bool) -> None:
         try:
@@ -437,7 +457,7 @@ class Device:
         if complete and any(p.waiting for p in self.record.pending):
             self.retry(give_up=True)
         for session_id in asks:
-            if self.limit.due(CID, SENDER, NOW):
+            if ask_due(self.record, SENDER, NOW):
                 self.asked.append((complete, session_id))
 
 

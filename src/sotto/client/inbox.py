@@ -21,7 +21,8 @@ The rules (docs/architecture.md, "Receiving"):
   back), asks the sender again; a replayed distribution is ignored; anything
   else is a notice;
 * a sender device is asked at most once per conversation every
-  ``ASK_AGAIN_MS`` (``AskLimit``);
+  ``ASK_AGAIN_MS`` (``ask_due``), counted in the conversation's record, so a
+  command run after another does not ask again at once;
 * an envelope whose chain has not come is parked (``park``); parked ones are
   tried again in seq order, and one still waiting for its key holds the later
   ones back (``Retry``); a complete sync without the key ends the wait;
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -65,13 +66,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ASK_AGAIN_MS",
     "RECEIPT_IDS",
-    "AskLimit",
     "Key",
     "KeyDecision",
     "Opened",
     "Retry",
     "Unopened",
     "apply_receipt",
+    "ask_due",
     "envelope_failed",
     "expired",
     "header",
@@ -180,19 +181,19 @@ def _held(records: Mapping[str, ConversationRecord]) -> int:
     return sum(len(r.held_keys) for r in records.values())
 
 
-@dataclass
-class AskLimit:
-    """Redistribution requests sent: one per (conversation, sender device) per
-    ``ASK_AGAIN_MS`` (a sender answers each with a new distribution)."""
+def ask_due(record: ConversationRecord, sender: Address, now: int) -> bool:
+    """May ``sender`` be asked again for its chain at ``now``? If so, it counts as asked.
 
-    asked: dict[tuple[str, Address], int] = field(default_factory=dict)
-
-    def due(self, cid: str, sender: Address, now: int) -> bool:
-        """May ``sender`` be asked at ``now``? If so, it counts as asked."""
-        if now - self.asked.get((cid, sender), -ASK_AGAIN_MS) < ASK_AGAIN_MS:
-            return False
-        self.asked[(cid, sender)] = now
-        return True
+    One request per sender device and conversation every ``ASK_AGAIN_MS`` (each is
+    answered with a new distribution). Requests older than that are forgotten, and
+    so is one stamped in the future (a clock set back must not silence a sender).
+    """
+    record.asked = {who: at for who, at in record.asked.items() if 0 <= now - at < ASK_AGAIN_MS}
+    who = f"{sender[0]}/{sender[1]}"
+    if who in record.asked:
+        return False
+    record.asked[who] = now
+    return True
 
 
 # -- envelopes ---------------------------------------------------------------------------

@@ -147,6 +147,9 @@ class ConversationRecord:
     # Key distributions over a pairwise session this device does not hold yet: the one
     # that opens it may be a push that was lost and is due in the next sync (§16.4).
     held_keys: list[bytes] = field(default_factory=list)
+    # Redistribution requests sent, by "user/device" asked: when (ms). Kept with the
+    # record, so the next command does not ask the same sender again at once.
+    asked: dict[str, int] = field(default_factory=dict)
 
     def mark_seen(self, seq: int) -> None:
         """Record ``seq`` as processed; the cursor moves over every contiguous one."""
@@ -192,6 +195,7 @@ class ConversationRecord:
             "roster_version": self.roster_version,
             "outbox": [o.to_json() for o in self.outbox],
             "held_keys": [b64e(k) for k in self.held_keys[-MAX_HELD_KEYS:]],
+            "asked": dict(self.asked),
         }
 
     @classmethod
@@ -216,6 +220,7 @@ class ConversationRecord:
             roster_version=data.get("roster_version", 0),
             outbox=[OutboxItem.from_json(o) for o in data.get("outbox", [])],
             held_keys=[b64d(k, "held key") for k in data.get("held_keys", [])],
+            asked={str(k): int(v) for k, v in data.get("asked", {}).items()},
         )
 
 

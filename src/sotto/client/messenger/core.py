@@ -116,7 +116,6 @@ class Core:
             self._keys_written = _keys_digest(keys)
         self.local = self._local_device()
         self._live: dict[str, Conversation] = {}
-        self._asked = inbox.AskLimit()  # redistribution requests sent
         self._touched: set[str] = set()
         self._dirty = False
         # Membership news and refused devices, shown with the next events.

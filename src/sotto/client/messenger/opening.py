@@ -105,7 +105,7 @@ class Opening(Sending):
         """Send each redistribution request, once per sender device and ten minutes."""
         now = self._clock()
         for cid, sender, session_id in batch.asks:
-            if not self._asked.due(cid, sender, now):
+            if not inbox.ask_due(self._record(cid), sender, now):
                 continue
             try:
                 request = self._engine(cid).redistribution_request(sender, session_id)
