@@ -12,6 +12,7 @@ whose key came is shown once, in seq order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -34,6 +35,7 @@ from sotto.client.inbox import (
     held_rounds,
     hold,
     key_failed,
+    overflow,
     park,
     receipt_contents,
     untrusted,
@@ -138,17 +140,40 @@ def test_a_distribution_header_parses_or_is_none() -> None:
     assert inbox.header(b"\x00junk") is None
 
 
-def test_held_distributions_are_kept_once_and_capped_unless_a_complete_sync_holds_them() -> None:
+def test_held_distributions_are_kept_once() -> None:
     record = ConversationRecord(CID, "room")
     assert hold(record, b"k0")
     assert not hold(record, b"k0")
-    for i in range(1, MAX_HELD_KEYS + 5):
-        hold(record, b"k%d" % i)
+    assert record.held_keys == [b"k0"]
+
+
+def distribution_from(device: str, session: int) -> bytes:
+    kd = dataclasses.replace(
+        OVER_SESSION, sender_device_id=device, session_id=session.to_bytes(16, "big")
+    )
+    return kd.serialize()
+
+
+def test_held_distributions_over_the_cap_are_taken_off_to_be_asked_for() -> None:
+    # Pushed out of the 64 without a word, a chain's key never came and its messages
+    # waited for nothing; now each one pushed out is asked for again at once.
+    record = ConversationRecord(CID, "room")
+    for n in range(MAX_HELD_KEYS + 3):
+        hold(record, distribution_from(f"dev-{n}", n + 1))
+    dropped = overflow(record)
+    assert [(kd.sender_device_id, kd.session_id) for kd in dropped] == [
+        ("dev-0", b"\0" * 15 + b"\1"),
+        ("dev-1", b"\0" * 15 + b"\2"),
+        ("dev-2", b"\0" * 15 + b"\3"),
+    ]
     assert len(record.held_keys) == MAX_HELD_KEYS
-    assert record.held_keys[-1] == b"k%d" % (MAX_HELD_KEYS + 4)
-    for i in range(10):
-        hold(record, b"c%d" % i, capped=False)
-    assert len(record.held_keys) == MAX_HELD_KEYS + 10
+    assert overflow(record) == []
+    # Saved and read again, a complete sync's held keys are all still there.
+    for n in range(10):
+        hold(record, distribution_from("dev-more", 1000 + n))
+    again = ConversationRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert again.held_keys == record.held_keys
+    assert len(again.held_keys) == MAX_HELD_KEYS + 10
 
 
 def rounds_taken(opens: list[int], *, complete: bool, held: int = 3) -> list[bool]:
@@ -405,7 +430,7 @@ class Device:
         except ProtocolError as exc:
             decision = key_failed(CID, exc, None, final=final)
             if decision.then is Key.HOLD:
-                hold(self.record, d.mail_id.encode(), capped=not complete)
+                hold(self.record, d.mail_id.encode())
             elif decision.then is Key.ASK:
                 asks.append(decision.session_id)
             else:

@@ -79,6 +79,7 @@ __all__ = [
     "held_rounds",
     "hold",
     "key_failed",
+    "overflow",
     "park",
     "receipt_contents",
     "untrusted",
@@ -144,19 +145,26 @@ def key_failed(
     return KeyDecision(Key.NOTICE, notice=notice)
 
 
-def hold(record: ConversationRecord, data: bytes, *, capped: bool = True) -> bool:
-    """Keep a distribution for a session not held yet; True if it was not kept already.
-
-    ``capped``: at most ``MAX_HELD_KEYS`` a conversation, the oldest dropped. A complete
-    sync holds them all: its last round asks for every one still held.
-    """
-    held = record.held_keys
-    if data in held:
+def hold(record: ConversationRecord, data: bytes) -> bool:
+    """Keep a distribution for a session not held yet; True if it was not kept already."""
+    if data in record.held_keys:
         return False
-    held.append(data)
-    if capped:
-        del held[:-MAX_HELD_KEYS]
+    record.held_keys.append(data)
     return True
+
+
+def overflow(record: ConversationRecord) -> list[KeyDistribution]:
+    """Take the held distributions beyond ``MAX_HELD_KEYS`` off the record, oldest first,
+    and return their headers: each is to be asked for again at once.
+
+    Outside a complete sync a conversation keeps 64 (junk from an insider must not grow
+    the state without end); one pushed out used to be dropped without a word, and its
+    chain's messages then waited for a key that was never coming. A complete sync keeps
+    them all: its last round asks for every one still held.
+    """
+    dropped = record.held_keys[:-MAX_HELD_KEYS]
+    del record.held_keys[:-MAX_HELD_KEYS]
+    return [kd for kd in map(header, dropped) if kd is not None]
 
 
 def held_rounds(records: Mapping[str, ConversationRecord], *, complete: bool) -> Iterator[bool]:

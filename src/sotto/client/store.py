@@ -194,7 +194,9 @@ class ConversationRecord:
             "left": self.left,
             "roster_version": self.roster_version,
             "outbox": [o.to_json() for o in self.outbox],
-            "held_keys": [b64e(k) for k in self.held_keys[-MAX_HELD_KEYS:]],
+            # All of them: over the cap only during a complete sync, whose last round
+            # asks for the rest (a crash before it must not lose what it held).
+            "held_keys": [b64e(k) for k in self.held_keys],
             "asked": dict(self.asked),
         }
 

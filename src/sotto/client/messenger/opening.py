@@ -82,8 +82,11 @@ class Opening(Sending):
                 # Kept for the session's opener, later in this batch or in the sync a lost
                 # push starts: _retry_held tries it again, and asks only after a complete
                 # sync (its last round's failures; a complete sync's are all kept till then).
-                held = inbox.hold(self._record(cid), data, capped=not batch.complete)
-                self._dirty = self._dirty or held
+                record = self._record(cid)
+                self._dirty = inbox.hold(record, data) or self._dirty
+                for dropped in [] if batch.complete else inbox.overflow(record):
+                    sender = (dropped.sender_user_id, dropped.sender_device_id)
+                    batch.asks.append((cid, sender, dropped.session_id))
             elif decision.then is Key.ASK and decision.sender is not None:
                 batch.asks.append((cid, decision.sender, decision.session_id))
             elif decision.notice is not None:
