@@ -18,6 +18,7 @@ from sotto.client.api import AdminApi
 from sotto.client.encoding import b64d, b64e
 from sotto.client.errors import ApiError, FrameError, TrustError
 from sotto.client.retention import RetentionNotice, last_known, notice_text
+from sotto.frames.answers_admin import RetentionAdminAnswer
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.content import Text
 from sotto.protocol.keys import IdentityPublicKey
@@ -53,10 +54,11 @@ def officer_opener(stack: Stack, network: str) -> ArchiveOpener:
     """What the compliance officer's machine builds: every generation's key, unwrapped by KMS."""
     api, kms = api_and_kms(stack)
     shown = api.get_retention(network)
+    assert shown["status"] != "off"
     officer = IdentityPublicKey.parse(b64d(shown["officer_identity"], "officer"))
     devices = []
     for generation in shown["generations"]:
-        identity = retention_admin.served_identity({**shown, **generation})
+        identity = retention_admin.served_identity(shown, generation)
         key = kms.unwrap(
             b64d(generation["wrapped_device_key"], "wrapped"),
             network,
@@ -113,7 +115,7 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def enable(stack: Stack, network: str, years: int = 7) -> dict[str, Any]:
+def enable(stack: Stack, network: str, years: int = 7) -> RetentionAdminAnswer:
     api, kms = api_and_kms(stack)
     return retention_admin.enable(api, kms, network, years)
 
