@@ -60,7 +60,8 @@ _HTTP_ROUTES: dict[str, re.Pattern[str]] = {
     )
     for route in answers_http.HTTP_ANSWERS
 }
-# Routes not called here: retention's writes need the archive key (tests/records).
+# Routes not called here: retention's writes need the archive key; their answers are checked
+# exactly in tests/records/test_retention_identity.py.
 _NOT_CALLED = {
     "PUT /v1/admin/networks/{network_id}/retention",
     "POST /v1/admin/networks/{network_id}/retention/disable",
