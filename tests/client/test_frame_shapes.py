@@ -19,6 +19,7 @@ from sotto.client.retention import fetch_retention
 from sotto.client.server import resolve_server
 from sotto.client.session import shaped
 from sotto.frames import answers, answers_http, paginate_lists
+from sotto.frames import answers_admin as admin_answers
 from sotto.frames import answers_conversations as conversations_answers
 from sotto.frames import answers_devices as devices_answers
 from sotto.frames import answers_files as files_answers
@@ -120,7 +121,54 @@ def test_the_shapes_import_neither_pydantic_nor_the_models() -> None:
     assert out.stdout.strip() == "False"
 
 
-# What the public routes answer (of their shapes), by path.
+KEY = "AAAA"  # a base64url field's stand-in: shapes check it is a string
+# Admin answers (of their shapes), for the HTTP API's routes below and the shapes' table.
+NETWORK: dict[str, Any] = {"network_id": "n1", "name": "Acme", "created_at": 1}
+INVITE: dict[str, Any] = {
+    "code": "ABCD-EFGH-JKLM",
+    "network_id": "n1",
+    "user_id": "u1",
+    "handle": "alice",
+    "expires_at": 9,
+    "display_name": "Alice",
+    "groups": ["ops"],
+}
+RETENTION: dict[str, Any] = {
+    "network_id": "n1",
+    "status": "enabled",
+    "years": 7,
+    "officer_identity": KEY,
+    "wrapped_officer_key": KEY,
+    "generation": 1,
+    "device_id": "rtn-1",
+    "certificate": KEY,
+    "prekey": KEY,
+    "updated_at": 5,
+    "generations": [
+        {
+            "generation": 1,
+            "device_id": "rtn-1",
+            "certificate": KEY,
+            "prekey": KEY,
+            "wrapped_device_key": KEY,
+            "created_at": 5,
+        }
+    ],
+}
+POLICY_SET: dict[str, Any] = {
+    "network_id": "n1",
+    "group": "ops",
+    "policy": {"max_expiry_s": 3600},
+    "pushed": 2,
+}
+MEMBERS: dict[str, Any] = {
+    "network_id": "n1",
+    "group": "ops",
+    "refused": [{"user_id": "u9", "reason": "no such user in this network"}],
+    "pushed": 1,
+}
+# What the public routes answer (of their shapes), by path; and the admin routes the
+# HTTP API's tests call.
 _HTTP_ANSWERS: dict[str, dict[str, Any]] = {
     "/v1/enroll/lookup": {
         "network_id": "n1",
@@ -133,14 +181,34 @@ _HTTP_ANSWERS: dict[str, dict[str, Any]] = {
     "/v1/link/requests": {"network_id": "n1", "user_id": "u1", "handle": "alice", "link_id": "l1"},
     "/v1/link/status": {"state": "open"},
 }
+_ADMIN_ANSWERS: dict[str, dict[str, Any]] = {
+    "/v1/admin/networks": NETWORK,
+    "/v1/admin/networks/n1/invites": INVITE,
+    "/v1/admin/networks/n1/invites/u1/reissue": INVITE,
+    "/v1/admin/networks/n1/invites/bulk": {"network_id": "n1", "created": [], "refused": []},
+    "/v1/admin/networks/n1/policy": {**POLICY_SET, "group": None},
+    "/v1/admin/networks/n1/groups": {
+        "network_id": "n1",
+        "group": "ops",
+        "policy": {},
+        "members": [],
+    },
+    "/v1/admin/networks/n1/groups/ops/members": {**MEMBERS, "added": ["u1"]},
+    "/v1/admin/networks/n1/groups/ops/members/remove": {**MEMBERS, "removed": ["u1"]},
+    "/v1/admin/networks/n1/retention": RETENTION,
+    "/v1/admin/networks/n1/retention/rotate": RETENTION,
+}
 
 
 class _Recorder:
     """Stands in for HttpClient: records what would be sent; answers as the server would."""
 
-    def __init__(self, answers: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, answers: dict[str, dict[str, Any]] | None = None, every: dict[str, Any] | None = None
+    ) -> None:
         self.sent: list[tuple[str, str, Any]] = []
-        self.answers = _HTTP_ANSWERS if answers is None else answers
+        self.answers = _HTTP_ANSWERS | _ADMIN_ANSWERS if answers is None else answers
+        self.every = every  # the answer to every path the table does not name
 
     def post(self, path: str, body: Any = None) -> dict[str, Any]:
         return self.call("POST", path, {} if body is None else body)
@@ -150,13 +218,13 @@ class _Recorder:
 
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         self.sent.append((method, path, body))
-        return dict(self.answers.get(path, {}))
+        return dict(self.answers.get(path, self.every or {}))
 
 
 def _apis(
-    answers: dict[str, dict[str, Any]] | None = None,
+    answers: dict[str, dict[str, Any]] | None = None, *, every: dict[str, Any] | None = None
 ) -> tuple[PublicApi, AdminApi, _Recorder]:
-    recorder = _Recorder(answers)
+    recorder = _Recorder(answers, every)
     public, admin = PublicApi.__new__(PublicApi), AdminApi.__new__(AdminApi)
     public._http = admin._http = cast(Any, recorder)
     return public, admin, recorder
@@ -175,13 +243,14 @@ def test_the_http_api_sends_bodies_that_parse_with_the_servers_models() -> None:
     admin.bulk_invite("n1", [{"row": 2, "handle": "bob"}])
     admin.set_policy("n1", {"max_expiry_s": 3600})
     admin.create_group("n1", "ops")
-    admin.group_members("n1", "ops", ["u1"], add=True)
+    admin.add_group_members("n1", "ops", ["u1"])
+    admin.remove_group_members("n1", "ops", ["u1"])
     admin.enable_retention("n1", {"years": 7})
     admin.rotate_retention(
         "n1",
         {"previous_generation": 1, "certificate": key, "prekey": key, "wrapped_device_key": key},
     )
-    assert len(recorder.sent) == 13
+    assert len(recorder.sent) == 14
 
 
 @pytest.mark.parametrize(
@@ -190,7 +259,7 @@ def test_the_http_api_sends_bodies_that_parse_with_the_servers_models() -> None:
         (lambda public, admin: public.enroll_lookup("short"), ("code",)),
         (lambda public, admin: admin.invite("n1", "Not A Handle"), ("handle",)),
         (lambda public, admin: admin.set_policy("n1", {"colour": "red"}), ("colour",)),
-        (lambda public, admin: admin.group_members("n1", "ops", [], add=True), ("user_ids",)),
+        (lambda public, admin: admin.add_group_members("n1", "ops", []), ("user_ids",)),
     ],
 )
 def test_the_http_api_refuses_an_invalid_body_before_sending_it(
@@ -242,9 +311,100 @@ def test_an_audit_page_off_its_shape_is_refused_naming_the_entry_field() -> None
     assert admin.audit("n1")["entries"] == [{"seq": 1, "body": "{}", "hash": "h"}]
 
 
+@pytest.mark.parametrize(
+    ("call", "answer", "bad"),
+    [
+        (
+            lambda admin: admin.create_network("Acme"),
+            {**NETWORK, "created_at": "1"},
+            ("created_at",),
+        ),
+        (
+            lambda admin: admin.list_networks(),
+            {"networks": [{"name": "x"}]},
+            ("networks.0.created_at", "networks.0.network_id"),
+        ),
+        (lambda admin: admin.invite("n1", "alice"), {**INVITE, "code": None}, ("code",)),
+        (
+            lambda admin: admin.bulk_invite("n1", [{"handle": "bob"}]),
+            {"network_id": "n1", "created": 5, "refused": []},
+            ("created",),
+        ),
+        (
+            lambda admin: admin.get_user("u1"),
+            {"user_id": "u1"},
+            ("created_at", "devices", "handle", "identity_key", "network_id", "status"),
+        ),
+        (
+            lambda admin: admin.revoke_device("d1"),
+            {
+                "device_id": "d1",
+                "user_id": "u1",
+                "network_id": "n1",
+                "status": "revoked",
+                "created_at": 1,
+                "signing_key": KEY,
+                "certificate": True,
+            },
+            ("certificate",),
+        ),
+        (
+            lambda admin: admin.get_retention("n1"),
+            {"network_id": "n1", "status": "enabled"},
+            (
+                "certificate",
+                "device_id",
+                "generation",
+                "generations",
+                "officer_identity",
+                "prekey",
+                "updated_at",
+                "wrapped_officer_key",
+                "years",
+            ),
+        ),
+        (lambda admin: admin.get_retention("n1"), {**RETENTION, "status": "on"}, ("status",)),
+        (lambda admin: admin.get_retention("n1"), {"status": "off"}, ("network_id",)),
+        (
+            lambda admin: admin.show_policy("n1"),
+            {
+                "network_id": "n1",
+                "version": 1,
+                "network": {},
+                "groups": [{"name": "ops", "policy": [], "members": []}],
+                "retention": {"required": True},
+            },
+            ("groups.0.policy",),
+        ),
+        (
+            lambda admin: admin.set_policy("n1", {"max_devices": 3}),
+            {**POLICY_SET, "pushed": "2"},
+            ("pushed",),
+        ),
+        (
+            lambda admin: admin.add_group_members("n1", "ops", ["u1"]),
+            {**MEMBERS, "removed": ["u1"]},
+            ("added",),
+        ),
+        (
+            lambda admin: admin.user_policy("u1"),
+            {"network_id": "n1"},
+            ("groups", "policy", "sources", "user_id", "version"),
+        ),
+    ],
+)
+def test_the_admin_api_refuses_an_answer_off_its_shape_naming_the_fields(
+    call: Any, answer: dict[str, Any], bad: tuple[str, ...]
+) -> None:
+    _public, admin, recorder = _apis({}, every=answer)
+    with pytest.raises(MalformedFrame) as raised:
+        call(admin)
+    assert raised.value.fields == bad
+    assert len(recorder.sent) == 1
+
+
 # -- every route's answer shape -----------------------------------------------------
 
-KEY = "AAAA"  # a base64url field's stand-in: shapes check it is a string
 # One well-formed frame of every shape a route answers or pushes, both sides' tables.
 GOOD: dict[type[Any], dict[str, Any]] = {
     answers.SentAnswer: {
@@ -486,6 +646,78 @@ GOOD: dict[type[Any], dict[str, Any]] = {
         "entries": [{"seq": 1, "body": "{}", "hash": "h"}],
         "next_after": 1,
     },
+    admin_answers.NetworkAnswer: NETWORK,
+    admin_answers.NetworksAnswer: {"networks": [NETWORK]},
+    admin_answers.InviteAnswer: INVITE,
+    admin_answers.InvitesAnswer: {
+        "network_id": "n1",
+        "invites": [
+            {
+                "user_id": "u1",
+                "handle": "alice",
+                "display_name": "Alice",
+                "groups": "ops,sales",
+                "state": "pending",
+                "failed_attempts": 0,
+                "created_at": 1,
+                "expires_at": 9,
+            }
+        ],
+    },
+    admin_answers.InviteRevokedAnswer: {
+        "network_id": "n1",
+        "user_id": "u1",
+        "handle": "alice",
+        "revoked": True,
+    },
+    admin_answers.BulkInviteAnswer: {
+        "network_id": "n1",
+        "created": [INVITE],
+        "refused": [{"row": 3, "handle": "Bad", "reason": "a handle is 1-32 of a-z 0-9 . _ -"}],
+    },
+    admin_answers.UsersAnswer: {
+        "network_id": "n1",
+        "users": [{"user_id": "u1", "handle": "alice", "status": "active"}],
+    },
+    admin_answers.AdminUserAnswer: {
+        "user_id": "u1",
+        "network_id": "n1",
+        "handle": "alice",
+        "status": "suspended",
+        "created_at": 1,
+        "identity_key": KEY,
+        "devices": [{"device_id": "d1", "status": "active"}],
+    },
+    admin_answers.AdminDeviceAnswer: {
+        "device_id": "d1",
+        "user_id": "u1",
+        "network_id": "n1",
+        "status": "revoked",
+        "created_at": 1,
+        "signing_key": KEY,
+        "certificate": KEY,
+    },
+    admin_answers.RetentionOffAnswer: {"network_id": "n1", "status": "off"},
+    admin_answers.RetentionAdminAnswer: RETENTION,
+    admin_answers.NetworkPolicyAnswer: {
+        "network_id": "n1",
+        "version": 4,
+        "network": {"max_expiry_s": 86400, "files_allowed": False},
+        "groups": [{"name": "ops", "policy": {"read_receipts": "forced"}, "members": ["u1"]}],
+        "retention": {"required": True, "years": 7},
+    },
+    admin_answers.PolicySetAnswer: POLICY_SET,
+    admin_answers.GroupCreatedAnswer: _ADMIN_ANSWERS["/v1/admin/networks/n1/groups"],
+    admin_answers.GroupMembersAddedAnswer: {**MEMBERS, "added": ["u1"]},
+    admin_answers.GroupMembersRemovedAnswer: {**MEMBERS, "removed": ["u1"]},
+    answers.PolicyFields: {
+        "network_id": "n1",
+        "user_id": "u1",
+        "policy": {"max_devices": 3},
+        "sources": {"max_devices": "ops"},
+        "groups": ["ops"],
+        "version": 4,
+    },
 }
 SHAPES = sorted(GOOD, key=lambda shape: shape.__name__)
 
@@ -503,6 +735,26 @@ WRONG = 1.5
 def test_every_route_and_push_has_a_shape_and_every_shape_an_example_here() -> None:
     assert set(answers.ANSWERS) == set(requests_by_action())
     assert set(answers.ANSWERS.values()) | set(answers.PUSHES.values()) <= set(GOOD)
+
+
+def test_every_http_route_has_its_answer_shapes_and_every_shape_an_example_here() -> None:
+    routes = {f"{route.method} {route.path}" for route in topology.HTTP_ROUTES}
+    assert set(answers_http.HTTP_ANSWERS) == routes
+    shapes = {shape for named in answers_http.HTTP_ANSWERS.values() for shape in named}
+    assert shapes <= set(GOOD)
+    # Every shape the admin module defines is some route's answer or part of one.
+    assert {getattr(admin_answers, name) for name in admin_answers.__all__} <= set(GOOD) | {
+        admin_answers.BulkRefusal,
+        admin_answers.GroupPolicyItem,
+        admin_answers.InviteItem,
+        admin_answers.MemberRefusal,
+        admin_answers.NetworkPolicyFields,
+        admin_answers.PolicyRetention,
+        admin_answers.PolicySetFields,
+        admin_answers.RetentionGenerationItem,
+        admin_answers.UserDeviceItem,
+        admin_answers.UserItem,
+    }
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.__name__)

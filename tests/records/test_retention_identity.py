@@ -7,7 +7,9 @@ as ``sotto records export`` does on the compliance officer's machine.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,10 @@ from sotto.client import retention_admin
 from sotto.client.api import AdminApi
 from sotto.client.encoding import b64d, b64e
 from sotto.client.errors import ApiError, FrameError, TrustError
+from sotto.client.http import HttpClient
 from sotto.client.retention import RetentionNotice, last_known, notice_text
+from sotto.frames.answers_admin import RetentionAdminAnswer
+from sotto.frames.shapes import parse
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.content import Text
 from sotto.protocol.keys import IdentityPublicKey
@@ -53,10 +58,11 @@ def officer_opener(stack: Stack, network: str) -> ArchiveOpener:
     """What the compliance officer's machine builds: every generation's key, unwrapped by KMS."""
     api, kms = api_and_kms(stack)
     shown = api.get_retention(network)
+    assert shown["status"] != "off"
     officer = IdentityPublicKey.parse(b64d(shown["officer_identity"], "officer"))
     devices = []
     for generation in shown["generations"]:
-        identity = retention_admin.served_identity({**shown, **generation})
+        identity = retention_admin.served_identity(shown, generation)
         key = kms.unwrap(
             b64d(generation["wrapped_device_key"], "wrapped"),
             network,
@@ -113,7 +119,7 @@ def home(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def enable(stack: Stack, network: str, years: int = 7) -> dict[str, Any]:
+def enable(stack: Stack, network: str, years: int = 7) -> RetentionAdminAnswer:
     api, kms = api_and_kms(stack)
     return retention_admin.enable(api, kms, network, years)
 
@@ -250,7 +256,27 @@ def test_a_substituted_retention_officer_is_refused_and_gets_no_key(stack, home)
     assert mail(stack, identity.device_id) == []
 
 
-def test_rotation_moves_every_new_chain_to_the_new_key_and_disable_stops_capture(stack, home):
+@pytest.fixture
+def retention_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, Any]]]:
+    """The SDK's retention writes while the test runs: method, path's last segment, answer."""
+    writes: list[tuple[str, str, dict[str, Any]]] = []
+    call = HttpClient.call
+
+    def record(
+        self: HttpClient, method: str, path: str, body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        answer = call(self, method, path, body)
+        if method != "GET" and "/retention" in path:
+            writes.append((method, path.rpartition("/")[2], json.loads(json.dumps(answer))))
+        return answer
+
+    monkeypatch.setattr(HttpClient, "call", record)
+    return writes
+
+
+def test_rotation_moves_every_new_chain_to_the_new_key_and_disable_stops_capture(
+    stack, home, retention_writes
+):
     network = new_network(stack, "Rotation")
     alice, _bob, cid = room(stack, network, home)
     first = enable(stack, network)
@@ -281,6 +307,14 @@ def test_rotation_moves_every_new_chain_to_the_new_key_and_disable_stops_capture
         messenger.send_text("#ops", "after disable")
         assert not messenger.retention().enabled
     assert len(mail(stack, rotated["device_id"])) == before
+    # Each write answered exactly the identity's shape (sotto.frames.answers_admin).
+    assert [(method, last) for method, last, _ in retention_writes] == [
+        ("PUT", "retention"),
+        ("POST", "rotate"),
+        ("POST", "disable"),
+    ]
+    for _method, _last, answer in retention_writes:
+        assert parse(RetentionAdminAnswer, answer) == answer
 
 
 def test_the_retention_route_answers_only_for_the_callers_own_network(stack):

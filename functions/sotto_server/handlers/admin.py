@@ -44,7 +44,27 @@ from ._socket import connections_store, online_pushes, reply
 from ._stores import retention_store, stores
 
 if TYPE_CHECKING:
-    from sotto.frames.answers import PolicyPush
+    from sotto.frames.answers import PolicyFields, PolicyPush
+    from sotto.frames.answers_admin import (
+        AdminDeviceAnswer,
+        AdminUserAnswer,
+        BulkInviteAnswer,
+        GroupCreatedAnswer,
+        GroupMembersAddedAnswer,
+        GroupMembersRemovedAnswer,
+        InviteAnswer,
+        InviteRevokedAnswer,
+        InvitesAnswer,
+        MemberRefusal,
+        NetworkAnswer,
+        NetworkPolicyAnswer,
+        NetworksAnswer,
+        PolicyRetention,
+        PolicySetAnswer,
+        RetentionAdminAnswer,
+        RetentionOffAnswer,
+        UsersAnswer,
+    )
     from sotto.frames.answers_http import AuditPage
 
 logger = Logger()
@@ -102,7 +122,7 @@ def _admit_named_principals(app: APIGatewayHttpResolver, next_middleware: NextMi
 
 
 @app.post("/v1/admin/networks")
-def create_network() -> dict[str, Any]:
+def create_network() -> NetworkAnswer:
     request = parse_body(CreateNetworkRequest, json_body(app))
     answer = admin.create_network(stores().directory, request, _now_ms())
     _audit(answer["network_id"], "network.created", {"network_id": answer["network_id"]})
@@ -110,12 +130,12 @@ def create_network() -> dict[str, Any]:
 
 
 @app.get("/v1/admin/networks")
-def list_networks() -> dict[str, Any]:
+def list_networks() -> NetworksAnswer:
     return admin.list_networks(stores().directory)
 
 
 @app.post("/v1/admin/networks/<network_id>/invites")
-def create_invite(network_id: str) -> dict[str, Any]:
+def create_invite(network_id: str) -> InviteAnswer:
     request = parse_body(InviteRequest, json_body(app))
     answer = admin.create_invite(
         stores().directory, _id(network_id, "network id"), request, _now_ms()
@@ -131,12 +151,12 @@ def create_invite(network_id: str) -> dict[str, Any]:
 
 
 @app.get("/v1/admin/networks/<network_id>/invites")
-def list_invites(network_id: str) -> dict[str, Any]:
+def list_invites(network_id: str) -> InvitesAnswer:
     return invites.list_invites(stores().directory, _id(network_id, "network id"), _now_ms())
 
 
 @app.post("/v1/admin/networks/<network_id>/invites/<user_id>/revoke")
-def revoke_invite(network_id: str, user_id: str) -> dict[str, Any]:
+def revoke_invite(network_id: str, user_id: str) -> InviteRevokedAnswer:
     network_id = _id(network_id, "network id")
     answer = invites.revoke_invite(stores().directory, network_id, _id(user_id, "user id"))
     _audit(network_id, "invite.revoked", {"user_id": user_id, "handle": answer["handle"]})
@@ -144,7 +164,7 @@ def revoke_invite(network_id: str, user_id: str) -> dict[str, Any]:
 
 
 @app.post("/v1/admin/networks/<network_id>/invites/<user_id>/reissue")
-def reissue_invite(network_id: str, user_id: str) -> dict[str, Any]:
+def reissue_invite(network_id: str, user_id: str) -> InviteAnswer:
     request = parse_body(ReissueInviteRequest, json_body(app))
     network_id = _id(network_id, "network id")
     answer = invites.reissue_invite(
@@ -160,7 +180,7 @@ def reissue_invite(network_id: str, user_id: str) -> dict[str, Any]:
 
 
 @app.post("/v1/admin/networks/<network_id>/invites/bulk")
-def bulk_invite(network_id: str) -> dict[str, Any]:
+def bulk_invite(network_id: str) -> BulkInviteAnswer:
     request = parse_body(BulkInviteRequest, json_body(app))
     network_id = _id(network_id, "network id")
     answer = invites.bulk_invite(stores().directory, network_id, request, _now_ms())
@@ -190,12 +210,12 @@ def read_audit(network_id: str) -> AuditPage:
 
 
 @app.get("/v1/admin/networks/<network_id>/users")
-def list_users(network_id: str) -> dict[str, Any]:
+def list_users(network_id: str) -> UsersAnswer:
     return admin.list_users(stores().directory, _id(network_id, "network id"))
 
 
 @app.get("/v1/admin/networks/<network_id>/retention")
-def show_retention(network_id: str) -> dict[str, Any]:
+def show_retention(network_id: str) -> RetentionOffAnswer | RetentionAdminAnswer:
     from ..logic import retention
 
     network = _id(network_id, "network id")
@@ -206,7 +226,7 @@ def show_retention(network_id: str) -> dict[str, Any]:
 
 
 @app.put("/v1/admin/networks/<network_id>/retention")
-def enable_retention(network_id: str) -> dict[str, Any]:
+def enable_retention(network_id: str) -> RetentionAdminAnswer:
     from ..logic import retention
 
     request = parse_body(RetentionEnableRequest, json_body(app))
@@ -224,7 +244,7 @@ def enable_retention(network_id: str) -> dict[str, Any]:
 
 
 @app.post("/v1/admin/networks/<network_id>/retention/disable")
-def disable_retention(network_id: str) -> dict[str, Any]:
+def disable_retention(network_id: str) -> RetentionAdminAnswer:
     from ..logic import retention
 
     network = _id(network_id, "network id")
@@ -235,7 +255,7 @@ def disable_retention(network_id: str) -> dict[str, Any]:
 
 
 @app.post("/v1/admin/networks/<network_id>/retention/rotate")
-def rotate_retention(network_id: str) -> dict[str, Any]:
+def rotate_retention(network_id: str) -> RetentionAdminAnswer:
     from ..logic import retention
 
     request = parse_body(RetentionRotateRequest, json_body(app))
@@ -247,12 +267,12 @@ def rotate_retention(network_id: str) -> dict[str, Any]:
 
 
 @app.get("/v1/admin/users/<user_id>")
-def get_user(user_id: str) -> dict[str, Any]:
+def get_user(user_id: str) -> AdminUserAnswer:
     return admin.get_user(stores().directory, _id(user_id, "user id"))
 
 
 @app.post("/v1/admin/users/<user_id>/suspend")
-def suspend_user(user_id: str) -> dict[str, Any]:
+def suspend_user(user_id: str) -> AdminUserAnswer:
     logger.info("suspending", user_id=user_id)
     answer = admin.set_user_status(
         stores().directory, connections_store(), _disconnect, _id(user_id, "user id"), "suspended"
@@ -262,7 +282,7 @@ def suspend_user(user_id: str) -> dict[str, Any]:
 
 
 @app.post("/v1/admin/users/<user_id>/reinstate")
-def reinstate_user(user_id: str) -> dict[str, Any]:
+def reinstate_user(user_id: str) -> AdminUserAnswer:
     answer = admin.set_user_status(
         stores().directory, connections_store(), _disconnect, _id(user_id, "user id"), "active"
     )
@@ -271,12 +291,12 @@ def reinstate_user(user_id: str) -> dict[str, Any]:
 
 
 @app.get("/v1/admin/devices/<device_id>")
-def get_device(device_id: str) -> dict[str, Any]:
+def get_device(device_id: str) -> AdminDeviceAnswer:
     return admin.get_device(stores().directory, _id(device_id, "device id"))
 
 
 @app.post("/v1/admin/devices/<device_id>/revoke")
-def revoke_device(device_id: str) -> dict[str, Any]:
+def revoke_device(device_id: str) -> AdminDeviceAnswer:
     logger.info("revoking", device_id=device_id)
     answer = admin.revoke_device(
         stores().directory,
@@ -313,34 +333,34 @@ def _push_policies(network_id: str, user_ids: list[str]) -> int:
 
 
 @app.get("/v1/admin/networks/<network_id>/policy")
-def show_policy(network_id: str) -> dict[str, Any]:
+def show_policy(network_id: str) -> NetworkPolicyAnswer:
     from ..logic.retention import retention_for
 
     network_id = _id(network_id, "network id")
-    answer = policy_admin.show_policy(stores().directory, network_id)
+    documents = policy_admin.show_policy(stores().directory, network_id)
     # Not a knob: on exactly while `sotto admin retention enable` holds (network-wide).
     retained = retention_for(retention_store(), network_id)
-    answer["retention"] = (
+    retention: PolicyRetention = (
         {"required": True, "years": retained.years} if retained is not None else {"required": False}
     )
-    return answer
+    return {**documents, "retention": retention}
 
 
 @app.put("/v1/admin/networks/<network_id>/policy")
-def set_network_policy(network_id: str) -> dict[str, Any]:
+def set_network_policy(network_id: str) -> PolicySetAnswer:
     request = parse_body(PolicySettingsRequest, json_body(app))
     network_id = _id(network_id, "network id")
-    answer, affected = policy_admin.set_policy(
+    document, affected = policy_admin.set_policy(
         stores().directory, network_id, None, request, _now_ms()
     )
-    answer["pushed"] = _push_policies(network_id, affected)
+    answer: PolicySetAnswer = {**document, "pushed": _push_policies(network_id, affected)}
     logger.info("network policy set", network_id=network_id, knobs=sorted(request.model_fields_set))
     _audit(network_id, "policy.set", {"network_id": network_id}, policy=answer["policy"])
     return answer
 
 
 @app.post("/v1/admin/networks/<network_id>/groups")
-def create_group(network_id: str) -> dict[str, Any]:
+def create_group(network_id: str) -> GroupCreatedAnswer:
     request = parse_body(GroupRequest, json_body(app))
     network_id = _id(network_id, "network id")
     answer = policy_admin.create_group(stores().directory, network_id, request.name, _now_ms())
@@ -349,21 +369,24 @@ def create_group(network_id: str) -> dict[str, Any]:
 
 
 @app.put("/v1/admin/networks/<network_id>/groups/<group>/policy")
-def set_group_policy(network_id: str, group: str) -> dict[str, Any]:
+def set_group_policy(network_id: str, group: str) -> PolicySetAnswer:
     request = parse_body(PolicySettingsRequest, json_body(app))
     network_id = _id(network_id, "network id")
-    answer, affected = policy_admin.set_policy(
+    document, affected = policy_admin.set_policy(
         stores().directory, network_id, _group(group), request, _now_ms()
     )
-    answer["pushed"] = _push_policies(network_id, affected)
+    answer: PolicySetAnswer = {**document, "pushed": _push_policies(network_id, affected)}
     _audit(network_id, "group.policy_set", {"group": group}, policy=answer["policy"])
     return answer
 
 
-def _set_members(network_id: str, group: str, *, member: bool) -> dict[str, Any]:
+def _set_members(
+    network_id: str, group: str, *, member: bool
+) -> tuple[str, list[str], list[MemberRefusal], int]:
+    """The network, who changed, who was refused, and how many sockets were pushed."""
     request = parse_body(GroupMembersRequest, json_body(app))
     network_id = _id(network_id, "network id")
-    answer, changed = policy_admin.set_members(
+    changed, refused = policy_admin.set_members(
         stores().directory,
         network_id,
         _group(group),
@@ -371,25 +394,39 @@ def _set_members(network_id: str, group: str, *, member: bool) -> dict[str, Any]
         member=member,
         now_ms=_now_ms(),
     )
-    answer["pushed"] = _push_policies(network_id, changed)
+    pushed = _push_policies(network_id, changed)
     event = "group.member_added" if member else "group.member_removed"
     for user_id in changed:
         _audit(network_id, event, {"group": group, "user_id": user_id})
-    return answer
+    return network_id, changed, refused, pushed
 
 
 @app.post("/v1/admin/networks/<network_id>/groups/<group>/members")
-def add_group_members(network_id: str, group: str) -> dict[str, Any]:
-    return _set_members(network_id, group, member=True)
+def add_group_members(network_id: str, group: str) -> GroupMembersAddedAnswer:
+    network, added, refused, pushed = _set_members(network_id, group, member=True)
+    return {
+        "network_id": network,
+        "group": group,
+        "added": added,
+        "refused": refused,
+        "pushed": pushed,
+    }
 
 
 @app.post("/v1/admin/networks/<network_id>/groups/<group>/members/remove")
-def remove_group_members(network_id: str, group: str) -> dict[str, Any]:
-    return _set_members(network_id, group, member=False)
+def remove_group_members(network_id: str, group: str) -> GroupMembersRemovedAnswer:
+    network, removed, refused, pushed = _set_members(network_id, group, member=False)
+    return {
+        "network_id": network,
+        "group": group,
+        "removed": removed,
+        "refused": refused,
+        "pushed": pushed,
+    }
 
 
 @app.get("/v1/admin/users/<user_id>/policy")
-def user_policy(user_id: str) -> dict[str, Any]:
+def user_policy(user_id: str) -> PolicyFields:
     return policy_admin.user_policy(stores().directory, _id(user_id, "user id"))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sotto.frames.requests import CreateNetworkRequest, InviteRequest
 
@@ -30,6 +30,18 @@ from .frames import b64
 from .invites import new_invite
 from .standing import close_device_sockets
 
+if TYPE_CHECKING:
+    from sotto.frames.answers_admin import (
+        AdminDeviceAnswer,
+        AdminUserAnswer,
+        InviteAnswer,
+        NetworkAnswer,
+        NetworksAnswer,
+        UserDeviceItem,
+        UserItem,
+        UsersAnswer,
+    )
+
 __all__ = [
     "create_invite",
     "create_network",
@@ -44,7 +56,7 @@ __all__ = [
 Disconnect = Callable[[str], None]
 
 
-def _network(network: Network) -> dict[str, Any]:
+def _network(network: Network) -> NetworkAnswer:
     return {
         "network_id": network.network_id,
         "name": network.name,
@@ -54,34 +66,34 @@ def _network(network: Network) -> dict[str, Any]:
 
 def create_network(
     directory: DirectoryStore, request: CreateNetworkRequest, now_ms: int
-) -> dict[str, Any]:
+) -> NetworkAnswer:
     network = Network(f"net-{secrets.token_hex(6)}", request.name, now_ms)
     directory.create_network(network)
     return _network(network)
 
 
-def list_networks(directory: DirectoryStore) -> dict[str, Any]:
+def list_networks(directory: DirectoryStore) -> NetworksAnswer:
     return {"networks": [_network(n) for n in directory.list_networks()]}
 
 
 def create_invite(
     directory: DirectoryStore, network_id: str, request: InviteRequest, now_ms: int
-) -> dict[str, Any]:
+) -> InviteAnswer:
     return new_invite(directory, network_id, request, now_ms)
 
 
-def list_users(directory: DirectoryStore, network_id: str) -> dict[str, Any]:
+def list_users(directory: DirectoryStore, network_id: str) -> UsersAnswer:
     if directory.get_network(network_id) is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such network")
-    users = [
+    users: list[UserItem] = [
         {"user_id": user_id, "handle": handle, "status": status}
         for user_id, handle, status in directory.list_users(network_id)
     ]
     return {"network_id": network_id, "users": users}
 
 
-def _user(directory: DirectoryStore, user: UserRecord) -> dict[str, Any]:
-    devices = [
+def _user(directory: DirectoryStore, user: UserRecord) -> AdminUserAnswer:
+    devices: list[UserDeviceItem] = [
         {"device_id": device_id, "status": status}
         for device_id, _certificate, status in directory.list_devices(user.user_id)
     ]
@@ -103,7 +115,7 @@ def _existing_user(directory: DirectoryStore, user_id: str) -> UserRecord:
     return user
 
 
-def get_user(directory: DirectoryStore, user_id: str) -> dict[str, Any]:
+def get_user(directory: DirectoryStore, user_id: str) -> AdminUserAnswer:
     return _user(directory, _existing_user(directory, user_id))
 
 
@@ -113,7 +125,7 @@ def set_user_status(
     disconnect: Disconnect,
     user_id: str,
     status: UserStatus,
-) -> dict[str, Any]:
+) -> AdminUserAnswer:
     user = _existing_user(directory, user_id)
     directory.set_user_status(user, status)
     if status == "suspended":
@@ -122,7 +134,7 @@ def set_user_status(
     return _user(directory, replace(user, status=status))
 
 
-def _device(device: DeviceRecord) -> dict[str, Any]:
+def _device(device: DeviceRecord) -> AdminDeviceAnswer:
     return {
         "device_id": device.device_id,
         "user_id": device.user_id,
@@ -141,7 +153,7 @@ def _existing_device(directory: DirectoryStore, device_id: str) -> DeviceRecord:
     return device
 
 
-def get_device(directory: DirectoryStore, device_id: str) -> dict[str, Any]:
+def get_device(directory: DirectoryStore, device_id: str) -> AdminDeviceAnswer:
     return _device(_existing_device(directory, device_id))
 
 
@@ -151,7 +163,7 @@ def revoke_device(
     disconnect: Disconnect,
     device_id: str,
     now_ms: int,
-) -> dict[str, Any]:
+) -> AdminDeviceAnswer:
     device = _existing_device(directory, device_id)
     # Also on a repeated revoke: the write moves revoked_at, so the stream
     # runs the roster work again and repairs whatever a failure left.

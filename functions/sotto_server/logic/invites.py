@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sotto.frames.requests import BulkInviteRequest, InviteRequest
 
 from ..dal.directory import MAX_FAILED_ENROLLMENTS, Conflict, DirectoryStore, Invite
 from .codes import hash_code, new_code
 from .errors import ErrorCode, Refused
+
+if TYPE_CHECKING:
+    from sotto.frames.answers_admin import (
+        BulkInviteAnswer,
+        BulkRefusal,
+        InviteAnswer,
+        InviteItem,
+        InviteRevokedAnswer,
+        InvitesAnswer,
+    )
 
 __all__ = ["bulk_invite", "list_invites", "new_invite", "reissue_invite", "revoke_invite"]
 
@@ -37,7 +47,7 @@ def new_invite(
     *,
     display_name: str = "",
     groups: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
+) -> InviteAnswer:
     code = new_code()
     invite = Invite(
         code_hash=hash_code(code),
@@ -59,8 +69,8 @@ def new_invite(
     return _shown(invite, code)
 
 
-def _shown(invite: Invite, code: str) -> dict[str, Any]:
-    answer: dict[str, Any] = {
+def _shown(invite: Invite, code: str) -> InviteAnswer:
+    answer: InviteAnswer = {
         "code": code,
         "network_id": invite.network_id,
         "user_id": invite.user_id,
@@ -74,7 +84,7 @@ def _shown(invite: Invite, code: str) -> dict[str, Any]:
     return answer
 
 
-def _listed(invite: Invite, now_ms: int) -> dict[str, Any]:
+def _listed(invite: Invite, now_ms: int) -> InviteItem:
     state = (
         "locked"
         if invite.failed_attempts >= MAX_FAILED_ENROLLMENTS
@@ -94,7 +104,7 @@ def _listed(invite: Invite, now_ms: int) -> dict[str, Any]:
     }
 
 
-def list_invites(directory: DirectoryStore, network_id: str, now_ms: int) -> dict[str, Any]:
+def list_invites(directory: DirectoryStore, network_id: str, now_ms: int) -> InvitesAnswer:
     if directory.get_network(network_id) is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such network")
     invites = sorted(directory.pending_invites(network_id), key=lambda i: (i.created_at, i.handle))
@@ -111,7 +121,7 @@ def _pending(directory: DirectoryStore, network_id: str, user_id: str) -> Invite
     return invite
 
 
-def revoke_invite(directory: DirectoryStore, network_id: str, user_id: str) -> dict[str, Any]:
+def revoke_invite(directory: DirectoryStore, network_id: str, user_id: str) -> InviteRevokedAnswer:
     """The code stops working at once and the handle is free again."""
     invite = _pending(directory, network_id, user_id)
     try:
@@ -125,7 +135,7 @@ def revoke_invite(directory: DirectoryStore, network_id: str, user_id: str) -> d
 
 def reissue_invite(
     directory: DirectoryStore, network_id: str, user_id: str, ttl_s: int, now_ms: int
-) -> dict[str, Any]:
+) -> InviteAnswer:
     """A new code for the same user and handle; the old code (lost, locked) stops working."""
     old = _pending(directory, network_id, user_id)
     code = new_code()
@@ -151,13 +161,13 @@ def reissue_invite(
 
 def bulk_invite(
     directory: DirectoryStore, network_id: str, request: BulkInviteRequest, now_ms: int
-) -> dict[str, Any]:
+) -> BulkInviteAnswer:
     """Invite every row that can be; report each row made and each refused, with why."""
     if directory.get_network(network_id) is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such network")
     known = {group.name for group in directory.list_groups(network_id)}
-    created: list[dict[str, Any]] = []
-    refused: list[dict[str, Any]] = []
+    created: list[InviteAnswer] = []
+    refused: list[BulkRefusal] = []
     seen: set[str] = set()
     for row in request.invites:
         reason = None

@@ -8,13 +8,22 @@ policy (``policy`` frame), and the others read it on their next sync.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sotto.frames.requests import PolicySettingsRequest
 
 from ..dal.directory import Conflict, DirectoryStore, GroupRecord
 from .errors import ErrorCode, Refused
 from .policy import EffectivePolicy, PolicyDocuments, combine, effective_policy
+
+if TYPE_CHECKING:
+    from sotto.frames.answers import PolicyFields
+    from sotto.frames.answers_admin import (
+        GroupCreatedAnswer,
+        MemberRefusal,
+        NetworkPolicyFields,
+        PolicySetFields,
+    )
 
 __all__ = [
     "create_group",
@@ -35,7 +44,7 @@ def _groups(directory: DirectoryStore, network_id: str) -> dict[str, GroupRecord
     return {group.name: group for group in directory.list_groups(network_id)}
 
 
-def show_policy(directory: DirectoryStore, network_id: str) -> dict[str, Any]:
+def show_policy(directory: DirectoryStore, network_id: str) -> NetworkPolicyFields:
     _network_exists(directory, network_id)
     groups = _groups(directory, network_id)
     members: dict[str, list[str]] = {name: [] for name in groups}
@@ -70,7 +79,7 @@ def set_policy(
     group: str | None,
     request: PolicySettingsRequest,
     now_ms: int,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[PolicySetFields, list[str]]:
     """Set knobs of the network default (``group`` None) or of a group.
 
     Returns the answer and the users it concerns (all of the network's, or the group's).
@@ -90,13 +99,13 @@ def set_policy(
         except Conflict:
             raise Refused(ErrorCode.NOT_FOUND, f"no security group {group!r}") from None
         affected = [user for _name, user in directory.group_memberships(network_id, group)]
-    answer = {"network_id": network_id, "group": group, "policy": document}
+    answer: PolicySetFields = {"network_id": network_id, "group": group, "policy": document}
     return answer, affected
 
 
 def create_group(
     directory: DirectoryStore, network_id: str, name: str, now_ms: int
-) -> dict[str, Any]:
+) -> GroupCreatedAnswer:
     try:
         directory.create_group(GroupRecord(network_id, name, {}, now_ms))
     except Conflict as conflict:
@@ -114,17 +123,17 @@ def set_members(
     *,
     member: bool,
     now_ms: int,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[list[str], list[MemberRefusal]]:
     """Add users to (or remove them from) a group; each user is one transaction.
 
-    Answers which users changed and which were refused (not in this network),
+    Returns which users changed and which were refused (not in this network),
     so a partly wrong list still does what it can and says what it did not.
     """
     _network_exists(directory, network_id)
     if group not in _groups(directory, network_id):
         raise Refused(ErrorCode.NOT_FOUND, f"no security group {group!r} in this network")
     done: list[str] = []
-    refused: list[dict[str, str]] = []
+    refused: list[MemberRefusal] = []
     for user_id in dict.fromkeys(user_ids):
         try:
             directory.set_group_member(network_id, group, user_id, member=member, now=now_ms)
@@ -137,20 +146,14 @@ def set_members(
             refused.append({"user_id": user_id, "reason": reason})
             continue
         done.append(user_id)
-    answer = {
-        "network_id": network_id,
-        "group": group,
-        "added" if member else "removed": done,
-        "refused": refused,
-    }
-    return answer, done
+    return done, refused
 
 
-def user_policy(directory: DirectoryStore, user_id: str) -> dict[str, Any]:
+def user_policy(directory: DirectoryStore, user_id: str) -> PolicyFields:
     user = directory.get_user(user_id)
     if user is None:
         raise Refused(ErrorCode.NOT_FOUND, "no such user")
-    return dict(effective_policy(directory, user.network_id, user_id, groups=user.groups).to_json())
+    return effective_policy(directory, user.network_id, user_id, groups=user.groups).to_json()
 
 
 def effective_policies(

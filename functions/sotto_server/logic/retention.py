@@ -10,7 +10,7 @@ one (no function role may decrypt with the archive key).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sotto.frames.requests import (
     RetentionEnableRequest,
@@ -29,6 +29,7 @@ from .outcome import Outcome
 from .principal import Principal
 
 if TYPE_CHECKING:
+    from sotto.frames.answers_admin import RetentionAdminAnswer, RetentionOffAnswer
     from sotto.frames.answers_devices import RetentionAnswer, RetentionFields
 
 __all__ = [
@@ -67,8 +68,8 @@ def _identity(
     return identity
 
 
-def _answer(retention: Retention, store: RetentionStore | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = {
+def _answer(store: RetentionStore, retention: Retention) -> RetentionAdminAnswer:
+    return {
         "network_id": retention.network_id,
         "status": retention.status,
         "years": retention.years,
@@ -79,9 +80,7 @@ def _answer(retention: Retention, store: RetentionStore | None = None) -> dict[s
         "certificate": b64(retention.current.certificate),
         "prekey": b64(retention.current.prekey),
         "updated_at": retention.updated_at,
-    }
-    if store is not None:
-        answer["generations"] = [
+        "generations": [
             {
                 "generation": g.generation,
                 "device_id": g.device_id,
@@ -91,20 +90,29 @@ def _answer(retention: Retention, store: RetentionStore | None = None) -> dict[s
                 "created_at": g.created_at,
             }
             for g in store.generations(retention.network_id)
-        ]
-    return answer
+        ],
+    }
 
 
-def show(store: RetentionStore, network_id: str) -> dict[str, Any]:
+def show(store: RetentionStore, network_id: str) -> RetentionOffAnswer | RetentionAdminAnswer:
     retention = store.get(network_id)
     if retention is None:
         return {"network_id": network_id, "status": "off"}
-    return _answer(retention, store)
+    return _answer(store, retention)
+
+
+def _written(store: RetentionStore, network_id: str) -> RetentionAdminAnswer:
+    """The identity just written (enabled, disabled or rotated): never off, as nothing
+    deletes one."""
+    retention = store.get(network_id)
+    if retention is None:
+        raise Refused(ErrorCode.NOT_FOUND, "this network has no retention identity")
+    return _answer(store, retention)
 
 
 def enable(
     store: RetentionStore, network_id: str, request: RetentionEnableRequest, now_ms: int
-) -> dict[str, Any]:
+) -> RetentionAdminAnswer:
     """Create the first generation, or turn a disabled identity back on (same keys)."""
     existing = store.get(network_id)
     if existing is not None:
@@ -113,7 +121,7 @@ def enable(
                 ErrorCode.CONFLICT, "this network has a retention identity; rotate it instead"
             )
         store.set_status(network_id, "enabled", now_ms)
-        return show(store, network_id)
+        return _written(store, network_id)
     if (
         request.officer_identity is None
         or request.certificate is None
@@ -147,20 +155,20 @@ def enable(
         if conflict.reason == "no_such_network":
             raise Refused(ErrorCode.NOT_FOUND, "no such network") from None
         raise Refused(ErrorCode.CONFLICT, "retention was enabled meanwhile") from None
-    return show(store, network_id)
+    return _written(store, network_id)
 
 
-def disable(store: RetentionStore, network_id: str, now_ms: int) -> dict[str, Any]:
+def disable(store: RetentionStore, network_id: str, now_ms: int) -> RetentionAdminAnswer:
     try:
         store.set_status(network_id, "disabled", now_ms)
     except Conflict:
         raise Refused(ErrorCode.NOT_FOUND, "this network has no retention identity") from None
-    return show(store, network_id)
+    return _written(store, network_id)
 
 
 def rotate(
     store: RetentionStore, network_id: str, request: RetentionRotateRequest, now_ms: int
-) -> dict[str, Any]:
+) -> RetentionAdminAnswer:
     """A new key generation, certified by the same records officer."""
     existing = store.get(network_id)
     if existing is None:
@@ -193,7 +201,7 @@ def rotate(
         store.rotate(rotated, existing.current.generation)
     except Conflict:
         raise Refused(ErrorCode.CONFLICT, "the retention key was rotated meanwhile") from None
-    return show(store, network_id)
+    return _written(store, network_id)
 
 
 def identity_frame(network_id: str, retention: Retention | None) -> RetentionFields:

@@ -2,10 +2,10 @@
 
 ``PublicApi``: info, enrollment and link requests (no AWS credentials).
 ``AdminApi``: the IAM-authorized admin routes, signed with SigV4.
-The public routes' answers, and the audit log's pages, are parsed with their
-shapes (``sotto.frames.answers_http``): a missing or mistyped field is
-``MalformedFrame`` naming it. The other admin answers are returned as the
-server's JSON objects (the CLI shows them). Every JSON body is checked first
+Every answer is parsed with its route's shape (``sotto.frames.answers_http``,
+``sotto.frames.answers_admin``): a missing or mistyped field is
+``MalformedFrame`` naming the route and the field, and fields a shape does
+not name are dropped. Every JSON body is checked first
 against the model the server parses it with (``sotto.frames.requests``): an
 invalid one is ``InvalidRequest``, not sent.
 """
@@ -14,6 +14,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from sotto.frames.answers import PolicyFields
+from sotto.frames.answers_admin import (
+    AdminDeviceAnswer,
+    AdminUserAnswer,
+    BulkInviteAnswer,
+    GroupCreatedAnswer,
+    GroupMembersAddedAnswer,
+    GroupMembersRemovedAnswer,
+    InviteAnswer,
+    InviteRevokedAnswer,
+    InvitesAnswer,
+    NetworkAnswer,
+    NetworkPolicyAnswer,
+    NetworksAnswer,
+    PolicySetAnswer,
+    RetentionAdminAnswer,
+    RetentionOffAnswer,
+    UsersAnswer,
+)
 from sotto.frames.answers_http import (
     AuditPage,
     EnrolledAnswer,
@@ -76,111 +95,143 @@ class AdminApi:
         signer = signer or SigV4Signer(server.region, local=server.local)
         self._http = HttpClient(server.http, signer=signer)
 
-    def create_network(self, name: str) -> dict[str, Any]:
+    def create_network(self, name: str) -> NetworkAnswer:
         body = check_body("create network", "CreateNetworkRequest", {"name": name})
-        return self._http.post("/v1/admin/networks", body)
+        return shaped(NetworkAnswer, "create network", self._http.post("/v1/admin/networks", body))
 
-    def list_networks(self) -> dict[str, Any]:
-        return self._http.get("/v1/admin/networks")
+    def list_networks(self) -> NetworksAnswer:
+        return shaped(NetworksAnswer, "list networks", self._http.get("/v1/admin/networks"))
 
-    def invite(self, network_id: str, handle: str, *, ttl_s: int | None = None) -> dict[str, Any]:
+    def invite(self, network_id: str, handle: str, *, ttl_s: int | None = None) -> InviteAnswer:
         body: dict[str, Any] = {"handle": handle}
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
         check_body("invite", "InviteRequest", body)
-        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites", body)
+        answer = self._http.post(f"{_network(network_id)}/invites", body)
+        return shaped(InviteAnswer, "invite", answer)
 
-    def list_users(self, network_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/users")
+    def list_users(self, network_id: str) -> UsersAnswer:
+        return shaped(UsersAnswer, "list users", self._http.get(f"{_network(network_id)}/users"))
 
-    def get_user(self, user_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/users/{path_segment(user_id)}")
+    def get_user(self, user_id: str) -> AdminUserAnswer:
+        return shaped(AdminUserAnswer, "get user", self._http.get(_user(user_id)))
 
-    def suspend_user(self, user_id: str) -> dict[str, Any]:
-        return self._http.post(f"/v1/admin/users/{path_segment(user_id)}/suspend")
+    def suspend_user(self, user_id: str) -> AdminUserAnswer:
+        answer = self._http.post(f"{_user(user_id)}/suspend")
+        return shaped(AdminUserAnswer, "suspend user", answer)
 
-    def reinstate_user(self, user_id: str) -> dict[str, Any]:
-        return self._http.post(f"/v1/admin/users/{path_segment(user_id)}/reinstate")
+    def reinstate_user(self, user_id: str) -> AdminUserAnswer:
+        answer = self._http.post(f"{_user(user_id)}/reinstate")
+        return shaped(AdminUserAnswer, "reinstate user", answer)
 
-    def get_device(self, device_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/devices/{path_segment(device_id)}")
+    def get_device(self, device_id: str) -> AdminDeviceAnswer:
+        return shaped(AdminDeviceAnswer, "get device", self._http.get(_device(device_id)))
 
-    def revoke_device(self, device_id: str) -> dict[str, Any]:
-        return self._http.post(f"/v1/admin/devices/{path_segment(device_id)}/revoke")
+    def revoke_device(self, device_id: str) -> AdminDeviceAnswer:
+        answer = self._http.post(f"{_device(device_id)}/revoke")
+        return shaped(AdminDeviceAnswer, "revoke device", answer)
 
     def audit(self, network_id: str, *, after: int = 0) -> AuditPage:
-        page = self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/audit?after={after}")
+        page = self._http.get(f"{_network(network_id)}/audit?after={after}")
         return shaped(AuditPage, "audit", page)
 
-    def list_invites(self, network_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/invites")
+    def list_invites(self, network_id: str) -> InvitesAnswer:
+        answer = self._http.get(f"{_network(network_id)}/invites")
+        return shaped(InvitesAnswer, "list invites", answer)
 
-    def revoke_invite(self, network_id: str, user_id: str) -> dict[str, Any]:
-        return self._http.post(
-            f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}/revoke"
-        )
+    def revoke_invite(self, network_id: str, user_id: str) -> InviteRevokedAnswer:
+        answer = self._http.post(f"{_network(network_id)}/invites/{path_segment(user_id)}/revoke")
+        return shaped(InviteRevokedAnswer, "revoke invite", answer)
 
     def reissue_invite(
         self, network_id: str, user_id: str, *, ttl_s: int | None = None
-    ) -> dict[str, Any]:
+    ) -> InviteAnswer:
         body = check_body(
             "reissue invite", "ReissueInviteRequest", {} if ttl_s is None else {"ttl_s": ttl_s}
         )
-        return self._http.post(
-            f"/v1/admin/networks/{path_segment(network_id)}/invites/{path_segment(user_id)}"
-            "/reissue",
-            body,
+        answer = self._http.post(
+            f"{_network(network_id)}/invites/{path_segment(user_id)}/reissue", body
         )
+        return shaped(InviteAnswer, "reissue invite", answer)
 
     def bulk_invite(
         self, network_id: str, rows: list[dict[str, Any]], *, ttl_s: int | None = None
-    ) -> dict[str, Any]:
+    ) -> BulkInviteAnswer:
         body: dict[str, Any] = {"invites": rows}
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
         check_body("bulk invite", "BulkInviteRequest", body)
-        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/invites/bulk", body)
+        answer = self._http.post(f"{_network(network_id)}/invites/bulk", body)
+        return shaped(BulkInviteAnswer, "bulk invite", answer)
 
-    def show_policy(self, network_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/policy")
+    def show_policy(self, network_id: str) -> NetworkPolicyAnswer:
+        answer = self._http.get(f"{_network(network_id)}/policy")
+        return shaped(NetworkPolicyAnswer, "show policy", answer)
 
     def set_policy(
         self, network_id: str, settings: dict[str, Any], *, group: str | None = None
-    ) -> dict[str, Any]:
-        base = f"/v1/admin/networks/{path_segment(network_id)}"
+    ) -> PolicySetAnswer:
+        base = _network(network_id)
         path = f"{base}/policy" if group is None else f"{base}/groups/{path_segment(group)}/policy"
-        return self._http.call(
-            "PUT", path, check_body("set policy", "PolicySettingsRequest", settings)
-        )
+        body = check_body("set policy", "PolicySettingsRequest", settings)
+        return shaped(PolicySetAnswer, "set policy", self._http.call("PUT", path, body))
 
-    def user_policy(self, user_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/users/{path_segment(user_id)}/policy")
+    def user_policy(self, user_id: str) -> PolicyFields:
+        return shaped(PolicyFields, "user policy", self._http.get(f"{_user(user_id)}/policy"))
 
-    def create_group(self, network_id: str, name: str) -> dict[str, Any]:
+    def create_group(self, network_id: str, name: str) -> GroupCreatedAnswer:
         body = check_body("create group", "GroupRequest", {"name": name})
-        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/groups", body)
+        answer = self._http.post(f"{_network(network_id)}/groups", body)
+        return shaped(GroupCreatedAnswer, "create group", answer)
 
-    def group_members(
-        self, network_id: str, group: str, user_ids: list[str], *, add: bool
+    def add_group_members(
+        self, network_id: str, group: str, user_ids: list[str]
+    ) -> GroupMembersAddedAnswer:
+        answer = self._group_members(network_id, group, user_ids, "members")
+        return shaped(GroupMembersAddedAnswer, "add group members", answer)
+
+    def remove_group_members(
+        self, network_id: str, group: str, user_ids: list[str]
+    ) -> GroupMembersRemovedAnswer:
+        answer = self._group_members(network_id, group, user_ids, "members/remove")
+        return shaped(GroupMembersRemovedAnswer, "remove group members", answer)
+
+    def _group_members(
+        self, network_id: str, group: str, user_ids: list[str], route: str
     ) -> dict[str, Any]:
-        path = f"/v1/admin/networks/{path_segment(network_id)}/groups/{path_segment(group)}/members"
+        path = f"{_network(network_id)}/groups/{path_segment(group)}/{route}"
         body = check_body("group members", "GroupMembersRequest", {"user_ids": user_ids})
-        return self._http.post(path if add else f"{path}/remove", body)
+        return self._http.post(path, body)
 
-    def get_retention(self, network_id: str) -> dict[str, Any]:
-        return self._http.get(f"/v1/admin/networks/{path_segment(network_id)}/retention")
+    def get_retention(self, network_id: str) -> RetentionOffAnswer | RetentionAdminAnswer:
+        """``{"status": "off"}`` while retention was never enabled, else the identity."""
+        answer = self._http.get(f"{_network(network_id)}/retention")
+        if answer.get("status") == "off":
+            return shaped(RetentionOffAnswer, "show retention", answer)
+        return shaped(RetentionAdminAnswer, "show retention", answer)
 
-    def enable_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def enable_retention(self, network_id: str, body: dict[str, Any]) -> RetentionAdminAnswer:
         check_body("enable retention", "RetentionEnableRequest", body)
-        return self._http.call(
-            "PUT", f"/v1/admin/networks/{path_segment(network_id)}/retention", body
-        )
+        answer = self._http.call("PUT", f"{_network(network_id)}/retention", body)
+        return shaped(RetentionAdminAnswer, "enable retention", answer)
 
-    def disable_retention(self, network_id: str) -> dict[str, Any]:
-        return self._http.post(f"/v1/admin/networks/{path_segment(network_id)}/retention/disable")
+    def disable_retention(self, network_id: str) -> RetentionAdminAnswer:
+        answer = self._http.post(f"{_network(network_id)}/retention/disable")
+        return shaped(RetentionAdminAnswer, "disable retention", answer)
 
-    def rotate_retention(self, network_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def rotate_retention(self, network_id: str, body: dict[str, Any]) -> RetentionAdminAnswer:
         check_body("rotate retention", "RetentionRotateRequest", body)
-        return self._http.post(
-            f"/v1/admin/networks/{path_segment(network_id)}/retention/rotate", body
-        )
+        answer = self._http.post(f"{_network(network_id)}/retention/rotate", body)
+        return shaped(RetentionAdminAnswer, "rotate retention", answer)
+
+
+def _network(network_id: str) -> str:
+    return f"/v1/admin/networks/{path_segment(network_id)}"
+
+
+def _user(user_id: str) -> str:
+    return f"/v1/admin/users/{path_segment(user_id)}"
+
+
+def _device(device_id: str) -> str:
+    return f"/v1/admin/devices/{path_segment(device_id)}"

@@ -11,6 +11,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from sotto.frames.answers_admin import BulkRefusal, InviteAnswer
+
 from .api import AdminApi
 from .errors import UsageError
 
@@ -43,13 +45,14 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def bulk_invite(
     api: AdminApi, network_id: str, path: Path, *, ttl_s: int | None = None
 ) -> dict[str, Any]:
-    created: list[dict[str, Any]] = []
-    refused: list[dict[str, Any]] = []
+    created: list[InviteAnswer] = []
+    refused: list[BulkRefusal] = []
     rows = read_rows(path)
     for start in range(0, len(rows), BULK_PART):
+        # Each part's answer is of its shape (the api parses it): lists, always there.
         answer = api.bulk_invite(network_id, rows[start : start + BULK_PART], ttl_s=ttl_s)
-        created += answer.get("created") or []
-        refused += answer.get("refused") or []
+        created += answer["created"]
+        refused += answer["refused"]
     return {
         "network_id": network_id,
         "rows": len(rows),

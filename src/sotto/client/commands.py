@@ -11,10 +11,11 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+from sotto.frames.answers_admin import RetentionAdminAnswer, RetentionOffAnswer
 from sotto.protocol.errors import KeystoreError, ProtocolError
 from sotto.protocol.keys import IdentityPublicKey
 
@@ -192,7 +193,9 @@ def _whoami(args: argparse.Namespace) -> None:
 # -- admin ---------------------------------------------------------------------------------------
 
 
-def _retention(args: argparse.Namespace, server: ServerConfig, api: AdminApi) -> dict[str, Any]:
+def _retention(
+    args: argparse.Namespace, server: ServerConfig, api: AdminApi
+) -> retention_admin.RetentionShown | RetentionAdminAnswer | RetentionOffAnswer:
     command, network_id = args.retention_command, args.network_id
     if command == "show":
         return retention_admin.show(api, network_id)
@@ -204,19 +207,19 @@ def _retention(args: argparse.Namespace, server: ServerConfig, api: AdminApi) ->
     return retention_admin.rotate(api, kms, network_id, args.years)
 
 
-def _retention_text(answer: dict[str, Any]) -> str:
-    if answer.get("status") == "off":
-        return f"retention is off for {answer.get('network_id')} (never enabled)"
+def _retention_text(answer: RetentionAdminAnswer | RetentionOffAnswer) -> str:
+    if answer["status"] == "off":
+        return f"retention is off for {answer['network_id']} (never enabled)"
     officer = identity_fingerprint(
-        IdentityPublicKey.parse(b64d(answer.get("officer_identity"), "officer identity"))
+        IdentityPublicKey.parse(b64d(answer["officer_identity"], "officer identity"))
     )
     return render(
         {
-            "network_id": answer.get("network_id"),
-            "status": answer.get("status"),
-            "years": answer.get("years"),
-            "generation": answer.get("generation"),
-            "retention_device": answer.get("device_id"),
+            "network_id": answer["network_id"],
+            "status": answer["status"],
+            "years": answer["years"],
+            "generation": answer["generation"],
+            "retention_device": answer["device_id"],
             "officer_fingerprint": officer,
         }
     )
@@ -227,21 +230,30 @@ def _admin(args: argparse.Namespace) -> None:
     api = AdminApi(server)
     command = args.admin_command
     if command == "retention":
-        answer = _retention(args, server, api)
-        _print(args, answer, _retention_text(answer))
+        shown = _retention(args, server, api)
+        _print(args, shown, _retention_text(shown))
         return
+    if command == "audit":
+        _audit(api, args)
+        return
+    if command == "invite":
+        invited = api.invite(args.network_id, args.handle, ttl_s=args.ttl)
+        # The only time the code is ever shown: say what to do with it.
+        text = render(invited) + (
+            "\n\nGive the code to the user (it is shown only this once); they run:\n"
+            f"  sotto enroll --server {args.server} --code {invited['code']} "
+            f"--profile {args.handle}"
+        )
+        _print(args, invited, text)
+        return
+    answer: Mapping[str, Any]
     if command == "network":
         if args.network_command == "create":
             answer = api.create_network(args.name)
         else:
             answer = api.list_networks()
-    elif command == "invite":
-        answer = api.invite(args.network_id, args.handle, ttl_s=args.ttl)
     elif command in ("policy", "group"):
         answer = _policy_admin(api, args)
-    elif command == "audit":
-        _audit(api, args)
-        return
     elif command == "invites":
         answer = api.list_invites(args.network_id)
     elif command == "invite-revoke":
@@ -251,7 +263,7 @@ def _admin(args: argparse.Namespace) -> None:
     elif command == "invite-bulk":
         answer = bulk_invite(api, args.network_id, args.csv, ttl_s=args.ttl)
     else:
-        calls: dict[str, Callable[[str], dict[str, Any]]] = {
+        calls: dict[str, Callable[[str], Mapping[str, Any]]] = {
             "users": api.list_users,
             "user": api.get_user,
             "suspend": api.suspend_user,
@@ -260,15 +272,7 @@ def _admin(args: argparse.Namespace) -> None:
             "revoke": api.revoke_device,
         }
         answer = calls[command](args.target)
-    text = render(answer)
-    if command == "invite" and isinstance(answer.get("code"), str):
-        # The only time the code is ever shown: say what to do with it.
-        text += (
-            "\n\nGive the code to the user (it is shown only this once); they run:\n"
-            f"  sotto enroll --server {args.server} --code {answer['code']} "
-            f"--profile {args.handle}"
-        )
-    _print(args, answer, text)
+    _print(args, answer, render(answer))
 
 
 def _audit(api: AdminApi, args: argparse.Namespace) -> None:
@@ -318,23 +322,24 @@ def _verdict(report: AuditReport, args: argparse.Namespace) -> dict[str, Any]:
     return {"verified": not report.problems, "problems": report.problems}
 
 
-def _policy_admin(api: AdminApi, args: argparse.Namespace) -> dict[str, Any]:
+def _policy_admin(api: AdminApi, args: argparse.Namespace) -> Mapping[str, Any]:
     from sotto.cli import policy_settings
 
     if args.admin_command == "group":
         if args.group_command == "create":
             return api.create_group(args.network_id, args.group)
-        add = args.group_command == "add"
-        return api.group_members(args.network_id, args.group, args.user_ids, add=add)
+        if args.group_command == "add":
+            return api.add_group_members(args.network_id, args.group, args.user_ids)
+        return api.remove_group_members(args.network_id, args.group, args.user_ids)
     if args.policy_command == "set":
         settings = policy_settings(args)
         if not settings:
             raise UsageError("name at least one knob to set (e.g. --max-expiry 1h) or --clear")
         return api.set_policy(args.network_id, settings, group=args.group)
-    answer = api.show_policy(args.network_id)
+    shown = api.show_policy(args.network_id)
     if args.user:
-        answer["user"] = api.user_policy(args.user)
-    return answer
+        return {**shown, "user": api.user_policy(args.user)}
+    return shown
 
 
 def _records(args: argparse.Namespace) -> None:

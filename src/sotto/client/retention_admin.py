@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sotto.frames.answers_admin import (
+    RetentionAdminAnswer,
+    RetentionGenerationItem,
+    RetentionOffAnswer,
+)
 from sotto.protocol.certificates import DeviceCertificate, PrekeyCertificate
 from sotto.protocol.keys import IdentityPublicKey
 from sotto.protocol.retention import RetentionIdentity, RetentionSecrets, open_officer
@@ -37,10 +42,12 @@ __all__ = [
     "OFFICER_PURPOSE",
     "RETENTION_PURPOSE",
     "ArchiveKms",
+    "RetentionShown",
     "archive_kms",
     "disable",
     "enable",
     "rotate",
+    "served_identity",
     "show",
 ]
 
@@ -50,6 +57,13 @@ RETENTION_PURPOSE = "retention-key"
 
 class RetentionAdminError(SottoClientError):
     """KMS refused, or the server's retention identity is not what this machine expects."""
+
+
+class RetentionShown(RetentionAdminAnswer):
+    """``show``: the server's answer, and when the served key expires (this machine's)."""
+
+    key_expires_at: int
+    key_days_left: int
 
 
 class ArchiveKms:
@@ -113,9 +127,9 @@ def _new_device_id() -> str:
     return f"rtn-{secrets.token_hex(6)}"
 
 
-def enable(api: AdminApi, kms: ArchiveKms, network_id: str, years: int) -> dict[str, Any]:
+def enable(api: AdminApi, kms: ArchiveKms, network_id: str, years: int) -> RetentionAdminAnswer:
     current = api.get_retention(network_id)
-    if current.get("status") != "off":
+    if current["status"] != "off":
         # Same officer, same keys: only the switch moves.
         return api.enable_retention(network_id, {"years": years})
     made = RetentionSecrets.create(network_id, _new_device_id(), now=now_ms())
@@ -136,28 +150,33 @@ def enable(api: AdminApi, kms: ArchiveKms, network_id: str, years: int) -> dict[
     return api.enable_retention(network_id, body)
 
 
-def served_identity(answer: dict[str, Any]) -> RetentionIdentity:
+def served_identity(
+    answer: RetentionAdminAnswer, generation: RetentionGenerationItem | None = None
+) -> RetentionIdentity:
+    """The retention identity the server serves: its current generation's, or
+    ``generation``'s (the officer is the same for every generation)."""
+    held = answer if generation is None else generation
     return RetentionIdentity(
-        str(answer["network_id"]),
-        IdentityPublicKey.parse(b64d(answer.get("officer_identity"), "officer_identity")),
-        DeviceCertificate.parse(b64d(answer.get("certificate"), "certificate")),
-        PrekeyCertificate.parse(b64d(answer.get("prekey"), "prekey")),
+        answer["network_id"],
+        IdentityPublicKey.parse(b64d(answer["officer_identity"], "officer_identity")),
+        DeviceCertificate.parse(b64d(held["certificate"], "certificate")),
+        PrekeyCertificate.parse(b64d(held["prekey"], "prekey")),
     )
 
 
 def rotate(
     api: AdminApi, kms: ArchiveKms, network_id: str, years: int | None = None
-) -> dict[str, Any]:
+) -> RetentionAdminAnswer:
     current = api.get_retention(network_id)
-    if current.get("status") == "off":
+    if current["status"] == "off":
         raise RetentionAdminError(f"retention was never enabled for {network_id}")
     identity = served_identity(current)
-    wrapped = b64d(current.get("wrapped_officer_key"), "wrapped officer key")
+    wrapped = b64d(current["wrapped_officer_key"], "wrapped officer key")
     officer = open_officer(identity, kms.unwrap(wrapped, network_id, OFFICER_PURPOSE, "officer"))
     made = RetentionSecrets.create(network_id, _new_device_id(), now=now_ms(), officer=officer)
     new = made.identity(network_id)
     body: dict[str, Any] = {
-        "previous_generation": int(current["generation"]),
+        "previous_generation": current["generation"],
         "certificate": b64e(new.certificate.serialize()),
         "prekey": b64e(new.prekey.serialize()),
         "wrapped_device_key": b64e(
@@ -170,16 +189,16 @@ def rotate(
     return api.rotate_retention(network_id, body)
 
 
-def disable(api: AdminApi, network_id: str) -> dict[str, Any]:
+def disable(api: AdminApi, network_id: str) -> RetentionAdminAnswer:
     return api.disable_retention(network_id)
 
 
-def show(api: AdminApi, network_id: str) -> dict[str, Any]:
+def show(api: AdminApi, network_id: str) -> RetentionOffAnswer | RetentionShown:
     """The server's answer, plus when the served key expires (rotate before: after it,
     clients send nothing in the network)."""
     answer = api.get_retention(network_id)
-    if answer.get("status") != "off" and answer.get("certificate"):
-        expires_at = served_identity(answer).expires_at
-        answer["key_expires_at"] = expires_at
-        answer["key_days_left"] = max(0, expires_at - now_ms()) // 86_400_000
-    return answer
+    if answer["status"] == "off":
+        return answer
+    expires_at = served_identity(answer).expires_at
+    days_left = max(0, expires_at - now_ms()) // 86_400_000
+    return {**answer, "key_expires_at": expires_at, "key_days_left": days_left}

@@ -24,7 +24,8 @@ Pushes (no ``id``): ``MailPush``, ``MessagePush``, ``MembershipPush``,
 ``PrekeysLowPush``, ``PolicyPush`` (``PUSHES``, by action).
 
 The other routes' shapes are in ``answers_conversations``, ``answers_devices``
-and ``answers_files`` (the HTTP routes' bodies in ``answers_http``);
+and ``answers_files`` (the HTTP routes' bodies in ``answers_http`` and
+``answers_admin``, named by ``answers_http.HTTP_ANSWERS``);
 ``ANSWERS`` names the shape of every WebSocket route's answer, and ``PUSHES``
 of every push. ``parse`` and ``ShapeError`` live in ``shapes`` (re-exported).
 """

@@ -1,8 +1,8 @@
 """How every answer shape is checked at run time: ``parse``, ``ShapeError``, ``strict``.
 
 The shapes themselves are typed dicts in ``answers`` (the core routes),
-``answers_conversations``, ``answers_devices``, ``answers_files`` and
-``answers_http``. The server only builds them, so nothing here imports
+``answers_conversations``, ``answers_devices``, ``answers_files``,
+``answers_http`` and ``answers_admin``. The server only builds them, so nothing here imports
 pydantic until a frame is first parsed (the SDK's side).
 """
 

@@ -72,17 +72,17 @@ def _ms(text: str | None) -> int | None:
 
 def _opener(api: AdminApi, kms: retention_admin.ArchiveKms, network_id: str) -> ArchiveOpener:
     shown = api.get_retention(network_id)
-    if shown.get("status") == "off":
+    if shown["status"] == "off":
         raise UsageError(f"retention was never enabled for {network_id}")
-    officer = IdentityPublicKey.parse(b64d(shown.get("officer_identity"), "officer identity"))
+    officer = IdentityPublicKey.parse(b64d(shown["officer_identity"], "officer identity"))
     devices = []
-    for generation in shown.get("generations") or []:
-        identity = retention_admin.served_identity({**shown, **generation})
+    for generation in shown["generations"]:
+        identity = retention_admin.served_identity(shown, generation)
         key = kms.unwrap(
-            b64d(generation.get("wrapped_device_key"), "wrapped key"),
+            b64d(generation["wrapped_device_key"], "wrapped key"),
             network_id,
             retention_admin.RETENTION_PURPOSE,
-            str(generation["device_id"]),
+            generation["device_id"],
         )
         devices.append(open_device(identity, key))
     return ArchiveOpener(officer, devices)
