@@ -85,12 +85,13 @@ from sotto.frames.answers_devices import DeviceItem, DevicesHeader, RetentionAns
 from sotto.protocol.certificates import DeviceCertificate
 from sotto.protocol.distribution import KeyDistribution
 from sotto.protocol.envelope import Envelope
-from sotto.protocol.membership import ConversationKind, Create, MembershipOperation
+from sotto.protocol.membership import ConversationKind, Create, MembershipOperation, Role
 
 __all__ = ["Crash", "FakeServer", "FakeSession", "PushFaults", "Trip"]
 
 PAGE_MESSAGES = 3  # the real server's 2,000: small, so a catch-up takes several pages
 PAGE_MAIL = 2  # the real server's 100
+_ROLES = {Role.MEMBER: "member", Role.MODERATOR: "moderator"}
 _KINDS = {
     ConversationKind.DIRECT: "direct",
     ConversationKind.ROOM: "room",
@@ -131,7 +132,7 @@ class _Stored:
 class _Conversation:
     conversation_id: str
     kind: str
-    members: list[str]
+    members: dict[str, str]  # user -> role
     created_at: int
     log: list[bytes] = field(default_factory=list)
     messages: list[_Stored] = field(default_factory=list)
@@ -394,11 +395,11 @@ class FakeServer:
         if conversation is None:  # a direct conversation created twice: the first one stands
             change = MembershipOperation.parse(op).change
             assert isinstance(change, Create)
-            members = sorted(e.user_id for e in change.members)
+            roles = {e.user_id: _ROLES[e.role] for e in change.members}
             kind = _KINDS[change.conversation_kind]
-            conversation = _Conversation(cid, kind, members, self._now(), [op])
+            conversation = _Conversation(cid, kind, roles, self._now(), [op])
             self.conversations[cid] = conversation
-            for user_id in members:
+            for user_id in roles:
                 if user_id == caller.user_id:
                     continue
                 push: MembershipPush = {
@@ -417,7 +418,7 @@ class FakeServer:
         info: ConversationInfo = {
             "conversation_id": cid,
             "kind": conversation.kind,
-            "members": [{"user_id": u, "role": "member"} for u in conversation.members],
+            "members": [{"user_id": u, "role": r} for u, r in conversation.members.items()],
             "roster_version": conversation.roster_version,
             "last_seq": conversation.last_seq,
             "created_at": conversation.created_at,
@@ -433,7 +434,7 @@ class FakeServer:
             {
                 "conversation_id": c.conversation_id,
                 "kind": c.kind,
-                "role": "member",
+                "role": c.members[caller.user_id],
                 "roster_version": c.roster_version,
                 "member_count": len(c.members),
                 "last_seq": c.last_seq,
@@ -451,11 +452,11 @@ class FakeServer:
         members: list[RosterMember] = [
             {
                 "user_id": u,
-                "role": "member",
+                "role": role,
                 "handle": self.users[u].handle,
                 "identity_key": b64e(self.users[u].identity_key),
             }
-            for u in conversation.members
+            for u, role in conversation.members.items()
         ]
         devices: list[RosterDevice] = [
             {
