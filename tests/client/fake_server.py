@@ -1,8 +1,8 @@
 """An in-memory Sotto server for real ``Messenger`` objects: devices wired together.
 
-``FakeServer`` answers, at the frame level, the WebSocket routes a direct
-conversation between users with one device each needs (docs/api.md,
-"Messaging"); each device talks to it through its own ``FakeSession``, a
+``FakeServer`` answers, at the frame level, the WebSocket routes that users
+with one device each need for direct conversations and rooms created with
+their members (docs/api.md, "Messaging"); each device talks to it through its own ``FakeSession``, a
 ``SessionLike`` (``sotto.client.messenger.core``). Answers are built as the
 shared shapes (``sotto.frames.answers*``) and paged with
 ``sotto.frames.paginate_lists``, as the real handlers do; requests are
@@ -28,9 +28,11 @@ the server's do not change what is delivered: authentication, rate limits,
 policy limits (every user has the default policy), retention (off), the
 envelope and signature checks of ``send`` and ``distribute``, the check that
 a chain reached exactly the roster (``stale_devices``), verification of
-membership operations (stored as signed, the client verifies them), rooms'
-membership changes, files, links and prekey publishing (the signed prekey
-is every bundle; one-time prekeys are never handed out).
+membership operations (stored as signed, the client verifies them),
+membership changes after creation, files, links and prekey publishing (the
+signed prekey is every bundle; one-time prekeys are never handed out). A
+route it does not have raises ``NotImplementedError``, never a refusal a
+Messenger might take in its stride.
 
 Faults: ``Trip`` makes a chosen request lose its connection or crash the
 device before or after the server applies it; ``PushFaults`` drops,
